@@ -1,0 +1,19 @@
+# ARM Reconciler: slim image, non-root, armctl as the entrypoint.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY reconciler ./reconciler
+COPY policies ./policies
+RUN pip install --no-cache-dir build && python -m build --wheel --outdir /dist
+
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends git ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 arm
+COPY --from=build /dist/*.whl /tmp/
+RUN pip install --no-cache-dir /tmp/*.whl && rm /tmp/*.whl
+USER arm
+WORKDIR /home/arm
+ENV ARM_STATE_DIR=/home/arm/state
+ENTRYPOINT ["armctl"]
+CMD ["--help"]

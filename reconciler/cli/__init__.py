@@ -1,0 +1,1 @@
+"""The ``armctl`` command line: the only layer that prints and picks exit codes."""

@@ -1,0 +1,107 @@
+"""``armctl``: the click command group and the commands that read a fleet.
+
+The CLI builds :class:`settings.Settings` from the environment and its options, calls down into
+the layers, and is the only place that prints or picks exit codes. It catches only the project's
+own :class:`errors.ArmError` (and click's usage errors): the user sees ``Type: message`` and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, NoReturn
+
+import click
+
+from reconciler import __version__, errors
+from reconciler import settings as settings_
+from reconciler.cli import output
+from reconciler.spec import models
+
+__all__ = ["cli", "run"]
+
+FORMATS = click.Choice(["text", "json"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="armctl")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="State directory (env ARM_STATE_DIR, default .arm).")
+@click.option("--log-format", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning", show_default=True)
+@click.pass_context
+def cli(ctx: click.Context, state_dir: str | None, log_format: str, log_level: str) -> None:
+    """ARM Reconciler: govern a fleet of AI agents from a Git repository."""
+    output.configure_logging(log_format, log_level)
+    overrides: dict[str, Any] = {}
+    if state_dir:
+        overrides["state_dir"] = state_dir
+    try:
+        ctx.obj = settings_.Settings(**overrides)
+    except ValueError as exc:
+        raise errors.ConfigError(f"invalid settings: {exc}") from exc
+
+
+def source_options(func: Any) -> Any:
+    func = click.option("--path", "path", default=None, help="Fleet directory inside the repository (default fleet).")(func)
+    func = click.option("--ref", default=None, help="Branch, tag or SHA (default HEAD).")(func)
+    func = click.option("--repo", default=None, help="Repository: local path or Git URL (default .).")(func)
+    return func
+
+
+@cli.command()
+@source_options
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def validate(settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, fmt: str) -> None:
+    """Check every manifest and Rego module of a commit; exit 0 when valid, 1 when not."""
+    from reconciler.reconcile import validating
+    from reconciler.spec import caching, repository
+
+    started = time.perf_counter()
+    source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir)
+    source.fetch()
+    cache = caching.ParseCache(settings.cache_dir)
+    snap = validating.validate(
+        source, ref or settings.ref, path or settings.path, cache=cache, limits=validating.limits_from(settings)
+    )
+    elapsed = time.perf_counter() - started
+    if fmt == "json":
+        click.echo(json.dumps(output.validation_json(snap, elapsed, cache), indent=2))
+    else:
+        output.print_validation(snap, elapsed)
+    sys.exit(0 if snap.ok else 1)
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(list(models.KINDS)), default=None, help="Only this kind.")
+def schema(kind: str | None) -> None:
+    """Print the JSON Schema of the manifests (of one kind with --kind), for editors."""
+    click.echo(json.dumps(models.json_schema(kind), indent=2))
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Entry point of the ``armctl`` console script."""
+    try:
+        cli.main(args=argv, prog_name="armctl", standalone_mode=False)
+    except errors.ValidationFailed as exc:
+        _fail(f"ValidationFailed: {exc}")
+    except errors.ArmError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        # Usage errors exit 1, not click's 2: 2 means "changes" for ``armctl plan``.
+        exc.show()
+        sys.exit(1)
+    except click.exceptions.Abort:
+        _fail("Aborted.")
+    except KeyboardInterrupt:
+        _fail("Interrupted.", 130)
+    sys.exit(0)

@@ -1,0 +1,86 @@
+"""How ``armctl`` shows things: human text (coloured on a terminal), JSON, and log set-up.
+
+Kept apart from the commands so every command formats objects, problems and revisions the same
+way. Logs go to stderr through stdlib logging, plain or JSON (``--log-format``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any, ClassVar
+
+import click
+
+from reconciler.spec import caching, snapshot
+
+__all__ = ["configure_logging", "print_validation", "validation_json"]
+
+
+class _JsonFormatter(logging.Formatter):
+    _SKIP: ClassVar[frozenset[str]] = frozenset(vars(logging.makeLogRecord({})))
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        payload.update({k: v for k, v in vars(record).items() if k not in self._SKIP and not k.startswith("_")})
+        if record.exc_info:
+            payload["error"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def commit_json(snap: snapshot.Snapshot) -> dict[str, Any]:
+    c = snap.commit
+    return {
+        "sha": c.sha,
+        "author": f"{c.author_name} <{c.author_email}>",
+        "authoredAt": dt.datetime.fromtimestamp(c.authored_at, dt.UTC).isoformat(),
+        "summary": c.summary,
+    }
+
+
+def validation_json(snap: snapshot.Snapshot, elapsed: float, cache: caching.ParseCache) -> dict[str, Any]:
+    return {
+        "valid": snap.ok,
+        "source": snap.source,
+        "path": snap.path,
+        "revision": snap.revision,
+        "commit": commit_json(snap),
+        "counts": snap.counts(),
+        "files": snap.files,
+        "problems": [p.as_dict() for p in snap.problems],
+        "seconds": round(elapsed, 4),
+        "cache": {"hits": cache.hits, "misses": cache.misses},
+    }
+
+
+def print_validation(snap: snapshot.Snapshot, elapsed: float) -> None:
+    c = snap.commit
+    click.echo(f"Fleet {snap.path}/ of {snap.source} at {click.style(snap.revision, bold=True)}")
+    click.echo(f"  commit by {c.author_name} <{c.author_email}>: {c.summary}")
+    counts = snap.counts()
+    click.echo("  " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    if snap.ok:
+        click.echo(click.style("✓ valid", fg="green") + f" ({snap.files} files in {elapsed:.2f} s)")
+        return
+    n = len(snap.problems)
+    click.echo(click.style(f"✗ {n} problem{'s' if n != 1 else ''}", fg="red", bold=True))
+    for problem in snap.problems:
+        click.echo(f"  {click.style(problem.where(), bold=True)}: {problem.message}")

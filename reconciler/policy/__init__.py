@@ -1,0 +1,1 @@
+"""Policy: the Rego library, compile checks, engines and decisions. Knows no HTTP."""

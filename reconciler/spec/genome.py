@@ -1,0 +1,135 @@
+"""Canonical JSON and genome hashing: the identity of an agent version.
+
+``genomeHash = "sha256:" + sha256(canonical(genome document)).hexdigest()`` where the genome
+document is the manifest's ``spec.genome`` with defaults left out (so a new optional field in a
+later release does not change existing hashes) and every prompt file replaced by the hash of its
+content (so moving a file does not change the hash, editing it does).
+
+Canonical JSON (pinned by ``tests/spec/test_genome.py``; changing it changes every hash):
+- object keys sorted by code point, no insignificant whitespace, UTF-8 without escaping;
+- integers as written; floats in the shortest form that round-trips, formatted like
+  ECMAScript's ``Number.prototype.toString`` (``1.0`` → ``1``, ``1e-05`` → ``0.00001``,
+  ``1e21`` → ``1e+21``), as RFC 8785 does; NaN and infinities are refused;
+- strings escaped only where JSON requires it (``"``, ``\\``, control characters).
+
+Used by ``loading`` (to hash versions of a commit) and later by the store and audit (to re-hash
+what is stored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from reconciler.spec import models
+
+__all__ = ["canonical_json", "content_hash", "genome_document", "genome_hash", "sha256_of"]
+
+_encode_str = json.encoder.py_encode_basestring  # type: ignore[attr-defined]
+
+
+def _number(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{value!r} has no canonical JSON form")
+    if value == 0:
+        return "0"
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    sign = "-" if value < 0 else ""
+    mantissa, _, exp_text = repr(abs(value)).partition("e")
+    int_part, _, frac_part = mantissa.partition(".")
+    all_digits = int_part + frac_part
+    digits = all_digits.lstrip("0")
+    # value = 0.<digits> x 10**point (ECMAScript's n), after dropping leading zeros.
+    point = len(int_part) + (int(exp_text) if exp_text else 0) - (len(all_digits) - len(digits))
+    digits = digits.rstrip("0") or "0"
+    k = len(digits)
+    if k <= point <= 21:
+        return sign + digits + "0" * (point - k)
+    if 0 < point <= 21:
+        return sign + digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return sign + "0." + "0" * (-point) + digits
+    exponent = point - 1
+    exp_str = f"e{'+' if exponent > 0 else '-'}{abs(exponent)}"
+    if k == 1:
+        return sign + digits + exp_str
+    return sign + digits[0] + "." + digits[1:] + exp_str
+
+
+def _emit(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_encode_str(value))
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, float):
+        out.append(_number(value))
+    elif isinstance(value, Mapping):
+        out.append("{")
+        first = True
+        for key in sorted(value):
+            if not isinstance(key, str):
+                raise TypeError(f"object key {key!r} is not a string")
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_encode_str(key))
+            out.append(":")
+            _emit(value[key], out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _emit(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"{type(value).__name__} has no canonical JSON form")
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical UTF-8 JSON encoding of ``value`` (see the module docstring)."""
+    out: list[str] = []
+    _emit(value, out)
+    return "".join(out).encode("utf-8")
+
+
+def sha256_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def content_hash(data: bytes) -> str:
+    """The hash a prompt file is replaced by inside the genome document."""
+    return sha256_of(data)
+
+
+def genome_document(genome: models.Genome, prompt_hashes: Mapping[str, str]) -> dict[str, Any]:
+    """The genome as hashed and stored: defaults omitted, prompt files replaced by content hashes.
+
+    ``prompt_hashes`` maps each prompt's ``file`` (as written in the manifest) to its content
+    hash; a file missing from it is a ``KeyError`` the loader reports before calling this.
+    """
+    document = genome.model_dump(mode="json", exclude_defaults=True)
+    if genome.prompts:
+        document["prompts"] = [
+            {
+                **({"role": p.role} if p.role != "system" else {}),
+                "contentHash": prompt_hashes[p.file],
+            }
+            for p in genome.prompts
+        ]
+    return document
+
+
+def genome_hash(document: Mapping[str, Any]) -> str:
+    return sha256_of(canonical_json(document))

@@ -1,0 +1,348 @@
+"""Manifest models: the desired state of a fleet, one frozen pydantic model per kind.
+
+Every document in the fleet repository is ``apiVersion: arm/v1``, a ``kind`` from :data:`KINDS`,
+``metadata`` and ``spec``. Models are frozen and forbid unknown fields so a typo in YAML is an
+error, not a silently ignored field. ``loading`` turns parsed YAML into these models and
+``checking`` validates the references between them; nothing here knows Git or a database.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+import pydantic
+
+API_VERSION = "arm/v1"
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(@[0-9A-Za-z.+_-]+)?$"
+Name = Annotated[str, pydantic.StringConstraints(pattern=NAME_PATTERN, max_length=253)]
+LabelKey = Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9./_-]*[A-Za-z0-9])?$", max_length=253)]
+Permission = Annotated[str, pydantic.StringConstraints(pattern=r"^([a-z][a-z-]*|\*):([a-z][a-z-]*|\*)$")]
+Email = Annotated[str, pydantic.StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
+Money = Annotated[float, pydantic.Field(ge=0)]
+
+
+class Frozen(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", strict=False, populate_by_name=False)
+
+
+class VersionState(enum.StrEnum):
+    DRAFT = "DRAFT"
+    TESTING = "TESTING"
+    CANDIDATE = "CANDIDATE"
+    APPROVED = "APPROVED"
+    DEPRECATED = "DEPRECATED"
+    RETIRED = "RETIRED"
+
+
+class Risk(enum.StrEnum):
+    GREEN = "GREEN"
+    YELLOW = "YELLOW"
+    RED = "RED"
+
+
+class Metadata(Frozen):
+    name: Name
+    tenant: Name | None = None
+    labels: dict[LabelKey, str] = {}
+    annotations: dict[LabelKey, str] = {}
+
+
+# ---------------------------------------------------------------- Tenant, Project, Environment
+
+
+class TenantSpec(Frozen):
+    displayName: str | None = None
+    contact: Email | None = None
+
+
+class ProjectSpec(Frozen):
+    displayName: str | None = None
+    description: str | None = None
+    owner: Email | None = None
+
+
+class Admission(Frozen):
+    """What an environment lets in: the lowest version lifecycle and who must approve."""
+
+    minLifecycle: VersionState = VersionState.DRAFT
+    requireApproval: bool = False
+    requiredApprovals: int = pydantic.Field(default=1, ge=1, le=10)
+    approverRoles: tuple[Name, ...] = ()
+
+
+class EnvironmentSpec(Frozen):
+    displayName: str | None = None
+    production: bool = False
+    admission: Admission = Admission()
+    activation: Literal["heartbeat", "immediate"] = "heartbeat"
+    heartbeatTimeoutSeconds: int = pydantic.Field(default=120, ge=1)
+
+
+# ---------------------------------------------------------------- people and permissions
+
+
+class OperatorSpec(Frozen):
+    email: Email
+    displayName: str | None = None
+    roles: tuple[Name, ...] = ()
+
+
+class RoleSpec(Frozen):
+    description: str | None = None
+    permissions: tuple[Permission, ...] = pydantic.Field(min_length=1)
+
+
+# ---------------------------------------------------------------- tools
+
+
+class Tool(Frozen):
+    name: Name
+    description: str | None = None
+    risk: Risk
+    writes: bool = False
+    external: bool = False
+    productionImpact: bool = False
+
+
+class ToolCatalogSpec(Frozen):
+    tools: tuple[Tool, ...] = pydantic.Field(min_length=1)
+
+
+# ---------------------------------------------------------------- templates and versions
+
+
+class AgentTemplateSpec(Frozen):
+    project: Name
+    role: str
+    description: str | None = None
+    owner: Email
+
+
+class ModelRef(Frozen):
+    provider: str = pydantic.Field(min_length=1)
+    name: str = pydantic.Field(min_length=1)
+
+
+class ModelConfig(Frozen):
+    provider: str = pydantic.Field(min_length=1)
+    name: str = pydantic.Field(min_length=1)
+    parameters: dict[str, Any] = {}
+    fallbacks: tuple[ModelRef, ...] = ()
+
+
+class Prompt(Frozen):
+    """One prompt of the bundle; ``file`` is relative to the manifest's own directory."""
+
+    role: Literal["system", "developer", "user", "few-shot", "tool"] = "system"
+    file: str = pydantic.Field(min_length=1)
+
+
+class ToolGrant(Frozen):
+    name: Name
+    config: dict[str, Any] = {}
+
+
+class Memory(Frozen):
+    kind: Literal["none", "session", "persistent"] = "none"
+    ttlDays: int | None = pydantic.Field(default=None, ge=1)
+    maxItems: int | None = pydantic.Field(default=None, ge=1)
+
+
+class Provenance(Frozen):
+    author: str | None = None
+    source: str | None = None
+    createdAt: str | None = None
+    notes: str | None = None
+
+
+class Genome(Frozen):
+    """What an agent version *is*: write-once once the version exists."""
+
+    model: ModelConfig
+    prompts: tuple[Prompt, ...] = ()
+    tools: tuple[ToolGrant, ...] = ()
+    memory: Memory = Memory()
+    provenance: Provenance = Provenance()
+
+
+class Evaluation(Frozen):
+    """Evidence that a version passed (or failed) an evaluation suite; a gate input."""
+
+    suite: str = pydantic.Field(min_length=1)
+    score: float = pydantic.Field(ge=0, le=1)
+    threshold: float = pydantic.Field(ge=0, le=1)
+    passed: bool
+    report: str | None = None
+    runAt: str | None = None
+
+
+class AgentVersionSpec(Frozen):
+    template: Name
+    parent: Name | None = None
+    lifecycle: VersionState = VersionState.DRAFT
+    genome: Genome
+    genomeHash: Annotated[str, pydantic.StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
+    evaluations: tuple[Evaluation, ...] = ()
+
+
+# ---------------------------------------------------------------- policy envelopes
+
+
+class EnvelopeScope(Frozen):
+    kind: Literal["Tenant", "Project", "AgentTemplate", "AgentVersion"]
+    name: Name
+
+
+class ToolRules(Frozen):
+    allow: tuple[Name, ...] | None = None
+    deny: tuple[Name, ...] = ()
+    requireApproval: tuple[Name, ...] = ()
+
+
+class Budgets(Frozen):
+    perCall: Money | None = None
+    perRun: Money | None = None
+    daily: Money | None = None
+
+
+class LoopGuard(Frozen):
+    threshold: int | None = pydantic.Field(default=None, ge=2)
+    windowSeconds: int | None = pydantic.Field(default=None, ge=1)
+
+
+class ApprovalRules(Frozen):
+    requiredApprovals: int | None = pydantic.Field(default=None, ge=1, le=10)
+    approverRoles: tuple[Name, ...] | None = None
+    ttlSeconds: int | None = pydantic.Field(default=None, ge=60)
+
+
+class PolicyEnvelopeSpec(Frozen):
+    """Governance at one scope; an unset field inherits from the scope above."""
+
+    scope: EnvelopeScope
+    maxRisk: Risk | None = None
+    approvalAbove: Risk | None = None
+    tools: ToolRules = ToolRules()
+    budgets: Budgets = Budgets()
+    loop: LoopGuard = LoopGuard()
+    approvals: ApprovalRules = ApprovalRules()
+
+
+# ---------------------------------------------------------------- deployments
+
+
+class Strategy(Frozen):
+    type: Literal["AllAtOnce", "Canary"] = "AllAtOnce"
+    steps: tuple[Annotated[int, pydantic.Field(ge=1, le=100)], ...] = ()
+    autoRollback: bool = False
+
+    @pydantic.model_validator(mode="after")
+    def _steps_fit_type(self) -> Strategy:
+        if self.type == "Canary":
+            if not self.steps:
+                raise ValueError("a Canary strategy needs weight steps, e.g. steps: [10, 50, 100]")
+            if list(self.steps) != sorted(set(self.steps)) or self.steps[-1] != 100:
+                raise ValueError("canary steps must increase strictly and end at 100")
+        elif self.steps:
+            raise ValueError("steps are only valid with type: Canary")
+        return self
+
+
+class DeploymentSpec(Frozen):
+    template: Name
+    environment: Name
+    version: Name
+    replicas: int = pydantic.Field(default=1, ge=0, le=10_000)
+    strategy: Strategy = Strategy()
+
+
+# ---------------------------------------------------------------- documents
+
+
+class _Document(Frozen):
+    apiVersion: Literal["arm/v1"]
+    metadata: Metadata
+
+
+class Tenant(_Document):
+    kind: Literal["Tenant"]
+    spec: TenantSpec = TenantSpec()
+
+
+class Project(_Document):
+    kind: Literal["Project"]
+    spec: ProjectSpec = ProjectSpec()
+
+
+class Environment(_Document):
+    kind: Literal["Environment"]
+    spec: EnvironmentSpec = EnvironmentSpec()
+
+
+class Operator(_Document):
+    kind: Literal["Operator"]
+    spec: OperatorSpec
+
+
+class Role(_Document):
+    kind: Literal["Role"]
+    spec: RoleSpec
+
+
+class ToolCatalog(_Document):
+    kind: Literal["ToolCatalog"]
+    spec: ToolCatalogSpec
+
+
+class AgentTemplate(_Document):
+    kind: Literal["AgentTemplate"]
+    spec: AgentTemplateSpec
+
+
+class AgentVersion(_Document):
+    kind: Literal["AgentVersion"]
+    spec: AgentVersionSpec
+
+
+class PolicyEnvelope(_Document):
+    kind: Literal["PolicyEnvelope"]
+    spec: PolicyEnvelopeSpec
+
+
+class Deployment(_Document):
+    kind: Literal["Deployment"]
+    spec: DeploymentSpec
+
+
+Manifest = (
+    Tenant | Project | Environment | Operator | Role | ToolCatalog | AgentTemplate | AgentVersion | PolicyEnvelope | Deployment
+)
+
+#: Kind name → model, in apply order (tenants before templates before versions before ...).
+KINDS: dict[str, type[_Document]] = {
+    "Tenant": Tenant,
+    "Project": Project,
+    "Environment": Environment,
+    "Role": Role,
+    "Operator": Operator,
+    "ToolCatalog": ToolCatalog,
+    "AgentTemplate": AgentTemplate,
+    "AgentVersion": AgentVersion,
+    "PolicyEnvelope": PolicyEnvelope,
+    "Deployment": Deployment,
+}
+
+
+def json_schema(kind: str | None = None) -> dict[str, Any]:
+    """JSON Schema for one kind, or for any manifest document (for editor validation)."""
+    if kind is not None:
+        schema = KINDS[kind].model_json_schema()
+        schema["$id"] = f"https://arm.dev/schemas/arm/v1/{kind}.json"
+        return schema
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Annotated[Manifest, pydantic.Field(discriminator="kind")])
+    schema = adapter.json_schema()
+    schema["$id"] = "https://arm.dev/schemas/arm/v1/manifest.json"
+    schema["title"] = "ARM manifest (arm/v1)"
+    return schema

@@ -1,0 +1,228 @@
+"""Git access for the fleet source: resolve refs, list commit trees, read blobs, never check out.
+
+A fleet source is a local repository (bare or not) or a URL. URLs are mirrored into a cache
+directory (``git clone --mirror`` once, ``git fetch`` after) and read from there, so a remote is
+read exactly like a local repository. Everything is read from the commit's tree pinned to a SHA:
+the working copy, if any, is never looked at.
+
+Blobs are read through one pipelined ``git cat-file --batch`` per call (NOTES.md: ~0.11 s for
+10k blobs, twice as fast as one request at a time). ``loading`` uses this module; it knows
+nothing of manifests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Iterable
+from pathlib import Path
+
+import git
+
+from reconciler import errors
+
+__all__ = ["Commit", "Repository", "TreeEntry", "redact_url"]
+
+log = logging.getLogger(__name__)
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_CREDENTIALS_RE = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Commit:
+    sha: str
+    author_name: str
+    author_email: str
+    authored_at: int  # seconds since the epoch
+    summary: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeEntry:
+    path: str  # relative to the repository root, '/'-separated
+    mode: str
+    type: str  # blob | tree | commit (a submodule)
+    sha: str
+    size: int | None
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.mode == "120000"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials, fit for logs and error messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
+
+
+class Repository:
+    """One fleet repository, local or mirrored from a URL."""
+
+    def __init__(self, location: str | os.PathLike[str], cache_dir: Path | None = None) -> None:
+        self.location = str(location)
+        path = Path(self.location).expanduser()
+        if path.exists():
+            self._path = path
+            self.is_remote = False
+        elif _looks_like_url(self.location):
+            if cache_dir is None:
+                raise errors.ConfigError(f"a cache directory is needed to mirror {redact_url(self.location)}")
+            key = hashlib.sha256(self.location.encode()).hexdigest()[:16]
+            self._path = cache_dir / "mirrors" / key
+            self.is_remote = True
+            self._ensure_mirror()
+        else:
+            raise errors.SourceError(f"repository {self.location!r} does not exist and is not a URL")
+        try:
+            self._repo = git.Repo(self._path)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+            raise errors.SourceError(f"{self.display} is not a Git repository") from exc
+
+    @property
+    def display(self) -> str:
+        return redact_url(self.location)
+
+    # ------------------------------------------------------------------ remote mirrors
+
+    def _ensure_mirror(self) -> None:
+        if (self._path / "HEAD").exists():
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_name(self._path.name + ".partial")
+        _run_git(["clone", "--quiet", "--mirror", "--", self.location, str(tmp)], what=f"clone {self.display}")
+        tmp.rename(self._path)
+
+    def fetch(self) -> None:
+        """Bring a mirrored remote up to date; a local repository is always current."""
+        if self.is_remote:
+            _run_git(["-C", str(self._path), "fetch", "--quiet", "--prune", "origin"], what=f"fetch {self.display}")
+
+    # ------------------------------------------------------------------ reading
+
+    def resolve(self, ref: str) -> Commit:
+        """The commit ``ref`` (branch, tag, SHA, ``origin/main`` ...) names, with its author."""
+        if not ref or ref.startswith("-") or any(c in ref for c in "\0\n "):
+            raise errors.SourceError(f"{ref!r} is not a valid Git ref")
+        try:
+            sha = self._repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+        except git.GitCommandError as exc:
+            raise errors.SourceError(f"ref {ref!r} not found in {self.display}") from exc
+        commit = self._repo.commit(sha)
+        return Commit(
+            sha=sha,
+            author_name=str(commit.author.name or ""),
+            author_email=str(commit.author.email or ""),
+            authored_at=int(commit.authored_date),
+            summary=str(commit.summary),
+        )
+
+    def list_tree(self, sha: str, path: str) -> list[TreeEntry]:
+        """Every entry under ``path`` (recursively) in the tree of commit ``sha``.
+
+        ``path`` must name a directory of that tree; ``""`` is the root.
+        """
+        if not _SHA_RE.match(sha):
+            raise errors.SourceError(f"{sha!r} is not a full commit SHA")
+        path = path.strip("/")
+        if path:
+            kind = self._object_type(f"{sha}:{path}")
+            if kind is None:
+                raise errors.SourceError(f"path {path!r} does not exist in commit {sha[:12]} of {self.display}")
+            if kind != "tree":
+                raise errors.SourceError(f"path {path!r} in commit {sha[:12]} is a {kind}, not a directory")
+        args = ["ls-tree", "-r", "-l", "-z", "--full-tree", sha]
+        if path:
+            args += ["--", path + "/"]
+        try:
+            out = self._repo.git.execute(["git", *args], stdout_as_string=False, strip_newline_in_stdout=False)
+        except git.GitCommandError as exc:
+            raise errors.SourceError(f"cannot list {path or '/'} in {sha[:12]}: {exc.stderr.strip()}") from exc
+        assert isinstance(out, bytes)
+        entries = []
+        for record in out.split(b"\0"):
+            if not record:
+                continue
+            meta, _, name = record.partition(b"\t")
+            mode, otype, osha, size = meta.decode().split(None, 3)
+            entries.append(
+                TreeEntry(
+                    path=name.decode("utf-8", "surrogateescape"),
+                    mode=mode,
+                    type=otype,
+                    sha=osha,
+                    size=None if size.strip() == "-" else int(size),
+                )
+            )
+        return entries
+
+    def _object_type(self, spec: str) -> str | None:
+        try:
+            return str(self._repo.git.cat_file("-t", spec))
+        except git.GitCommandError:
+            return None
+
+    def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        """The content of each blob, through one pipelined ``git cat-file --batch``."""
+        wanted = list(dict.fromkeys(shas))
+        if not wanted:
+            return {}
+        proc = subprocess.Popen(
+            ["git", "-C", str(self._path), "cat-file", "--batch"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin = proc.stdin
+
+        def feed() -> None:
+            try:
+                stdin.write("".join(s + "\n" for s in wanted).encode())
+            finally:
+                stdin.close()
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        result: dict[str, bytes] = {}
+        try:
+            for sha in wanted:
+                header = proc.stdout.readline().split()
+                if len(header) != 3 or header[0].decode() != sha:
+                    raise errors.SourceError(f"blob {sha} cannot be read from {self.display}")
+                size = int(header[2])
+                result[sha] = proc.stdout.read(size)
+                proc.stdout.read(1)
+        finally:
+            writer.join()
+            proc.stdout.close()
+            proc.wait()
+        return result
+
+
+def _looks_like_url(location: str) -> bool:
+    return "://" in location or re.match(r"^[\w.-]+@[\w.-]+:", location) is not None
+
+
+def _run_git(args: list[str], what: str) -> None:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    proc = subprocess.run(["git", *args], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        message = _CREDENTIALS_RE.sub(r"\1***@", lines[-1]) if lines else f"exit {proc.returncode}"
+        raise errors.SourceError(f"cannot {what}: {message}")
