@@ -9,6 +9,7 @@ non-zero exit, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, NoReturn
@@ -34,13 +35,7 @@ FORMATS = click.Choice(["text", "json"])
 def cli(ctx: click.Context, state_dir: str | None, log_format: str, log_level: str) -> None:
     """ARM Reconciler: govern a fleet of AI agents from a Git repository."""
     output.configure_logging(log_format, log_level)
-    overrides: dict[str, Any] = {}
-    if state_dir:
-        overrides["state_dir"] = state_dir
-    try:
-        ctx.obj = settings_.Settings(**overrides)
-    except ValueError as exc:
-        raise errors.ConfigError(f"invalid settings: {exc}") from exc
+    ctx.obj = settings_.Settings.from_env(state_dir=state_dir)
 
 
 def source_options(func: Any) -> Any:
@@ -64,7 +59,12 @@ def validate(settings: settings_.Settings, repo: str | None, ref: str | None, pa
     source.fetch()
     cache = caching.ParseCache(settings.cache_dir)
     snap = validating.validate(
-        source, ref or settings.ref, path or settings.path, cache=cache, limits=validating.limits_from(settings)
+        source,
+        ref or settings.ref,
+        path or settings.path,
+        cache=cache,
+        limits=validating.limits_from(settings),
+        workers=os.cpu_count() or 1,
     )
     elapsed = time.perf_counter() - started
     if fmt == "json":

@@ -23,9 +23,10 @@ def validate(
     *,
     cache: caching.ParseCache | None = None,
     limits: loading.Limits | None = None,
+    workers: int = 1,
 ) -> snapshot.Snapshot:
     cache = cache if cache is not None else caching.ParseCache()
-    snap = loading.load(repo, ref, path, cache=cache, limits=limits or loading.Limits())
+    snap = loading.load(repo, ref, path, cache=cache, limits=limits, workers=workers)
     modules = library.modules_for(snap.rego)
     digest = hashlib.sha256()
     for name in sorted(modules):

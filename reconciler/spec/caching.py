@@ -1,13 +1,15 @@
-"""A content-addressed cache of parsed files, kept in memory and optionally on disk.
+"""A content-addressed cache of parse results, in memory and optionally on disk.
 
 Keys are built from Git blob SHAs (content addresses), so an entry never goes stale: a file
 that did not change between two commits costs nothing on the second. The daemon keeps one cache
 for its lifetime; CLI commands persist it in the state directory so a second ``armctl validate``
-of the same commit (or of a commit that changed three files) skips parsing entirely.
+of the same commit, or of a commit that changed three files, parses nothing it parsed before.
 
-On disk the cache keeps two generations — what the last two loads used — so it stays the size of
-a fleet and alternating between a base and a head commit (a pull-request plan) stays warm. It is
-a pickle in a directory the user owns; it holds parse results only, never credentials.
+Entries are kept encoded (a pickle per entry, strings as they are) until they are used, so
+loading the file is one large read and writing it re-encodes only what is new. On disk the
+cache keeps two generations — what the last two loads used — so it stays the size of a fleet and
+alternating between a base and a head commit (a pull-request plan) stays warm. It is a pickle in
+a directory the user owns, holding parse results only, never credentials.
 """
 
 from __future__ import annotations
@@ -19,22 +21,37 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ParseCache"]
+__all__ = ["FORMAT", "ParseCache"]
 
 log = logging.getLogger(__name__)
 
 #: Bump when parsing or the models change what a cached entry means.
-FORMAT = 1
+FORMAT = 3
+
+Encoded = bytes | str
+
+
+def encode(value: Any) -> Encoded:
+    return value if type(value) is str else pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _decode(encoded: Encoded) -> Any:
+    if isinstance(encoded, str):
+        return encoded
+    return pickle.loads(encoded)  # noqa: S301 - our own cache
 
 
 class ParseCache:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
-        self._current: dict[str, Any] = {}  # entries the load under way used
-        self._last: dict[str, Any] = {}  # entries the previous load used
-        self._before: dict[str, Any] = {}  # entries the load before that used
+        self._current: dict[str, Any] = {}  # decoded entries the load under way used
+        self._current_encoded: dict[str, Encoded] = {}
+        self._last: dict[str, Any] = {}  # decoded entries of the previous load (long-lived process)
+        self._stored_last: dict[str, Encoded] = {}  # encoded, as read from disk or kept
+        self._stored_before: dict[str, Encoded] = {}
         self.hits = 0
         self.misses = 0
+        self._added = False
         if directory is not None:
             self._read()
 
@@ -54,42 +71,64 @@ class ParseCache:
             log.warning("ignoring unreadable parse cache %s: %s", path, exc)
             return
         if isinstance(stored, dict) and stored.get("format") == FORMAT:
-            self._last = stored.get("last", {})
-            self._before = stored.get("before", {})
+            self._stored_last = stored.get("last", {})
+            self._stored_before = stored.get("before", {})
 
     def get(self, key: str) -> Any | None:
         value = self._current.get(key)
-        if value is None:
-            value = self._last.get(key)
-            if value is None:
-                value = self._before.get(key)
-            if value is not None:
-                self._current[key] = value
+        if value is not None:
+            self.hits += 1
+            return value
+        value = self._last.get(key)
+        encoded = self._stored_last.get(key) or self._stored_before.get(key)
+        if value is None and encoded is not None:
+            try:
+                value = _decode(encoded)
+            except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError, IndexError):
+                value = None
         if value is None:
             self.misses += 1
-        else:
-            self.hits += 1
+            return None
+        self.hits += 1
+        self._current[key] = value
+        self._current_encoded[key] = encoded if encoded is not None else encode(value)
         return value
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, encoded: Encoded | None = None) -> None:
+        """Remember ``value``; pass ``encoded`` when it was already pickled (by a worker)."""
         self._current[key] = value
+        self._current_encoded[key] = encoded if encoded is not None else encode(value)
+        self._added = True
 
     def start_generation(self) -> None:
         """Begin a load in a long-lived process: the last load's entries become older ones."""
         if self._current:
-            self._before, self._last, self._current = self._last, self._current, {}
+            self._stored_before = self._stored_last
+            self._stored_last = self._current_encoded
+            self._last = self._current
+            self._current = {}
+            self._current_encoded = {}
 
     def save(self) -> None:
-        """Persist what this load and the previous one used, unless it is what is stored."""
+        """Persist what this load and the previous one used, if this load added anything.
+
+        A load that only hit the cache found everything on disk already, so nothing is written.
+        """
         path = self._file
-        if path is None or self._current.keys() == self._last.keys():
+        if path is None or not self._added:
             return
+        previous = self._stored_last if self._current_encoded is not self._stored_last else self._stored_before
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".parsed-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                pickle.dump({"format": FORMAT, "last": self._current, "before": self._last}, f, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(
+                    {"format": FORMAT, "last": self._current_encoded, "before": previous},
+                    f,
+                    protocol=pickle.HIGHEST_PROTOCOL,
+                )
             os.replace(tmp, path)
+            self._added = False
         except OSError as exc:
             log.warning("cannot write parse cache %s: %s", path, exc)
             Path(tmp).unlink(missing_ok=True)

@@ -21,12 +21,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from reconciler.spec import models
 
-__all__ = ["canonical_json", "content_hash", "genome_document", "genome_hash", "sha256_of"]
+__all__ = [
+    "canonical_json",
+    "content_hash",
+    "genome_document",
+    "genome_hash",
+    "genome_template",
+    "hash_template",
+    "sha256_of",
+]
 
 _encode_str = json.encoder.py_encode_basestring  # type: ignore[attr-defined]
 
@@ -97,11 +106,32 @@ def _emit(value: Any, out: list[str]) -> None:
         raise TypeError(f"{type(value).__name__} has no canonical JSON form")
 
 
+def _plain(value: Any) -> bool:
+    """Whether the C JSON encoder already writes ``value`` canonically.
+
+    It does unless a float needs ECMAScript formatting (integral, or written with an exponent by
+    Python) or a key is not a string; then the exact (slower) emitter runs.
+    """
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) is str for k in value) and all(map(_plain, value.values()))
+    if kind is list or kind is tuple:
+        return all(map(_plain, value))
+    if kind is float:
+        return not value.is_integer() and "e" not in repr(value) and not math.isinf(value) and value == value
+    return kind is str or kind is int or kind is bool or value is None
+
+
 def canonical_json(value: Any) -> bytes:
     """The canonical UTF-8 JSON encoding of ``value`` (see the module docstring)."""
+    if _plain(value):
+        return _DUMPS(value).encode("utf-8")
     out: list[str] = []
     _emit(value, out)
     return "".join(out).encode("utf-8")
+
+
+_DUMPS = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")).encode
 
 
 def sha256_of(data: bytes) -> str:
@@ -133,3 +163,36 @@ def genome_document(genome: models.Genome, prompt_hashes: Mapping[str, str]) -> 
 
 def genome_hash(document: Mapping[str, Any]) -> str:
     return sha256_of(canonical_json(document))
+
+
+def genome_template(genome: models.Genome) -> tuple[str, ...]:
+    """The canonical genome text split around its prompt hashes, one gap per prompt.
+
+    Lets the (slow) canonical encoding happen once per document and be cached, while prompt files
+    are hashed separately by blob: ``hash_template`` joins the pieces with the content hashes.
+    """
+    nonce = secrets.token_hex(16)
+    markers = [f"arm-prompt-{nonce}-{i}" for i in range(len(genome.prompts))]
+    document = genome.model_dump(mode="json", exclude_defaults=True)
+    if genome.prompts:
+        document["prompts"] = [
+            {**({"role": p.role} if p.role != "system" else {}), "contentHash": markers[i]} for i, p in enumerate(genome.prompts)
+        ]
+    text = canonical_json(document).decode("utf-8")
+    pieces = []
+    for marker in markers:
+        head, _, text = text.partition(f'"{marker}"')
+        pieces.append(head)
+    pieces.append(text)
+    return tuple(pieces)
+
+
+def hash_template(template: tuple[str, ...], prompt_hashes: list[str]) -> str:
+    """The genome hash of a ``genome_template`` given each prompt's content hash, in order."""
+    if len(prompt_hashes) != len(template) - 1:
+        raise ValueError(f"the genome has {len(template) - 1} prompts, got {len(prompt_hashes)} hashes")
+    parts = [template[0]]
+    for digest, piece in zip(prompt_hashes, template[1:], strict=True):
+        parts.append(f'"{digest}"')
+        parts.append(piece)
+    return sha256_of("".join(parts).encode("utf-8"))

@@ -1,12 +1,13 @@
-"""Loading a commit: Git tree → parsed manifests → typed objects → checked snapshot.
+"""Loading a commit: Git tree → parsed summaries → objects → checked snapshot.
 
 ``load(repo, ref, path)`` resolves the ref to a SHA, lists the fleet path in that commit's tree,
 refuses what must not be read (symlinks, submodules, oversized files, paths leaving the fleet
-path), parses every ``*.yaml``/``*.yml`` through ``parsing`` (cached by blob SHA in a
-``caching.ParseCache``), collects ``*.rego`` modules, resolves each object's tenant, hashes
-genomes (prompt files replaced by their content hash) and runs ``checking``. Every problem is
-collected; the caller decides whether a snapshot with problems is fatal
-(``Snapshot.raise_for_problems``). Rego compilation is checked one floor up, by ``policy``.
+path), parses every ``*.yaml``/``*.yml`` through ``parsing`` — cached by blob SHA in a
+``caching.ParseCache``, in several worker processes when many files changed — collects ``*.rego``
+modules, resolves each object's tenant, hashes genomes (prompt files replaced by their content
+hash) and runs ``checking``. Every problem is collected; the caller decides whether a snapshot
+with problems is fatal (``Snapshot.raise_for_problems``). Rego compilation is checked one floor
+up, by ``policy``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import multiprocessing
 import posixpath
-from typing import Any
 
 from reconciler import errors
 from reconciler.spec import caching, checking, genome, models, parsing, repository, snapshot
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 _MANIFEST_SUFFIXES = (".yaml", ".yml")
 _REGO_SUFFIX = ".rego"
+#: Below this many files to parse, worker processes cost more than they save.
+_PARALLEL_FROM = 400
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,43 +42,28 @@ def load(
     path: str = "fleet",
     *,
     cache: caching.ParseCache | None = None,
-    limits: Limits = Limits(),
+    limits: Limits | None = None,
+    workers: int = 1,
 ) -> snapshot.Snapshot:
-    """The desired state at ``ref``; problems are collected in ``Snapshot.problems``."""
+    """The desired state at ``ref``; problems are collected in ``Snapshot.problems``.
+
+    ``workers`` > 1 parses in that many forked processes when many files are new; only pass it
+    from a process that runs no other threads (forking copies held locks).
+    """
     commit = repo.resolve(ref)
     root = path.strip("/")
     entries = repo.list_tree(commit.sha, root)
     cache = cache if cache is not None else caching.ParseCache()
     cache.start_generation()
     gc_was_enabled = gc.isenabled()
-    gc.disable()  # NOTES.md: building thousands of models is 3-5x slower with the GC running
+    gc.disable()  # NOTES.md: allocating many small objects is 3-5x slower with the GC running
     try:
-        loader = _Loader(repo, root, entries, cache, limits)
-        result = loader.run()
+        snap = _Loader(repo, root, entries, cache, limits or Limits(), workers).run(ref, commit)
     finally:
         if gc_was_enabled:
             gc.enable()
     cache.save()
-    return snapshot.Snapshot(
-        source=repo.display,
-        ref=ref,
-        path=root,
-        commit=commit,
-        objects=result.objects,
-        genomes=result.genomes,
-        rego=result.rego,
-        problems=result.problems,
-        files=result.files,
-    )
-
-
-@dataclasses.dataclass
-class _Result:
-    objects: dict[snapshot.Key, snapshot.Object]
-    genomes: dict[tuple[str, str], snapshot.VersionGenome]
-    rego: dict[str, str]
-    problems: list[errors.Problem]
-    files: int
+    return snap
 
 
 class _Loader:
@@ -86,47 +74,62 @@ class _Loader:
         entries: list[repository.TreeEntry],
         cache: caching.ParseCache,
         limits: Limits,
+        workers: int,
     ) -> None:
         self.repo = repo
         self.root = root
         self.cache = cache
         self.limits = limits
+        self.workers = workers
         self.problems: list[errors.Problem] = []
-        self.tree: dict[str, repository.TreeEntry] = {}
-        for entry in entries:
-            self.tree[entry.path] = entry
+        self.tree = {entry.path: entry for entry in entries}
+        self.raw: dict[tuple[str, int], bytes] = {}
+        self.fresh: dict[str, parsing.ParsedFile] = {}  # parsed in this load, templates included
 
-    # ---------------------------------------------------------------- steps
-
-    def run(self) -> _Result:
+    def run(self, ref: str, commit: repository.Commit) -> snapshot.Snapshot:
         manifests, rego_files = self._select_files()
         parsed = self._parse(manifests)
         rego = self._read_rego(rego_files)
         objects = self._build_objects(parsed)
-        genomes = self._hash_genomes(objects)
+        prompt_hashes, genome_hashes = self._hash_genomes(objects)
         self.problems.extend(checking.check_references(objects))
-        return _Result(objects, genomes, rego, self.problems, len(manifests) + len(rego_files))
+        return snapshot.Snapshot(
+            source=self.repo.display,
+            ref=ref,
+            path=self.root,
+            commit=commit,
+            objects=objects,
+            genome_hashes=genome_hashes,
+            prompt_hashes=prompt_hashes,
+            rego=rego,
+            problems=self.problems,
+            files=len(manifests) + len(rego_files),
+            raw=self.raw,
+            reread=self._reread,
+        )
+
+    # ---------------------------------------------------------------- files
 
     def _select_files(self) -> tuple[list[repository.TreeEntry], list[repository.TreeEntry]]:
         manifests: list[repository.TreeEntry] = []
         rego: list[repository.TreeEntry] = []
         for entry in self.tree.values():
-            is_manifest = entry.path.endswith(_MANIFEST_SUFFIXES)
-            is_rego = entry.path.endswith(_REGO_SUFFIX)
-            if not (is_manifest or is_rego):
-                continue
-            if not self._readable(entry, "file"):
-                continue
-            (manifests if is_manifest else rego).append(entry)
-        for entry in self.tree.values():
             if entry.type == "commit":
                 self.problems.append(errors.Problem(entry.path, message="submodules are not supported in a fleet path"))
+                continue
+            is_manifest = entry.path.endswith(_MANIFEST_SUFFIXES)
+            if not (is_manifest or entry.path.endswith(_REGO_SUFFIX)):
+                continue
+            if self._readable(entry, "file"):
+                (manifests if is_manifest else rego).append(entry)
+        manifests.sort(key=lambda e: e.path)
+        rego.sort(key=lambda e: e.path)
         return manifests, rego
 
     def _readable(self, entry: repository.TreeEntry, what: str) -> bool:
         """Whether ``entry`` may be read; records the reason when it may not."""
         parts = entry.path.split("/")
-        if entry.path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        if entry.path.startswith("/") or any(p in ("", ".", "..") for p in parts) or not _inside(entry.path, self.root):
             self.problems.append(errors.Problem(entry.path, message=f"{what} path escapes the fleet path"))
             return False
         if entry.is_symlink:
@@ -144,115 +147,176 @@ class _Loader:
             return False
         return True
 
-    def _parse(self, manifests: list[repository.TreeEntry]) -> list[tuple[str, parsing.ParsedFile]]:
+    def _parse(self, manifests: list[repository.TreeEntry]) -> list[tuple[repository.TreeEntry, parsing.ParsedFile]]:
         results: dict[str, parsing.ParsedFile] = {}
         missing: list[repository.TreeEntry] = []
         for entry in manifests:
-            hit = self.cache.get(f"y:{entry.path}:{entry.sha}")
+            hit = self.cache.get(_file_key(entry))
             if hit is None:
                 missing.append(entry)
             else:
                 results[entry.path] = hit
         if missing:
-            blobs = self.repo.read_blobs(e.sha for e in missing)
-            for entry in missing:
-                parsed = parsing.parse_manifest_file(entry.path, blobs[entry.sha])
-                self.cache.put(f"y:{entry.path}:{entry.sha}", parsed)
+            for entry, (parsed, encoded) in zip(missing, self._parse_blobs(missing), strict=True):
+                self.cache.put(_file_key(entry), parsed.cacheable(), encoded)
+                self.fresh[entry.path] = parsed
                 results[entry.path] = parsed
+                for index, data in parsed.raw.items():
+                    self.raw[(entry.path, index)] = data
         out = []
-        for entry in sorted(manifests, key=lambda e: e.path):
+        for entry in manifests:
             parsed = results[entry.path]
             self.problems.extend(parsed.problems)
-            out.append((entry.path, parsed))
+            out.append((entry, parsed))
         return out
+
+    def _parse_blobs(self, entries: list[repository.TreeEntry]) -> list[tuple[parsing.ParsedFile, caching.Encoded]]:
+        blobs = self.repo.read_blobs(e.sha for e in entries)
+        jobs = [(e.path, blobs[e.sha]) for e in entries]
+        if self.workers > 1 and len(jobs) >= _PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods():
+            chunk = max(1, len(jobs) // (self.workers * 8))
+            with multiprocessing.get_context("fork").Pool(self.workers) as pool:
+                return pool.starmap(_parse_job, jobs, chunksize=chunk)
+        return [_parse_job(p, content) for p, content in jobs]
+
+    def _reread(self, files: list[tuple[str, str]]) -> dict[tuple[str, int], bytes]:
+        blobs = self.repo.read_blobs(blob for _, blob in files)
+        raw: dict[tuple[str, int], bytes] = {}
+        for path, blob in files:
+            parsed = parsing.parse_manifest_file(path, blobs[blob])
+            raw.update({(path, i): data for i, data in parsed.raw.items()})
+        return raw
 
     def _read_rego(self, rego_files: list[repository.TreeEntry]) -> dict[str, str]:
         blobs = self.repo.read_blobs(e.sha for e in rego_files)
         modules: dict[str, str] = {}
-        for entry in sorted(rego_files, key=lambda e: e.path):
+        for entry in rego_files:
             try:
                 modules[entry.path] = blobs[entry.sha].decode("utf-8")
             except UnicodeDecodeError as exc:
                 self.problems.append(errors.Problem(entry.path, message=f"file is not UTF-8 (byte {exc.start})"))
         return modules
 
-    def _build_objects(self, parsed: list[tuple[str, parsing.ParsedFile]]) -> dict[snapshot.Key, snapshot.Object]:
-        typed: list[tuple[Any, snapshot.Origin]] = []
-        for path, result in parsed:
-            for doc in result.documents:
-                manifest = models.KINDS[doc.kind].model_validate(doc.data)
-                typed.append((manifest, snapshot.Origin(path, doc.index, doc.line)))
-        tenants = [m.metadata.name for m, _ in typed if m.kind == "Tenant"]
+    # ---------------------------------------------------------------- objects
+
+    def _build_objects(
+        self, parsed: list[tuple[repository.TreeEntry, parsing.ParsedFile]]
+    ) -> dict[snapshot.Key, snapshot.Object]:
+        tenants = [d.name for _, p in parsed for d in p.documents if d.kind == "Tenant"]
         default_tenant = tenants[0] if len(tenants) == 1 else None
+        known = set(tenants)
         objects: dict[snapshot.Key, snapshot.Object] = {}
-        for manifest, origin in typed:
-            tenant = manifest.metadata.name if manifest.kind == "Tenant" else manifest.metadata.tenant
-            if tenant is None:
-                if default_tenant is None:
-                    why = "the fleet declares no Tenant" if not tenants else f"the fleet has {len(tenants)} tenants"
-                    self.problems.append(origin.problem("metadata.tenant", f"required because {why}"))
+        for entry, result in parsed:
+            for doc in result.documents:
+                origin = snapshot.Origin(entry.path, doc.number, doc.line, entry.sha)
+                tenant = doc.name if doc.kind == "Tenant" else doc.tenant
+                if tenant is None:
+                    if default_tenant is None:
+                        why = "the fleet declares no Tenant" if not tenants else f"the fleet has {len(tenants)} tenants"
+                        self.problems.append(origin.problem("metadata.tenant", f"required because {why}"))
+                        continue
+                    tenant = default_tenant
+                elif doc.kind != "Tenant" and tenant not in known:
+                    self.problems.append(origin.problem("metadata.tenant", f"Tenant {tenant!r} does not exist"))
                     continue
-                tenant = default_tenant
-            elif manifest.kind != "Tenant" and tenant not in tenants:
-                self.problems.append(origin.problem("metadata.tenant", f"Tenant {tenant!r} does not exist"))
-                continue
-            obj = snapshot.Object(manifest.kind, tenant, manifest.metadata.name, manifest, origin)
-            first = objects.get(obj.key)
-            if first is not None:
-                self.problems.append(
-                    origin.problem("metadata.name", f"duplicate {obj.kind} {obj.name!r} (first declared at {first.origin})")
-                )
-                continue
-            objects[obj.key] = obj
+                obj = snapshot.Object(doc.kind, tenant, doc.name, doc, origin)
+                first = objects.get(obj.key)
+                if first is not None:
+                    self.problems.append(
+                        origin.problem("metadata.name", f"duplicate {obj.kind} {obj.name!r} (first declared at {first.origin})")
+                    )
+                    continue
+                objects[obj.key] = obj
         order = {kind: i for i, kind in enumerate(models.KINDS)}
         return dict(sorted(objects.items(), key=lambda item: (order[item[0][0]], item[0][1], item[0][2])))
 
-    def _hash_genomes(self, objects: dict[snapshot.Key, snapshot.Object]) -> dict[tuple[str, str], snapshot.VersionGenome]:
+    # ---------------------------------------------------------------- genomes
+
+    def _hash_genomes(
+        self, objects: dict[snapshot.Key, snapshot.Object]
+    ) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], str]]:
         versions = [o for o in objects.values() if o.kind == "AgentVersion"]
-        wanted: dict[str, list[tuple[snapshot.Object, int, str]]] = {}
-        prompt_paths: dict[tuple[snapshot.Key, int], str] = {}
+        prompt_blobs: dict[snapshot.Key, list[str | None]] = {}
+        users: dict[str, list[tuple[snapshot.Object, int, str]]] = {}
+        resolved: dict[tuple[str, str], tuple[str, str | None, str | None]] = {}  # memo: many versions share files
         for obj in versions:
-            base = posixpath.dirname(obj.origin.file)
-            for i, prompt in enumerate(obj.spec.genome.prompts):
-                field = f"spec.genome.prompts[{i}].file"
-                target = posixpath.normpath(posixpath.join(base, prompt.file))
-                if prompt.file.startswith("/") or not _inside(target, self.root):
-                    self.problems.append(obj.origin.problem(field, f"prompt file {prompt.file!r} escapes the fleet path"))
-                    continue
-                entry = self.tree.get(target)
-                if entry is None:
-                    self.problems.append(obj.origin.problem(field, f"prompt file {target!r} does not exist in this commit"))
-                    continue
-                if not self._readable(entry, "prompt file"):
-                    continue
-                prompt_paths[(obj.key, i)] = entry.sha
-                wanted.setdefault(entry.sha, []).append((obj, i, target))
-        hashes = self._prompt_hashes(wanted)
-        genomes: dict[tuple[str, str], snapshot.VersionGenome] = {}
+            blobs: list[str | None] = []
+            for i, file in enumerate(obj.doc.prompts):
+                found = resolved.get((obj.origin.file, file))
+                if found is None:
+                    found = resolved[(obj.origin.file, file)] = self._resolve_prompt(obj.origin.file, file)
+                target, sha, problem = found
+                blobs.append(sha)
+                if sha is not None:
+                    users.setdefault(sha, []).append((obj, i, target))
+                elif problem is not None:
+                    self.problems.append(obj.origin.problem(f"spec.genome.prompts[{i}].file", problem))
+            prompt_blobs[obj.key] = blobs
+        content = self._prompt_hashes(users)
+        prompt_hashes: dict[tuple[str, str], list[str]] = {}
+        genome_hashes: dict[tuple[str, str], str] = {}
+        need_template: list[snapshot.Object] = []
         for obj in versions:
-            prompts = obj.spec.genome.prompts
-            by_file: dict[str, str] = {}
-            for i, prompt in enumerate(prompts):
-                sha = prompt_paths.get((obj.key, i))
-                digest = hashes.get(sha) if sha else None
-                if digest is not None:
-                    by_file[prompt.file] = digest
-            if len(by_file) != len({p.file for p in prompts}):
+            blobs = prompt_blobs[obj.key]
+            hashes = [content.get(b) if b else None for b in blobs]
+            if any(h is None for h in hashes):
                 continue  # a prompt problem is already recorded; no hash without every file
-            document = genome.genome_document(obj.spec.genome, by_file)
-            computed = genome.genome_hash(document)
-            stated = obj.spec.genomeHash
-            if stated is not None and stated != computed:
+            key = f"g:{obj.origin.blob}:{obj.doc.number}:{','.join(b or '' for b in blobs)}"
+            computed = self.cache.get(key)
+            prompt_hashes[(obj.tenant, obj.name)] = [h for h in hashes if h is not None]
+            if computed is None:
+                need_template.append(obj)
+                continue
+            genome_hashes[(obj.tenant, obj.name)] = computed
+        templates = self._templates(need_template)
+        for obj in need_template:
+            blobs = prompt_blobs[obj.key]
+            computed = genome.hash_template(templates[obj.key], prompt_hashes[(obj.tenant, obj.name)])
+            self.cache.put(f"g:{obj.origin.blob}:{obj.doc.number}:{','.join(b or '' for b in blobs)}", computed)
+            genome_hashes[(obj.tenant, obj.name)] = computed
+        for obj in versions:
+            computed = genome_hashes.get((obj.tenant, obj.name))
+            stated = obj.doc.stated_hash
+            if computed is not None and stated is not None and stated != computed:
                 self.problems.append(
                     obj.origin.problem("spec.genomeHash", f"stated {stated} but the genome hashes to {computed}")
                 )
-            genomes[(obj.tenant, obj.name)] = snapshot.VersionGenome(obj.spec.genome, by_file, computed)
-        return genomes
+        return prompt_hashes, genome_hashes
 
-    def _prompt_hashes(self, wanted: dict[str, list[tuple[snapshot.Object, int, str]]]) -> dict[str, str]:
+    def _resolve_prompt(self, manifest: str, file: str) -> tuple[str, str | None, str | None]:
+        """(path, blob SHA or None, problem or None) of a prompt file named in ``manifest``."""
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(manifest), file))
+        if file.startswith("/") or not _inside(target, self.root):
+            return target, None, f"prompt file {file!r} escapes the fleet path"
+        entry = self.tree.get(target)
+        if entry is None:
+            return target, None, f"prompt file {target!r} does not exist in this commit"
+        if not self._readable(entry, "prompt file"):
+            return target, None, None  # the file's own problem is recorded once, at the file
+        return target, entry.sha, None
+
+    def _templates(self, versions: list[snapshot.Object]) -> dict[snapshot.Key, tuple[str, ...]]:
+        """Genome templates of ``versions``: from this load's parse, else by parsing again."""
+        templates: dict[snapshot.Key, tuple[str, ...]] = {}
+        stale: dict[str, repository.TreeEntry] = {}
+        for obj in versions:
+            if obj.origin.file not in self.fresh:
+                stale[obj.origin.file] = self.tree[obj.origin.file]
+        if stale:
+            entries = list(stale.values())
+            for entry, (parsed, _) in zip(entries, self._parse_blobs(entries), strict=True):
+                self.fresh[entry.path] = parsed
+        for obj in versions:
+            doc = self.fresh[obj.origin.file].documents
+            template = next(d.genome_template for d in doc if d.number == obj.doc.number)
+            assert template is not None
+            templates[obj.key] = template
+        return templates
+
+    def _prompt_hashes(self, users: dict[str, list[tuple[snapshot.Object, int, str]]]) -> dict[str, str]:
         hashes: dict[str, str] = {}
         missing = []
-        for sha in wanted:
+        for sha in users:
             hit = self.cache.get(f"p:{sha}")
             if hit is None:
                 missing.append(sha)
@@ -260,20 +324,30 @@ class _Loader:
                 hashes[sha] = hit
         blobs = self.repo.read_blobs(missing)
         for sha in missing:
-            content = blobs[sha]
+            data = blobs[sha]
             try:
-                content.decode("utf-8")
+                data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                for obj, i, target in wanted[sha]:
+                for obj, i, target in users[sha]:
                     self.problems.append(
                         obj.origin.problem(
                             f"spec.genome.prompts[{i}].file", f"prompt file {target!r} is not UTF-8 (byte {exc.start})"
                         )
                     )
                 continue
-            hashes[sha] = genome.content_hash(content)
+            hashes[sha] = genome.content_hash(data)
             self.cache.put(f"p:{sha}", hashes[sha])
         return hashes
+
+
+def _parse_job(path: str, content: bytes) -> tuple[parsing.ParsedFile, caching.Encoded]:
+    """Parse one file and encode its cache entry (in a worker process when loading in parallel)."""
+    parsed = parsing.parse_manifest_file(path, content)
+    return parsed, caching.encode(parsed.cacheable())
+
+
+def _file_key(entry: repository.TreeEntry) -> str:
+    return f"y:{entry.path}:{entry.sha}"
 
 
 def _inside(path: str, root: str) -> bool:

@@ -1,29 +1,32 @@
-"""The desired state of a fleet at one commit: typed objects, genome hashes, Rego modules.
+"""The desired state of a fleet at one commit: objects, genome hashes, Rego modules, problems.
 
 A :class:`Snapshot` is what ``loading`` produces from a commit and what the planner diffs against
-the database. Objects are keyed ``(kind, tenant, name)``; every object remembers where it was
-declared (file, document, line) so later errors can point back at the manifest.
+the database. Objects are keyed ``(kind, tenant, name)``; each carries its document summary
+(``documents.Document``: digest and references) and where it was declared (file, document, line).
+Full pydantic models are built only on demand (:meth:`Snapshot.manifest`), from data kept in
+memory when the file was just parsed, or by reading its blob again when it came from the cache.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from reconciler import errors
-from reconciler.spec import genome, models, repository
+from reconciler.spec import documents, genome, models, repository
 
-__all__ = ["Key", "Object", "Origin", "Snapshot", "VersionGenome"]
+__all__ = ["Key", "Object", "Origin", "Snapshot"]
 
 Key = tuple[str, str, str]  # (kind, tenant, name)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Origin:
     file: str
     document: int
     line: int
+    blob: str = ""
 
     def problem(self, field: str | None, message: str) -> errors.Problem:
         return errors.Problem(self.file, self.document, self.line, field, message)
@@ -32,37 +35,17 @@ class Origin:
         return f"{self.file}:{self.line}"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Object:
     kind: str
     tenant: str
     name: str
-    manifest: Any  # one of models.Manifest; Any keeps attribute access readable for callers
+    doc: documents.Document
     origin: Origin
 
     @property
     def key(self) -> Key:
         return (self.kind, self.tenant, self.name)
-
-    @property
-    def spec(self) -> Any:
-        return self.manifest.spec
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return dict(self.manifest.metadata.labels)
-
-
-@dataclasses.dataclass(frozen=True)
-class VersionGenome:
-    """A version's genome as hashed: the canonical document is built on demand."""
-
-    genome: models.Genome
-    prompt_hashes: dict[str, str]
-    hash: str
-
-    def document(self) -> dict[str, Any]:
-        return genome.genome_document(self.genome, self.prompt_hashes)
 
 
 @dataclasses.dataclass
@@ -72,10 +55,16 @@ class Snapshot:
     path: str
     commit: repository.Commit
     objects: dict[Key, Object]
-    genomes: dict[tuple[str, str], VersionGenome]  # (tenant, version name) → genome
+    genome_hashes: dict[tuple[str, str], str]  # (tenant, version) → sha256:...
+    prompt_hashes: dict[tuple[str, str], list[str]]  # (tenant, version) → content hash per prompt
     rego: dict[str, str]  # repository path → module text
     problems: list[errors.Problem]
     files: int = 0
+    #: (file, document index) → JSON bytes of the document, for what was parsed in this load
+    raw: dict[tuple[str, int], bytes] = dataclasses.field(default_factory=dict, repr=False)
+    #: reads (file, blob) pairs again when a document is needed that came from the cache
+    reread: Callable[[list[tuple[str, str]]], dict[tuple[str, int], bytes]] | None = dataclasses.field(default=None, repr=False)
+    _models: dict[Key, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def revision(self) -> str:
@@ -101,3 +90,31 @@ class Snapshot:
             counts[kind] += 1
         counts["Rego"] = len(self.rego)
         return counts
+
+    # ------------------------------------------------------------------ full models
+
+    def manifest(self, obj: Object) -> Any:
+        """The validated pydantic model of ``obj`` (one of ``models.Manifest``)."""
+        model = self._models.get(obj.key)
+        if model is None:
+            self.load_manifests([obj])
+            model = self._models[obj.key]
+        return model
+
+    def load_manifests(self, objects: list[Object]) -> None:
+        """Build the models of ``objects`` at once, reading their files in one batch if needed."""
+        wanted = [o for o in objects if o.key not in self._models]
+        missing = {(o.origin.file, o.origin.blob) for o in wanted if (o.origin.file, o.origin.document) not in self.raw}
+        if missing:
+            if self.reread is None:
+                raise errors.ArmError("the snapshot cannot read its files again")
+            self.raw.update(self.reread(sorted(missing)))
+        for obj in wanted:
+            data = self.raw[(obj.origin.file, obj.origin.document)]
+            self._models[obj.key] = models.KINDS[obj.kind].model_validate_json(data)
+
+    def genome_document(self, obj: Object) -> dict[str, Any]:
+        """The canonical genome of a version, prompts replaced by their content hashes."""
+        spec = self.manifest(obj).spec
+        hashes = self.prompt_hashes.get((obj.tenant, obj.name), [])
+        return genome.genome_document(spec.genome, {p.file: h for p, h in zip(spec.genome.prompts, hashes, strict=True)})

@@ -40,10 +40,12 @@ def test_the_base_fleet_is_valid_and_typed(git_repo: GitRepo) -> None:
     version = snap.get("AgentVersion", "acme", "support-agent@1.0.0")
     assert version is not None and version.tenant == "acme"
     assert (version.origin.file, version.origin.document, version.origin.line) == ("fleet/agents/support.yaml", 1, 9)
+    manifest = snap.manifest(version)
     expected = genome.genome_hash(
-        genome.genome_document(version.spec.genome, {"prompts/system.md": genome.content_hash(b"You help customers.\n")})
+        genome.genome_document(manifest.spec.genome, {"prompts/system.md": genome.content_hash(b"You help customers.\n")})
     )
-    assert snap.genomes[("acme", "support-agent@1.0.0")].hash == expected
+    assert snap.genome_hashes[("acme", "support-agent@1.0.0")] == expected
+    assert snap.genome_document(version)["prompts"] == [{"contentHash": genome.content_hash(b"You help customers.\n")}]
 
 
 def test_refs_resolve_to_full_shas(git_repo: GitRepo) -> None:
@@ -102,18 +104,19 @@ def test_unchanged_files_are_cache_hits_on_a_new_commit(git_repo: GitRepo) -> No
     git_repo.commit(BASE)
     cache = caching.ParseCache()
     load(git_repo, cache=cache)
-    manifests = sum(1 for p in BASE if p.endswith(".yaml"))
-    assert (cache.hits, cache.misses) == (0, manifests + 1)  # + the one prompt file
+    # One entry per manifest file, one per prompt file, one per version's genome hash.
+    entries = sum(1 for p in BASE if p.endswith(".yaml")) + 1 + 1
+    assert (cache.hits, cache.misses) == (0, entries)
     git_repo.commit(message="same content, new commit")
     cache.hits = cache.misses = 0
     assert load(git_repo, cache=cache).problems == []
-    assert (cache.hits, cache.misses) == (manifests + 1, 0)
+    assert (cache.hits, cache.misses) == (entries, 0)
     git_repo.commit(
         {"fleet/tenant.yaml": BASE["fleet/tenant.yaml"].replace("{name: acme}", "{name: acme, labels: {tier: gold}}")}
     )
     cache.hits = cache.misses = 0
     assert load(git_repo, cache=cache).problems == []
-    assert (cache.hits, cache.misses) == (manifests, 1)
+    assert (cache.hits, cache.misses) == (entries - 1, 1)
 
 
 def test_the_cache_persists_between_processes(tmp_path: Path, git_repo: GitRepo) -> None:
@@ -225,7 +228,7 @@ REFERENCE_CASES = [
                 "fleet/bob.yaml",
                 0,
                 "spec.email",
-                "email 'Alice@acme.example' is already used by Operator 'alice' at fleet/people.yaml:7",
+                "email 'alice@acme.example' is already used by Operator 'alice' at fleet/people.yaml:7",
             )
         ],
     ),
@@ -348,14 +351,14 @@ def test_each_broken_reference_is_reported_where_it_is(
     found = problems_of(git_repo, files)
     if any("{HASH}" in str(e[3]) for e in expected):
         snap = load(git_repo)
-        computed = snap.genomes[("acme", "support-agent@1.0.0")].hash
+        computed = snap.genome_hashes[("acme", "support-agent@1.0.0")]
         expected = [(f, d, fld, str(m).replace("{HASH}", computed)) for f, d, fld, m in expected]
     assert sorted(found, key=str) == sorted(expected, key=str)
 
 
 def test_a_stated_genome_hash_that_matches_is_accepted(git_repo: GitRepo) -> None:
     git_repo.commit(BASE)
-    computed = load(git_repo).genomes[("acme", "support-agent@1.0.0")].hash
+    computed = load(git_repo).genome_hashes[("acme", "support-agent@1.0.0")]
     assert (
         problems_of(git_repo, {AGENTS: BASE[AGENTS].replace("lifecycle: DRAFT", f"lifecycle: DRAFT\n  genomeHash: {computed}")})
         == []

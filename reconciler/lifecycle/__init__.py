@@ -1,0 +1,1 @@
+"""Lifecycles: the three state machines (versions, instances, deployments). Pure; no I/O."""

@@ -1,0 +1,112 @@
+"""Document summaries: what the checks and the planner need of a manifest, small and cacheable.
+
+Parsing a document yields a :class:`Document`: its kind, name and declared tenant, a digest of
+its content (for change detection), the references it makes to other objects, and for versions
+the genome in canonical form with prompt files still to be filled in. Summaries are what the
+parse cache stores (keyed by blob SHA), so a warm load builds no pydantic models at all; the full
+model is materialised only for objects that are actually needed (``snapshot.Snapshot.manifest``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, NamedTuple
+
+import orjson
+
+from reconciler.spec import genome, models
+
+__all__ = ["Document", "Ref", "summarize"]
+
+
+#: A reference from a document to another object: (field where it is written, kind, name).
+#: The kind is a manifest kind, or "Tool" for a catalog entry. A plain tuple: thousands are
+#: unpickled on every warm load.
+Ref = tuple[str, str, str]
+
+
+def _ref(field: str, kind: str, name: str) -> Ref:
+    return (field, kind, name)
+
+
+class Document(NamedTuple):
+    number: int  # 0-based index of the document in its file
+    line: int
+    kind: str
+    name: str
+    tenant: str | None
+    digest: str  # sha256 of the document's data, keys sorted: equal digests, equal documents
+    refs: tuple[Ref, ...] = ()
+    template: str | None = None  # AgentVersion / Deployment: the template
+    parent: str | None = None  # AgentVersion
+    version: str | None = None  # Deployment: the target version
+    email: str | None = None  # Operator
+    tools: tuple[str, ...] = ()  # ToolCatalog: the tools it declares
+    prompts: tuple[str, ...] = ()  # AgentVersion: prompt files as written
+    genome_template: tuple[str, ...] | None = None  # AgentVersion: canonical genome, prompts as placeholders
+    stated_hash: str | None = None  # AgentVersion: spec.genomeHash when stated
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickle through the C tuple constructor, not the generated Python __new__: a warm
+        # load unpickles one Document per manifest document.
+        return (tuple.__new__, (Document, tuple(self)))
+
+
+def digest_of(data: Any) -> str:
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)).hexdigest()
+
+
+def summarize(index: int, line: int, manifest: Any, data: dict[str, Any]) -> Document:
+    """The summary of one schema-valid document (``manifest`` is its model)."""
+    meta = manifest.metadata
+    base = Document(index, line, manifest.kind, meta.name, meta.tenant, digest_of(data))
+    spec = manifest.spec
+    kind = manifest.kind
+    if kind == "Environment":
+        return base._replace(refs=_roles("spec.admission.approverRoles", spec.admission.approverRoles))
+    if kind == "Operator":
+        return base._replace(refs=_roles("spec.roles", spec.roles), email=spec.email.lower())
+    if kind == "ToolCatalog":
+        return base._replace(tools=tuple(t.name for t in spec.tools))
+    if kind == "AgentTemplate":
+        return base._replace(refs=(_ref("spec.project", "Project", spec.project),))
+    if kind == "AgentVersion":
+        return _version(base, spec)
+    if kind == "PolicyEnvelope":
+        refs = [_ref("spec.scope.name", spec.scope.kind, spec.scope.name)]
+        for field, names in (
+            ("spec.tools.allow", spec.tools.allow or ()),
+            ("spec.tools.deny", spec.tools.deny),
+            ("spec.tools.requireApproval", spec.tools.requireApproval),
+        ):
+            refs.extend(_ref(f"{field}[{i}]", "Tool", n) for i, n in enumerate(names))
+        refs.extend(_roles("spec.approvals.approverRoles", spec.approvals.approverRoles or ()))
+        return base._replace(refs=tuple(refs))
+    if kind == "Deployment":
+        return base._replace(
+            refs=(
+                _ref("spec.template", "AgentTemplate", spec.template),
+                _ref("spec.environment", "Environment", spec.environment),
+            ),
+            template=spec.template,
+            version=spec.version,
+        )
+    return base
+
+
+def _roles(field: str, roles: tuple[str, ...]) -> tuple[Ref, ...]:
+    return tuple(_ref(f"{field}[{i}]", "Role", r) for i, r in enumerate(roles))
+
+
+def _version(base: Document, spec: models.AgentVersionSpec) -> Document:
+    refs = [_ref("spec.template", "AgentTemplate", spec.template)]
+    refs.extend(_ref(f"spec.genome.tools[{i}]", "Tool", g.name) for i, g in enumerate(spec.genome.tools))
+    prompts = tuple(p.file for p in spec.genome.prompts)
+    return base._replace(
+        refs=tuple(refs),
+        template=spec.template,
+        parent=spec.parent,
+        prompts=prompts,
+        genome_template=genome.genome_template(spec.genome),
+        stated_hash=spec.genomeHash,
+    )
