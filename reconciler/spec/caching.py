@@ -38,7 +38,7 @@ def encode(value: Any) -> Encoded:
 def _decode(encoded: Encoded) -> Any:
     if isinstance(encoded, str):
         return encoded
-    return pickle.loads(encoded)  # noqa: S301 - our own cache
+    return pickle.loads(encoded)  # our own cache, in the user's own directory
 
 
 class ParseCache:
