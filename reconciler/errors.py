@@ -9,7 +9,12 @@ handled::
     ├── ConfigError            bad settings or command-line input; a human must fix it
     ├── SourceError            the fleet source cannot be read (unknown ref, clone failed)
     ├── ValidationFailed       a commit's manifests or Rego are invalid; carries every Problem
-    └── PolicyError            the policy engine refused a module or an evaluation
+    ├── PlanError              the commit is valid but cannot be applied (genome change, illegal
+    │                          lifecycle step); carries every Problem
+    ├── PolicyError            the policy engine refused a module or an evaluation
+    ├── StoreError             the database is unreachable or its schema is not this version's
+    ├── NotFound               an object named on the command line or API does not exist
+    └── Forbidden              the caller may not do this (role, scope, state)
 
 Lower layers raise these; nothing below ``cli`` prints.
 """
@@ -22,9 +27,13 @@ from collections.abc import Iterable
 __all__ = [
     "ArmError",
     "ConfigError",
+    "Forbidden",
+    "NotFound",
+    "PlanError",
     "PolicyError",
     "Problem",
     "SourceError",
+    "StoreError",
     "ValidationFailed",
 ]
 
@@ -43,6 +52,18 @@ class SourceError(ArmError):
 
 class PolicyError(ArmError):
     """The policy engine refused a module, data or a query."""
+
+
+class StoreError(ArmError):
+    """The database cannot be used: unreachable, locked, or its schema is behind."""
+
+
+class NotFound(ArmError):
+    """An object named by the caller does not exist."""
+
+
+class Forbidden(ArmError):
+    """The caller is not allowed to do this."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -88,6 +109,10 @@ class ValidationFailed(ArmError):
             head += f" in {revision}"
         lines = [head] + [f"  {p}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+
+class PlanError(ValidationFailed):
+    """A valid commit the store cannot move to (genome mutation, illegal transition)."""
 
 
 def _problem_order(p: Problem) -> tuple[str, int, int, str, str]:

@@ -34,6 +34,7 @@ class Settings(pydantic.BaseModel):
     ref: str = pydantic.Field(default="HEAD", description="branch, tag or SHA to reconcile")
     path: str = pydantic.Field(default="fleet", description="directory of the fleet inside the repository")
     max_file_bytes: int = pydantic.Field(default=1024 * 1024, ge=1024, description="largest fleet file that is read")
+    database_url: str | None = pydantic.Field(default=None, description="SQLAlchemy URL; default SQLite in the state directory")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -56,3 +57,7 @@ class Settings(pydantic.BaseModel):
     @property
     def cache_dir(self) -> Path:
         return self.state_dir / "cache"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'arm.db'}"

@@ -22,6 +22,7 @@ __all__ = ["check_modules", "engine_message"]
 
 _LOCATION_RE = re.compile(r"-->\s*(?P<file>[^\n]+?):(?P<line>\d+):(?P<col>\d+)")
 _ERROR_RE = re.compile(r"^error:\s*(?P<message>.*)$", re.MULTILINE)
+_USER_ERROR_RE = re.compile(r"unknown function|could not find function|undefined|unsafe var|recursion", re.IGNORECASE)
 
 
 def engine_message(exc: BaseException) -> tuple[str | None, int | None, str]:
@@ -61,7 +62,9 @@ def check_modules(modules: Mapping[str, str]) -> list[errors.Problem]:
         regorus.Program.compile_from_modules("{}", list(policy_modules.items()), sorted(entry_points))
     except RuntimeError as exc:
         file, line, message = engine_message(exc)
-        if "not supported by the compiler" not in message:  # a limit of the checker, not an error
+        # The RVM compiler also fails on valid Rego it does not support yet; only errors that
+        # are certainly the module's fault refuse a commit (the rest surface on evaluation).
+        if _USER_ERROR_RE.search(message):
             problems.append(errors.Problem(file or "<rego>", line=line, message=f"Rego does not compile: {message}"))
     return problems
 

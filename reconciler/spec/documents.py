@@ -45,6 +45,7 @@ class Document(NamedTuple):
     prompts: tuple[str, ...] = ()  # AgentVersion: prompt files as written
     genome_template: tuple[str, ...] | None = None  # AgentVersion: canonical genome, prompts as placeholders
     stated_hash: str | None = None  # AgentVersion: spec.genomeHash when stated
+    lifecycle: str | None = None  # AgentVersion: the desired lifecycle state
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Unpickle through the C tuple constructor, not the generated Python __new__: a warm
@@ -109,4 +110,5 @@ def _version(base: Document, spec: models.AgentVersionSpec) -> Document:
         prompts=prompts,
         genome_template=genome.genome_template(spec.genome),
         stated_hash=spec.genomeHash,
+        lifecycle=spec.lifecycle.value,
     )

@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
+
 from reconciler import errors
 from reconciler.spec import documents, genome, models, repository
 
@@ -112,6 +114,15 @@ class Snapshot:
         for obj in wanted:
             data = self.raw[(obj.origin.file, obj.origin.document)]
             self._models[obj.key] = models.KINDS[obj.kind].model_validate_json(data)
+
+    def data(self, obj: Object) -> dict[str, Any]:
+        """The document of ``obj`` as plain data (as written, defaults not filled in)."""
+        key = (obj.origin.file, obj.origin.document)
+        if key not in self.raw:
+            if self.reread is None:
+                raise errors.ArmError("the snapshot cannot read its files again")
+            self.raw.update(self.reread([(obj.origin.file, obj.origin.blob)]))
+        return orjson.loads(self.raw[key])  # type: ignore[no-any-return]
 
     def genome_document(self, obj: Object) -> dict[str, Any]:
         """The canonical genome of a version, prompts replaced by their content hashes."""

@@ -1,0 +1,97 @@
+# Promotion and admission gates: what a lifecycle step waits for before the reconciler takes it.
+#
+# Input: {"steps": [step, ...]}, one step per transition the planner wants to take:
+#   {"id": "...", "kind": "AgentVersion" | "Deployment", "from": "...", "to": "...",
+#    "version": {"name", "lifecycle", "evaluations": [{"suite", "score", "threshold", "passed"}], "integrity"},
+#    "environment": {"name", "admission": {"minLifecycle", "requireApproval", ...}},   # deployments
+#    "requirement": {"required": n, "roles": [...]},      # approvals this step needs, if any
+#    "approvals": [{"operator", "roles": [...], "decision": "APPROVE" | "DENY"}]}
+#
+# Output: data.arm.gates.results[step.id] = {"allowed": bool, "waiting": [reason, ...],
+#   "needsApproval": bool}. A step that is not allowed waits at its current state with its
+# reasons as the object's condition; nothing fails. Fleet policy adds reasons with
+# `gate_waiting contains {"id": step.id, "reason": "..."}` in any package under data.arm.ext.
+package arm.gates
+
+import rego.v1
+
+lifecycle_rank := {"DRAFT": 0, "TESTING": 1, "CANDIDATE": 2, "APPROVED": 3, "DEPRECATED": 4, "RETIRED": 5}
+
+results[step.id] := result if {
+	some step in input.steps
+	reasons := array.concat(
+		array.concat(evidence_waiting(step), approval_waiting(step)),
+		array.concat(admission_waiting(step), extension_waiting(step)),
+	)
+	# Approval is asked for only once nothing else holds the step back.
+	others := array.concat(array.concat(evidence_waiting(step), admission_waiting(step)), extension_waiting(step))
+	result := {
+		"allowed": count(reasons) == 0,
+		"waiting": reasons,
+		"needsApproval": count(approval_waiting(step)) > 0 and count(others) == 0,
+	}
+}
+
+# TESTING -> CANDIDATE needs evaluation evidence, all of it passing.
+evidence_waiting(step) := ["waiting for passing evaluation evidence (spec.evaluations is empty)"] if {
+	step.kind == "AgentVersion"
+	step.to == "CANDIDATE"
+	count(object.get(step.version, "evaluations", [])) == 0
+} else := reasons if {
+	step.kind == "AgentVersion"
+	step.to == "CANDIDATE"
+	reasons := [sprintf("waiting for passing evaluation evidence: suite %s scored %s, below %s", [e.suite, format_score(e.score), format_score(e.threshold)]) |
+		some e in step.version.evaluations
+		not passing(e)
+	]
+} else := []
+
+passing(e) if {
+	e.passed == true
+	e.score >= e.threshold
+}
+
+# Scores are 0..1; print them as percentages so float formatting never differs between engines.
+format_score(x) := sprintf("%d%%", [round(x * 100)])
+
+# Steps with a requirement need that many approvals from operators holding one of its roles.
+approval_waiting(step) := [] if {
+	not step.requirement
+} else := [] if {
+	approvers_count(step) >= step.requirement.required
+} else := [msg] if {
+	missing := step.requirement.required - approvers_count(step)
+	msg := sprintf("waiting for %d approval%s from %s", [missing, plural(missing), concat(" or ", sort(step.requirement.roles))])
+}
+
+approvers_count(step) := count({a.operator |
+	some a in object.get(step, "approvals", [])
+	a.decision == "APPROVE"
+	some role in a.roles
+	role in step.requirement.roles
+})
+
+plural(1) := ""
+
+plural(n) := "s" if n != 1
+
+# A deployment needs a version its environment admits, and a version whose genome is intact.
+admission_waiting(step) := [msg] if {
+	step.kind == "Deployment"
+	not admitted(step.version.lifecycle, step.environment.admission.minLifecycle)
+	msg := sprintf("waiting for version %s to reach %s (it is %s)", [step.version.name, step.environment.admission.minLifecycle, step.version.lifecycle])
+} else := [msg] if {
+	step.kind == "Deployment"
+	step.version.integrity != "OK"
+	msg := sprintf("version %s failed its integrity check and may not be deployed", [step.version.name])
+} else := []
+
+admitted(lifecycle, minimum) if {
+	lifecycle_rank[lifecycle] >= lifecycle_rank[minimum]
+	lifecycle_rank[lifecycle] <= lifecycle_rank.APPROVED
+}
+
+extension_waiting(step) := sort([r.reason |
+	r := data.arm.ext[_].gate_waiting[_]
+	r.id == step.id
+])

@@ -1,0 +1,1 @@
+"""Audit: the change-record hash chain — building records, appending them, verifying them."""

@@ -1,0 +1,89 @@
+"""Effective policy envelopes: version > template > project > tenant, field by field.
+
+An envelope leaves a field unset to inherit it. The effective envelope of a version takes each
+scalar field from the most specific scope that sets it. Lists that restrict accumulate down the
+chain so a broader scope's restriction cannot be lifted below it: ``tools.deny`` and
+``tools.requireApproval`` are unions, ``tools.allow`` is the intersection of every allow list
+that is set. Several envelopes at one scope apply in name order (a later name wins a scalar).
+Computed when a commit is applied, not per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from reconciler.spec import models
+
+__all__ = ["SCOPE_ORDER", "effective", "scope_chain"]
+
+#: From the broadest scope to the most specific.
+SCOPE_ORDER = ("Tenant", "Project", "AgentTemplate", "AgentVersion")
+
+_SCALARS = {
+    "maxRisk": ("maxRisk",),
+    "approvalAbove": ("approvalAbove",),
+    "budgets.perCall": ("budgets", "perCall"),
+    "budgets.perRun": ("budgets", "perRun"),
+    "budgets.daily": ("budgets", "daily"),
+    "loop.threshold": ("loop", "threshold"),
+    "loop.windowSeconds": ("loop", "windowSeconds"),
+    "approvals.requiredApprovals": ("approvals", "requiredApprovals"),
+    "approvals.approverRoles": ("approvals", "approverRoles"),
+    "approvals.ttlSeconds": ("approvals", "ttlSeconds"),
+}
+
+
+def scope_chain(tenant: str, project: str | None, template: str | None, version: str | None) -> list[tuple[str, str]]:
+    """The (scope kind, name) pairs that apply to a version, broadest first."""
+    chain = [("Tenant", tenant)]
+    if project:
+        chain.append(("Project", project))
+    if template:
+        chain.append(("AgentTemplate", template))
+    if version:
+        chain.append(("AgentVersion", version))
+    return chain
+
+
+def effective(
+    chain: Iterable[tuple[str, str]],
+    envelopes: Mapping[tuple[str, str], list[tuple[str, models.PolicyEnvelopeSpec]]],
+) -> dict[str, Any]:
+    """The effective envelope along ``chain``; ``envelopes`` maps a scope to its (name, spec)s.
+
+    The result is plain JSON-able data shaped like an envelope's spec: every scalar field (None
+    when no scope sets it), the accumulated ``tools`` lists, and ``sources``: the envelope names
+    that contributed, broadest first.
+    """
+    result: dict[str, Any] = {path: None for path in _SCALARS}
+    deny: set[str] = set()
+    require: set[str] = set()
+    allow: set[str] | None = None
+    sources: list[str] = []
+    for scope in chain:
+        for name, spec in sorted(envelopes.get(scope, []), key=lambda item: item[0]):
+            sources.append(name)
+            for path, attrs in _SCALARS.items():
+                value: Any = spec
+                for attr in attrs:
+                    value = getattr(value, attr)
+                if value is not None:
+                    result[path] = (
+                        list(value) if isinstance(value, tuple) else (value.value if hasattr(value, "value") else value)
+                    )
+            deny.update(spec.tools.deny)
+            require.update(spec.tools.requireApproval)
+            if spec.tools.allow is not None:
+                allow = set(spec.tools.allow) if allow is None else allow & set(spec.tools.allow)
+    result["tools.deny"] = sorted(deny)
+    result["tools.requireApproval"] = sorted(require)
+    result["tools.allow"] = None if allow is None else sorted(allow)
+    nested: dict[str, Any] = {"sources": sources}
+    for path, value in result.items():
+        head, _, tail = path.partition(".")
+        if tail:
+            nested.setdefault(head, {})[tail] = value
+        else:
+            nested[head] = value
+    return nested

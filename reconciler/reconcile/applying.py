@@ -1,0 +1,304 @@
+"""Applying a plan: every action and its change record in the caller's one transaction.
+
+The applier writes in bulk, grouped by table, in an order that keeps references valid (objects,
+then approvals, deployment records, instances), and writes each row once with its final state:
+a version created and promoted three steps in one plan is inserted at its last state, while the
+chain still gets one record per step. Change records are built in plan order (so the hash chain
+follows the plan) and written with one ``executemany``. Nothing here commits: the caller's
+transaction makes the whole plan land or none of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from reconciler.audit import chain as chain_
+from reconciler.reconcile import actions as actions_
+from reconciler.spec import snapshot as snapshot_
+from reconciler.state import actual as actual_
+from reconciler.state import tables
+
+__all__ = ["ApplyResult", "apply"]
+
+Action = actions_.Action
+
+
+@dataclasses.dataclass
+class ApplyResult:
+    records: int
+    approvals: dict[tuple[str, str, str, str], int]  # approval key → id, for requests made
+
+
+def apply(
+    connection: sa.Connection,
+    plan: actions_.Plan,
+    desired: snapshot_.Snapshot,
+    actual: actual_.Actual,
+    now: dt.datetime,
+    run_id: int | None = None,
+) -> ApplyResult:
+    chain = chain_.Chain(actual.chain_heads, run_id)
+    author = plan.author
+    operator = _operator_of(desired)
+    for action in plan.actions:
+        chain.add(
+            chain_.Record(
+                tenant=action.tenant,
+                type=action.record,
+                object_kind=action.kind,
+                object_name=action.name,
+                before=action.before,
+                after=action.after,
+                sha=plan.sha,
+                author=author,
+                operator=operator,
+            ),
+            now,
+        )
+    writer = _Writer(connection, plan, desired, actual, now)
+    writer.objects()
+    approvals = writer.approvals()
+    writer.deployments()
+    writer.instances()
+    writer.conditions(approvals)
+    records = chain.write(connection)
+    return ApplyResult(records, approvals)
+
+
+def _operator_of(desired: snapshot_.Snapshot) -> str | None:
+    """The Operator whose email authored the commit, when the fleet declares one."""
+    email = desired.commit.author_email.lower()
+    for obj in desired.of_kind("Operator"):
+        if obj.doc.email == email:
+            return obj.name
+    return None
+
+
+class _Writer:
+    def __init__(
+        self,
+        connection: sa.Connection,
+        plan: actions_.Plan,
+        desired: snapshot_.Snapshot,
+        actual: actual_.Actual,
+        now: dt.datetime,
+    ) -> None:
+        self.c = connection
+        self.plan = plan
+        self.desired = desired
+        self.actual = actual
+        self.now = now
+        self.sha = plan.sha
+        self.by_op: dict[str, list[Action]] = defaultdict(list)
+        for action in plan.actions:
+            self.by_op[action.op].append(action)
+        # Final lifecycle of each version the plan moves, so each row is written once.
+        self.record_ids: dict[tuple[str, str, int], int] = {}
+        self.lifecycles: dict[tuple[str, str], str] = {}
+        for action in self.by_op["transition"]:
+            self.lifecycles[(action.tenant, action.name)] = action.after["lifecycle"]
+
+    # ---------------------------------------------------------------- manifest objects
+
+    def objects(self) -> None:
+        inserts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        objs = [a.data["object"] for a in self.by_op["create"]]
+        self.desired.load_manifests(objs)
+        for action in self.by_op["create"]:
+            obj: snapshot_.Object = action.data["object"]
+            inserts[obj.kind].append(self._row(obj) | {"created_sha": self.sha, "created_at": self.now})
+        for kind, rows in inserts.items():
+            self.c.execute(tables.KIND_TABLES[kind].insert(), rows)
+        for action in self.by_op["update"]:
+            obj = action.data["object"]
+            table = tables.KIND_TABLES[obj.kind]
+            values = self._row(obj)
+            for column in ("tenant", "name", "genome", "genome_hash", "lifecycle"):
+                values.pop(column, None)
+            self.c.execute(table.update().where(table.c.id == action.data["id"]), values)
+        moved = [
+            {"t": tenant, "n": name, "lifecycle": state}
+            for (tenant, name), state in self.lifecycles.items()
+            if ("AgentVersion", tenant, name) in self.actual.objects
+        ]
+        if moved:
+            v = tables.agent_versions
+            self.c.execute(
+                v.update()
+                .where(v.c.tenant == sa.bindparam("t"), v.c.name == sa.bindparam("n"))
+                .values(lifecycle=sa.bindparam("lifecycle"), updated_sha=self.sha, updated_at=self.now),
+                moved,
+            )
+        for action in self.by_op["retire"]:
+            table = tables.KIND_TABLES[action.kind]
+            self.c.execute(
+                table.update()
+                .where(table.c.id == action.data["id"])
+                .values(status="RETIRED", updated_sha=self.sha, updated_at=self.now)
+            )
+
+    def _row(self, obj: snapshot_.Object) -> dict[str, Any]:
+        data = self.desired.data(obj)
+        row: dict[str, Any] = {
+            "tenant": obj.tenant,
+            "name": obj.name,
+            "labels": data["metadata"].get("labels", {}),
+            "spec": data.get("spec", {}),
+            "digest": obj.doc.digest,
+            "status": "ACTIVE",
+            "origin": str(obj.origin),
+            "updated_sha": self.sha,
+            "updated_at": self.now,
+        }
+        if obj.kind == "Operator":
+            row["email"] = obj.doc.email
+        elif obj.kind == "AgentTemplate":
+            row["project"] = data["spec"]["project"]
+        elif obj.kind == "PolicyEnvelope":
+            _, row["scope_kind"], row["scope_name"] = obj.doc.refs[0]
+        elif obj.kind == "AgentVersion":
+            row |= {
+                "template": obj.doc.template,
+                "parent": obj.doc.parent,
+                "lifecycle": self.lifecycles.get((obj.tenant, obj.name), "DRAFT"),
+                "desired_lifecycle": obj.doc.lifecycle,
+                "genome": self.desired.genome_document(obj),
+                "genome_hash": self.desired.genome_hashes[(obj.tenant, obj.name)],
+                "integrity": "OK",
+                "conditions": [],
+            }
+        elif obj.kind == "Deployment":
+            row["conditions"] = []
+        return row
+
+    # ---------------------------------------------------------------- approvals
+
+    def approvals(self) -> dict[tuple[str, str, str, str], int]:
+        ids: dict[tuple[str, str, str, str], int] = {}
+        for action in self.by_op["request-approval"]:
+            key = action.data["key"]
+            tenant, kind, name, transition = key
+            ids[key] = self.c.execute(
+                tables.approvals.insert().returning(tables.approvals.c.id),
+                {
+                    "tenant": tenant,
+                    "subject_kind": kind,
+                    "subject_name": name,
+                    "transition": transition,
+                    "required": action.data["required"],
+                    "approver_roles": action.data["roles"],
+                    "status": "PENDING",
+                    "decisions": [],
+                    "reason": action.reason,
+                    "requested_sha": self.sha,
+                    "created_at": self.now,
+                },
+            ).scalar_one()
+        return ids
+
+    # ---------------------------------------------------------------- deployment records
+
+    def deployments(self) -> None:
+        d = tables.deployments
+        states: dict[tuple[str, str, int], str] = {}
+        for action in self.by_op["record-state"]:
+            states[(action.tenant, action.name, action.data["generation"])] = action.data["state"]
+        for action in self.by_op["deploy"]:
+            r = action.data
+            key = (action.tenant, action.name, r["generation"])
+            self.record_ids[key] = self.c.execute(
+                d.insert().returning(d.c.id),
+                {
+                    "tenant": action.tenant,
+                    "name": action.name,
+                    "generation": r["generation"],
+                    "template": r["template"],
+                    "environment": r["environment"],
+                    "version": r["version"],
+                    "previous_version": r["previousVersion"],
+                    "replicas": r["replicas"],
+                    "strategy": r["strategy"],
+                    "state": states.get(key, "PENDING"),
+                    "created_sha": self.sha,
+                    "updated_sha": self.sha,
+                    "created_at": self.now,
+                    "updated_at": self.now,
+                },
+            ).scalar_one()
+        for (tenant, name, generation), state in states.items():
+            if (tenant, name, generation) in self.record_ids:
+                continue
+            self.c.execute(
+                d.update()
+                .where(d.c.tenant == tenant, d.c.name == name, d.c.generation == generation)
+                .values(state=state, updated_sha=self.sha, updated_at=self.now)
+            )
+        for action in self.by_op["record-replicas"]:
+            self.c.execute(
+                d.update()
+                .where(d.c.tenant == action.tenant, d.c.name == action.name, d.c.generation == action.data["generation"])
+                .values(replicas=action.data["replicas"], updated_sha=self.sha, updated_at=self.now)
+            )
+
+    def _record_id(self, tenant: str, name: str, generation: int) -> int:
+        found = self.record_ids.get((tenant, name, generation))
+        if found is not None:
+            return found
+        for record in self.actual.deployments.get((tenant, name), []):
+            if record.generation == generation:
+                return record.id
+        raise KeyError(f"no deployment record {name} generation {generation}")
+
+    # ---------------------------------------------------------------- instances
+
+    def instances(self) -> None:
+        final: dict[str, str] = {}
+        for action in self.by_op["instance-state"]:
+            final[action.name] = action.after["state"]
+        rows = []
+        for action in self.by_op["provision"]:
+            r = action.data
+            rows.append(
+                {
+                    "id": action.name,
+                    "tenant": action.tenant,
+                    "deployment_id": self._record_id(action.tenant, r["deployment"], r["generation"]),
+                    "deployment": r["deployment"],
+                    "environment": r["environment"],
+                    "template": r["template"],
+                    "version": r["version"],
+                    "state": final.pop(action.name, "PROVISIONING"),
+                    "held_by": None,
+                    "health": "UNKNOWN",
+                    "created_sha": self.sha,
+                    "created_at": self.now,
+                    "updated_at": self.now,
+                }
+            )
+        if rows:
+            self.c.execute(tables.instances.insert(), rows)
+        if final:
+            i = tables.instances
+            self.c.execute(
+                i.update().where(i.c.id == sa.bindparam("iid")).values(state=sa.bindparam("state"), updated_at=self.now),
+                [{"iid": iid, "state": state} for iid, state in final.items()],
+            )
+
+    # ---------------------------------------------------------------- conditions
+
+    def conditions(self, approvals: dict[tuple[str, str, str, str], int]) -> None:
+        by_key = {(c.kind, c.tenant, c.name): c for c in self.plan.conditions if c.approval is not None}
+        for (kind, tenant, name), conditions in self.plan.condition_updates.items():
+            waiting = by_key.get((kind, tenant, name))
+            if waiting is not None and waiting.approval in approvals:
+                suffix = f" (approval {approvals[waiting.approval]})"
+                conditions = [
+                    c | {"message": c["message"] + suffix} if c["reason"] == "ApprovalPending" else c for c in conditions
+                ]
+            table = tables.KIND_TABLES[kind]
+            self.c.execute(table.update().where(table.c.tenant == tenant, table.c.name == name).values(conditions=conditions))

@@ -1,0 +1,225 @@
+"""The plan: ``plan(desired, actual)`` → ordered actions, conditions and refusals. No I/O.
+
+For every manifest kind it compares the commit's objects with the database rows: new objects are
+created, changed ones updated (a version's genome never: that is a refusal naming the file),
+missing ones retired (prune; rows are never deleted). Versions then walk one legal lifecycle
+step at a time towards the state their manifest asks for, each step allowed by its gate (Rego,
+asked once for the whole plan through ``policy.gating``); the first step a gate holds back
+leaves the version waiting with a condition, and an approval request when the gate needs one.
+Deployments and instances are planned in ``deploying`` once the versions' outcome is known.
+
+The only input besides the two states is the policy engine for the gates, which is pure
+evaluation, so plans are table-tested without a database.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from reconciler.lifecycle import machines
+from reconciler.policy import engines, gating
+from reconciler.reconcile import actions as actions_
+from reconciler.reconcile import context, deploying
+from reconciler.spec import snapshot as snapshot_
+from reconciler.state import actual as actual_
+
+__all__ = ["plan"]
+
+Action = actions_.Action
+Condition = actions_.Condition
+
+
+def plan(desired: snapshot_.Snapshot, actual: actual_.Actual, engine: engines.Engine) -> actions_.Plan:
+    """The ordered actions that move ``actual`` to ``desired``, and why anything waits."""
+    result = actions_.Plan(revision=desired.revision, sha=desired.commit.sha, author=_author(desired))
+    ctx = context.Context(desired, actual, engine, result)
+    for kind in ("Tenant", "Project", "Environment", "Role", "Operator", "ToolCatalog", "AgentTemplate"):
+        context.plan_objects(ctx, kind)
+    _plan_versions(ctx)
+    context.plan_objects(ctx, "PolicyEnvelope")
+    deploying.plan_deployments(ctx)
+    _plan_prunes(ctx)
+    _plan_condition_updates(ctx)
+    return result
+
+
+def _author(desired: snapshot_.Snapshot) -> str:
+    c = desired.commit
+    return f"{c.author_name} <{c.author_email}>"
+
+
+# ------------------------------------------------------------------ versions
+
+
+def _plan_versions(ctx: context.Context) -> None:
+    desired, actual = ctx.desired, ctx.actual
+    walks: list[tuple[snapshot_.Object, str, list[str]]] = []
+    for obj in desired.of_kind("AgentVersion"):
+        row = actual.objects.get(obj.key)
+        computed = desired.genome_hashes[(obj.tenant, obj.name)]
+        if row is None:
+            after = context.spec_of(desired, obj) | {"genomeHash": computed, "lifecycle": "DRAFT"}
+            ctx.add(
+                Action("create", "AgentVersion", obj.tenant, obj.name, "VERSION_CREATED", None, after, data=context.row_data(obj))
+            )
+            current = "DRAFT"
+        else:
+            if row.genome_hash != computed:
+                ctx.result.problems.append(
+                    obj.origin.problem(
+                        "spec.genome",
+                        f"the genome of {obj.name} is write-once: it is stored as {row.genome_hash} and this commit hashes to "
+                        f"{computed}; declare a new version with 'parent: {obj.name}' instead",
+                    )
+                )
+                continue
+            if row.digest != obj.doc.digest or row.status != "ACTIVE":
+                before = {"digest": row.digest} | ({"status": row.status} if row.status != "ACTIVE" else {})
+                ctx.add(
+                    Action(
+                        "update",
+                        "AgentVersion",
+                        obj.tenant,
+                        obj.name,
+                        "VERSION_UPDATED",
+                        before,
+                        context.spec_of(desired, obj),
+                        data=context.row_data(obj, row.id),
+                    )
+                )
+            current = row.lifecycle or "DRAFT"
+        target = obj.doc.lifecycle or "DRAFT"
+        try:
+            steps = machines.VERSION.path(current, target)
+        except machines.IllegalTransition as exc:
+            ctx.result.problems.append(obj.origin.problem("spec.lifecycle", f"{obj.name}: {exc}"))
+            ctx.version_states[(obj.tenant, obj.name)] = current
+            continue
+        walks.append((obj, current, steps))
+    _walk_versions(ctx, walks)
+
+
+def _walk_versions(ctx: context.Context, walks: list[tuple[snapshot_.Object, str, list[str]]]) -> None:
+    """Take each version's steps in order while its gates allow them (one gate evaluation)."""
+    gate_steps: dict[str, dict[str, Any]] = {}
+    for obj, current, steps in walks:
+        state = current
+        for target in steps:
+            if target in ("CANDIDATE", "APPROVED"):
+                step = _version_step(ctx, obj, state, target)
+                gate_steps[step["id"]] = step
+            state = target
+    results = gating.evaluate(ctx.engine, list(gate_steps.values()))
+    for obj, current, steps in walks:
+        state = current
+        for target in steps:
+            step_id = _step_id(obj, state, target)
+            gate = results.get(step_id)
+            if gate is not None and not gate["allowed"]:
+                step = gate_steps[step_id]
+                approval = (_approval_key(obj, state, target), step["requirement"]) if "requirement" in step else None
+                context.wait_for_gate(ctx, "AgentVersion", obj.tenant, obj.name, (state, target), gate, approval)
+                break
+            ctx.add(
+                Action(
+                    "transition",
+                    "AgentVersion",
+                    obj.tenant,
+                    obj.name,
+                    "VERSION_TRANSITIONED",
+                    {"lifecycle": state},
+                    {"lifecycle": target},
+                )
+            )
+            state = target
+        ctx.version_states[(obj.tenant, obj.name)] = state
+
+
+def _step_id(obj: snapshot_.Object, state: str, target: str) -> str:
+    return f"AgentVersion/{obj.tenant}/{obj.name}/{state}->{target}"
+
+
+def _approval_key(obj: snapshot_.Object, state: str, target: str) -> tuple[str, str, str, str]:
+    return (obj.tenant, "AgentVersion", obj.name, f"{state}->{target}")
+
+
+def _version_step(ctx: context.Context, obj: snapshot_.Object, state: str, target: str) -> dict[str, Any]:
+    spec = ctx.desired.manifest(obj).spec
+    row = ctx.actual.objects.get(obj.key)
+    step: dict[str, Any] = {
+        "id": _step_id(obj, state, target),
+        "kind": "AgentVersion",
+        "from": state,
+        "to": target,
+        "version": {
+            "name": obj.name,
+            "lifecycle": state,
+            "evaluations": [e.model_dump(mode="json") for e in spec.evaluations],
+            "integrity": (row.integrity if row else None) or "OK",
+        },
+    }
+    if target == "APPROVED":
+        envelope = context.version_envelope(ctx, obj)
+        roles = envelope["approvals"]["approverRoles"] or ctx.default_approver_roles(obj.tenant)
+        required = envelope["approvals"]["requiredApprovals"] or 1
+        decisions, _ = ctx.approvals_input(_approval_key(obj, state, target))
+        step["requirement"] = {"required": required, "roles": roles}
+        step["approvals"] = decisions
+    return step
+
+
+# ------------------------------------------------------------------ prune and conditions
+
+
+def _plan_prunes(ctx: context.Context) -> None:
+    desired = ctx.desired
+    kinds = [
+        "Deployment",
+        "PolicyEnvelope",
+        "AgentVersion",
+        "AgentTemplate",
+        "ToolCatalog",
+        "Operator",
+        "Role",
+        "Environment",
+        "Project",
+        "Tenant",
+    ]
+    for kind in kinds:
+        for key, row in ctx.actual.objects.items():
+            if key[0] != kind or row.status != "ACTIVE" or key in desired.objects:
+                continue
+            if kind == "Deployment":
+                deploying.plan_removal(ctx, row.tenant, row.name)
+            ctx.add(
+                Action(
+                    "retire",
+                    kind,
+                    row.tenant,
+                    row.name,
+                    actions_.RETIRED[kind],
+                    {"status": "ACTIVE"},
+                    {"status": "RETIRED"},
+                    data={"id": row.id},
+                )
+            )
+
+
+def _plan_condition_updates(ctx: context.Context) -> None:
+    """Conditions to store on version and deployment rows where they differ from the stored ones."""
+    wanted: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for c in ctx.result.conditions:
+        wanted[(c.kind, c.tenant, c.name)].append(
+            {"type": c.type, "status": "True", "reason": c.reason, "message": c.message, "observedRevision": ctx.desired.revision}
+        )
+    stored = ctx.actual.conditions
+    for key in set(wanted) | {k for k, v in stored.items() if v}:
+        new = wanted.get(key, [])
+        old = stored.get(key, [])
+        if _strip_revision(new) != _strip_revision(old):
+            ctx.result.condition_updates[key] = new
+
+
+def _strip_revision(conditions: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return sorted((c["type"], c["reason"], c["message"]) for c in conditions)

@@ -1,0 +1,201 @@
+"""One reconcile, start to finish: validate the commit, plan it, apply it, record the run.
+
+``Reconciler`` ties the layers together for the CLI and the daemon: it resolves the ref, stops
+at once when the database already has that commit and nothing changed outside Git since (same
+SHA, same state generation: no query beyond one row, no writes), validates the commit, loads its
+policy into the engine, plans against the actual state and applies the plan in one transaction
+together with the reconcile-run row and the new applied revision. A failure of any step applies
+nothing, keeps the last good commit in force, and is recorded as a failed run with every error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from reconciler import clock as clock_
+from reconciler import errors
+from reconciler.policy import engines, library
+from reconciler.reconcile import actions, applying, planning, validating
+from reconciler.spec import caching, loading, repository, snapshot
+from reconciler.state import actual as actual_
+from reconciler.state import database, tables
+
+__all__ = ["Outcome", "Reconciler"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Outcome:
+    outcome: str  # APPLIED | NOOP | UNCHANGED | FAILED | PLANNED
+    revision: str
+    sha: str
+    plan: actions.Plan | None = None
+    records: int = 0
+    run_id: int | None = None
+    seconds: float = 0.0
+    problems: list[errors.Problem] = dataclasses.field(default_factory=list)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        db: sa.Engine,
+        repo: repository.Repository,
+        path: str,
+        *,
+        engine: engines.Engine | None = None,
+        cache: caching.ParseCache | None = None,
+        clock: clock_.Clock | None = None,
+        limits: loading.Limits | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.db = db
+        self.repo = repo
+        self.path = path
+        self.engine = engine or engines.EmbeddedEngine()
+        self.cache = cache or caching.ParseCache()
+        self.clock = clock or clock_.SystemClock()
+        self.limits = limits
+        self.workers = workers
+
+    # ---------------------------------------------------------------- entry points
+
+    def plan(self, ref: str) -> Outcome:
+        """What applying ``ref`` would do; changes nothing."""
+        started = time.perf_counter()
+        snap = self._validated(ref, record_failure=False)
+        with self.db.connect() as connection:
+            actual = actual_.load(connection)
+        result = planning.plan(snap, actual, self.engine)
+        result.raise_for_problems()
+        return Outcome("PLANNED", snap.revision, snap.commit.sha, plan=result, seconds=time.perf_counter() - started)
+
+    def apply(self, ref: str) -> Outcome:
+        """Make the database match ``ref``; all of it or none of it."""
+        started = time.perf_counter()
+        commit = self.repo.resolve(ref)
+        revision = f"{ref}@sha1:{commit.sha}"
+        with self.db.connect() as connection:
+            state = connection.execute(sa.select(tables.fleet_state).where(tables.fleet_state.c.id == 1)).first()
+        if state is not None and state.applied_sha == commit.sha and state.generation == state.observed_generation:
+            return Outcome("UNCHANGED", revision, commit.sha, seconds=time.perf_counter() - started)
+        snap = self._validated(ref, record_failure=True)
+        try:
+            with self.db.begin() as connection:
+                actual = actual_.load(connection)
+                result = planning.plan(snap, actual, self.engine)
+                result.raise_for_problems()
+                now = self.clock.now()
+                run_id = self._insert_run(connection, snap, "RUNNING", now)
+                applied = applying.apply(connection, result, snap, actual, now, run_id)
+                outcome = "APPLIED" if result.actions else "NOOP"
+                self._finish(connection, run_id, outcome, len(result.actions), [], snap, actual.generation)
+        except errors.ArmError as exc:
+            problems = getattr(exc, "problems", None) or [errors.Problem("<reconcile>", message=str(exc))]
+            self._record_failure(snap, problems)
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            self._record_failure(snap, [errors.Problem("<database>", message=reason)])
+            raise errors.StoreError(f"applying {snap.revision} failed, nothing was applied: {reason}") from exc
+        log.info(
+            "applied %s: %d actions, %d records",
+            snap.revision,
+            len(result.actions),
+            applied.records,
+            extra={"revision": snap.revision},
+        )
+        return Outcome(outcome, snap.revision, snap.commit.sha, result, applied.records, run_id, time.perf_counter() - started)
+
+    # ---------------------------------------------------------------- steps
+
+    def _validated(self, ref: str, *, record_failure: bool) -> snapshot.Snapshot:
+        snap = validating.validate(self.repo, ref, self.path, cache=self.cache, limits=self.limits, workers=self.workers)
+        if snap.problems:
+            if record_failure:
+                self._record_failure(snap, snap.problems)
+            snap.raise_for_problems()
+        bundle = engines.Bundle(library.modules_for(snap.rego, tests=False), {}, snap.commit.sha)
+        if self.engine.revision != bundle.revision:
+            self.engine.load(bundle)
+        return snap
+
+    def _insert_run(self, connection: sa.Connection, snap: snapshot.Snapshot, outcome: str, now: Any) -> int:
+        c = snap.commit
+        return int(
+            connection.execute(
+                tables.reconcile_runs.insert().returning(tables.reconcile_runs.c.id),
+                {
+                    "source": snap.source,
+                    "ref": snap.ref,
+                    "path": snap.path,
+                    "sha": c.sha,
+                    "author": f"{c.author_name} <{c.author_email}>",
+                    "started_at": now,
+                    "outcome": outcome,
+                    "actions": 0,
+                    "errors": [],
+                },
+            ).scalar_one()
+        )
+
+    def _finish(
+        self,
+        connection: sa.Connection,
+        run_id: int,
+        outcome: str,
+        count: int,
+        problems: list[dict[str, Any]],
+        snap: snapshot.Snapshot,
+        generation: int,
+    ) -> None:
+        now = self.clock.now()
+        connection.execute(
+            tables.reconcile_runs.update()
+            .where(tables.reconcile_runs.c.id == run_id)
+            .values(finished_at=now, outcome=outcome, actions=count, errors=problems)
+        )
+        values = {
+            "source": snap.source,
+            "ref": snap.ref,
+            "path": snap.path,
+            "applied_sha": snap.commit.sha,
+            "applied_at": now,
+            "observed_generation": generation,
+        }
+        updated = connection.execute(tables.fleet_state.update().where(tables.fleet_state.c.id == 1).values(**values)).rowcount
+        if not updated:
+            connection.execute(tables.fleet_state.insert().values(id=1, generation=generation, **values))
+
+    def _record_failure(self, snap: snapshot.Snapshot, problems: list[errors.Problem]) -> None:
+        """A failed run is recorded in its own transaction; the applied revision stays."""
+        try:
+            with self.db.begin() as connection:
+                run_id = self._insert_run(connection, snap, "FAILED", self.clock.now())
+                connection.execute(
+                    tables.reconcile_runs.update()
+                    .where(tables.reconcile_runs.c.id == run_id)
+                    .values(finished_at=self.clock.now(), errors=[p.as_dict() for p in problems])
+                )
+        except sa.exc.SQLAlchemyError as exc:
+            log.error("cannot record the failed reconcile of %s: %s", snap.revision, exc)
+
+
+def bump_generation(connection: sa.Connection) -> None:
+    """Note a change made outside Git (approval, control) so the next reconcile is not skipped."""
+    fs = tables.fleet_state
+    updated = connection.execute(fs.update().where(fs.c.id == 1).values(generation=fs.c.generation + 1)).rowcount
+    if not updated:
+        connection.execute(fs.insert().values(id=1, generation=1, observed_generation=0))
+
+
+def open_database(url: str) -> sa.Engine:
+    engine = database.connect(url)
+    database.require_current(engine)
+    return engine

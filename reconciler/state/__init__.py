@@ -1,0 +1,1 @@
+"""State: the SQL store (tables, engine, migrations, queries). Knows no Git and no policy."""

@@ -1,0 +1,170 @@
+"""The actual state, read from the database into plain data for the (pure) planner.
+
+``load(connection)`` reads, in one query per table, just the columns a plan needs: identities,
+digests, statuses and lifecycles of every object, the deployment records, instances, open and
+decided approvals, and the head of each tenant's change-record chain. Specs and genomes are not
+read here (they can be large); the applier reads the few it needs for ``before`` values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from reconciler.state import tables
+
+__all__ = ["Actual", "ApprovalRow", "DeploymentRecord", "InstanceRow", "ObjectRow", "load"]
+
+GENESIS_HASH = "sha256:" + "0" * 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObjectRow:
+    id: int
+    kind: str
+    tenant: str
+    name: str
+    digest: str
+    status: str
+    lifecycle: str | None = None  # versions only, likewise below
+    genome_hash: str | None = None
+    integrity: str | None = None
+    template: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeploymentRecord:
+    id: int
+    tenant: str
+    name: str
+    generation: int
+    template: str
+    environment: str
+    version: str
+    previous_version: str | None
+    replicas: int
+    strategy: dict[str, Any]
+    state: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceRow:
+    id: str
+    tenant: str
+    deployment_id: int
+    deployment: str
+    version: str
+    state: str
+    held_by: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApprovalRow:
+    id: int
+    tenant: str
+    subject_kind: str
+    subject_name: str
+    transition: str
+    required: int
+    approver_roles: list[str]
+    status: str
+    decisions: list[dict[str, Any]]
+
+
+@dataclasses.dataclass
+class Actual:
+    applied_sha: str | None = None
+    generation: int = 0
+    observed_generation: int = 0
+    objects: dict[tuple[str, str, str], ObjectRow] = dataclasses.field(default_factory=dict)
+    deployments: dict[tuple[str, str], list[DeploymentRecord]] = dataclasses.field(default_factory=dict)
+    instances: dict[int, list[InstanceRow]] = dataclasses.field(default_factory=dict)
+    approvals: dict[tuple[str, str, str, str], list[ApprovalRow]] = dataclasses.field(default_factory=dict)
+    chain_heads: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
+    #: (kind, tenant, name) → stored conditions, for versions and deployments that have any
+    conditions: dict[tuple[str, str, str], list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+    def current_deployment(self, tenant: str, name: str) -> DeploymentRecord | None:
+        """The newest record of a Deployment that is not retired."""
+        for record in reversed(self.deployments.get((tenant, name), [])):
+            if record.state != "RETIRED":
+                return record
+        return None
+
+    def chain_head(self, tenant: str) -> tuple[int, str]:
+        return self.chain_heads.get(tenant, (0, GENESIS_HASH))
+
+
+def load(connection: sa.Connection) -> Actual:
+    actual = Actual()
+    r: Any  # rows of several shapes below
+    state = connection.execute(sa.select(tables.fleet_state).where(tables.fleet_state.c.id == 1)).first()
+    if state is not None:
+        actual.applied_sha = state.applied_sha
+        actual.generation = state.generation
+        actual.observed_generation = state.observed_generation
+    for kind, table in tables.KIND_TABLES.items():
+        c = table.c
+        if kind == "AgentVersion":
+            rows = connection.execute(
+                sa.select(c.id, c.tenant, c.name, c.digest, c.status, c.lifecycle, c.genome_hash, c.integrity, c.template)
+            )
+            for r in rows:
+                actual.objects[(kind, r.tenant, r.name)] = ObjectRow(
+                    r.id, kind, r.tenant, r.name, r.digest, r.status, r.lifecycle, r.genome_hash, r.integrity, r.template
+                )
+        else:
+            for r in connection.execute(sa.select(c.id, c.tenant, c.name, c.digest, c.status)):
+                actual.objects[(kind, r.tenant, r.name)] = ObjectRow(r.id, kind, r.tenant, r.name, r.digest, r.status)
+    for kind in ("AgentVersion", "Deployment"):
+        c = tables.KIND_TABLES[kind].c
+        for r in connection.execute(sa.select(c.tenant, c.name, c.conditions)):
+            if r.conditions:
+                actual.conditions[(kind, r.tenant, r.name)] = r.conditions
+    d = tables.deployments.c
+    records: dict[tuple[str, str], list[DeploymentRecord]] = defaultdict(list)
+    for r in connection.execute(sa.select(tables.deployments).order_by(d.tenant, d.name, d.generation)):
+        records[(r.tenant, r.name)].append(
+            DeploymentRecord(
+                r.id,
+                r.tenant,
+                r.name,
+                r.generation,
+                r.template,
+                r.environment,
+                r.version,
+                r.previous_version,
+                r.replicas,
+                r.strategy,
+                r.state,
+            )
+        )
+    actual.deployments = dict(records)
+    i = tables.instances.c
+    instances: dict[int, list[InstanceRow]] = defaultdict(list)
+    query = sa.select(i.id, i.tenant, i.deployment_id, i.deployment, i.version, i.state, i.held_by).where(i.state != "RETIRED")
+    for r in connection.execute(query.order_by(i.id)):
+        instances[r.deployment_id].append(
+            InstanceRow(r.id, r.tenant, r.deployment_id, r.deployment, r.version, r.state, r.held_by)
+        )
+    actual.instances = dict(instances)
+    a = tables.approvals.c
+    approvals: dict[tuple[str, str, str, str], list[ApprovalRow]] = defaultdict(list)
+    for r in connection.execute(
+        sa.select(tables.approvals).where(a.status.in_(("PENDING", "APPROVED", "DENIED"))).order_by(a.id)
+    ):
+        approvals[(r.tenant, r.subject_kind, r.subject_name, r.transition)].append(
+            ApprovalRow(
+                r.id, r.tenant, r.subject_kind, r.subject_name, r.transition, r.required, r.approver_roles, r.status, r.decisions
+            )
+        )
+    actual.approvals = dict(approvals)
+    cr = tables.change_records.c
+    latest = sa.select(cr.tenant, sa.func.max(cr.seq).label("seq")).group_by(cr.tenant).subquery()
+    heads = sa.select(cr.tenant, cr.seq, cr.hash).join(latest, sa.and_(cr.tenant == latest.c.tenant, cr.seq == latest.c.seq))
+    for r in connection.execute(heads):
+        actual.chain_heads[r.tenant] = (r.seq, r.hash)
+    return actual

@@ -1,0 +1,130 @@
+"""Engines, transactions and schema migrations for SQLite (default) and PostgreSQL.
+
+``connect(url)`` makes an engine tuned for the dialect: SQLite in WAL mode with real
+``BEGIN IMMEDIATE`` transactions (pysqlite's own transaction handling defers locking and breaks
+all-or-nothing applies), PostgreSQL through psycopg 3. JSON goes through orjson. ``migrate``
+runs Alembic to the newest revision (``armctl init``); ``require_current`` refuses a database
+whose schema is behind, with a message that says what to run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from reconciler import errors
+
+__all__ = ["connect", "head_revision", "migrate", "require_current", "schema_revision"]
+
+log = logging.getLogger(__name__)
+
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def connect(url: str) -> sa.Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise errors.ConfigError(f"invalid database URL {url!r}: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            parsed,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            connect_args={"timeout": 30, "isolation_level": None, "check_same_thread": False},
+        )
+        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(
+            parsed, json_serializer=_json_dumps, json_deserializer=orjson.loads, pool_pre_ping=True, pool_size=10
+        )
+    raise errors.ConfigError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def _sqlite_connect(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    # Take the write lock at the start so a transaction never fails half-way on SQLITE_BUSY.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _config(connection: sa.Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    script = ScriptDirectory(str(_MIGRATIONS))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def schema_revision(engine: sa.Engine) -> str | None:
+    """The schema revision the database is at; None for an empty database."""
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except sa.exc.OperationalError as exc:
+        raise errors.StoreError(f"cannot reach the database: {_reason(exc)}") from exc
+
+
+def migrate(engine: sa.Engine) -> tuple[str | None, str]:
+    """Create or upgrade the schema; returns (revision before, revision after)."""
+    before = schema_revision(engine)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_config(connection), "head")
+    except sa.exc.OperationalError as exc:
+        raise errors.StoreError(f"cannot migrate the database: {_reason(exc)}") from exc
+    return before, head_revision()
+
+
+def require_current(engine: sa.Engine) -> None:
+    """Refuse a database that is empty or behind this version's schema."""
+    current = schema_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise errors.StoreError(f"the database {_display(engine)} has no schema yet: run 'armctl init'")
+    raise errors.StoreError(
+        f"the database {_display(engine)} is at schema revision {current}, this armctl needs {head}: run 'armctl init' to upgrade"
+    )
+
+
+def _display(engine: sa.Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _reason(exc: sa.exc.DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)

@@ -1,0 +1,263 @@
+"""The SQL schema: one table per manifest kind, plus instances, approvals, change records, op
+events, reconcile runs, API tokens and the fleet's applied revision.
+
+SQLAlchemy Core tables (no ORM: the reconciler reads and writes in bulk). The same metadata runs
+on SQLite and PostgreSQL; JSON is JSONB on PostgreSQL. Alembic migrations in ``migrations/`` are
+generated from this module. Rows of manifest kinds are never deleted: a pruned object gets
+``status = 'RETIRED'``. ``change_records`` is append-only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+__all__ = ["KIND_TABLES", "metadata"]
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timestamps stored in UTC and always read back timezone-aware (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _object_table(name: str, *extra: Any) -> sa.Table:
+    """A table for one manifest kind: identity, desired spec, provenance, status.
+
+    Every kind has a ``tenant`` column, tenants included (their own name), so one query shape
+    serves all kinds.
+    """
+    columns: list[Any] = [
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("tenant", sa.String(253), nullable=False),
+        sa.Column("name", sa.String(253), nullable=False),
+        sa.Column("labels", JSON, nullable=False, default=dict),
+        sa.Column("spec", JSON, nullable=False),
+        sa.Column("digest", sa.String(64), nullable=False),  # of the manifest as last applied
+        sa.Column("status", sa.String(16), nullable=False, default="ACTIVE"),  # ACTIVE | RETIRED (pruned)
+        sa.Column("origin", sa.String(1024), nullable=False, default=""),  # file:line it was declared at
+        sa.Column("created_sha", sa.String(40), nullable=False),
+        sa.Column("updated_sha", sa.String(40), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        *extra,
+    ]
+    return sa.Table(name, metadata, *columns, sa.UniqueConstraint("tenant", "name"))
+
+
+tenants = _object_table("tenants")
+projects = _object_table("projects")
+environments = _object_table("environments")
+roles = _object_table("roles")
+operators = _object_table("operators", sa.Column("email", sa.String(320), nullable=False))
+tool_catalogs = _object_table("tool_catalogs")
+agent_templates = _object_table("agent_templates", sa.Column("project", sa.String(253), nullable=False))
+agent_versions = _object_table(
+    "agent_versions",
+    sa.Column("template", sa.String(253), nullable=False),
+    sa.Column("parent", sa.String(253), nullable=True),
+    sa.Column("lifecycle", sa.String(16), nullable=False),  # actual state
+    sa.Column("desired_lifecycle", sa.String(16), nullable=False),
+    sa.Column("genome", JSON, nullable=False),  # canonical genome document
+    sa.Column("genome_hash", sa.String(71), nullable=False),
+    sa.Column("integrity", sa.String(16), nullable=False, default="OK"),  # OK | FAILED
+    sa.Column("conditions", JSON, nullable=False, default=list),
+)
+policy_envelopes = _object_table(
+    "policy_envelopes",
+    sa.Column("scope_kind", sa.String(32), nullable=False),
+    sa.Column("scope_name", sa.String(253), nullable=False),
+)
+deployment_specs = _object_table(
+    "deployment_specs",  # the Deployment manifests; each version change makes a ``deployments`` record
+    sa.Column("conditions", JSON, nullable=False, default=list),
+)
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(253), nullable=False),
+    sa.Column("name", sa.String(253), nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("template", sa.String(253), nullable=False),
+    sa.Column("environment", sa.String(253), nullable=False),
+    sa.Column("version", sa.String(253), nullable=False),
+    sa.Column("previous_version", sa.String(253), nullable=True),
+    sa.Column("replicas", sa.Integer, nullable=False),
+    sa.Column("strategy", JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # PENDING | ACTIVE | ROLLING_BACK | RETIRED
+    sa.Column("created_sha", sa.String(40), nullable=False),
+    sa.Column("updated_sha", sa.String(40), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("tenant", "name", "generation"),
+    sa.Index(None, "tenant", "name", "state"),
+)
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("id", sa.String(300), primary_key=True),
+    sa.Column("tenant", sa.String(253), nullable=False),
+    sa.Column("deployment_id", sa.Integer, sa.ForeignKey("deployments.id"), nullable=False),
+    sa.Column("deployment", sa.String(253), nullable=False),
+    sa.Column("environment", sa.String(253), nullable=False),
+    sa.Column("template", sa.String(253), nullable=False),
+    sa.Column("version", sa.String(253), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("held_by", sa.String(64), nullable=True),  # the emergency control holding it, if any
+    sa.Column("health", sa.String(16), nullable=False, default="UNKNOWN"),
+    sa.Column("last_heartbeat", UTCDateTime, nullable=True),
+    sa.Column("created_sha", sa.String(40), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index(None, "tenant", "environment", "state"),
+    sa.Index(None, "deployment_id"),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(253), nullable=False),
+    sa.Column("subject_kind", sa.String(32), nullable=False),
+    sa.Column("subject_name", sa.String(253), nullable=False),
+    sa.Column("transition", sa.String(300), nullable=False),
+    sa.Column("required", sa.Integer, nullable=False),
+    sa.Column("approver_roles", JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # PENDING | APPROVED | DENIED | EXPIRED | CANCELLED
+    sa.Column("decisions", JSON, nullable=False, default=list),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("requested_sha", sa.String(40), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Column("decided_at", UTCDateTime, nullable=True),
+    sa.Index(None, "tenant", "subject_kind", "subject_name", "status"),
+)
+
+change_records = sa.Table(
+    "change_records",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(253), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),  # position in the tenant's chain, from 1
+    sa.Column("sha", sa.String(40), nullable=True),  # the commit applied; null for API-made changes
+    sa.Column("author", sa.String(400), nullable=False, default=""),
+    sa.Column("operator", sa.String(253), nullable=True),
+    sa.Column("type", sa.String(48), nullable=False),
+    sa.Column("object_kind", sa.String(32), nullable=False),
+    sa.Column("object_name", sa.String(300), nullable=False),
+    sa.Column("before", JSON, nullable=True),
+    sa.Column("after", JSON, nullable=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column("prev_hash", sa.String(71), nullable=False),
+    sa.Column("hash", sa.String(71), nullable=False),
+    sa.UniqueConstraint("tenant", "seq"),
+    sa.Index(None, "sha"),
+    sa.Index(None, "object_kind", "object_name"),
+    sa.Index(None, "type"),
+    sa.Index(None, "at"),
+)
+
+op_events = sa.Table(
+    "op_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(253), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("type", sa.String(48), nullable=False),
+    sa.Column("instance", sa.String(300), nullable=True),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Index(None, "at"),
+    sa.Index(None, "tenant", "instance", "at"),
+)
+
+reconcile_runs = sa.Table(
+    "reconcile_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(1024), nullable=False),
+    sa.Column("ref", sa.String(300), nullable=False),
+    sa.Column("path", sa.String(1024), nullable=False),
+    sa.Column("sha", sa.String(40), nullable=True),
+    sa.Column("author", sa.String(400), nullable=False, default=""),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),  # RUNNING | APPLIED | NOOP | FAILED
+    sa.Column("actions", sa.Integer, nullable=False, default=0),
+    sa.Column("errors", JSON, nullable=False, default=list),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(253), nullable=False),
+    sa.Column("token_hash", sa.String(71), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # runtime | operator
+    sa.Column("tenant", sa.String(253), nullable=False),
+    sa.Column("operator", sa.String(253), nullable=True),
+    sa.Column("scope", JSON, nullable=False, default=dict),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+fleet_state = sa.Table(
+    "fleet_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # always 1
+    sa.Column("source", sa.String(1024), nullable=True),
+    sa.Column("ref", sa.String(300), nullable=True),
+    sa.Column("path", sa.String(1024), nullable=True),
+    sa.Column("applied_sha", sa.String(40), nullable=True),
+    sa.Column("applied_at", UTCDateTime, nullable=True),
+    # Bumped by anything that can unblock a waiting object outside Git (an approval decided,
+    # an instance control, a heartbeat); a reconcile of the applied SHA at the same generation
+    # has nothing to do.
+    sa.Column("generation", sa.Integer, nullable=False, default=0),
+    sa.Column("observed_generation", sa.Integer, nullable=False, default=0),
+)
+
+#: Manifest kind → its table (Deployment manifests live in ``deployment_specs``).
+KIND_TABLES: dict[str, sa.Table] = {
+    "Tenant": tenants,
+    "Project": projects,
+    "Environment": environments,
+    "Role": roles,
+    "Operator": operators,
+    "ToolCatalog": tool_catalogs,
+    "AgentTemplate": agent_templates,
+    "AgentVersion": agent_versions,
+    "PolicyEnvelope": policy_envelopes,
+    "Deployment": deployment_specs,
+}
