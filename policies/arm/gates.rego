@@ -23,14 +23,20 @@ results[step.id] := result if {
 		array.concat(evidence_waiting(step), approval_waiting(step)),
 		array.concat(admission_waiting(step), extension_waiting(step)),
 	)
-	# Approval is asked for only once nothing else holds the step back.
-	others := array.concat(array.concat(evidence_waiting(step), admission_waiting(step)), extension_waiting(step))
 	result := {
 		"allowed": count(reasons) == 0,
 		"waiting": reasons,
-		"needsApproval": count(approval_waiting(step)) > 0 and count(others) == 0,
+		"needsApproval": needs_approval(step),
 	}
 }
+
+# Approval is asked for only once nothing else holds the step back.
+needs_approval(step) := true if {
+	count(approval_waiting(step)) > 0
+	count(evidence_waiting(step)) == 0
+	count(admission_waiting(step)) == 0
+	count(extension_waiting(step)) == 0
+} else := false
 
 # TESTING -> CANDIDATE needs evaluation evidence, all of it passing.
 evidence_waiting(step) := ["waiting for passing evaluation evidence (spec.evaluations is empty)"] if {

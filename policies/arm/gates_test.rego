@@ -81,3 +81,17 @@ test_admitted_version_is_allowed if {
 	r := gates.results.d1 with input as {"steps": [deployment_step("APPROVED", "OK")]}
 	r.allowed == true
 }
+
+test_approval_is_not_requested_before_the_version_is_admitted if {
+	step := object.union(deployment_step("CANDIDATE", "OK"), {"requirement": {"required": 1, "roles": ["release-manager"]}, "approvals": []})
+	r := gates.results.d1 with input as {"steps": [step]}
+	r.needsApproval == false
+	count(r.waiting) == 2
+}
+
+test_approval_is_requested_once_the_version_is_admitted if {
+	step := object.union(deployment_step("APPROVED", "OK"), {"requirement": {"required": 1, "roles": ["release-manager"]}, "approvals": []})
+	r := gates.results.d1 with input as {"steps": [step]}
+	r.needsApproval == true
+	r.waiting == ["waiting for 1 approval from release-manager"]
+}

@@ -142,3 +142,7 @@ def verify(connection: sa.Connection) -> Iterator[Break]:
         elif record_hash(prev, row) != row["hash"]:
             yield Break(row["tenant"], row["seq"], row["id"], "hash does not match the record's content (altered)")
         heads[row["tenant"]] = (row["seq"], row["hash"])
+
+
+def count_query() -> sa.Select[Any]:
+    return sa.select(sa.func.count()).select_from(tables.change_records)

@@ -12,13 +12,13 @@ import json
 import os
 import sys
 import time
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
 from reconciler import __version__, errors
 from reconciler import settings as settings_
-from reconciler.cli import output
+from reconciler.cli import approving, auditing, output, reconciling
 from reconciler.spec import models
 
 __all__ = ["cli", "run"]
@@ -38,15 +38,8 @@ def cli(ctx: click.Context, state_dir: str | None, log_format: str, log_level: s
     ctx.obj = settings_.Settings.from_env(state_dir=state_dir)
 
 
-def source_options(func: Any) -> Any:
-    func = click.option("--path", "path", default=None, help="Fleet directory inside the repository (default fleet).")(func)
-    func = click.option("--ref", default=None, help="Branch, tag or SHA (default HEAD).")(func)
-    func = click.option("--repo", default=None, help="Repository: local path or Git URL (default .).")(func)
-    return func
-
-
 @cli.command()
-@source_options
+@reconciling.source_options
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.pass_obj
 def validate(settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, fmt: str) -> None:
@@ -79,6 +72,15 @@ def validate(settings: settings_.Settings, repo: str | None, ref: str | None, pa
 def schema(kind: str | None) -> None:
     """Print the JSON Schema of the manifests (of one kind with --kind), for editors."""
     click.echo(json.dumps(models.json_schema(kind), indent=2))
+
+
+cli.add_command(reconciling.init)
+cli.add_command(reconciling.plan)
+cli.add_command(reconciling.apply)
+cli.add_command(reconciling.status)
+cli.add_command(reconciling.history)
+cli.add_command(auditing.audit)
+cli.add_command(approving.approvals)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:

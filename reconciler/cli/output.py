@@ -84,3 +84,41 @@ def print_validation(snap: snapshot.Snapshot, elapsed: float) -> None:
     click.echo(click.style(f"✗ {n} problem{'s' if n != 1 else ''}", fg="red", bold=True))
     for problem in snap.problems:
         click.echo(f"  {click.style(problem.where(), bold=True)}: {problem.message}")
+
+
+def print_status(report: dict[str, Any]) -> None:
+    applied = report["appliedRevision"]
+    if applied is None:
+        click.echo("Nothing applied yet: run 'armctl apply'.")
+    else:
+        click.echo(
+            f"Applied {click.style(applied, bold=True)} at {report['appliedAt']} from {report['source']} ({report['path']}/)"
+        )
+    if report["pendingOutOfGitChanges"]:
+        click.echo(
+            f"  {report['pendingOutOfGitChanges']} change(s) made outside Git since (approvals, controls): the next apply takes them into account"
+        )
+    objects = ", ".join(f"{n} {kind}" for kind, n in report["objects"].items() if n)
+    click.echo(f"  objects: {objects or 'none'}")
+    if report["versionsByLifecycle"]:
+        click.echo("  versions: " + ", ".join(f"{n} {state}" for state, n in sorted(report["versionsByLifecycle"].items())))
+    if report["instancesByState"]:
+        click.echo("  instances: " + ", ".join(f"{n} {state}" for state, n in sorted(report["instancesByState"].items())))
+    click.echo(f"  approvals pending: {report['approvalsPending']}")
+    if report["lastRuns"]:
+        click.echo(click.style("\nLast reconcile runs", bold=True))
+        for run in report["lastRuns"]:
+            colour = {"APPLIED": "green", "NOOP": "green", "FAILED": "red"}.get(run["outcome"], "yellow")
+            sha = (run["sha"] or "")[:12]
+            click.echo(
+                f"  #{run['id']} {click.style(run['outcome'], fg=colour):8} {sha} {run['startedAt']} ({run['actions']} changes)"
+            )
+            for error in run["errors"][:10]:
+                where = error.get("file", "")
+                if error.get("line"):
+                    where += f":{error['line']}"
+                click.echo(f"      {where}: {error.get('message', '')}")
+    if report["conditions"]:
+        click.echo(click.style("\nWaiting or held", bold=True))
+        for c in report["conditions"]:
+            click.echo(f"  {c['kind']} {c['name']}: {c['type']} ({c['reason']}) {c['message']}")

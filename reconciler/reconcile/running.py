@@ -23,7 +23,7 @@ from reconciler.policy import engines, library
 from reconciler.reconcile import actions, applying, planning, validating
 from reconciler.spec import caching, loading, repository, snapshot
 from reconciler.state import actual as actual_
-from reconciler.state import database, tables
+from reconciler.state import database, fleetstate, tables
 
 __all__ = ["Outcome", "Reconciler"]
 
@@ -82,8 +82,8 @@ class Reconciler:
         commit = self.repo.resolve(ref)
         revision = f"{ref}@sha1:{commit.sha}"
         with self.db.connect() as connection:
-            state = connection.execute(sa.select(tables.fleet_state).where(tables.fleet_state.c.id == 1)).first()
-        if state is not None and state.applied_sha == commit.sha and state.generation == state.observed_generation:
+            state = fleetstate.read(connection)
+        if state is not None and state["applied_sha"] == commit.sha and state["generation"] == state["observed_generation"]:
             return Outcome("UNCHANGED", revision, commit.sha, seconds=time.perf_counter() - started)
         snap = self._validated(ref, record_failure=True)
         try:
@@ -185,14 +185,6 @@ class Reconciler:
                 )
         except sa.exc.SQLAlchemyError as exc:
             log.error("cannot record the failed reconcile of %s: %s", snap.revision, exc)
-
-
-def bump_generation(connection: sa.Connection) -> None:
-    """Note a change made outside Git (approval, control) so the next reconcile is not skipped."""
-    fs = tables.fleet_state
-    updated = connection.execute(fs.update().where(fs.c.id == 1).values(generation=fs.c.generation + 1)).rowcount
-    if not updated:
-        connection.execute(fs.insert().values(id=1, generation=1, observed_generation=0))
 
 
 def open_database(url: str) -> sa.Engine:

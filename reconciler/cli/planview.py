@@ -1,0 +1,96 @@
+"""How a plan looks: grouped, coloured text for people, JSON for machines, Markdown for PRs."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import click
+
+from reconciler.reconcile import actions
+
+__all__ = ["plan_json", "plan_markdown", "print_plan"]
+
+_SYMBOLS = {
+    "create": ("+", "green"),
+    "deploy": ("+", "green"),
+    "provision": ("+", "green"),
+    "request-approval": ("?", "magenta"),
+    "update": ("~", "yellow"),
+    "record-replicas": ("~", "yellow"),
+    "transition": ("→", "cyan"),
+    "record-state": ("→", "cyan"),
+    "instance-state": ("→", "cyan"),
+    "retire": ("-", "red"),
+}
+
+
+def _detail(action: actions.Action) -> str:
+    if action.op in ("transition", "record-state", "instance-state"):
+        before = action.before or {}
+        after = action.after or {}
+        keys = [k for k in after if before.get(k) != after.get(k) and k != "generation"]
+        return ", ".join(f"{k}: {before.get(k)} → {after[k]}" for k in keys)
+    if action.op == "deploy":
+        return f"generation {action.after['generation']}: {action.before['version'] or 'none'} → {action.after['version']}, {action.after['replicas']} replicas"
+    if action.op == "request-approval":
+        return f"{action.after['transition']}: {action.after['required']} from {' or '.join(action.after['roles'])}"
+    if action.op == "record-replicas":
+        return f"replicas {action.before['replicas']} → {action.after['replicas']}"
+    return ""
+
+
+def plan_json(plan: actions.Plan, exit_code: int) -> dict[str, Any]:
+    return {
+        "revision": plan.revision,
+        "sha": plan.sha,
+        "author": plan.author,
+        "changes": len(plan.actions),
+        "exitCode": exit_code,
+        "counts": plan.counts(),
+        "actions": [a.as_dict() for a in plan.actions],
+        "waiting": [c.as_dict() for c in plan.conditions],
+    }
+
+
+def print_plan(plan: actions.Plan) -> None:
+    click.echo(f"Plan for {click.style(plan.revision, bold=True)} (commit by {plan.author})")
+    if not plan.actions:
+        click.echo(click.style("No changes.", fg="green") + " The database matches the commit.")
+    groups: dict[str, list[actions.Action]] = defaultdict(list)
+    for action in plan.actions:
+        groups[action.kind].append(action)
+    for kind, items in groups.items():
+        click.echo(click.style(f"\n{kind}", bold=True))
+        for action in items:
+            symbol, colour = _SYMBOLS.get(action.op, ("*", "white"))
+            detail = _detail(action)
+            line = f"  {click.style(symbol, fg=colour)} {action.name}  {click.style(action.record, fg=colour)}"
+            click.echo(line + (f"  {detail}" if detail else ""))
+    if plan.conditions:
+        click.echo(click.style("\nWaiting or held", bold=True))
+        for c in plan.conditions:
+            click.echo(f"  {click.style('…', fg='yellow')} {c.kind} {c.name}: {c.message}")
+    if plan.actions:
+        summary = ", ".join(f"{n} {record}" for record, n in plan.counts().items())
+        click.echo(f"\n{len(plan.actions)} changes: {summary}")
+
+
+def plan_markdown(plan: actions.Plan) -> str:
+    lines = [f"### ARM plan for `{plan.revision}`", ""]
+    if not plan.actions:
+        lines.append("**No changes.** The database matches the commit.")
+    else:
+        lines += [f"**{len(plan.actions)} changes**", "", "| | kind | object | change | details |", "|---|---|---|---|---|"]
+        for action in plan.actions:
+            symbol, _ = _SYMBOLS.get(action.op, ("*", ""))
+            lines.append(f"| {symbol} | {action.kind} | `{action.name}` | `{action.record}` | {_detail(action)} |")
+    if plan.conditions:
+        lines += ["", "#### Waiting or held", ""]
+        lines += [f"- **{c.kind} `{c.name}`**: {c.message}" for c in plan.conditions]
+    return "\n".join(lines) + "\n"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)

@@ -1,0 +1,171 @@
+"""``armctl init | plan | apply | status | history``: the reconcile as a user drives it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from typing import Any
+
+import click
+
+from reconciler import errors
+from reconciler import settings as settings_
+from reconciler.cli import output, planview
+from reconciler.reconcile import reporting, running, validating
+from reconciler.spec import caching, repository
+from reconciler.state import database
+
+__all__ = ["apply", "history", "init", "plan", "status"]
+
+
+def source_options(func: Any) -> Any:
+    func = click.option(
+        "--path", "path", default=None, help="Fleet directory inside the repository (env ARM_PATH, default fleet)."
+    )(func)
+    func = click.option("--ref", default=None, help="Branch, tag or SHA (env ARM_REF, default HEAD).")(func)
+    func = click.option("--repo", default=None, help="Repository: local path or Git URL (env ARM_REPO, default .).")(func)
+    return func
+
+
+def make_reconciler(settings: settings_.Settings, repo: str | None, path: str | None) -> running.Reconciler:
+    db = running.open_database(settings.database)
+    source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir)
+    source.fetch()
+    return running.Reconciler(
+        db,
+        source,
+        path or settings.path,
+        cache=caching.ParseCache(settings.cache_dir),
+        limits=validating.limits_from(settings),
+        workers=os.cpu_count() or 1,
+    )
+
+
+@click.command()
+@click.pass_obj
+def init(settings: settings_.Settings) -> None:
+    """Create the database schema, or upgrade it to this version's."""
+    engine = database.connect(settings.database)
+    before, after = database.migrate(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        click.echo(f"Database {where} is up to date (schema {after}).")
+    else:
+        click.echo(f"Database {where}: schema {before or 'none'} → {after}.")
+
+
+@click.command()
+@source_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.pass_obj
+def plan(settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, fmt: str) -> None:
+    """Show what applying a commit would change. Exit 0: no changes, 2: changes, 1: error."""
+    reconciler = make_reconciler(settings, repo, path)
+    outcome = reconciler.plan(ref or settings.ref)
+    assert outcome.plan is not None
+    code = 2 if outcome.plan.actions else 0
+    if fmt == "json":
+        click.echo(planview.dumps(planview.plan_json(outcome.plan, code)))
+    elif fmt == "markdown":
+        click.echo(planview.plan_markdown(outcome.plan), nl=False)
+    else:
+        planview.print_plan(outcome.plan)
+    sys.exit(code)
+
+
+@click.command()
+@source_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def apply(settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, fmt: str) -> None:
+    """Make the database match a commit, in one transaction; record every change."""
+    reconciler = make_reconciler(settings, repo, path)
+    outcome = reconciler.apply(ref or settings.ref)
+    if fmt == "json":
+        report: dict[str, Any] = {
+            "outcome": outcome.outcome,
+            "revision": outcome.revision,
+            "records": outcome.records,
+            "runId": outcome.run_id,
+            "seconds": round(outcome.seconds, 4),
+        }
+        if outcome.plan is not None:
+            report |= {"counts": outcome.plan.counts(), "waiting": [c.as_dict() for c in outcome.plan.conditions]}
+        click.echo(planview.dumps(report))
+        return
+    if outcome.outcome == "UNCHANGED":
+        click.echo(f"{outcome.revision} is already applied; nothing to do ({outcome.seconds * 1000:.0f} ms).")
+        return
+    assert outcome.plan is not None
+    if outcome.plan.actions:
+        planview.print_plan(outcome.plan)
+    click.echo(
+        click.style("\n✓ applied ", fg="green")
+        + f"{outcome.revision}: {len(outcome.plan.actions)} changes, {outcome.records} change records, run {outcome.run_id} ({outcome.seconds:.2f} s)"
+    )
+    waiting = [c for c in outcome.plan.conditions if c.type == "Waiting"]
+    if waiting and not outcome.plan.actions:
+        click.echo(f"{len(waiting)} objects wait on gates: see 'armctl status'.")
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def status(settings: settings_.Settings, fmt: str) -> None:
+    """The applied revision, the last reconcile runs, waiting gates and held drift."""
+    db = running.open_database(settings.database)
+    with db.connect() as connection:
+        report = reporting.status(connection)
+    if fmt == "json":
+        click.echo(planview.dumps(report))
+        return
+    output.print_status(report)
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise errors.ConfigError(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-22T10:00:00Z)") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@click.command()
+@click.option("--sha", default=None, help="Only records of this commit (a prefix is enough).")
+@click.option("--kind", default=None, help="Only this object kind (AgentVersion, Deployment, Instance, ...).")
+@click.option("--name", default=None, help="Only this object.")
+@click.option("--type", "type_", default=None, help="Only this record type (VERSION_TRANSITIONED, ...).")
+@click.option("--tenant", default=None)
+@click.option("--since", default=None, help="ISO 8601 time.")
+@click.option("--until", default=None, help="ISO 8601 time.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def history(settings: settings_.Settings, sha: str | None, kind: str | None, name: str | None, type_: str | None,
+            tenant: str | None, since: str | None, until: str | None, limit: int, fmt: str) -> None:  # fmt: skip
+    """Change records, oldest first, filtered by commit, object, type and time."""
+    db = running.open_database(settings.database)
+    with db.connect() as connection:
+        rows = reporting.history(
+            connection,
+            sha=sha,
+            kind=kind,
+            name=name,
+            type_=type_,
+            tenant=tenant,
+            since=_time(since),
+            until=_time(until),
+            limit=limit,
+        )
+    if fmt == "json":
+        click.echo(planview.dumps(rows))
+        return
+    for row in rows:
+        who = row["operator"] or row["author"] or "-"
+        sha_text = (row["sha"] or "api")[:12]
+        click.echo(f"{row['at'][:19]}  {sha_text:12}  {row['type']:24} {row['object_kind']}/{row['object_name']}  by {who}")
+    if not rows:
+        click.echo("No change records match.")

@@ -1,0 +1,107 @@
+"""Reading the state back for people: status, history of change records, reconcile runs.
+
+Plain queries shaped for ``armctl status`` and ``armctl history`` (and the HTTP status
+endpoint): the applied revision, the last runs with their errors, objects that wait on a gate
+or are held by an emergency control, counts by lifecycle, and change records filtered by
+commit, object, type and time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from reconciler.state import fleetstate, tables
+
+__all__ = ["history", "status"]
+
+
+def status(connection: sa.Connection, runs: int = 5) -> dict[str, Any]:
+    state = fleetstate.read(connection) or {}
+    r = tables.reconcile_runs.c
+    last_runs = [
+        {
+            "id": row.id,
+            "sha": row.sha,
+            "ref": row.ref,
+            "outcome": row.outcome,
+            "actions": row.actions,
+            "startedAt": row.started_at.isoformat() if row.started_at else None,
+            "finishedAt": row.finished_at.isoformat() if row.finished_at else None,
+            "errors": row.errors,
+        }
+        for row in connection.execute(sa.select(tables.reconcile_runs).order_by(r.id.desc()).limit(runs))
+    ]
+    conditions = []
+    for kind in ("AgentVersion", "Deployment"):
+        c = tables.KIND_TABLES[kind].c
+        for row in connection.execute(sa.select(c.tenant, c.name, c.conditions).order_by(c.tenant, c.name)):
+            for condition in row.conditions or []:
+                conditions.append({"kind": kind, "tenant": row.tenant, "name": row.name, **condition})
+    v = tables.agent_versions.c
+    lifecycles = {
+        row.lifecycle: row.n
+        for row in connection.execute(
+            sa.select(v.lifecycle, sa.func.count().label("n")).where(v.status == "ACTIVE").group_by(v.lifecycle)
+        )
+    }
+    i = tables.instances.c
+    instances = {row.state: row.n for row in connection.execute(sa.select(i.state, sa.func.count().label("n")).group_by(i.state))}
+    a = tables.approvals.c
+    pending = connection.execute(sa.select(sa.func.count()).where(a.status == "PENDING")).scalar_one()
+    counts = {}
+    for kind, table in tables.KIND_TABLES.items():
+        counts[kind] = connection.execute(sa.select(sa.func.count()).where(table.c.status == "ACTIVE")).scalar_one()
+    applied = state.get("applied_sha")
+    return {
+        "appliedRevision": f"{state.get('ref')}@sha1:{applied}" if applied else None,
+        "appliedSha": applied,
+        "appliedAt": state["applied_at"].isoformat() if state.get("applied_at") else None,
+        "source": state.get("source"),
+        "path": state.get("path"),
+        "pendingOutOfGitChanges": (state.get("generation") or 0) - (state.get("observed_generation") or 0),
+        "lastRuns": last_runs,
+        "objects": counts,
+        "versionsByLifecycle": lifecycles,
+        "instancesByState": instances,
+        "approvalsPending": pending,
+        "conditions": conditions,
+    }
+
+
+def history(
+    connection: sa.Connection,
+    *,
+    sha: str | None = None,
+    kind: str | None = None,
+    name: str | None = None,
+    type_: str | None = None,
+    tenant: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    c = tables.change_records.c
+    query = sa.select(tables.change_records)
+    if sha:
+        query = query.where(c.sha.startswith(sha)) if len(sha) < 40 else query.where(c.sha == sha)
+    if kind:
+        query = query.where(c.object_kind == kind)
+    if name:
+        query = query.where(c.object_name == name)
+    if type_:
+        query = query.where(c.type == type_.upper())
+    if tenant:
+        query = query.where(c.tenant == tenant)
+    if since:
+        query = query.where(c.at >= since)
+    if until:
+        query = query.where(c.at < until)
+    query = query.order_by(c.id.desc()).limit(limit)
+    rows = [dict(row) for row in connection.execute(query).mappings()]
+    rows.reverse()
+    for row in rows:
+        row["at"] = row["at"].isoformat()
+    return rows
