@@ -52,7 +52,7 @@ RETIRED = {
     "AgentTemplate": "TEMPLATE_RETIRED",
     "AgentVersion": "VERSION_RETIRED",
     "PolicyEnvelope": "POLICY_DETACHED",
-    "Deployment": "DEPLOYMENT_RETIRED",
+    "Deployment": "DEPLOYMENT_REMOVED",  # the manifest; DEPLOYMENT_RETIRED is for each record
 }
 
 

@@ -153,11 +153,11 @@ def _plan_new_record(
             data={"generation": generation, "state": "ACTIVE"},
         )
     )
-    if current is not None:
-        _retire_record(ctx, current, "ROLLING_BACK" if rollback else current.state)
     activation = _activation(ctx, tenant, spec.environment)
     for ordinal in range(spec.replicas):
         _provision(ctx, tenant, name, generation, ordinal, spec, activation)
+    if current is not None:
+        _retire_record(ctx, current, "ROLLING_BACK" if rollback else current.state)
 
 
 def _retire_record(ctx: context.Context, record: actual_.DeploymentRecord, state: str) -> None:

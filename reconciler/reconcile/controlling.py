@@ -1,0 +1,128 @@
+"""Emergency controls: operators pause, quarantine, set read-only, drain or resume instances.
+
+Controls win over Git: a held instance keeps its state until an operator releases it, and the
+reconciler reports the difference from Git as held drift instead of undoing it. Each control is
+authorised by the operator's roles (permission ``instances:<control>``, or a wildcard), checked
+against the instance lifecycle, and recorded: ``EMERGENCY_PAUSE`` / ``EMERGENCY_QUARANTINE`` for
+those two, ``INSTANCE_TRANSITIONED`` for the rest. A whole tenant can be paused at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import sqlalchemy as sa
+
+from reconciler import errors
+from reconciler.audit import chain
+from reconciler.lifecycle import machines
+from reconciler.state import fleetstate, tables
+
+__all__ = ["CONTROLS", "Controlled", "control_instance", "control_tenant", "operator_permissions"]
+
+#: control → (target state, change-record type, whether the instance is then held)
+CONTROLS: dict[str, tuple[str, str, bool]] = {
+    "pause": ("PAUSED", "EMERGENCY_PAUSE", True),
+    "quarantine": ("QUARANTINED", "EMERGENCY_QUARANTINE", True),
+    "read-only": ("READONLY", "INSTANCE_TRANSITIONED", True),
+    "drain": ("DRAINING", "INSTANCE_TRANSITIONED", False),
+    "resume": ("ACTIVE", "INSTANCE_TRANSITIONED", False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Controlled:
+    instance: str
+    before: str
+    after: str
+
+
+def operator_permissions(connection: sa.Connection, tenant: str, operator: str) -> set[str]:
+    """Permissions of an operator through its roles, as applied from Git."""
+    o, r = tables.operators.c, tables.roles.c
+    row = connection.execute(sa.select(o.spec, o.status).where(o.tenant == tenant, o.name == operator)).first()
+    if row is None or row.status != "ACTIVE":
+        raise errors.Forbidden(f"operator {operator!r} is not declared in tenant {tenant!r}")
+    roles = list(row.spec.get("roles", []))
+    permissions: set[str] = set()
+    for role in connection.execute(sa.select(r.spec).where(r.tenant == tenant, r.name.in_(roles), r.status == "ACTIVE")):
+        permissions.update(role.spec.get("permissions", []))
+    return permissions
+
+
+def _allowed(permissions: set[str], control: str) -> bool:
+    wanted = f"instances:{control}"
+    return bool(permissions & {wanted, "instances:*", "*:*", f"*:{control}"})
+
+
+def control_instance(
+    connection: sa.Connection, instance_id: str, control: str, operator: str, reason: str, now: dt.datetime
+) -> Controlled:
+    if control not in CONTROLS:
+        raise errors.ConfigError(f"unknown control {control!r}: use one of {', '.join(CONTROLS)}")
+    i = tables.instances
+    row = connection.execute(sa.select(i).where(i.c.id == instance_id).with_for_update()).mappings().first()
+    if row is None:
+        raise errors.NotFound(f"instance {instance_id!r} does not exist")
+    if not _allowed(operator_permissions(connection, row["tenant"], operator), control):
+        raise errors.Forbidden(f"operator {operator!r} lacks permission instances:{control} in tenant {row['tenant']!r}")
+    target, record_type, held = CONTROLS[control]
+    machines.INSTANCE.check(row["state"], target)
+    _write(connection, row, target, record_type, held, control, operator, reason, now)
+    fleetstate.bump_generation(connection)
+    return Controlled(instance_id, row["state"], target)
+
+
+def control_tenant(
+    connection: sa.Connection, tenant: str, control: str, operator: str, reason: str, now: dt.datetime
+) -> list[Controlled]:
+    """The kill switch: apply ``control`` to every instance of ``tenant`` it is legal for."""
+    if control not in ("pause", "quarantine", "resume"):
+        raise errors.ConfigError("a tenant-wide control is pause, quarantine or resume")
+    if not _allowed(operator_permissions(connection, tenant, operator), control):
+        raise errors.Forbidden(f"operator {operator!r} lacks permission instances:{control} in tenant {tenant!r}")
+    target, record_type, held = CONTROLS[control]
+    i = tables.instances
+    done = []
+    for row in connection.execute(
+        sa.select(i).where(i.c.tenant == tenant, i.c.state != "RETIRED").order_by(i.c.id).with_for_update()
+    ).mappings():
+        if not machines.INSTANCE.is_legal(row["state"], target):
+            continue
+        _write(connection, row, target, record_type, held, control, operator, reason, now)
+        done.append(Controlled(row["id"], row["state"], target))
+    fleetstate.bump_generation(connection)
+    return done
+
+
+def _write(
+    connection: sa.Connection,
+    row: dict[str, object] | sa.RowMapping,
+    target: str,
+    record_type: str,
+    held: bool,
+    control: str,
+    operator: str,
+    reason: str,
+    now: dt.datetime,
+) -> None:
+    i = tables.instances
+    connection.execute(
+        i.update().where(i.c.id == row["id"]).values(state=target, held_by=control if held else None, updated_at=now)
+    )
+    chain.append(
+        connection,
+        [
+            chain.Record(
+                tenant=str(row["tenant"]),
+                type=record_type,
+                object_kind="Instance",
+                object_name=str(row["id"]),
+                before={"state": row["state"]},
+                after={"state": target, "control": control, "reason": reason},
+                operator=operator,
+            )
+        ],
+        now,
+    )
