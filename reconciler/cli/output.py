@@ -122,3 +122,12 @@ def print_status(report: dict[str, Any]) -> None:
         click.echo(click.style("\nWaiting or held", bold=True))
         for c in report["conditions"]:
             click.echo(f"  {c['kind']} {c['name']}: {c['type']} ({c['reason']}) {c['message']}")
+
+
+def source_options(func: Any) -> Any:
+    func = click.option(
+        "--path", "path", default=None, help="Fleet directory inside the repository (env ARM_PATH, default fleet)."
+    )(func)
+    func = click.option("--ref", default=None, help="Branch, tag or SHA (env ARM_REF, default HEAD).")(func)
+    func = click.option("--repo", default=None, help="Repository: local path or Git URL (env ARM_REPO, default .).")(func)
+    return func

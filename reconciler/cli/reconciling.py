@@ -19,15 +19,6 @@ from reconciler.state import database
 __all__ = ["apply", "history", "init", "plan", "status"]
 
 
-def source_options(func: Any) -> Any:
-    func = click.option(
-        "--path", "path", default=None, help="Fleet directory inside the repository (env ARM_PATH, default fleet)."
-    )(func)
-    func = click.option("--ref", default=None, help="Branch, tag or SHA (env ARM_REF, default HEAD).")(func)
-    func = click.option("--repo", default=None, help="Repository: local path or Git URL (env ARM_REPO, default .).")(func)
-    return func
-
-
 def make_reconciler(settings: settings_.Settings, repo: str | None, path: str | None) -> running.Reconciler:
     db = running.open_database(settings.database)
     source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir)
@@ -56,7 +47,7 @@ def init(settings: settings_.Settings) -> None:
 
 
 @click.command()
-@source_options
+@output.source_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.pass_obj
 def plan(settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, fmt: str) -> None:
@@ -75,7 +66,7 @@ def plan(settings: settings_.Settings, repo: str | None, ref: str | None, path: 
 
 
 @click.command()
-@source_options
+@output.source_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
 def apply(settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, fmt: str) -> None:

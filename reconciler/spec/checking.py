@@ -18,7 +18,10 @@ __all__ = ["check_references"]
 Object = snapshot.Object
 
 
-def check_references(objects: dict[snapshot.Key, Object]) -> list[errors.Problem]:
+def check_references(objects: dict[snapshot.Key, Object], invalid: set[tuple[str, str]] | None = None) -> list[errors.Problem]:
+    """Every broken reference; ``invalid`` names (kind, name) documents that failed their schema,
+    which are not reported again through the references to them."""
+    invalid = invalid or set()
     problems: list[errors.Problem] = []
     tools: dict[str, dict[str, Object]] = defaultdict(dict)  # tenant → tool name → catalog
     for obj in objects.values():
@@ -45,7 +48,7 @@ def check_references(objects: dict[snapshot.Key, Object]) -> list[errors.Problem
                     problems.append(
                         obj.origin.problem(field, f"tool {name!r} is not in the tool catalog of tenant {obj.tenant!r}")
                     )
-            elif (kind, obj.tenant, name) not in objects:
+            elif (kind, obj.tenant, name) not in objects and (kind, name) not in invalid:
                 problems.append(obj.origin.problem(field, f"{kind} {name!r} does not exist in tenant {obj.tenant!r}"))
         if obj.kind == "Operator" and doc.email:
             first = emails.setdefault((obj.tenant, doc.email), obj)
@@ -56,10 +59,12 @@ def check_references(objects: dict[snapshot.Key, Object]) -> list[errors.Problem
                     )
                 )
         elif obj.kind == "AgentVersion":
-            problems.extend(_version_problems(obj, objects))
+            problems.extend(_version_problems(obj, objects, invalid))
         elif obj.kind == "Deployment" and doc.version is not None:
             version = objects.get(("AgentVersion", obj.tenant, doc.version))
-            if version is None:
+            if version is None and ("AgentVersion", doc.version) in invalid:
+                pass
+            elif version is None:
                 problems.append(
                     obj.origin.problem("spec.version", f"AgentVersion {doc.version!r} does not exist in tenant {obj.tenant!r}")
                 )
@@ -74,7 +79,7 @@ def check_references(objects: dict[snapshot.Key, Object]) -> list[errors.Problem
     return problems
 
 
-def _version_problems(obj: Object, objects: dict[snapshot.Key, Object]) -> list[errors.Problem]:
+def _version_problems(obj: Object, objects: dict[snapshot.Key, Object], invalid: set[tuple[str, str]]) -> list[errors.Problem]:
     doc = obj.doc
     problems = []
     if not obj.name.startswith(f"{doc.template}@") or obj.name == f"{doc.template}@":
@@ -85,7 +90,9 @@ def _version_problems(obj: Object, objects: dict[snapshot.Key, Object]) -> list[
         )
     if doc.parent is not None:
         parent = objects.get(("AgentVersion", obj.tenant, doc.parent))
-        if parent is None:
+        if parent is None and ("AgentVersion", doc.parent) in invalid:
+            pass
+        elif parent is None:
             problems.append(
                 obj.origin.problem("spec.parent", f"parent version {doc.parent!r} does not exist in tenant {obj.tenant!r}")
             )

@@ -92,7 +92,8 @@ class _Loader:
         rego = self._read_rego(rego_files)
         objects = self._build_objects(parsed)
         prompt_hashes, genome_hashes = self._hash_genomes(objects)
-        self.problems.extend(checking.check_references(objects))
+        invalid = {name for _, result in parsed for name in result.invalid}
+        self.problems.extend(checking.check_references(objects, invalid))
         return snapshot.Snapshot(
             source=self.repo.display,
             ref=ref,

@@ -32,13 +32,16 @@ MAX_NODES = yamlloading.MAX_NODES
 class ParsedFile:
     documents: tuple[documents.Document, ...]
     problems: tuple[errors.Problem, ...]
+    #: (kind, name) of documents that failed their schema: references to them are not reported
+    #: again as dangling, the document's own problems already say what is wrong.
+    invalid: tuple[tuple[str, str], ...] = ()
     #: document index → the document's data as JSON (not cached: rebuilt by parsing again)
     raw: dict[int, bytes] = dataclasses.field(default_factory=dict, compare=False)
 
     def cacheable(self) -> ParsedFile:
         """What the parse cache keeps: summaries without data or genome templates (size)."""
         docs = tuple(d._replace(genome_template=None) if d.genome_template else d for d in self.documents)
-        return ParsedFile(docs, self.problems)
+        return ParsedFile(docs, self.problems, self.invalid)
 
 
 def parse_manifest_file(path: str, content: bytes) -> ParsedFile:
@@ -55,14 +58,20 @@ def parse_manifest_file(path: str, content: bytes) -> ParsedFile:
     summaries: list[documents.Document] = []
     problems: list[errors.Problem] = []
     raw: dict[int, bytes] = {}
+    invalid: list[tuple[str, str]] = []
     try:
         for index, line, data in yamlloading.read_documents(text):
+            count = len(problems)
             _check_document(path, text, index, line, data, summaries, problems, raw)
+            if len(problems) > count and isinstance(data, dict):
+                name = data.get("metadata", {}).get("name") if isinstance(data.get("metadata"), dict) else None
+                if isinstance(data.get("kind"), str) and isinstance(name, str):
+                    invalid.append((data["kind"], name))
     except yamlloading.Refused as exc:
         problems.append(errors.Problem(path, yamlloading.document_of(exc), exc.line, None, str(exc)))
     except yaml.YAMLError as exc:
         problems.append(_yaml_problem(path, exc))
-    return ParsedFile(tuple(summaries), tuple(problems), raw)
+    return ParsedFile(tuple(summaries), tuple(problems), tuple(invalid), raw)
 
 
 def _yaml_problem(path: str, exc: yaml.YAMLError) -> errors.Problem:

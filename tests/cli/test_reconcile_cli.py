@@ -1,0 +1,134 @@
+"""``armctl init | plan | apply | status | history | approvals | audit verify`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from reconciler.state import database, tables
+from tests.conftest import GitRepo
+from tests.reconcile import scenario
+from tests.reconcile.scenario import AUTHOR, version
+
+
+class Armctl:
+    def __init__(self, tmp_path: Path, db_url: str, repo: Path) -> None:
+        self.env = {**os.environ, "ARM_STATE_DIR": str(tmp_path / "state"), "ARM_DATABASE_URL": db_url, "ARM_REPO": str(repo)}
+        self.db_url = db_url
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, env=self.env, timeout=120, check=False
+        )
+
+    def json(self, *args: str) -> object:
+        result = self(*args, "--format", "json")
+        assert result.returncode in (0, 2), result.stderr
+        return json.loads(result.stdout)
+
+
+@pytest.fixture
+def armctl(tmp_path: Path, git_repo: GitRepo, db_url: str) -> Armctl:
+    git_repo.commit(scenario.first_commit_files() | {"fleet/app/v1.yaml": version("1.0.0", "APPROVED")}, "add app", author=AUTHOR)
+    return Armctl(tmp_path, db_url, git_repo.path)
+
+
+def test_commands_refuse_a_database_without_schema(armctl: Armctl) -> None:
+    result = armctl("status")
+    assert result.returncode == 1
+    assert "StoreError: the database" in result.stderr and "has no schema yet: run 'armctl init'" in result.stderr
+
+
+def test_plan_apply_status_history_approve(armctl: Armctl, git_repo: GitRepo) -> None:
+    assert "schema none → 0001" in armctl("init").stdout
+    assert "is up to date" in armctl("init").stdout
+
+    plan = armctl("plan")
+    assert plan.returncode == 2, plan.stderr
+    assert "+ app@1.0.0  VERSION_CREATED" in plan.stdout
+    assert "→ app@1.0.0  VERSION_TRANSITIONED  lifecycle: DRAFT → TESTING" in plan.stdout
+    markdown = armctl("plan", "--format", "markdown")
+    assert markdown.returncode == 2
+    assert markdown.stdout.startswith("### ARM plan for `HEAD@sha1:")
+    assert "| + | AgentVersion | `app@1.0.0` | `VERSION_CREATED` |  |" in markdown.stdout
+    assert "- **AgentVersion `app@1.0.0`**: CANDIDATE -> APPROVED: waiting for 1 approval from release-manager" in markdown.stdout
+    as_json = armctl.json("plan")
+    assert as_json["exitCode"] == 2 and as_json["counts"]["VERSION_TRANSITIONED"] == 2  # type: ignore[index]
+
+    applied = armctl("apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "✓ applied HEAD@sha1:" in applied.stdout
+    again = armctl("apply")
+    assert "is already applied; nothing to do" in again.stdout
+    nothing = armctl("plan")
+    assert nothing.returncode == 0
+    assert "No changes." in nothing.stdout
+
+    status = armctl.json("status")
+    assert status["appliedSha"] == git_repo.git("rev-parse", "HEAD")  # type: ignore[index]
+    assert status["versionsByLifecycle"] == {"CANDIDATE": 1}  # type: ignore[index]
+    (waiting,) = status["conditions"]  # type: ignore[index]
+    assert waiting["reason"] == "ApprovalPending" and waiting["observedRevision"].startswith("HEAD@sha1:")
+    text = armctl("status").stdout
+    assert "Waiting or held" in text and "#1 APPLIED" in text
+
+    approvals = armctl.json("approvals", "list")
+    (request,) = approvals  # type: ignore[misc]
+    denied = armctl("approvals", "approve", str(request["id"]), "--as", "victor")
+    assert denied.returncode == 1
+    assert denied.stderr.startswith("Forbidden: operator 'victor' holds viewer; approval")
+    ok = armctl("approvals", "approve", str(request["id"]), "--as", "alice", "-m", "looks good")
+    assert ok.returncode == 0 and "now APPROVED (1/1)" in ok.stdout
+    assert armctl("plan").returncode == 2
+    assert armctl("apply").returncode == 0
+    assert armctl.json("status")["versionsByLifecycle"] == {"APPROVED": 1}  # type: ignore[index]
+
+    history = armctl.json("history", "--type", "VERSION_TRANSITIONED")
+    assert [(r["before"]["lifecycle"], r["after"]["lifecycle"]) for r in history] == [  # type: ignore[union-attr]
+        ("DRAFT", "TESTING"),
+        ("TESTING", "CANDIDATE"),
+        ("CANDIDATE", "APPROVED"),
+    ]
+    decided = armctl.json("history", "--type", "approval_decided")
+    assert [(r["operator"], r["sha"]) for r in decided] == [("alice", None)]  # type: ignore[union-attr]
+    assert len(armctl.json("history", "--name", "app-dev", "--kind", "Deployment")) == 3  # type: ignore[arg-type]
+    sha = git_repo.git("rev-parse", "HEAD")
+    assert len(armctl.json("history", "--sha", sha[:8], "--limit", "5")) == 5  # type: ignore[arg-type]
+    assert armctl("history", "--since", "yesterday").stderr.startswith("ConfigError: 'yesterday' is not an ISO 8601 time")
+    assert armctl("audit", "verify").returncode == 0
+
+
+def test_audit_verify_finds_a_tampered_record_and_a_tampered_genome(armctl: Armctl) -> None:
+    armctl("init")
+    assert armctl("apply").returncode == 0
+    engine = database.connect(armctl.db_url)
+    records = tables.change_records
+    with engine.begin() as connection:
+        target = connection.execute(sa.select(records.c.id, records.c.seq).where(records.c.type == "VERSION_CREATED")).one()
+        connection.execute(records.update().where(records.c.id == target.id).values(after={"lifecycle": "APPROVED"}))
+    result = armctl("audit", "verify")
+    assert result.returncode == 1
+    assert f"breaks at record {target.seq} (id {target.id}): hash does not match the record's content (altered)" in result.stdout
+
+    with engine.begin() as connection:
+        connection.execute(records.update().where(records.c.id == target.id).values(after=None))
+        versions = tables.agent_versions
+        genome = connection.execute(sa.select(versions.c.genome)).scalar_one()
+        genome["model"]["name"] = "gpt-3.5-turbo"
+        connection.execute(versions.update().values(genome=genome))
+    result = armctl("audit", "verify", "--format", "json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    (tampered,) = report["tamperedGenomes"]
+    assert (tampered["name"], tampered["newly_found"]) == ("app@1.0.0", True)
+    failed = armctl.json("history", "--type", "VERSION_INTEGRITY_FAILED")
+    assert [r["object_name"] for r in failed] == ["app@1.0.0"]  # type: ignore[union-attr]
+    again = json.loads(armctl("audit", "verify", "--format", "json").stdout)
+    assert again["tamperedGenomes"][0]["newly_found"] is False
+    assert len(armctl.json("history", "--type", "VERSION_INTEGRITY_FAILED")) == 1  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+"""Commits the reconciler refuses apply nothing, keep the last good commit, and say why."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from reconciler import errors
+from reconciler.state import tables
+from tests.conftest import GitRepo
+from tests.reconcile import scenario
+from tests.reconcile.scenario import AUTHOR, deployment, version
+
+
+def _counts(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {
+            t.name: connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            for t in tables.metadata.sorted_tables
+            if t.name != "reconcile_runs"
+        }
+
+
+def _runs(engine: sa.Engine) -> list[tuple[str, str]]:
+    return [(sha[:7], outcome) for _, sha, outcome in scenario.rows(engine, tables.reconcile_runs, "id", "sha", "outcome")]
+
+
+def test_an_invalid_commit_between_two_valid_ones_applies_nothing(git_repo: GitRepo, db_url: str) -> None:
+    good = git_repo.commit(scenario.first_commit_files(), author=AUTHOR)
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    before = _counts(rec.db)
+
+    bad = git_repo.commit(
+        {
+            "fleet/deploy-dev.yaml": deployment("app-dev", "qa", "1.0.0", 3),
+            "fleet/app/v1.yaml": version("1.0.0", "CANDIDATE").replace("replicas", "x") + "  extra: 1\n",
+        },
+        "broken",
+        author=AUTHOR,
+    )
+    with pytest.raises(errors.ValidationFailed) as caught:
+        rec.apply("main")
+    found = {(p.file, p.field, p.message) for p in caught.value.problems}
+    assert found == {
+        ("fleet/deploy-dev.yaml", "spec.environment", "Environment 'qa' does not exist in tenant 'acme'"),
+        ("fleet/app/v1.yaml", "spec.extra", "unknown field 'extra'"),
+    }
+    assert _counts(rec.db) == before
+    with rec.db.connect() as connection:
+        state = connection.execute(sa.select(tables.fleet_state)).mappings().one()
+        failed = connection.execute(sa.select(tables.reconcile_runs).where(tables.reconcile_runs.c.sha == bad)).mappings().one()
+    assert state["applied_sha"] == good
+    assert failed["outcome"] == "FAILED"
+    assert {e["field"] for e in failed["errors"]} == {"spec.environment", "spec.extra"}
+
+    fixed = git_repo.commit(
+        {"fleet/deploy-dev.yaml": deployment("app-dev", "dev", "1.0.0", 3), "fleet/app/v1.yaml": version("1.0.0", "CANDIDATE")},
+        author=AUTHOR,
+    )
+    outcome = rec.apply("main")
+    assert outcome.outcome == "APPLIED"
+    assert ("INSTANCE_CREATED", "Instance", "app-dev-g1-2") in scenario.records(rec.db)
+    assert _runs(rec.db) == [(good[:7], "APPLIED"), (bad[:7], "FAILED"), (fixed[:7], "APPLIED")]
+
+
+def test_a_changed_genome_is_refused_naming_file_and_version(git_repo: GitRepo, db_url: str) -> None:
+    git_repo.commit(scenario.first_commit_files(), author=AUTHOR)
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    before = _counts(rec.db)
+    git_repo.commit({"fleet/app/prompts/v1.md": "You help, and you are now very different.\n"}, author=AUTHOR)
+    with pytest.raises(errors.PlanError) as caught:
+        rec.apply("main")
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.document, problem.field) == ("fleet/app/v1.yaml", 0, "spec.genome")
+    assert "the genome of app@1.0.0 is write-once" in problem.message
+    assert "declare a new version with 'parent: app@1.0.0'" in problem.message
+    assert _counts(rec.db) == before
+
+
+def test_a_lifecycle_that_cannot_be_reached_is_refused(git_repo: GitRepo, db_url: str) -> None:
+    files = scenario.first_commit_files() | {"fleet/app/v1.yaml": version("1.0.0", "CANDIDATE")}
+    git_repo.commit(files, author=AUTHOR)
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    git_repo.commit({"fleet/app/v1.yaml": version("1.0.0", "DRAFT")}, author=AUTHOR)
+    with pytest.raises(errors.PlanError) as caught:
+        rec.apply("main")
+    (problem,) = caught.value.problems
+    assert problem.field == "spec.lifecycle"
+    assert problem.message == "app@1.0.0: AgentVersion cannot go from CANDIDATE to DRAFT; allowed next states: APPROVED"
+    assert scenario.rows(rec.db, tables.agent_versions, "lifecycle") == [("CANDIDATE",)]
+
+
+def test_a_version_without_evidence_waits_at_testing(git_repo: GitRepo, db_url: str) -> None:
+    no_evidence = version("1.0.0", "CANDIDATE").split("  evaluations:")[0]
+    git_repo.commit(scenario.first_commit_files() | {"fleet/app/v1.yaml": no_evidence}, author=AUTHOR)
+    rec = scenario.make_reconciler(db_url, git_repo)
+    outcome = rec.apply("main")
+    assert outcome.plan is not None
+    (waiting,) = [c for c in outcome.plan.conditions if c.kind == "AgentVersion"]
+    assert waiting.message == "TESTING -> CANDIDATE: waiting for passing evaluation evidence (spec.evaluations is empty)"
+    assert scenario.rows(rec.db, tables.agent_versions, "lifecycle") == [("TESTING",)]
+    assert scenario.rows(rec.db, tables.approvals, "id") == []  # evidence is not something to approve
+
+
+def test_a_schema_behind_is_refused_with_what_to_run(tmp_path: object) -> None:
+    from reconciler.reconcile import running
+    from reconciler.state import database
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    with pytest.raises(errors.StoreError, match="has no schema yet: run 'armctl init'"):
+        running.open_database(url)
+    engine = database.connect(url)
+    database.migrate(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
+    with pytest.raises(
+        errors.StoreError, match="is at schema revision 0000, this armctl needs 0001: run 'armctl init' to upgrade"
+    ):
+        running.open_database(url)
