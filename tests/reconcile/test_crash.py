@@ -76,7 +76,7 @@ def test_a_reconcile_killed_mid_apply_leaves_nothing_and_the_next_completes(tmp_
     engine = database.connect(db_url)
     assert _counts(engine) == before
 
-    done = subprocess.run(command + ["--format", "json"], env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run([*command, "--format", "json"], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     after = _counts(engine)
     assert after["agent_versions"] == 2000

@@ -12,7 +12,7 @@ from reconciler.state import database, tables
 
 
 def test_the_schema_head_constant_is_alembics_head() -> None:
-    assert database.SCHEMA_HEAD == database.head_revision()
+    assert database.head_revision() == database.SCHEMA_HEAD
 
 
 def test_migrate_creates_every_table_and_is_idempotent(db_url: str) -> None:
@@ -32,7 +32,7 @@ def test_timestamps_come_back_in_utc(db_url: str) -> None:
         connection.execute(tables.op_events.insert(), {"tenant": "t", "at": at, "type": "X", "payload": {"a": [1, 2.5]}})
     with engine.connect() as connection:
         row = connection.execute(sa.select(tables.op_events.c.at, tables.op_events.c.payload)).one()
-    assert row.at == at and row.at.tzinfo == dt.timezone.utc
+    assert row.at == at and row.at.tzinfo == dt.UTC
     assert row.payload == {"a": [1, 2.5]}
 
 
