@@ -18,7 +18,7 @@ import regorus
 
 from reconciler import errors
 
-__all__ = ["check_modules", "engine_message"]
+__all__ = ["check_modules", "engine_message", "ref_path"]
 
 _LOCATION_RE = re.compile(r"-->\s*(?P<file>[^\n]+?):(?P<line>\d+):(?P<col>\d+)")
 _ERROR_RE = re.compile(r"^error:\s*(?P<message>.*)$", re.MULTILINE)
@@ -72,7 +72,7 @@ def check_modules(modules: Mapping[str, str]) -> list[errors.Problem]:
 def _entry_points(ast: list[dict[str, Any]]) -> set[str]:
     points: set[str] = set()
     for module in ast:
-        package = _ref_path(module["ast"]["package"]["refr"])
+        package = ref_path(module["ast"]["package"]["refr"])
         for rule in module["ast"]["rules"]:
             spec = rule.get("Spec")
             if spec is None:
@@ -80,18 +80,18 @@ def _entry_points(ast: list[dict[str, Any]]) -> set[str]:
             ((head_kind, head),) = spec["head"].items()
             if head_kind == "Func":
                 continue  # functions are compiled through the rules that call them
-            path = _ref_path(head["refr"])
+            path = ref_path(head["refr"])
             if path:
                 points.add("data." + ".".join(package + path[:1]))
     return points
 
 
-def _ref_path(ref: dict[str, Any]) -> list[str]:
+def ref_path(ref: dict[str, Any]) -> list[str]:
     ((kind, node),) = ref.items()
     if kind == "Var":
         return [str(node["value"])]
     if kind == "RefDot":
-        return [*_ref_path(node["refr"]), str(node["field"][1])]
+        return [*ref_path(node["refr"]), str(node["field"][1])]
     if kind == "RefBrack":
-        return _ref_path(node["refr"])
+        return ref_path(node["refr"])
     return []
