@@ -238,14 +238,18 @@ class Strategy(Frozen):
     steps: tuple[Annotated[int, pydantic.Field(ge=1, le=100)], ...] = ()
     autoRollback: bool = False
 
+    @pydantic.field_validator("steps")
+    @classmethod
+    def _steps_increase(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        if steps and (list(steps) != sorted(set(steps)) or steps[-1] != 100):
+            raise ValueError("canary steps must increase strictly and end at 100")
+        return steps
+
     @pydantic.model_validator(mode="after")
     def _steps_fit_type(self) -> Strategy:
-        if self.type == "Canary":
-            if not self.steps:
-                raise ValueError("a Canary strategy needs weight steps, e.g. steps: [10, 50, 100]")
-            if list(self.steps) != sorted(set(self.steps)) or self.steps[-1] != 100:
-                raise ValueError("canary steps must increase strictly and end at 100")
-        elif self.steps:
+        if self.type == "Canary" and not self.steps:
+            raise ValueError("a Canary strategy needs weight steps, e.g. steps: [10, 50, 100]")
+        if self.type != "Canary" and self.steps:
             raise ValueError("steps are only valid with type: Canary")
         return self
 

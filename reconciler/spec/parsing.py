@@ -59,10 +59,11 @@ def parse_manifest_file(path: str, content: bytes) -> ParsedFile:
     problems: list[errors.Problem] = []
     raw: dict[int, bytes] = {}
     invalid: list[tuple[str, str]] = []
+    locator = yamlloading.Locator(text)
     try:
         for index, line, data in yamlloading.read_documents(text):
             count = len(problems)
-            _check_document(path, text, index, line, data, summaries, problems, raw)
+            _check_document(path, locator, index, line, data, summaries, problems, raw)
             if len(problems) > count and isinstance(data, dict):
                 name = data.get("metadata", {}).get("name") if isinstance(data.get("metadata"), dict) else None
                 if isinstance(data.get("kind"), str) and isinstance(name, str):
@@ -70,14 +71,26 @@ def parse_manifest_file(path: str, content: bytes) -> ParsedFile:
     except yamlloading.Refused as exc:
         problems.append(errors.Problem(path, yamlloading.document_of(exc), exc.line, None, str(exc)))
     except yaml.YAMLError as exc:
-        problems.append(_yaml_problem(path, exc))
+        problems.append(_yaml_problem(path, text, exc))
     return ParsedFile(tuple(summaries), tuple(problems), tuple(invalid), raw)
 
 
-def _yaml_problem(path: str, exc: yaml.YAMLError) -> errors.Problem:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+def _yaml_problem(path: str, text: str, exc: yaml.YAMLError) -> errors.Problem:
+    if isinstance(exc, yaml.reader.ReaderError):
+        # A character YAML forbids: the file's problem, located by its position.
+        at = text[: exc.position].count("\n") + 1
+        return errors.Problem(path, None, at, None, f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}")
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    mark = problem_mark or context_mark
+    if problem_mark is not None and context_mark is not None and problem_mark.line >= len(text.splitlines()):
+        mark = context_mark  # the end of the file: what is still open is where the user must look
     line = mark.line + 1 if mark is not None else None
-    problem = getattr(exc, "problem", None) or str(exc)
+    problem = str(getattr(exc, "problem", None) or exc)
+    if problem == "found character that cannot start any token" and problem_mark is not None:
+        offending = text[problem_mark.index : problem_mark.index + 1]
+        if offending:
+            problem = f"found character {offending!r} that cannot start any token"
     context = getattr(exc, "context", None)
     message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
     return errors.Problem(path, yamlloading.document_of(exc), line, None, message)
@@ -85,7 +98,7 @@ def _yaml_problem(path: str, exc: yaml.YAMLError) -> errors.Problem:
 
 def _check_document(
     path: str,
-    text: str,
+    locator: yamlloading.Locator,
     index: int,
     line: int,
     data: Any,
@@ -109,7 +122,7 @@ def _check_document(
             errors.Problem(
                 path,
                 index,
-                yamlloading.line_of(text, index, ("apiVersion",)),
+                locator.line(index, ("apiVersion",)),
                 "apiVersion",
                 f"unknown apiVersion {api_version!r} (expected {models.API_VERSION!r})",
             )
@@ -123,7 +136,7 @@ def _check_document(
             errors.Problem(
                 path,
                 index,
-                yamlloading.line_of(text, index, ("kind",)),
+                locator.line(index, ("kind",)),
                 "kind",
                 f"unknown kind {kind!r} (expected one of {', '.join(models.KINDS)})",
             )
@@ -136,7 +149,7 @@ def _check_document(
             loc = tuple(err["loc"])
             if loc == ("apiVersion",) and bad_api:
                 continue
-            problems.append(errors.Problem(path, index, yamlloading.line_of(text, index, loc), _field(loc), _message(err)))
+            problems.append(errors.Problem(path, index, locator.line(index, loc), _field(loc), _message(err)))
         return
     if bad_api:
         return

@@ -8,19 +8,21 @@ timestamps stay strings (as in Kubernetes) and only the core tags are accepted.
 
 Refused, each with the line it was found at: nesting deeper than :data:`MAX_DEPTH`, documents
 whose aliases expand past :data:`MAX_NODES` nodes (alias bombs), recursive aliases, duplicate
-keys, collections as keys, unknown tags. ``line_of`` composes a document (safe once it passed
-here) to point a schema error at the line of a field.
+keys, collections as keys, unknown tags, numbers JSON cannot hold (NaN, infinities, integers
+beyond 64 bits). :class:`Locator` composes a file (safe once it passed here) to point a schema
+error at the line of a field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import yaml
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "Refused", "document_of", "line_of", "read_documents"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "Locator", "Refused", "document_of", "read_documents"]
 
 MAX_NODES = 100_000
 MAX_DEPTH = 64
@@ -44,7 +46,7 @@ _CONSTRUCT = {
     _TAG + "merge": lambda v: v,
     _TAG + "value": lambda v: v,
 }
-_COLLECTION_TAGS = {None, "!", _TAG + "map", _TAG + "seq"}
+_COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
 _OPEN = object()  # an anchor whose collection is still being built
 
 
@@ -65,6 +67,7 @@ class _Frame:
     key: Any = _OPEN  # mappings: the key waiting for its value (_OPEN when none)
     key_event: Any = None
     merges: list[Any] | None = None
+    height: int = 1  # levels of collections from this one down, aliases expanded
 
 
 def _line(event: Any) -> int | None:
@@ -72,27 +75,53 @@ def _line(event: Any) -> int | None:
     return None if mark is None else int(mark.line) + 1
 
 
+_INT64 = (-(2**63), 2**64 - 1)
+
+
+class _Unrepresentable(ValueError):
+    """A number YAML can write but JSON, the store and the genome hash cannot hold exactly."""
+
+
+def _checked(value: Any, text: str) -> Any:
+    """Refuse numbers JSON (and so the store and the genome hash) cannot hold exactly."""
+    kind = type(value)
+    if kind is float and (value != value or value in (math.inf, -math.inf)):
+        raise _Unrepresentable(f"{text!r}: infinite and NaN numbers are not allowed")
+    if kind is int and not _INT64[0] <= value <= _INT64[1]:
+        raise _Unrepresentable(f"{text[:40]!r}: integers must fit in 64 bits")
+    return value
+
+
 def _resolve_plain(value: str) -> Any:
     for rtag, regexp in _RESOLVERS.get(value[:1] if value else "", ()):
         if regexp.match(value):
-            return _CONSTRUCT[rtag](value)
+            return _checked(_CONSTRUCT[rtag](value), value)
     return value
+
+
+def _short(tag: str | None) -> str:
+    return "!!" + tag.removeprefix(_TAG) if tag and tag.startswith(_TAG) else repr(tag)
 
 
 def _scalar(event: Any) -> Any:
     tag = event.tag
     value = event.value
-    if tag is None or tag == "!":
-        if event.style or tag == "!" or not event.implicit[0]:
-            return value  # quoted, block or non-specific: a string
-        return _resolve_plain(value)
-    construct = _CONSTRUCT.get(tag)
-    if construct is None:
-        raise Refused(f"unsupported tag {tag!r}", _line(event))
     try:
-        return construct(value)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise Refused(f"{value!r} is not a valid {tag.removeprefix(_TAG)}: {exc}", _line(event)) from exc
+        if tag is None or tag == "!":
+            if event.style or tag == "!" or not event.implicit[0]:
+                return value  # quoted, block or non-specific: a string
+            return _resolve_plain(value)
+        construct = _CONSTRUCT.get(tag)
+        if construct is None:
+            what = "does not fit a scalar" if tag in _COLLECTION_TAGS else "is not supported"
+            raise Refused(f"tag {_short(tag)} {what}", _line(event))
+        return _checked(construct(value), value)
+    except _Unrepresentable as exc:
+        raise Refused(str(exc), _line(event)) from exc
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError, yaml.YAMLError) as exc:
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        what = _short(tag) if tag and tag != "!" else "number"
+        raise Refused(f"{shown!r} is not a valid {what}", _line(event)) from exc
 
 
 def read_documents(text: str) -> Iterator[tuple[int, int, Any]]:
@@ -120,7 +149,7 @@ def document_of(exc: BaseException) -> int:
 def _documents(loader: Any, position: list[int]) -> Iterator[tuple[int, int, Any]]:
     index = -1
     stack: list[_Frame] = []
-    anchors: dict[str, tuple[Any, int]] = {}
+    anchors: dict[str, tuple[Any, int, int]] = {}  # name → (value, expanded nodes, height)
     count = 0
     doc_line = 0
     result: Any = None
@@ -138,14 +167,14 @@ def _documents(loader: Any, position: list[int]) -> Iterator[tuple[int, int, Any
                 raw = event.value
                 value = plain.get(raw, _OPEN)
                 if value is _OPEN:
-                    value = _resolve_plain(raw)
+                    value = _scalar(event)
                     if len(plain) < 50_000:
                         plain[raw] = value
             else:
                 value = _scalar(event)
             count += 1
             if event.anchor is not None:
-                anchors[event.anchor] = (value, 1)
+                anchors[event.anchor] = (value, 1, 0)
             if stack:
                 frame = stack[-1]
                 if not frame.is_map:
@@ -162,26 +191,35 @@ def _documents(loader: Any, position: list[int]) -> Iterator[tuple[int, int, Any
             found = anchors.get(event.anchor)
             if found is None:
                 raise Refused(f"unknown alias {event.anchor!r}", _line(event))
-            value, size = found
+            value, size, height = found
             if value is _OPEN:
                 raise Refused("recursive alias: a node contains itself", _line(event))
             count += size
             if count > MAX_NODES:
                 raise Refused(f"document expands to more than {MAX_NODES} nodes through aliases (alias bomb?)", _line(event))
+            if len(stack) + height > MAX_DEPTH:
+                raise Refused(f"document is nested deeper than {MAX_DEPTH} levels (through alias {event.anchor!r})", _line(event))
             if not stack:
                 result = value
                 continue
             frame = stack[-1]
+            frame.height = max(frame.height, height + 1)
             if not frame.is_map:
                 frame.container.append(value)
             elif frame.key is _OPEN:
-                raise Refused("a mapping key must be a scalar", _line(event))
+                if isinstance(value, dict | list):
+                    raise Refused("a mapping key must be a scalar", _line(event))
+                frame.key = value
+                frame.key_event = event
             else:
                 _put(frame, value)
         elif etype is yaml.MappingStartEvent or etype is yaml.SequenceStartEvent:
             is_map = etype is yaml.MappingStartEvent
-            if event.tag not in _COLLECTION_TAGS:
-                raise Refused(f"unsupported tag {event.tag!r}", _line(event))
+            tag = event.tag
+            if tag is not None and tag != "!" and tag != (_TAG + "map" if is_map else _TAG + "seq"):
+                what = "a mapping" if is_map else "a sequence"
+                why = "does not fit" if tag in _COLLECTION_TAGS or tag in _CONSTRUCT else "is not supported on"
+                raise Refused(f"tag {_short(tag)} {why} {what}", _line(event))
             if len(stack) >= MAX_DEPTH:
                 raise Refused(f"document is nested deeper than {MAX_DEPTH} levels", _line(event))
             if stack and stack[-1].is_map and stack[-1].key is _OPEN:
@@ -189,7 +227,7 @@ def _documents(loader: Any, position: list[int]) -> Iterator[tuple[int, int, Any
             count += 1
             container: Any = {} if is_map else []
             if event.anchor is not None:
-                anchors[event.anchor] = (_OPEN, 0)
+                anchors[event.anchor] = (_OPEN, 0, 0)
             if not stack:
                 doc_line = _line(event) or 0
             stack.append(_Frame(container, is_map, count, event.anchor))
@@ -204,11 +242,12 @@ def _documents(loader: Any, position: list[int]) -> Iterator[tuple[int, int, Any
                 value.clear()
                 value.update(merged)
             if frame.anchor is not None:
-                anchors[frame.anchor] = (value, count - frame.start_count + 1)
+                anchors[frame.anchor] = (value, count - frame.start_count + 1, frame.height)
             if not stack:
                 result = value
                 continue
             parent = stack[-1]
+            parent.height = max(parent.height, frame.height + 1)
             if not parent.is_map:
                 parent.container.append(value)
             else:
@@ -231,42 +270,59 @@ def _put(frame: _Frame, value: Any) -> None:
     key = frame.key
     frame.key = _OPEN
     if key is _MERGE_KEY:
+        if frame.merges is not None:
+            raise Refused("duplicate key '<<'", _line(frame.key_event))
         sources = value if isinstance(value, list) else [value]
         if not all(isinstance(s, dict) for s in sources):
             raise Refused("a merge key (<<) needs a mapping or a list of mappings", _line(frame.key_event))
-        frame.merges = (frame.merges or []) + sources
+        frame.merges = list(sources)
         return
     if key in frame.container:
         raise Refused(f"duplicate key {key!r}", _line(frame.key_event))
     frame.container[key] = value
 
 
-def line_of(text: str, index: int, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the deepest node ``loc`` reaches in document ``index`` of ``text``."""
-    loader = _Loader(text)
-    try:
-        node = None
-        for _ in range(index + 1):
-            if not loader.check_node():
-                return None
-            node = loader.get_node()
-    except yaml.YAMLError:
-        return None
-    finally:
-        loader.dispose()
-    if node is None:
-        return None
-    current = node
-    for part in loc:
-        nxt = None
-        if isinstance(current, yaml.MappingNode) and isinstance(part, str):
-            for key_node, value_node in current.value:
-                if isinstance(key_node, yaml.ScalarNode) and key_node.value == part:
-                    nxt = value_node
-                    break
-        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(current.value):
-            nxt = current.value[part]
-        if nxt is None:
-            break
-        current = nxt
-    return int(current.start_mark.line) + 1
+class Locator:
+    """Finds the line of a field in a file's documents; composes the file once, on first use.
+
+    Only files with schema problems pay for composing (once, however many problems they have);
+    the text has already passed ``read_documents``, so the composer's recursion is bounded.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._nodes: list[Any] | None = None
+
+    def _documents(self) -> list[Any]:
+        if self._nodes is None:
+            nodes: list[Any] = []
+            loader = _Loader(self._text)
+            try:
+                while loader.check_node():
+                    nodes.append(loader.get_node())
+            except yaml.YAMLError:
+                pass
+            finally:
+                loader.dispose()
+            self._nodes = nodes
+        return self._nodes
+
+    def line(self, index: int, loc: tuple[Any, ...]) -> int | None:
+        """The 1-based line of the deepest node ``loc`` reaches in document ``index``."""
+        nodes = self._documents()
+        if index >= len(nodes):
+            return None
+        current = nodes[index]
+        for part in loc:
+            nxt = None
+            if isinstance(current, yaml.MappingNode) and isinstance(part, str):
+                for key_node, value_node in current.value:
+                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == part:
+                        nxt = value_node
+                        break
+            elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(current.value):
+                nxt = current.value[part]
+            if nxt is None:
+                break
+            current = nxt
+        return int(current.start_mark.line) + 1
