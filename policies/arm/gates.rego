@@ -19,23 +19,21 @@ lifecycle_rank := {"DRAFT": 0, "TESTING": 1, "CANDIDATE": 2, "APPROVED": 3, "DEP
 
 results[step.id] := result if {
 	some step in input.steps
-	reasons := array.concat(
-		array.concat(evidence_waiting(step), approval_waiting(step)),
-		array.concat(admission_waiting(step), extension_waiting(step)),
-	)
+	evidence := evidence_waiting(step)
+	approval := approval_waiting(step)
+	others := array.concat(evidence, array.concat(admission_waiting(step), extension_waiting(step)))
+	reasons := array.concat(array.concat(evidence, approval), array.slice(others, count(evidence), count(others)))
 	result := {
 		"allowed": count(reasons) == 0,
 		"waiting": reasons,
-		"needsApproval": needs_approval(step),
+		"needsApproval": needs_approval(approval, others),
 	}
 }
 
 # Approval is asked for only once nothing else holds the step back.
-needs_approval(step) := true if {
-	count(approval_waiting(step)) > 0
-	count(evidence_waiting(step)) == 0
-	count(admission_waiting(step)) == 0
-	count(extension_waiting(step)) == 0
+needs_approval(approval, others) := true if {
+	count(approval) > 0
+	count(others) == 0
 } else := false
 
 # TESTING -> CANDIDATE needs evaluation evidence, all of it passing.

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from reconciler.spec import models
-
 __all__ = ["SCOPE_ORDER", "effective", "scope_chain"]
 
 #: From the broadest scope to the most specific.
@@ -48,9 +46,10 @@ def scope_chain(tenant: str, project: str | None, template: str | None, version:
 
 def effective(
     chain: Iterable[tuple[str, str]],
-    envelopes: Mapping[tuple[str, str], list[tuple[str, models.PolicyEnvelopeSpec]]],
+    envelopes: Mapping[tuple[str, str], list[tuple[str, Mapping[str, Any]]]],
 ) -> dict[str, Any]:
-    """The effective envelope along ``chain``; ``envelopes`` maps a scope to its (name, spec)s.
+    """The effective envelope along ``chain``; ``envelopes`` maps a scope to its (name, spec)s,
+    each spec as plain data with defaults filled in (``PolicyEnvelopeSpec.model_dump()``).
 
     The result is plain JSON-able data shaped like an envelope's spec: every scalar field (None
     when no scope sets it), the accumulated ``tools`` lists, and ``sources``: the envelope names
@@ -67,15 +66,14 @@ def effective(
             for path, attrs in _SCALARS.items():
                 value: Any = spec
                 for attr in attrs:
-                    value = getattr(value, attr)
+                    value = value.get(attr) if value is not None else None
                 if value is not None:
-                    result[path] = (
-                        list(value) if isinstance(value, tuple) else (value.value if hasattr(value, "value") else value)
-                    )
-            deny.update(spec.tools.deny)
-            require.update(spec.tools.requireApproval)
-            if spec.tools.allow is not None:
-                allow = set(spec.tools.allow) if allow is None else allow & set(spec.tools.allow)
+                    result[path] = list(value) if isinstance(value, list | tuple) else value
+            tools = spec.get("tools") or {}
+            deny.update(tools.get("deny") or ())
+            require.update(tools.get("requireApproval") or ())
+            if tools.get("allow") is not None:
+                allow = set(tools["allow"]) if allow is None else allow & set(tools["allow"])
     result["tools.deny"] = sorted(deny)
     result["tools.requireApproval"] = sorted(require)
     result["tools.allow"] = None if allow is None else sorted(allow)

@@ -7,12 +7,13 @@ reconciled and are loaded next to the library, never instead of it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler import errors
 
-__all__ = ["builtin_modules", "library_dir", "modules_for"]
+__all__ = ["builtin_modules", "digest", "library_dir", "modules_for"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
@@ -36,3 +37,11 @@ def modules_for(fleet_modules: Mapping[str, str], *, tests: bool = True) -> dict
     if not tests:
         modules = {p: t for p, t in modules.items() if not p.endswith("_test.rego")}
     return modules
+
+
+def digest(modules: Mapping[str, str]) -> str:
+    """A content digest of a set of modules (paths and texts)."""
+    h = hashlib.sha256()
+    for path in sorted(modules):
+        h.update(path.encode() + b"\0" + modules[path].encode() + b"\0")
+    return "sha256:" + h.hexdigest()

@@ -21,7 +21,7 @@ from reconciler.audit import chain as chain_
 from reconciler.reconcile import actions as actions_
 from reconciler.spec import snapshot as snapshot_
 from reconciler.state import actual as actual_
-from reconciler.state import tables
+from reconciler.state import database, tables
 
 __all__ = ["ApplyResult", "apply"]
 
@@ -107,8 +107,6 @@ class _Writer:
 
     def objects(self) -> None:
         inserts: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        objs = [a.data["object"] for a in self.by_op["create"]]
-        self.desired.load_manifests(objs)
         for action in self.by_op["create"]:
             obj: snapshot_.Object = action.data["object"]
             inserts[obj.kind].append(self._row(obj) | {"created_sha": self.sha, "created_at": self.now})
@@ -167,7 +165,7 @@ class _Writer:
                 "parent": obj.doc.parent,
                 "lifecycle": self.lifecycles.get((obj.tenant, obj.name), "DRAFT"),
                 "desired_lifecycle": obj.doc.lifecycle,
-                "genome": self.desired.genome_document(obj),
+                "genome": database.RawJSON(self.desired.genome_text(obj).decode("utf-8")),
                 "genome_hash": self.desired.genome_hashes[(obj.tenant, obj.name)],
                 "integrity": "OK",
                 "conditions": [],
@@ -179,12 +177,13 @@ class _Writer:
     # ---------------------------------------------------------------- approvals
 
     def approvals(self) -> dict[tuple[str, str, str, str], int]:
-        ids: dict[tuple[str, str, str, str], int] = {}
-        for action in self.by_op["request-approval"]:
-            key = action.data["key"]
-            tenant, kind, name, transition = key
-            ids[key] = self.c.execute(
-                tables.approvals.insert().returning(tables.approvals.c.id),
+        requests = self.by_op["request-approval"]
+        if not requests:
+            return {}
+        rows = []
+        for action in requests:
+            tenant, kind, name, transition = action.data["key"]
+            rows.append(
                 {
                     "tenant": tenant,
                     "subject_kind": kind,
@@ -197,9 +196,11 @@ class _Writer:
                     "reason": action.reason,
                     "requested_sha": self.sha,
                     "created_at": self.now,
-                },
-            ).scalar_one()
-        return ids
+                }
+            )
+        a = tables.approvals
+        ids = self.c.execute(a.insert().returning(a.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        return {action.data["key"]: approval_id for action, approval_id in zip(requests, ids, strict=True)}
 
     # ---------------------------------------------------------------- deployment records
 
@@ -208,11 +209,11 @@ class _Writer:
         states: dict[tuple[str, str, int], str] = {}
         for action in self.by_op["record-state"]:
             states[(action.tenant, action.name, action.data["generation"])] = action.data["state"]
-        for action in self.by_op["deploy"]:
+        deploys = self.by_op["deploy"]
+        rows = []
+        for action in deploys:
             r = action.data
-            key = (action.tenant, action.name, r["generation"])
-            self.record_ids[key] = self.c.execute(
-                d.insert().returning(d.c.id),
+            rows.append(
                 {
                     "tenant": action.tenant,
                     "name": action.name,
@@ -223,13 +224,17 @@ class _Writer:
                     "previous_version": r["previousVersion"],
                     "replicas": r["replicas"],
                     "strategy": r["strategy"],
-                    "state": states.get(key, "PENDING"),
+                    "state": states.get((action.tenant, action.name, r["generation"]), "PENDING"),
                     "created_sha": self.sha,
                     "updated_sha": self.sha,
                     "created_at": self.now,
                     "updated_at": self.now,
-                },
-            ).scalar_one()
+                }
+            )
+        if rows:
+            ids = self.c.execute(d.insert().returning(d.c.id, sort_by_parameter_order=True), rows).scalars().all()
+            for action, record_id in zip(deploys, ids, strict=True):
+                self.record_ids[(action.tenant, action.name, action.data["generation"])] = record_id
         for (tenant, name, generation), state in states.items():
             if (tenant, name, generation) in self.record_ids:
                 continue
@@ -293,6 +298,7 @@ class _Writer:
 
     def conditions(self, approvals: dict[tuple[str, str, str, str], int]) -> None:
         by_key = {(c.kind, c.tenant, c.name): c for c in self.plan.conditions if c.approval is not None}
+        updates: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for (kind, tenant, name), conditions in self.plan.condition_updates.items():
             waiting = by_key.get((kind, tenant, name))
             if waiting is not None and waiting.approval in approvals:
@@ -300,5 +306,12 @@ class _Writer:
                 conditions = [
                     c | {"message": c["message"] + suffix} if c["reason"] == "ApprovalPending" else c for c in conditions
                 ]
+            updates[kind].append({"t": tenant, "n": name, "conditions": conditions})
+        for kind, rows in updates.items():
             table = tables.KIND_TABLES[kind]
-            self.c.execute(table.update().where(table.c.tenant == tenant, table.c.name == name).values(conditions=conditions))
+            self.c.execute(
+                table.update()
+                .where(table.c.tenant == sa.bindparam("t"), table.c.name == sa.bindparam("n"))
+                .values(conditions=sa.bindparam("conditions")),
+                rows,
+            )

@@ -16,7 +16,7 @@ from reconciler.reconcile import actions as actions_
 from reconciler.spec import snapshot as snapshot_
 from reconciler.state import actual as actual_
 
-__all__ = ["Context", "plan_objects", "row_data", "spec_of", "version_envelope", "wait_for_gate"]
+__all__ = ["Context", "keep_waiting", "plan_objects", "row_data", "spec_of", "version_envelope", "wait_for_gate"]
 
 Action = actions_.Action
 Condition = actions_.Condition
@@ -37,6 +37,9 @@ class Context:
     _roles_of: dict[tuple[str, str], list[str]] | None = None
     _approvers: dict[str, list[str]] | None = None
     _envelope_index: dict[tuple[str, str, str], list[snapshot_.Object]] | None = None
+    envelope_memo: dict[tuple[tuple[str, str], ...], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: every gate input but the objects' own documents is as at the last apply (see planning)
+    gates_settled: bool = False
 
     def add(self, action: Action) -> None:
         self.result.actions.append(action)
@@ -57,7 +60,7 @@ class Context:
         if self._approvers is None:
             approvers: dict[str, list[str]] = defaultdict(list)
             for role in self.desired.of_kind("Role"):
-                permissions = set(self.desired.manifest(role).spec.permissions)
+                permissions = set(role.doc.facts["permissions"])
                 if permissions & _APPROVAL_PERMISSIONS:
                     approvers[role.tenant].append(role.name)
             self._approvers = {t: sorted(r) for t, r in approvers.items()}
@@ -105,8 +108,16 @@ def plan_objects(ctx: Context, kind: str) -> None:
 
 
 def spec_of(desired: snapshot_.Snapshot, obj: snapshot_.Object) -> dict[str, Any]:
+    """What a change record shows of a created or updated object.
+
+    The manifest as written, except for versions: their genome is stored once, in the version's
+    row, and the record carries its hash (which ``audit verify`` checks the row against).
+    """
+    doc = obj.doc
+    if obj.kind == "AgentVersion":
+        return {"template": doc.template, "parent": doc.parent, "desiredLifecycle": doc.lifecycle, "digest": doc.digest}
     data = desired.data(obj)
-    return {"spec": data.get("spec", {}), "labels": data["metadata"].get("labels", {}), "digest": obj.doc.digest}
+    return {"spec": data.get("spec", {}), "labels": data["metadata"].get("labels", {}), "digest": doc.digest}
 
 
 def row_data(obj: snapshot_.Object, row_id: int | None = None) -> dict[str, Any]:
@@ -118,12 +129,18 @@ def version_envelope(ctx: Context, obj: snapshot_.Object) -> dict[str, Any]:
     desired = ctx.desired
     template = desired.get("AgentTemplate", obj.tenant, obj.doc.template or "")
     project = next((name for _, kind, name in template.doc.refs if kind == "Project"), None) if template else None
-    chain = envelopes.scope_chain(obj.tenant, project, obj.doc.template, obj.name)
+    has_own = bool(_envelopes_at(ctx, obj.tenant, ("AgentVersion", obj.name)))
+    # Most versions have no envelope of their own: they share their template's result.
+    chain = envelopes.scope_chain(obj.tenant, project, obj.doc.template, obj.name if has_own else None)
+    memo_key = tuple(chain)
+    if memo_key in ctx.envelope_memo:
+        return ctx.envelope_memo[memo_key]
     by_scope: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for scope in chain:
         for env in _envelopes_at(ctx, obj.tenant, scope):
-            by_scope[scope].append((env.name, desired.manifest(env).spec))
-    return envelopes.effective(chain, by_scope)
+            by_scope[scope].append((env.name, env.doc.facts))
+    result = ctx.envelope_memo[memo_key] = envelopes.effective(chain, by_scope)
+    return result
 
 
 def _envelopes_at(ctx: Context, tenant: str, scope: tuple[str, str]) -> list[snapshot_.Object]:
@@ -182,3 +199,16 @@ def wait_for_gate(
             else:
                 message = f"{message} (approval {row.id})"
     ctx.wait(Condition(kind, tenant, name, "Waiting", reason, f"{state} -> {target}: {message}", key))
+
+
+def keep_waiting(ctx: Context, kind: str, obj: snapshot_.Object) -> bool:
+    """Carry a waiting object's stored conditions over when its gate cannot have changed."""
+    if not ctx.gates_settled:
+        return False
+    row = ctx.actual.objects.get(obj.key)
+    stored = ctx.actual.conditions.get(obj.key)
+    if row is None or row.digest != obj.doc.digest or not stored or any(c["type"] != "Waiting" for c in stored):
+        return False
+    for c in stored:
+        ctx.wait(Condition(kind, obj.tenant, obj.name, c["type"], c["reason"], c["message"]))
+    return True

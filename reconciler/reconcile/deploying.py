@@ -14,6 +14,7 @@ The ``Canary`` strategy is applied all at once here; stepping through weights ne
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from reconciler.lifecycle import machines
@@ -28,12 +29,28 @@ Action = actions_.Action
 Condition = actions_.Condition
 
 
+@dataclasses.dataclass(frozen=True)
+class DeploySpec:
+    """What a Deployment manifest asks for, read from its document summary (no model needed)."""
+
+    template: str
+    environment: str
+    version: str
+    replicas: int
+    strategy: dict[str, Any]
+
+    @classmethod
+    def of(cls, obj: Any) -> DeploySpec:
+        facts = obj.doc.facts
+        return cls(obj.doc.template, facts["environment"], obj.doc.version, facts["replicas"], facts["strategy"])
+
+
 def plan_deployments(ctx: context.Context) -> None:
     context.plan_objects(ctx, "Deployment")
     steps: dict[str, dict[str, Any]] = {}
     pending: list[tuple[Any, actual_.DeploymentRecord | None, int, str]] = []
     for obj in ctx.desired.of_kind("Deployment"):
-        spec = ctx.desired.manifest(obj).spec
+        spec = DeploySpec.of(obj)
         current = ctx.actual.current_deployment(obj.tenant, obj.name)
         if current is not None and (current.version, current.environment, current.template) == (
             spec.version,
@@ -41,6 +58,12 @@ def plan_deployments(ctx: context.Context) -> None:
             spec.template,
         ):
             _plan_scale(ctx, obj.tenant, obj.name, current, spec.replicas)
+            continue
+        version_row = ctx.actual.objects.get(("AgentVersion", obj.tenant, spec.version))
+        version_moved = version_row is None or ctx.version_states.get((obj.tenant, spec.version)) != version_row.lifecycle
+        if not version_moved and context.keep_waiting(ctx, "Deployment", obj):
+            if current is not None:
+                _plan_scale(ctx, obj.tenant, obj.name, current, current.replicas)
             continue
         records = ctx.actual.deployments.get((obj.tenant, obj.name), [])
         generation = (records[-1].generation if records else 0) + 1
@@ -50,7 +73,7 @@ def plan_deployments(ctx: context.Context) -> None:
     results = gating.evaluate(ctx.engine, list(steps.values()))
     for obj, current, generation, step_id in pending:
         gate = results[step_id]
-        spec = ctx.desired.manifest(obj).spec
+        spec = DeploySpec.of(obj)
         if not gate["allowed"]:
             step = steps[step_id]
             approval = (
@@ -71,7 +94,7 @@ def _deployment_step(
 ) -> dict[str, Any]:
     env_obj = ctx.desired.get("Environment", obj.tenant, spec.environment)
     assert env_obj is not None  # references were checked when the commit was loaded
-    env = ctx.desired.manifest(env_obj).spec
+    env = env_obj.doc.facts
     version_row = ctx.actual.objects.get(("AgentVersion", obj.tenant, spec.version))
     step: dict[str, Any] = {
         "id": step_id,
@@ -83,13 +106,13 @@ def _deployment_step(
             "lifecycle": ctx.version_states.get((obj.tenant, spec.version), "DRAFT"),
             "integrity": (version_row.integrity if version_row else None) or "OK",
         },
-        "environment": {"name": spec.environment, "admission": {"minLifecycle": env.admission.minLifecycle.value}},
+        "environment": {"name": spec.environment, "admission": {"minLifecycle": env["minLifecycle"]}},
     }
-    if env.admission.requireApproval:
+    if env["requireApproval"]:
         key = _approval_key(obj.tenant, obj.name, current, generation, spec.version)
         decisions, _ = ctx.approvals_input(key)
-        roles = list(env.admission.approverRoles) or ctx.default_approver_roles(obj.tenant)
-        step["requirement"] = {"required": env.admission.requiredApprovals, "roles": roles}
+        roles = list(env["approverRoles"]) or ctx.default_approver_roles(obj.tenant)
+        step["requirement"] = {"required": env["requiredApprovals"], "roles": roles}
         step["approvals"] = decisions
     return step
 
@@ -114,7 +137,7 @@ def _plan_new_record(
         "version": spec.version,
         "previousVersion": previous,
         "replicas": spec.replicas,
-        "strategy": spec.strategy.model_dump(mode="json"),
+        "strategy": spec.strategy,
     }
     ctx.add(
         Action(
@@ -180,7 +203,7 @@ def _retire_record(ctx: context.Context, record: actual_.DeploymentRecord, state
 
 def _activation(ctx: context.Context, tenant: str, environment: str) -> str:
     env = ctx.desired.get("Environment", tenant, environment)
-    return "heartbeat" if env is None else str(ctx.desired.manifest(env).spec.activation)
+    return "heartbeat" if env is None else str(env.doc.facts["activation"])
 
 
 def instance_id(name: str, generation: int, ordinal: int) -> str:
@@ -276,7 +299,7 @@ def _plan_scale(ctx: context.Context, tenant: str, name: str, current: actual_.D
     if len(live) < replicas:
         used = {int(i.id.rsplit("-", 1)[1]) for i in live}
         ordinals = [n for n in range(replicas + len(used)) if n not in used][: replicas - len(live)]
-        spec = ctx.desired.manifest(ctx.desired.objects[("Deployment", tenant, name)]).spec
+        spec = DeploySpec.of(ctx.desired.objects[("Deployment", tenant, name)])
         activation = _activation(ctx, tenant, current.environment)
         for ordinal in ordinals:
             _provision(ctx, tenant, name, current.generation, ordinal, spec, activation)

@@ -30,10 +30,16 @@ Action = actions_.Action
 Condition = actions_.Condition
 
 
-def plan(desired: snapshot_.Snapshot, actual: actual_.Actual, engine: engines.Engine) -> actions_.Plan:
+#: Kinds whose objects feed the gates (roles and operators for approvals, environments for
+#: admission, envelopes and the template → project links for approval requirements).
+_GATE_INPUT_KINDS = ("Role", "Operator", "Environment", "PolicyEnvelope", "AgentTemplate", "Project")
+
+
+def plan(desired: snapshot_.Snapshot, actual: actual_.Actual, engine: engines.Engine, policy_digest: str = "") -> actions_.Plan:
     """The ordered actions that move ``actual`` to ``desired``, and why anything waits."""
     result = actions_.Plan(revision=desired.revision, sha=desired.commit.sha, author=_author(desired))
     ctx = context.Context(desired, actual, engine, result)
+    ctx.gates_settled = _gates_settled(desired, actual, policy_digest)
     for kind in ("Tenant", "Project", "Environment", "Role", "Operator", "ToolCatalog", "AgentTemplate"):
         context.plan_objects(ctx, kind)
     _plan_versions(ctx)
@@ -42,6 +48,23 @@ def plan(desired: snapshot_.Snapshot, actual: actual_.Actual, engine: engines.En
     _plan_prunes(ctx)
     _plan_condition_updates(ctx)
     return result
+
+
+def _gates_settled(desired: snapshot_.Snapshot, actual: actual_.Actual, policy_digest: str) -> bool:
+    """Whether every gate input but the objects' own documents is as at the last apply.
+
+    Then a version or deployment that waits, and whose own document did not change, would get
+    the same gate result again: its stored condition is kept and its gate is not evaluated. This
+    is what keeps a commit that touches a few files cheap in a fleet with thousands waiting.
+    """
+    if not policy_digest or actual.policy_digest != policy_digest or actual.generation != actual.observed_generation:
+        return False
+    for kind in _GATE_INPUT_KINDS:
+        wanted = {(o.tenant, o.name, o.doc.digest) for o in desired.of_kind(kind)}
+        have = {(r.tenant, r.name, r.digest) for k, r in actual.objects.items() if k[0] == kind and r.status == "ACTIVE"}
+        if wanted != have:
+            return False
+    return True
 
 
 def _author(desired: snapshot_.Snapshot) -> str:
@@ -90,6 +113,9 @@ def _plan_versions(ctx: context.Context) -> None:
                 )
             current = row.lifecycle or "DRAFT"
         target = obj.doc.lifecycle or "DRAFT"
+        if row is not None and current != target and context.keep_waiting(ctx, "AgentVersion", obj):
+            ctx.version_states[(obj.tenant, obj.name)] = current
+            continue
         try:
             steps = machines.VERSION.path(current, target)
         except machines.IllegalTransition as exc:
@@ -145,7 +171,6 @@ def _approval_key(obj: snapshot_.Object, state: str, target: str) -> tuple[str, 
 
 
 def _version_step(ctx: context.Context, obj: snapshot_.Object, state: str, target: str) -> dict[str, Any]:
-    spec = ctx.desired.manifest(obj).spec
     row = ctx.actual.objects.get(obj.key)
     step: dict[str, Any] = {
         "id": _step_id(obj, state, target),
@@ -155,7 +180,7 @@ def _version_step(ctx: context.Context, obj: snapshot_.Object, state: str, targe
         "version": {
             "name": obj.name,
             "lifecycle": state,
-            "evaluations": [e.model_dump(mode="json") for e in spec.evaluations],
+            "evaluations": obj.doc.facts["evaluations"],
             "integrity": (row.integrity if row else None) or "OK",
         },
     }

@@ -11,6 +11,7 @@ nothing, keeps the last good commit in force, and is recorded as a failed run wi
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import time
 from typing import Any
@@ -40,6 +41,8 @@ class Outcome:
     run_id: int | None = None
     seconds: float = 0.0
     problems: list[errors.Problem] = dataclasses.field(default_factory=list)
+    #: seconds spent per phase: validate, plan, apply, commit
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class Reconciler:
@@ -63,6 +66,7 @@ class Reconciler:
         self.clock = clock or clock_.SystemClock()
         self.limits = limits
         self.workers = workers
+        self.policy_digest = ""
 
     # ---------------------------------------------------------------- entry points
 
@@ -72,7 +76,7 @@ class Reconciler:
         snap = self._validated(ref, record_failure=False)
         with self.db.connect() as connection:
             actual = actual_.load(connection)
-        result = planning.plan(snap, actual, self.engine)
+        result = planning.plan(snap, actual, self.engine, self.policy_digest)
         result.raise_for_problems()
         return Outcome("PLANNED", snap.revision, snap.commit.sha, plan=result, seconds=time.perf_counter() - started)
 
@@ -86,16 +90,25 @@ class Reconciler:
         if state is not None and state["applied_sha"] == commit.sha and state["generation"] == state["observed_generation"]:
             return Outcome("UNCHANGED", revision, commit.sha, seconds=time.perf_counter() - started)
         snap = self._validated(ref, record_failure=True)
+        timings = {"validate": time.perf_counter() - started}
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # NOTES.md: a plan allocates tens of thousands of objects; the GC would rescan the snapshot each time
         try:
             with self.db.begin() as connection:
+                mark = time.perf_counter()
                 actual = actual_.load(connection)
-                result = planning.plan(snap, actual, self.engine)
+                result = planning.plan(snap, actual, self.engine, self.policy_digest)
                 result.raise_for_problems()
+                timings["plan"] = time.perf_counter() - mark
+                mark = time.perf_counter()
                 now = self.clock.now()
                 run_id = self._insert_run(connection, snap, "RUNNING", now)
                 applied = applying.apply(connection, result, snap, actual, now, run_id)
                 outcome = "APPLIED" if result.actions else "NOOP"
                 self._finish(connection, run_id, outcome, len(result.actions), [], snap, actual.generation)
+                timings["apply"] = time.perf_counter() - mark
+                mark = time.perf_counter()
+            timings["commit"] = time.perf_counter() - mark
         except errors.ArmError as exc:
             problems = getattr(exc, "problems", None) or [errors.Problem("<reconcile>", message=str(exc))]
             self._record_failure(snap, problems)
@@ -104,6 +117,9 @@ class Reconciler:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             self._record_failure(snap, [errors.Problem("<database>", message=reason)])
             raise errors.StoreError(f"applying {snap.revision} failed, nothing was applied: {reason}") from exc
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         log.info(
             "applied %s: %d actions, %d records",
             snap.revision,
@@ -111,7 +127,16 @@ class Reconciler:
             applied.records,
             extra={"revision": snap.revision},
         )
-        return Outcome(outcome, snap.revision, snap.commit.sha, result, applied.records, run_id, time.perf_counter() - started)
+        return Outcome(
+            outcome,
+            snap.revision,
+            snap.commit.sha,
+            result,
+            applied.records,
+            run_id,
+            time.perf_counter() - started,
+            timings=timings,
+        )
 
     # ---------------------------------------------------------------- steps
 
@@ -121,9 +146,11 @@ class Reconciler:
             if record_failure:
                 self._record_failure(snap, snap.problems)
             snap.raise_for_problems()
-        bundle = engines.Bundle(library.modules_for(snap.rego, tests=False), {}, snap.commit.sha)
+        modules = library.modules_for(snap.rego, tests=False)
+        bundle = engines.Bundle(modules, {}, snap.commit.sha)
         if self.engine.revision != bundle.revision:
             self.engine.load(bundle)
+        self.policy_digest = library.digest(modules)
         return snap
 
     def _insert_run(self, connection: sa.Connection, snap: snapshot.Snapshot, outcome: str, now: Any) -> int:
@@ -168,6 +195,7 @@ class Reconciler:
             "applied_sha": snap.commit.sha,
             "applied_at": now,
             "observed_generation": generation,
+            "policy_digest": self.policy_digest,
         }
         updated = connection.execute(tables.fleet_state.update().where(tables.fleet_state.c.id == 1).values(**values)).rowcount
         if not updated:

@@ -7,8 +7,6 @@ the modules, since library and fleet policy change far less often than manifests
 
 from __future__ import annotations
 
-import hashlib
-
 from reconciler import settings as settings_
 from reconciler.policy import compiling, library
 from reconciler.spec import caching, loading, repository, snapshot
@@ -28,10 +26,7 @@ def validate(
     cache = cache if cache is not None else caching.ParseCache()
     snap = loading.load(repo, ref, path, cache=cache, limits=limits, workers=workers)
     modules = library.modules_for(snap.rego)
-    digest = hashlib.sha256()
-    for name in sorted(modules):
-        digest.update(name.encode() + b"\0" + modules[name].encode() + b"\0")
-    key = f"r:{digest.hexdigest()}"
+    key = f"r:{library.digest(modules)}"
     problems = cache.get(key)
     if problems is None:
         problems = tuple(compiling.check_modules(modules))

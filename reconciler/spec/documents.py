@@ -46,6 +46,10 @@ class Document(NamedTuple):
     genome_template: tuple[str, ...] | None = None  # AgentVersion: canonical genome, prompts as placeholders
     stated_hash: str | None = None  # AgentVersion: spec.genomeHash when stated
     lifecycle: str | None = None  # AgentVersion: the desired lifecycle state
+    #: Kind-specific values the planner reads, defaults filled in, as plain data (so planning
+    #: never has to build models): Environment admission, Role permissions, AgentVersion
+    #: evaluations, PolicyEnvelope spec, Deployment replicas and strategy.
+    facts: Any = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Unpickle through the C tuple constructor, not the generated Python __new__: a warm
@@ -64,7 +68,18 @@ def summarize(index: int, line: int, manifest: Any, data: dict[str, Any]) -> Doc
     spec = manifest.spec
     kind = manifest.kind
     if kind == "Environment":
-        return base._replace(refs=_roles("spec.admission.approverRoles", spec.admission.approverRoles))
+        admission = spec.admission
+        facts = {
+            "minLifecycle": admission.minLifecycle.value,
+            "requireApproval": admission.requireApproval,
+            "requiredApprovals": admission.requiredApprovals,
+            "approverRoles": list(admission.approverRoles),
+            "activation": spec.activation,
+            "production": spec.production,
+        }
+        return base._replace(refs=_roles("spec.admission.approverRoles", admission.approverRoles), facts=facts)
+    if kind == "Role":
+        return base._replace(facts={"permissions": list(spec.permissions)})
     if kind == "Operator":
         return base._replace(refs=_roles("spec.roles", spec.roles), email=spec.email.lower())
     if kind == "ToolCatalog":
@@ -82,7 +97,7 @@ def summarize(index: int, line: int, manifest: Any, data: dict[str, Any]) -> Doc
         ):
             refs.extend(_ref(f"{field}[{i}]", "Tool", n) for i, n in enumerate(names))
         refs.extend(_roles("spec.approvals.approverRoles", spec.approvals.approverRoles or ()))
-        return base._replace(refs=tuple(refs))
+        return base._replace(refs=tuple(refs), facts=spec.model_dump(mode="json"))
     if kind == "Deployment":
         return base._replace(
             refs=(
@@ -91,6 +106,7 @@ def summarize(index: int, line: int, manifest: Any, data: dict[str, Any]) -> Doc
             ),
             template=spec.template,
             version=spec.version,
+            facts={"environment": spec.environment, "replicas": spec.replicas, "strategy": spec.strategy.model_dump(mode="json")},
         )
     return base
 
@@ -111,4 +127,5 @@ def _version(base: Document, spec: models.AgentVersionSpec) -> Document:
         genome_template=genome.genome_template(spec.genome),
         stated_hash=spec.genomeHash,
         lifecycle=spec.lifecycle.value,
+        facts={"evaluations": [e.model_dump(mode="json") for e in spec.evaluations]},
     )

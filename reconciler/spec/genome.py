@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,7 @@ from reconciler.spec import models
 __all__ = [
     "canonical_json",
     "content_hash",
+    "fill_template",
     "genome_document",
     "genome_hash",
     "genome_template",
@@ -106,26 +108,28 @@ def _emit(value: Any, out: list[str]) -> None:
         raise TypeError(f"{type(value).__name__} has no canonical JSON form")
 
 
-def _plain(value: Any) -> bool:
-    """Whether the C JSON encoder already writes ``value`` canonically.
+#: A number token the C encoder writes differently from ECMAScript: an integral float ("2.0") or
+#: one in exponent form ("1e-05"). Strings can contain such text too; then the exact (slower)
+#: emitter runs, which is always correct.
+_SUSPECT = re.compile(r"(?:^|[\[:,])-?\d+(?:\.0|(?:\.\d+)?e[+-]\d+)(?=[,\]}]|$)")
 
-    It does unless a float needs ECMAScript formatting (integral, or written with an exponent by
-    Python) or a key is not a string; then the exact (slower) emitter runs.
-    """
-    kind = type(value)
-    if kind is dict:
-        return all(type(k) is str for k in value) and all(map(_plain, value.values()))
-    if kind is list or kind is tuple:
-        return all(map(_plain, value))
-    if kind is float:
-        return not value.is_integer() and "e" not in repr(value) and not math.isinf(value) and value == value
-    return kind is str or kind is int or kind is bool or value is None
+
+def _suspect(text: str) -> bool:
+    # Substring tests first: they are C-fast and rule out almost every text.
+    if ".0," in text or ".0}" in text or ".0]" in text or text.endswith(".0") or "e+" in text or "e-" in text:
+        return _SUSPECT.search(text) is not None
+    return False
 
 
 def canonical_json(value: Any) -> bytes:
-    """The canonical UTF-8 JSON encoding of ``value`` (see the module docstring)."""
-    if _plain(value):
-        return _DUMPS(value).encode("utf-8")
+    """The canonical UTF-8 JSON encoding of ``value`` (see the module docstring).
+
+    Object keys must be strings: the fast path would write another key as a string, so callers
+    pass JSON data (manifests cannot hold other keys: the YAML reader refuses them).
+    """
+    text = _DUMPS(value)
+    if not _suspect(text):
+        return text.encode("utf-8")
     out: list[str] = []
     _emit(value, out)
     return "".join(out).encode("utf-8")
@@ -187,12 +191,17 @@ def genome_template(genome: models.Genome) -> tuple[str, ...]:
     return tuple(pieces)
 
 
-def hash_template(template: tuple[str, ...], prompt_hashes: list[str]) -> str:
-    """The genome hash of a ``genome_template`` given each prompt's content hash, in order."""
+def fill_template(template: tuple[str, ...], prompt_hashes: list[str]) -> bytes:
+    """The canonical genome text of a ``genome_template`` given each prompt's content hash."""
     if len(prompt_hashes) != len(template) - 1:
         raise ValueError(f"the genome has {len(template) - 1} prompts, got {len(prompt_hashes)} hashes")
     parts = [template[0]]
     for digest, piece in zip(prompt_hashes, template[1:], strict=True):
         parts.append(f'"{digest}"')
         parts.append(piece)
-    return sha256_of("".join(parts).encode("utf-8"))
+    return "".join(parts).encode("utf-8")
+
+
+def hash_template(template: tuple[str, ...], prompt_hashes: list[str]) -> str:
+    """The genome hash of a ``genome_template`` given each prompt's content hash, in order."""
+    return sha256_of(fill_template(template, prompt_hashes))

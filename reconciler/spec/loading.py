@@ -85,6 +85,7 @@ class _Loader:
         self.tree = {entry.path: entry for entry in entries}
         self.raw: dict[tuple[str, int], bytes] = {}
         self.fresh: dict[str, parsing.ParsedFile] = {}  # parsed in this load, templates included
+        self.genome_texts: dict[tuple[str, str], bytes] = {}  # canonical genomes hashed in this load
 
     def run(self, ref: str, commit: repository.Commit) -> snapshot.Snapshot:
         manifests, rego_files = self._select_files()
@@ -107,6 +108,7 @@ class _Loader:
             files=len(manifests) + len(rego_files),
             raw=self.raw,
             reread=self._reread,
+            genome_texts=self.genome_texts,
         )
 
     # ---------------------------------------------------------------- files
@@ -175,9 +177,10 @@ class _Loader:
         blobs = self.repo.read_blobs(e.sha for e in entries)
         jobs = [(e.path, blobs[e.sha]) for e in entries]
         if self.workers > 1 and len(jobs) >= _PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods():
-            chunk = max(1, len(jobs) // (self.workers * 8))
+            # Small chunks, consumed as they arrive: the parent unpickles results while the
+            # workers are still parsing instead of all at the end.
             with multiprocessing.get_context("fork").Pool(self.workers) as pool:
-                return pool.starmap(_parse_job, jobs, chunksize=chunk)
+                return list(pool.imap(_parse_pair, jobs, chunksize=16))
         return [_parse_job(p, content) for p, content in jobs]
 
     def _reread(self, files: list[tuple[str, str]]) -> dict[tuple[str, int], bytes]:
@@ -272,7 +275,9 @@ class _Loader:
         templates = self._templates(need_template)
         for obj in need_template:
             blobs = prompt_blobs[obj.key]
-            computed = genome.hash_template(templates[obj.key], prompt_hashes[(obj.tenant, obj.name)])
+            text = genome.fill_template(templates[obj.key], prompt_hashes[(obj.tenant, obj.name)])
+            computed = genome.sha256_of(text)
+            self.genome_texts[(obj.tenant, obj.name)] = text
             self.cache.put(f"g:{obj.origin.blob}:{obj.doc.number}:{','.join(b or '' for b in blobs)}", computed)
             genome_hashes[(obj.tenant, obj.name)] = computed
         for obj in versions:
@@ -339,6 +344,10 @@ class _Loader:
             hashes[sha] = genome.content_hash(data)
             self.cache.put(f"p:{sha}", hashes[sha])
         return hashes
+
+
+def _parse_pair(job: tuple[str, bytes]) -> tuple[parsing.ParsedFile, caching.Encoded]:
+    return _parse_job(*job)
 
 
 def _parse_job(path: str, content: bytes) -> tuple[parsing.ParsedFile, caching.Encoded]:

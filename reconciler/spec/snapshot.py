@@ -66,7 +66,10 @@ class Snapshot:
     raw: dict[tuple[str, int], bytes] = dataclasses.field(default_factory=dict, repr=False)
     #: reads (file, blob) pairs again when a document is needed that came from the cache
     reread: Callable[[list[tuple[str, str]]], dict[tuple[str, int], bytes]] | None = dataclasses.field(default=None, repr=False)
+    #: (tenant, version) → canonical genome text, for the genomes hashed in this load
+    genome_texts: dict[tuple[str, str], bytes] = dataclasses.field(default_factory=dict, repr=False)
     _models: dict[Key, Any] = dataclasses.field(default_factory=dict, repr=False)
+    _data: dict[tuple[str, int], Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def revision(self) -> str:
@@ -122,10 +125,23 @@ class Snapshot:
             if self.reread is None:
                 raise errors.ArmError("the snapshot cannot read its files again")
             self.raw.update(self.reread([(obj.origin.file, obj.origin.blob)]))
-        return orjson.loads(self.raw[key])  # type: ignore[no-any-return]
+        data = self._data.get(key)
+        if data is None:
+            data = self._data[key] = orjson.loads(self.raw[key])
+        return data
+
+    def genome_text(self, obj: Object) -> bytes:
+        """The canonical genome of a version as JSON text (what its hash is computed over)."""
+        text = self.genome_texts.get((obj.tenant, obj.name))
+        if text is None:
+            text = genome.canonical_json(self.genome_document(obj))
+        return text
 
     def genome_document(self, obj: Object) -> dict[str, Any]:
         """The canonical genome of a version, prompts replaced by their content hashes."""
+        text = self.genome_texts.get((obj.tenant, obj.name))
+        if text is not None:
+            return orjson.loads(text)  # type: ignore[no-any-return]
         spec = self.manifest(obj).spec
         hashes = self.prompt_hashes.get((obj.tenant, obj.name), [])
         return genome.genome_document(spec.genome, {p.file: h for p, h in zip(spec.genome.prompts, hashes, strict=True)})

@@ -277,6 +277,8 @@ def _put(frame: _Frame, value: Any) -> None:
             raise Refused("a merge key (<<) needs a mapping or a list of mappings", _line(frame.key_event))
         frame.merges = list(sources)
         return
+    if type(key) is not str:
+        raise Refused(f"mapping keys must be strings, not {type(key).__name__} {key!r}", _line(frame.key_event))
     if key in frame.container:
         raise Refused(f"duplicate key {key!r}", _line(frame.key_event))
     frame.container[key] = value

@@ -77,6 +77,7 @@ class ApprovalRow:
 @dataclasses.dataclass
 class Actual:
     applied_sha: str | None = None
+    policy_digest: str | None = None
     generation: int = 0
     observed_generation: int = 0
     objects: dict[tuple[str, str, str], ObjectRow] = dataclasses.field(default_factory=dict)
@@ -104,6 +105,7 @@ def load(connection: sa.Connection) -> Actual:
     state = connection.execute(sa.select(tables.fleet_state).where(tables.fleet_state.c.id == 1)).first()
     if state is not None:
         actual.applied_sha = state.applied_sha
+        actual.policy_digest = state.policy_digest
         actual.generation = state.generation
         actual.observed_generation = state.observed_generation
     for kind, table in tables.KIND_TABLES.items():

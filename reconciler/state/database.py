@@ -18,18 +18,26 @@ import sqlalchemy as sa
 
 from reconciler import errors
 
-__all__ = ["SCHEMA_HEAD", "connect", "head_revision", "migrate", "require_current", "schema_revision"]
+__all__ = ["SCHEMA_HEAD", "RawJSON", "connect", "head_revision", "migrate", "require_current", "schema_revision"]
 
 #: The newest migration in ``migrations/versions``; kept here so checking a database's schema
 #: needs no Alembic import (~0.2 s). A test asserts it equals Alembic's head.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 
 log = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+class RawJSON(str):
+    """JSON text that is already encoded: written to a JSON column as it is (no re-encoding)."""
+
+    __slots__ = ()
+
+
 def _json_dumps(value: Any) -> str:
+    if type(value) is RawJSON:
+        return value
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
@@ -105,17 +113,19 @@ def schema_revision(engine: sa.Engine) -> str | None:
         raise errors.StoreError(f"cannot reach the database: {_reason(exc)}") from exc
 
 
-def migrate(engine: sa.Engine) -> tuple[str | None, str]:
+def migrate(engine: sa.Engine, target: str = "head") -> tuple[str | None, str]:
     """Create or upgrade the schema; returns (revision before, revision after)."""
     from alembic import command
 
     before = schema_revision(engine)
     try:
         with engine.begin() as connection:
-            command.upgrade(_config(connection), "head")
+            command.upgrade(_config(connection), target)
     except sa.exc.OperationalError as exc:
         raise errors.StoreError(f"cannot migrate the database: {_reason(exc)}") from exc
-    return before, head_revision()
+    after = schema_revision(engine)
+    assert after is not None
+    return before, after
 
 
 def require_current(engine: sa.Engine) -> None:

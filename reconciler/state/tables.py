@@ -246,6 +246,9 @@ fleet_state = sa.Table(
     # has nothing to do.
     sa.Column("generation", sa.Integer, nullable=False, default=0),
     sa.Column("observed_generation", sa.Integer, nullable=False, default=0),
+    # Digest of the Rego (library and fleet) the applied commit was planned with: gate results
+    # stored as conditions stay valid while it, the generation and the gates' inputs are unchanged.
+    sa.Column("policy_digest", sa.String(71), nullable=True),
 )
 
 #: Manifest kind → its table (Deployment manifests live in ``deployment_specs``).

@@ -46,7 +46,7 @@ def test_commands_refuse_a_database_without_schema(armctl: Armctl) -> None:
 
 
 def test_plan_apply_status_history_approve(armctl: Armctl, git_repo: GitRepo) -> None:
-    assert "schema none → 0001" in armctl("init").stdout
+    assert f"schema none → {database.SCHEMA_HEAD}" in armctl("init").stdout
     assert "is up to date" in armctl("init").stdout
 
     plan = armctl("plan")

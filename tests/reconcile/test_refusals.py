@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 import sqlalchemy as sa
 
@@ -10,6 +12,8 @@ from reconciler.state import tables
 from tests.conftest import GitRepo
 from tests.reconcile import scenario
 from tests.reconcile.scenario import AUTHOR, deployment, version
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 
 
 def _counts(engine: sa.Engine) -> dict[str, int]:
@@ -105,18 +109,23 @@ def test_a_version_without_evidence_waits_at_testing(git_repo: GitRepo, db_url: 
     assert scenario.rows(rec.db, tables.approvals, "id") == []  # evidence is not something to approve
 
 
-def test_a_schema_behind_is_refused_with_what_to_run(tmp_path: object) -> None:
+def test_a_schema_behind_is_refused_and_init_upgrades_it_keeping_the_data(git_repo: GitRepo, db_url: str) -> None:
     from reconciler.reconcile import running
     from reconciler.state import database
 
-    url = f"sqlite:///{tmp_path}/old.db"
     with pytest.raises(errors.StoreError, match="has no schema yet: run 'armctl init'"):
-        running.open_database(url)
-    engine = database.connect(url)
-    database.migrate(engine)
+        running.open_database(db_url)
+    engine = database.connect(db_url)
+    assert database.migrate(engine, "0001") == (None, "0001")
     with engine.begin() as connection:
-        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
+        connection.execute(tables.op_events.insert(), {"tenant": "acme", "at": NOW, "type": "KEPT", "payload": {"a": 1}})
     with pytest.raises(
-        errors.StoreError, match="is at schema revision 0000, this armctl needs 0001: run 'armctl init' to upgrade"
+        errors.StoreError,
+        match=f"is at schema revision 0001, this armctl needs {database.SCHEMA_HEAD}: run 'armctl init' to upgrade",
     ):
-        running.open_database(url)
+        running.open_database(db_url)
+    assert database.migrate(engine) == ("0001", database.SCHEMA_HEAD)
+    running.open_database(db_url)
+    assert scenario.rows(engine, tables.op_events, "type") == [("KEPT",)]
+    git_repo.commit(scenario.first_commit_files(), author=AUTHOR)
+    assert scenario.make_reconciler(db_url, git_repo).apply("main").outcome == "APPLIED"

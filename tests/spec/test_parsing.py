@@ -540,3 +540,12 @@ def test_many_unknown_fields_are_reported_in_linear_time() -> None:
     assert len(result.problems) == count
     assert result.problems[-1] == problem(0, count + 4, f"metadata.field{count - 1}", f"unknown field 'field{count - 1}'")
     assert elapsed < 0.5
+
+
+@pytest.mark.parametrize("key", ["1", "true", "null", "1.5"])
+def test_a_mapping_key_that_is_not_a_string_is_refused(key: str) -> None:
+    # JSON, the store and the genome hash only know string keys; `1: x` would silently become "1".
+    result = parse(with_parameters(f"        {key}: x"))
+    assert [(p.file, p.document, p.line, p.field) for p in result.problems] == [(PATH, 0, 11, None)]
+    assert result.problems[0].message.startswith("mapping keys must be strings")
+    assert result.documents == ()
