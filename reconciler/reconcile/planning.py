@@ -122,7 +122,10 @@ def _plan_versions(ctx: context.Context) -> None:
             ctx.result.problems.append(obj.origin.problem("spec.lifecycle", f"{obj.name}: {exc}"))
             ctx.version_states[(obj.tenant, obj.name)] = current
             continue
-        walks.append((obj, current, steps))
+        if steps:
+            walks.append((obj, current, steps))
+        else:
+            ctx.version_states[(obj.tenant, obj.name)] = current
     _walk_versions(ctx, walks)
 
 

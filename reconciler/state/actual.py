@@ -123,7 +123,8 @@ def load(connection: sa.Connection) -> Actual:
                 actual.objects[(kind, r.tenant, r.name)] = ObjectRow(r.id, kind, r.tenant, r.name, r.digest, r.status)
     for kind in ("AgentVersion", "Deployment"):
         c = tables.KIND_TABLES[kind].c
-        for r in connection.execute(sa.select(c.tenant, c.name, c.conditions)):
+        stored = sa.select(c.tenant, c.name, c.conditions).where(sa.cast(c.conditions, sa.Text) != "[]")
+        for r in connection.execute(stored):
             if r.conditions:
                 actual.conditions[(kind, r.tenant, r.name)] = r.conditions
     d = tables.deployments.c
