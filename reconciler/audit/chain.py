@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from reconciler.spec import genome
 from reconciler.state import actual as actual_
-from reconciler.state import tables
+from reconciler.state import database, tables
 
 __all__ = ["GENESIS_HASH", "Chain", "Record", "body", "record_hash", "verify"]
 
@@ -97,7 +97,7 @@ class Chain:
 
     def write(self, connection: sa.Connection) -> int:
         if self.rows:
-            connection.execute(tables.change_records.insert(), self.rows)
+            database.bulk_insert(connection, tables.change_records, self.rows)
         written = len(self.rows)
         self.rows = []
         return written

@@ -111,7 +111,7 @@ class _Writer:
             obj: snapshot_.Object = action.data["object"]
             inserts[obj.kind].append(self._row(obj) | {"created_sha": self.sha, "created_at": self.now})
         for kind, rows in inserts.items():
-            self.c.execute(tables.KIND_TABLES[kind].insert(), rows)
+            database.bulk_insert(self.c, tables.KIND_TABLES[kind], rows)
         for action in self.by_op["update"]:
             obj = action.data["object"]
             table = tables.KIND_TABLES[obj.kind]
@@ -285,8 +285,7 @@ class _Writer:
                     "updated_at": self.now,
                 }
             )
-        if rows:
-            self.c.execute(tables.instances.insert(), rows)
+        database.bulk_insert(self.c, tables.instances, rows)
         if final:
             i = tables.instances
             self.c.execute(
