@@ -166,7 +166,7 @@ def bulk_insert(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
     if connection.dialect.name != "postgresql" or len(rows) < COPY_FROM_ROWS:
         connection.execute(table.insert(), rows)
         return
-    from psycopg.types.json import Jsonb  # noqa: PLC0415 - only the PostgreSQL path needs psycopg
+    from psycopg.types.json import Jsonb
 
     columns = list(rows[0])
     json_columns = {
