@@ -20,7 +20,7 @@ import click
 from reconciler import __version__, errors
 from reconciler import settings as settings_
 from reconciler.cli import output
-from reconciler.spec import models
+from reconciler.spec import kinds
 
 __all__ = ["cli", "run"]
 
@@ -95,9 +95,11 @@ def validate(settings: settings_.Settings, repo: str | None, ref: str | None, pa
 
 
 @cli.command()
-@click.option("--kind", type=click.Choice(list(models.KINDS)), default=None, help="Only this kind.")
+@click.option("--kind", type=click.Choice(list(kinds.KIND_NAMES)), default=None, help="Only this kind.")
 def schema(kind: str | None) -> None:
     """Print the JSON Schema of the manifests (of one kind with --kind), for editors."""
+    from reconciler.spec import models
+
     click.echo(json.dumps(models.json_schema(kind), indent=2))
 
 

@@ -9,14 +9,19 @@ model is materialised only for objects that are actually needed (``snapshot.Snap
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from reconciler.spec import genome, models
+from reconciler import errors
+from reconciler.spec import genome
 
-__all__ = ["Document", "Ref", "summarize"]
+if TYPE_CHECKING:
+    from reconciler.spec import models
+
+__all__ = ["Document", "ParsedFile", "Ref", "summarize"]
 
 
 #: A reference from a document to another object: (field where it is written, kind, name).
@@ -129,3 +134,19 @@ def _version(base: Document, spec: models.AgentVersionSpec) -> Document:
         lifecycle=spec.lifecycle.value,
         facts={"evaluations": [e.model_dump(mode="json") for e in spec.evaluations]},
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedFile:
+    documents: tuple[Document, ...]
+    problems: tuple[errors.Problem, ...]
+    #: (kind, name) of documents that failed their schema: references to them are not reported
+    #: again as dangling, the document's own problems already say what is wrong.
+    invalid: tuple[tuple[str, str], ...] = ()
+    #: document index → the document's data as JSON (not cached: rebuilt by parsing again)
+    raw: dict[int, bytes] = dataclasses.field(default_factory=dict, compare=False)
+
+    def cacheable(self) -> ParsedFile:
+        """What the parse cache keeps: summaries without data or genome templates (size)."""
+        docs = tuple(d._replace(genome_template=None) if d.genome_template else d for d in self.documents)
+        return ParsedFile(docs, self.problems, self.invalid)

@@ -24,9 +24,10 @@ import math
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.spec import models
+if TYPE_CHECKING:
+    from reconciler.spec import models
 
 __all__ = [
     "canonical_json",

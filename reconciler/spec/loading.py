@@ -19,7 +19,7 @@ import multiprocessing
 import posixpath
 
 from reconciler import errors
-from reconciler.spec import caching, checking, genome, models, parsing, repository, snapshot
+from reconciler.spec import caching, checking, documents, genome, kinds, repository, snapshot
 
 __all__ = ["Limits", "load"]
 
@@ -84,7 +84,7 @@ class _Loader:
         self.problems: list[errors.Problem] = []
         self.tree = {entry.path: entry for entry in entries}
         self.raw: dict[tuple[str, int], bytes] = {}
-        self.fresh: dict[str, parsing.ParsedFile] = {}  # parsed in this load, templates included
+        self.fresh: dict[str, documents.ParsedFile] = {}  # parsed in this load, templates included
         self.genome_texts: dict[tuple[str, str], bytes] = {}  # canonical genomes hashed in this load
 
     def run(self, ref: str, commit: repository.Commit) -> snapshot.Snapshot:
@@ -150,8 +150,8 @@ class _Loader:
             return False
         return True
 
-    def _parse(self, manifests: list[repository.TreeEntry]) -> list[tuple[repository.TreeEntry, parsing.ParsedFile]]:
-        results: dict[str, parsing.ParsedFile] = {}
+    def _parse(self, manifests: list[repository.TreeEntry]) -> list[tuple[repository.TreeEntry, documents.ParsedFile]]:
+        results: dict[str, documents.ParsedFile] = {}
         missing: list[repository.TreeEntry] = []
         for entry in manifests:
             hit = self.cache.get(_file_key(entry))
@@ -173,7 +173,7 @@ class _Loader:
             out.append((entry, parsed))
         return out
 
-    def _parse_blobs(self, entries: list[repository.TreeEntry]) -> list[tuple[parsing.ParsedFile, caching.Encoded]]:
+    def _parse_blobs(self, entries: list[repository.TreeEntry]) -> list[tuple[documents.ParsedFile, caching.Encoded]]:
         blobs = self.repo.read_blobs(e.sha for e in entries)
         jobs = [(e.path, blobs[e.sha]) for e in entries]
         if self.workers > 1 and len(jobs) >= _PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods():
@@ -187,7 +187,7 @@ class _Loader:
         blobs = self.repo.read_blobs(blob for _, blob in files)
         raw: dict[tuple[str, int], bytes] = {}
         for path, blob in files:
-            parsed = parsing.parse_manifest_file(path, blobs[blob])
+            parsed = _parse_job(path, blobs[blob])[0]
             raw.update({(path, i): data for i, data in parsed.raw.items()})
         return raw
 
@@ -204,7 +204,7 @@ class _Loader:
     # ---------------------------------------------------------------- objects
 
     def _build_objects(
-        self, parsed: list[tuple[repository.TreeEntry, parsing.ParsedFile]]
+        self, parsed: list[tuple[repository.TreeEntry, documents.ParsedFile]]
     ) -> dict[snapshot.Key, snapshot.Object]:
         tenants = [d.name for _, p in parsed for d in p.documents if d.kind == "Tenant"]
         default_tenant = tenants[0] if len(tenants) == 1 else None
@@ -231,7 +231,7 @@ class _Loader:
                     )
                     continue
                 objects[obj.key] = obj
-        order = {kind: i for i, kind in enumerate(models.KINDS)}
+        order = {kind: i for i, kind in enumerate(kinds.KIND_NAMES)}
         return dict(sorted(objects.items(), key=lambda item: (order[item[0][0]], item[0][1], item[0][2])))
 
     # ---------------------------------------------------------------- genomes
@@ -346,12 +346,14 @@ class _Loader:
         return hashes
 
 
-def _parse_pair(job: tuple[str, bytes]) -> tuple[parsing.ParsedFile, caching.Encoded]:
+def _parse_pair(job: tuple[str, bytes]) -> tuple[documents.ParsedFile, caching.Encoded]:
     return _parse_job(*job)
 
 
-def _parse_job(path: str, content: bytes) -> tuple[parsing.ParsedFile, caching.Encoded]:
+def _parse_job(path: str, content: bytes) -> tuple[documents.ParsedFile, caching.Encoded]:
     """Parse one file and encode its cache entry (in a worker process when loading in parallel)."""
+    from reconciler.spec import parsing
+
     parsed = parsing.parse_manifest_file(path, content)
     return parsed, caching.encode(parsed.cacheable())
 

@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-API_VERSION = "arm/v1"
+from reconciler.spec import kinds
+
+API_VERSION = kinds.API_VERSION
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(@[0-9A-Za-z.+_-]+)?$"
 Name = Annotated[str, pydantic.StringConstraints(pattern=NAME_PATTERN, max_length=253)]
@@ -337,6 +339,9 @@ KINDS: dict[str, type[_Document]] = {
     "PolicyEnvelope": PolicyEnvelope,
     "Deployment": Deployment,
 }
+
+
+assert tuple(KINDS) == kinds.KIND_NAMES, "spec.kinds.KIND_NAMES must list the kinds in KINDS order"
 
 
 def json_schema(kind: str | None = None) -> dict[str, Any]:

@@ -12,7 +12,6 @@ tags).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import orjson
@@ -28,20 +27,7 @@ MAX_DEPTH = yamlloading.MAX_DEPTH
 MAX_NODES = yamlloading.MAX_NODES
 
 
-@dataclasses.dataclass(frozen=True)
-class ParsedFile:
-    documents: tuple[documents.Document, ...]
-    problems: tuple[errors.Problem, ...]
-    #: (kind, name) of documents that failed their schema: references to them are not reported
-    #: again as dangling, the document's own problems already say what is wrong.
-    invalid: tuple[tuple[str, str], ...] = ()
-    #: document index → the document's data as JSON (not cached: rebuilt by parsing again)
-    raw: dict[int, bytes] = dataclasses.field(default_factory=dict, compare=False)
-
-    def cacheable(self) -> ParsedFile:
-        """What the parse cache keeps: summaries without data or genome templates (size)."""
-        docs = tuple(d._replace(genome_template=None) if d.genome_template else d for d in self.documents)
-        return ParsedFile(docs, self.problems, self.invalid)
+ParsedFile = documents.ParsedFile
 
 
 def parse_manifest_file(path: str, content: bytes) -> ParsedFile:

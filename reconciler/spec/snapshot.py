@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from reconciler import errors
-from reconciler.spec import documents, genome, models, repository
+from reconciler.spec import documents, genome, kinds, repository
 
 __all__ = ["Key", "Object", "Origin", "Snapshot"]
 
@@ -90,7 +90,7 @@ class Snapshot:
         return self.objects.get((kind, tenant, name))
 
     def counts(self) -> dict[str, int]:
-        counts = {kind: 0 for kind in models.KINDS}
+        counts = {kind: 0 for kind in kinds.KIND_NAMES}
         for kind, _, _ in self.objects:
             counts[kind] += 1
         counts["Rego"] = len(self.rego)
@@ -116,7 +116,7 @@ class Snapshot:
             self.raw.update(self.reread(sorted(missing)))
         for obj in wanted:
             data = self.raw[(obj.origin.file, obj.origin.document)]
-            self._models[obj.key] = models.KINDS[obj.kind].model_validate_json(data)
+            self._models[obj.key] = _models().KINDS[obj.kind].model_validate_json(data)
 
     def data(self, obj: Object) -> dict[str, Any]:
         """The document of ``obj`` as plain data (as written, defaults not filled in)."""
@@ -145,3 +145,10 @@ class Snapshot:
         spec = self.manifest(obj).spec
         hashes = self.prompt_hashes.get((obj.tenant, obj.name), [])
         return genome.genome_document(spec.genome, {p.file: h for p, h in zip(spec.genome.prompts, hashes, strict=True)})
+
+
+def _models() -> Any:
+    # The pydantic models cost ~40 ms to import; only code that builds full models needs them.
+    from reconciler.spec import models
+
+    return models
