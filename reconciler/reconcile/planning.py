@@ -21,6 +21,7 @@ from reconciler.lifecycle import machines
 from reconciler.policy import engines, gating
 from reconciler.reconcile import actions as actions_
 from reconciler.reconcile import context, deploying
+from reconciler.spec import kinds
 from reconciler.spec import snapshot as snapshot_
 from reconciler.state import actual as actual_
 
@@ -202,22 +203,13 @@ def _version_step(ctx: context.Context, obj: snapshot_.Object, state: str, targe
 
 def _plan_prunes(ctx: context.Context) -> None:
     desired = ctx.desired
-    kinds = [
-        "Deployment",
-        "PolicyEnvelope",
-        "AgentVersion",
-        "AgentTemplate",
-        "ToolCatalog",
-        "Operator",
-        "Role",
-        "Environment",
-        "Project",
-        "Tenant",
-    ]
-    for kind in kinds:
-        for key, row in ctx.actual.objects.items():
-            if key[0] != kind or row.status != "ACTIVE" or key in desired.objects:
-                continue
+    gone: dict[str, list[actual_.ObjectRow]] = defaultdict(list)
+    for key, row in ctx.actual.objects.items():
+        if row.status == "ACTIVE" and key not in desired.objects:
+            gone[key[0]].append(row)
+    # Dependants before what they depend on: deployments first, tenants last.
+    for kind in reversed(kinds.KIND_NAMES):
+        for row in gone.get(kind, []):
             if kind == "Deployment":
                 deploying.plan_removal(ctx, row.tenant, row.name)
             ctx.add(

@@ -67,6 +67,7 @@ class Reconciler:
         self.limits = limits
         self.workers = workers
         self.policy_digest = ""
+        self._previous: snapshot.Snapshot | None = None  # the last applied snapshot, for incremental loads
 
     # ---------------------------------------------------------------- entry points
 
@@ -127,6 +128,8 @@ class Reconciler:
             applied.records,
             extra={"revision": snap.revision},
         )
+        snap.release_data()
+        self._previous = snap
         return Outcome(
             outcome,
             snap.revision,
@@ -141,7 +144,9 @@ class Reconciler:
     # ---------------------------------------------------------------- steps
 
     def _validated(self, ref: str, *, record_failure: bool) -> snapshot.Snapshot:
-        snap = validating.validate(self.repo, ref, self.path, cache=self.cache, limits=self.limits, workers=self.workers)
+        snap = validating.validate(
+            self.repo, ref, self.path, cache=self.cache, limits=self.limits, workers=self.workers, previous=self._previous
+        )
         if snap.problems:
             if record_failure:
                 self._record_failure(snap, snap.problems)

@@ -22,9 +22,10 @@ def validate(
     cache: caching.ParseCache | None = None,
     limits: loading.Limits | None = None,
     workers: int = 1,
+    previous: snapshot.Snapshot | None = None,
 ) -> snapshot.Snapshot:
     cache = cache if cache is not None else caching.ParseCache()
-    snap = loading.load(repo, ref, path, cache=cache, limits=limits, workers=workers)
+    snap = loading.load(repo, ref, path, cache=cache, limits=limits, workers=workers, previous=previous)
     modules = library.modules_for(snap.rego)
     key = f"r:{library.digest(modules)}"
     problems = cache.get(key)

@@ -183,6 +183,45 @@ class Repository:
             )
         return entries
 
+    def changed(self, old: str, new: str, path: str) -> list[TreeEntry] | None:
+        """Entries under ``path`` that differ between two commits (deleted ones with type
+        "deleted"), with blob sizes; None when ``old`` is not in this repository any more."""
+        path = path.strip("/")
+        args = ["diff-tree", "-r", "-z", "--no-renames", "--raw", old, new]
+        if path:
+            args += ["--", path + "/"]
+        out = self._git(*args, check=False)
+        if out is None:
+            return None
+        fields = out.split(b"\0")
+        changes: list[TreeEntry] = []
+        for i in range(0, len(fields) - 1, 2):
+            meta, name = fields[i].decode(), fields[i + 1].decode("utf-8", "surrogateescape")
+            _, new_mode, _, new_sha, status = meta.lstrip(":").split()
+            if status == "D":
+                changes.append(TreeEntry(name, "000000", "deleted", "", None))
+            else:
+                kind = "commit" if new_mode == "160000" else "blob"
+                changes.append(TreeEntry(name, new_mode, kind, new_sha, None))
+        sizes = self._sizes([c.sha for c in changes if c.type == "blob"])
+        return [dataclasses.replace(c, size=sizes.get(c.sha)) if c.type == "blob" else c for c in changes]
+
+    def _sizes(self, shas: list[str]) -> dict[str, int]:
+        if not shas:
+            return {}
+        proc = subprocess.run(
+            ["git", "-C", str(self._path), "cat-file", "--batch-check"],
+            input="".join(s + "\n" for s in shas).encode(),
+            capture_output=True,
+            check=False,
+        )
+        sizes = {}
+        for line in proc.stdout.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                sizes[parts[0]] = int(parts[2])
+        return sizes
+
     def read_blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
         """The content of each blob, through one pipelined ``git cat-file --batch``."""
         wanted = list(dict.fromkeys(shas))

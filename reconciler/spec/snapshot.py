@@ -70,6 +70,11 @@ class Snapshot:
     genome_texts: dict[tuple[str, str], bytes] = dataclasses.field(default_factory=dict, repr=False)
     _models: dict[Key, Any] = dataclasses.field(default_factory=dict, repr=False)
     _data: dict[tuple[str, int], Any] = dataclasses.field(default_factory=dict, repr=False)
+    _by_kind: dict[str, list[Object]] | None = dataclasses.field(default=None, repr=False)
+    #: the commit's fleet tree (path → entry) and each version's prompt blobs: what the next
+    #: load needs to reuse this snapshot for the files a new commit did not touch
+    tree: dict[str, repository.TreeEntry] = dataclasses.field(default_factory=dict, repr=False)
+    prompt_blobs: dict[tuple[str, str], tuple[str | None, ...]] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def revision(self) -> str:
@@ -84,7 +89,13 @@ class Snapshot:
             raise errors.ValidationFailed(self.problems, revision=self.revision)
 
     def of_kind(self, kind: str) -> Iterator[Object]:
-        return (o for o in self.objects.values() if o.kind == kind)
+        """The objects of one kind, in key order (indexed on first use)."""
+        if self._by_kind is None:
+            index: dict[str, list[Object]] = {}
+            for obj in self.objects.values():
+                index.setdefault(obj.kind, []).append(obj)
+            self._by_kind = index
+        return iter(self._by_kind.get(kind, ()))
 
     def get(self, kind: str, tenant: str, name: str) -> Object | None:
         return self.objects.get((kind, tenant, name))
@@ -95,6 +106,13 @@ class Snapshot:
             counts[kind] += 1
         counts["Rego"] = len(self.rego)
         return counts
+
+    def release_data(self) -> None:
+        """Drop document data and models (kept: objects, hashes, tree) once the snapshot is applied."""
+        self.raw = {}
+        self._data.clear()
+        self._models.clear()
+        self.genome_texts = {}
 
     # ------------------------------------------------------------------ full models
 

@@ -3,14 +3,15 @@
 ``load(connection)`` reads, in one query per table, just the columns a plan needs: identities,
 digests, statuses and lifecycles of every object, the deployment records, instances, open and
 decided approvals, and the head of each tenant's change-record chain. Specs and genomes are not
-read here (they can be large); the applier reads the few it needs for ``before`` values.
+read here (they can be large); the applier reads the few it needs for ``before`` values. Rows
+are named tuples: a fleet of 10,000 versions makes tens of thousands of them per reconcile.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -21,8 +22,7 @@ __all__ = ["Actual", "ApprovalRow", "DeploymentRecord", "InstanceRow", "ObjectRo
 GENESIS_HASH = "sha256:" + "0" * 64
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ObjectRow:
+class ObjectRow(NamedTuple):
     id: int
     kind: str
     tenant: str
@@ -35,8 +35,7 @@ class ObjectRow:
     template: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class DeploymentRecord:
+class DeploymentRecord(NamedTuple):
     id: int
     tenant: str
     name: str
@@ -50,8 +49,7 @@ class DeploymentRecord:
     state: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class InstanceRow:
+class InstanceRow(NamedTuple):
     id: str
     tenant: str
     deployment_id: int
@@ -61,8 +59,7 @@ class InstanceRow:
     held_by: str | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ApprovalRow:
+class ApprovalRow(NamedTuple):
     id: int
     tenant: str
     subject_kind: str
@@ -113,13 +110,13 @@ def load(connection: sa.Connection) -> Actual:
         if kind == "AgentVersion":
             rows = connection.execute(
                 sa.select(c.id, c.tenant, c.name, c.digest, c.status, c.lifecycle, c.genome_hash, c.integrity, c.template)
-            )
+            ).all()
             for r in rows:
                 actual.objects[(kind, r.tenant, r.name)] = ObjectRow(
                     r.id, kind, r.tenant, r.name, r.digest, r.status, r.lifecycle, r.genome_hash, r.integrity, r.template
                 )
         else:
-            for r in connection.execute(sa.select(c.id, c.tenant, c.name, c.digest, c.status)):
+            for r in connection.execute(sa.select(c.id, c.tenant, c.name, c.digest, c.status)).all():
                 actual.objects[(kind, r.tenant, r.name)] = ObjectRow(r.id, kind, r.tenant, r.name, r.digest, r.status)
     for kind in ("AgentVersion", "Deployment"):
         c = tables.KIND_TABLES[kind].c
