@@ -95,6 +95,10 @@ class Chain:
         self.rows.append(row)
         return row
 
+    def heads(self) -> dict[str, tuple[int, str]]:
+        """Each tenant's chain head once the records added so far are written."""
+        return dict(self._heads)
+
     def write(self, connection: sa.Connection) -> int:
         if self.rows:
             database.bulk_insert(connection, tables.change_records, self.rows)

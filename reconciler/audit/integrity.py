@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from reconciler.audit import chain
 from reconciler.spec import genome
-from reconciler.state import tables
+from reconciler.state import fleetstate, tables
 
 __all__ = ["Tampered", "check_version", "verify_genomes"]
 
@@ -60,4 +60,5 @@ def verify_genomes(connection: sa.Connection, now: dt.datetime) -> list[Tampered
             )
     if records:
         chain.append(connection, records, now)
+        fleetstate.bump_generation(connection)  # the admission gate's inputs changed outside Git
     return found

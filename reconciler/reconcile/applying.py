@@ -32,6 +32,8 @@ Action = actions_.Action
 class ApplyResult:
     records: int
     approvals: dict[tuple[str, str, str, str], int]  # approval key → id, for requests made
+    #: the actual state as this apply leaves it (see ``advance``)
+    after: actual_.Actual | None = None
 
 
 def apply(
@@ -65,9 +67,105 @@ def apply(
     approvals = writer.approvals()
     writer.deployments()
     writer.instances()
-    writer.conditions(approvals)
+    conditions = writer.conditions(approvals)
+    heads = chain.heads()
     records = chain.write(connection)
-    return ApplyResult(records, approvals)
+    after = advance(actual, plan, desired, writer, approvals, conditions, heads)
+    return ApplyResult(records, approvals, after)
+
+
+def advance(
+    before: actual_.Actual,
+    plan: actions_.Plan,
+    desired: snapshot_.Snapshot,
+    writer: _Writer,
+    approvals: dict[tuple[str, str, str, str], int],
+    conditions: dict[tuple[str, str, str], list[dict[str, Any]]],
+    heads: dict[str, tuple[int, str]],
+) -> actual_.Actual:
+    """The actual state after ``plan`` was applied, built from the state before and the plan.
+
+    Lets a long-lived reconciler plan its next commit without reading every row again; it is
+    used only while nothing else has written since (same applied SHA and state generation),
+    and the reconcile tests compare it with a fresh read after every apply.
+    """
+    objects = dict(before.objects)
+    by_op: dict[str, list[Action]] = writer.by_op
+    for action in by_op["create"] + by_op["update"]:
+        obj: snapshot_.Object = action.data["object"]
+        old = objects.get(obj.key)
+        if obj.kind == "AgentVersion":
+            objects[obj.key] = actual_.ObjectRow(
+                old.id if old else -1, obj.kind, obj.tenant, obj.name, obj.doc.digest, "ACTIVE",
+                writer.lifecycles.get((obj.tenant, obj.name), old.lifecycle if old else "DRAFT"),
+                desired.genome_hashes[(obj.tenant, obj.name)], old.integrity if old else "OK", obj.doc.template,
+            )  # fmt: skip
+        else:
+            objects[obj.key] = actual_.ObjectRow(old.id if old else -1, obj.kind, obj.tenant, obj.name, obj.doc.digest, "ACTIVE")
+    for (tenant, name), state in writer.lifecycles.items():
+        key = ("AgentVersion", tenant, name)
+        objects[key] = objects[key]._replace(lifecycle=state)
+    for action in by_op["retire"]:
+        key = (action.kind, action.tenant, action.name)
+        objects[key] = objects[key]._replace(status="RETIRED")
+    stored = dict(before.conditions)
+    for key, value in conditions.items():
+        if value:
+            stored[key] = value
+        else:
+            stored.pop(key, None)
+    pending = {k: list(v) for k, v in before.approvals.items()}
+    for action in by_op["request-approval"]:
+        key = action.data["key"]
+        pending.setdefault(key, []).append(
+            actual_.ApprovalRow(
+                approvals[key], key[0], key[1], key[2], key[3], action.data["required"], action.data["roles"], "PENDING", []
+            )
+        )
+    deployments = {k: list(v) for k, v in before.deployments.items()}
+    for action in by_op["deploy"]:
+        r = action.data
+        generation = r["generation"]
+        deployments.setdefault((action.tenant, action.name), []).append(
+            actual_.DeploymentRecord(
+                writer.record_ids[(action.tenant, action.name, generation)], action.tenant, action.name, generation,
+                r["template"], r["environment"], r["version"], r["previousVersion"], r["replicas"], r["strategy"], "PENDING",
+            )
+        )  # fmt: skip
+    for action in by_op["record-state"] + by_op["record-replicas"]:
+        records = deployments[(action.tenant, action.name)]
+        for i, record in enumerate(records):
+            if record.generation == action.data["generation"]:
+                field = "state" if action.op == "record-state" else "replicas"
+                records[i] = record._replace(**{field: action.data[field]})
+    instances = {k: list(v) for k, v in before.instances.items()}
+    final = {a.name: a.after["state"] for a in by_op["instance-state"]}
+    for action in by_op["provision"]:
+        r = action.data
+        record_id = writer.record_id(action.tenant, r["deployment"], r["generation"])
+        instances.setdefault(record_id, []).append(
+            actual_.InstanceRow(
+                action.name, action.tenant, record_id, r["deployment"], r["version"], final.pop(action.name, "PROVISIONING"), None
+            )
+        )
+    if final:
+        for rows in instances.values():
+            for i, row in enumerate(rows):
+                if row.id in final:
+                    rows[i] = row._replace(state=final[row.id])
+    instances = {k: sorted((r for r in v if r.state != "RETIRED"), key=lambda r: r.id) for k, v in instances.items()}
+    return actual_.Actual(
+        applied_sha=plan.sha,
+        policy_digest=before.policy_digest,
+        generation=before.generation,
+        observed_generation=before.generation,
+        objects=objects,
+        deployments=deployments,
+        instances={k: v for k, v in instances.items() if v},
+        approvals=pending,
+        chain_heads=heads,
+        conditions=stored,
+    )
 
 
 def _operator_of(desired: snapshot_.Snapshot) -> str | None:
@@ -118,7 +216,7 @@ class _Writer:
             values = self._row(obj)
             for column in ("tenant", "name", "genome", "genome_hash", "lifecycle"):
                 values.pop(column, None)
-            self.c.execute(table.update().where(table.c.id == action.data["id"]), values)
+            self.c.execute(table.update().where(table.c.tenant == action.tenant, table.c.name == action.name), values)
         moved = [
             {"t": tenant, "n": name, "lifecycle": state}
             for (tenant, name), state in self.lifecycles.items()
@@ -136,7 +234,7 @@ class _Writer:
             table = tables.KIND_TABLES[action.kind]
             self.c.execute(
                 table.update()
-                .where(table.c.id == action.data["id"])
+                .where(table.c.tenant == action.tenant, table.c.name == action.name)
                 .values(status="RETIRED", updated_sha=self.sha, updated_at=self.now)
             )
 
@@ -250,7 +348,7 @@ class _Writer:
                 .values(replicas=action.data["replicas"], updated_sha=self.sha, updated_at=self.now)
             )
 
-    def _record_id(self, tenant: str, name: str, generation: int) -> int:
+    def record_id(self, tenant: str, name: str, generation: int) -> int:
         found = self.record_ids.get((tenant, name, generation))
         if found is not None:
             return found
@@ -272,7 +370,7 @@ class _Writer:
                 {
                     "id": action.name,
                     "tenant": action.tenant,
-                    "deployment_id": self._record_id(action.tenant, r["deployment"], r["generation"]),
+                    "deployment_id": self.record_id(action.tenant, r["deployment"], r["generation"]),
                     "deployment": r["deployment"],
                     "environment": r["environment"],
                     "template": r["template"],
@@ -295,9 +393,10 @@ class _Writer:
 
     # ---------------------------------------------------------------- conditions
 
-    def conditions(self, approvals: dict[tuple[str, str, str, str], int]) -> None:
+    def conditions(self, approvals: dict[tuple[str, str, str, str], int]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
         by_key = {(c.kind, c.tenant, c.name): c for c in self.plan.conditions if c.approval is not None}
         updates: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        written: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for (kind, tenant, name), conditions in self.plan.condition_updates.items():
             waiting = by_key.get((kind, tenant, name))
             if waiting is not None and waiting.approval in approvals:
@@ -306,6 +405,7 @@ class _Writer:
                     c | {"message": c["message"] + suffix} if c["reason"] == "ApprovalPending" else c for c in conditions
                 ]
             updates[kind].append({"t": tenant, "n": name, "conditions": conditions})
+            written[(kind, tenant, name)] = conditions
         for kind, rows in updates.items():
             table = tables.KIND_TABLES[kind]
             self.c.execute(
@@ -314,3 +414,4 @@ class _Writer:
                 .values(conditions=sa.bindparam("conditions")),
                 rows,
             )
+        return written

@@ -68,6 +68,7 @@ class Reconciler:
         self.workers = workers
         self.policy_digest = ""
         self._previous: snapshot.Snapshot | None = None  # the last applied snapshot, for incremental loads
+        self.cached_actual: actual_.Actual | None = None  # the state as the last apply left it
 
     # ---------------------------------------------------------------- entry points
 
@@ -97,7 +98,7 @@ class Reconciler:
         try:
             with self.db.begin() as connection:
                 mark = time.perf_counter()
-                actual = actual_.load(connection)
+                actual = self._actual(connection)
                 result = planning.plan(snap, actual, self.engine, self.policy_digest)
                 result.raise_for_problems()
                 timings["plan"] = time.perf_counter() - mark
@@ -107,14 +108,18 @@ class Reconciler:
                 applied = applying.apply(connection, result, snap, actual, now, run_id)
                 outcome = "APPLIED" if result.actions else "NOOP"
                 self._finish(connection, run_id, outcome, len(result.actions), [], snap, actual.generation)
+                if applied.after is not None:
+                    applied.after.policy_digest = self.policy_digest
                 timings["apply"] = time.perf_counter() - mark
                 mark = time.perf_counter()
             timings["commit"] = time.perf_counter() - mark
         except errors.ArmError as exc:
+            self.cached_actual = None
             problems = getattr(exc, "problems", None) or [errors.Problem("<reconcile>", message=str(exc))]
             self._record_failure(snap, problems)
             raise
         except sa.exc.SQLAlchemyError as exc:
+            self.cached_actual = None
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             self._record_failure(snap, [errors.Problem("<database>", message=reason)])
             raise errors.StoreError(f"applying {snap.revision} failed, nothing was applied: {reason}") from exc
@@ -130,6 +135,7 @@ class Reconciler:
         )
         snap.release_data()
         self._previous = snap
+        self.cached_actual = applied.after
         return Outcome(
             outcome,
             snap.revision,
@@ -142,6 +148,25 @@ class Reconciler:
         )
 
     # ---------------------------------------------------------------- steps
+
+    def _actual(self, connection: sa.Connection) -> actual_.Actual:
+        """The actual state: as the last apply left it when nothing wrote since, else read.
+
+        Everything that writes outside a reconcile (approvals, controls, integrity findings)
+        bumps the state generation, and another replica's apply changes the applied SHA, so
+        either tells the cached state is stale.
+        """
+        cached = self.cached_actual
+        state = fleetstate.read(connection) if cached is not None else None
+        if (
+            cached is not None
+            and state is not None
+            and state["applied_sha"] == cached.applied_sha
+            and state["generation"] == state["observed_generation"] == cached.generation
+            and state["policy_digest"] == cached.policy_digest
+        ):
+            return cached
+        return actual_.load(connection)
 
     def _validated(self, ref: str, *, record_failure: bool) -> snapshot.Snapshot:
         snap = validating.validate(

@@ -137,3 +137,24 @@ def rows(engine: sa.Engine, table: sa.Table, *columns: str, **where: Any) -> lis
         query = query.where(table.c[key] == value)
     with engine.connect() as connection:
         return [tuple(r) for r in connection.execute(query.order_by(*cols))]
+
+
+def assert_cached_state_is_true(rec: running.Reconciler) -> None:
+    """The state a reconciler keeps after an apply equals what the database now holds."""
+    from reconciler.state import actual as actual_
+
+    cached = rec.cached_actual
+    assert cached is not None
+    with rec.db.connect() as connection:
+        fresh = actual_.load(connection)
+
+    def objects(a: actual_.Actual) -> dict[Any, Any]:
+        return {k: r._replace(id=0) for k, r in a.objects.items()}
+
+    assert objects(cached) == objects(fresh)
+    assert cached.deployments == fresh.deployments
+    assert cached.instances == fresh.instances
+    assert cached.approvals == fresh.approvals
+    assert cached.chain_heads == fresh.chain_heads
+    assert cached.conditions == fresh.conditions
+    assert (cached.applied_sha, cached.policy_digest) == (fresh.applied_sha, fresh.policy_digest)

@@ -30,6 +30,7 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
     db = rec.db
     outcome = rec.apply("main")
     assert outcome.outcome == "APPLIED"
+    scenario.assert_cached_state_is_true(rec)
     assert scenario.records(db) == [
         ("TENANT_BOOTSTRAPPED", "Tenant", "acme"),
         ("PROJECT_CREATED", "Project", "apps"),
@@ -70,6 +71,7 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
         author=AUTHOR,
     )  # fmt: skip
     outcome = rec.apply("main")
+    scenario.assert_cached_state_is_true(rec)
     assert scenario.records(db, mark) == [
         ("VERSION_UPDATED", "AgentVersion", "app@1.0.0"),
         ("VERSION_CREATED", "AgentVersion", "app@2.0.0"),
@@ -95,6 +97,7 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
     assert decided.status == "APPROVED"
     outcome = rec.apply("main")
     assert outcome.outcome == "APPLIED"
+    scenario.assert_cached_state_is_true(rec)
     assert scenario.records(db, mark) == [
         ("APPROVAL_DECIDED", "Approval", str(approval_id)),
         ("VERSION_TRANSITIONED", "AgentVersion", "app@1.0.0"),
@@ -114,6 +117,7 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
     )
     sha3 = git_repo.git("rev-parse", "HEAD")
     rec.apply("main")
+    scenario.assert_cached_state_is_true(rec)
     assert scenario.records(db, mark) == [
         ("DEPLOYMENT_UPDATED", "Deployment", "app-dev"),
         ("DEPLOYMENT_DECLARED", "Deployment", "app-prod"),
@@ -154,6 +158,7 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
     # Commit 4: `git revert` of commit 3 rolls dev back to 1.0.0 and removes the prod deployment.
     git_repo.git("revert", "--no-edit", sha3, author=AUTHOR)
     rec.apply("main")
+    scenario.assert_cached_state_is_true(rec)
     assert scenario.records(db, mark) == [
         ("DEPLOYMENT_UPDATED", "Deployment", "app-dev"),
         ("DEPLOYMENT_CREATED", "Deployment", "app-dev"),
@@ -189,6 +194,7 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
     # Commit 5: remove 2.0.0's manifest: the version is retired, its row kept.
     git_repo.commit({"fleet/app/v2.yaml": None}, "drop 2.0.0", author=AUTHOR)
     rec.apply("main")
+    scenario.assert_cached_state_is_true(rec)
     assert scenario.records(db, mark) == [("VERSION_RETIRED", "AgentVersion", "app@2.0.0")]
     assert scenario.rows(db, tables.agent_versions, "name", "status") == [("app@1.0.0", "ACTIVE"), ("app@2.0.0", "RETIRED")]
 
