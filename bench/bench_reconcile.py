@@ -65,19 +65,10 @@ DEFAULT_PG = os.environ.get("ARM_BENCH_PG_URL", "postgresql+psycopg://postgres@1
 
 
 def fleet_repo(versions: int) -> Path:
-    """The generated repository for ``versions`` versions; made once, marked outside the repo."""
+    """The generated repository for ``versions`` versions (see ``fleetgen.cached``)."""
     if versions % 10:
         raise SystemExit(f"fleet size {versions} is not a multiple of 10 (10 versions per template)")
-    templates = versions // 10
-    repo = WORK / f"fleet-{templates}"
-    marker = WORK / f"fleet-{templates}.generated"
-    if not marker.exists():
-        shutil.rmtree(repo, ignore_errors=True)
-        started = time.perf_counter()
-        fleetgen.generate(repo, templates=templates, versions_per_template=10, deployments=templates)
-        marker.write_text("ok")
-        print(f"generated {versions} versions in {time.perf_counter() - started:.1f} s -> {repo}", flush=True)
-    return repo
+    return fleetgen.cached(WORK, versions // 10)
 
 
 def git(repo: Path, *args: str) -> str:

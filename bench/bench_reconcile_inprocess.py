@@ -40,13 +40,7 @@ PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 def fleet(versions: int) -> tuple[Path, str, str]:
-    templates = versions // 10
-    repo = WORK / f"fleet-{templates}"
-    marker = WORK / f"fleet-{templates}.generated"
-    if not marker.exists():
-        shutil.rmtree(repo, ignore_errors=True)
-        fleetgen.generate(repo, templates=templates, versions_per_template=10, deployments=templates)
-        marker.write_text("ok")
+    repo = fleetgen.cached(WORK, versions // 10)
     git = ["git", "-C", str(repo)]
     base = subprocess.run([*git, "rev-parse", "main"], capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run([*git, "checkout", "-q", "-B", "bench-inprocess", base], check=True)

@@ -32,15 +32,7 @@ WORK = Path(__file__).resolve().parent / ".work"
 
 
 def fleet_repo(templates: int) -> Path:
-    repo = WORK / f"fleet-{templates}"
-    marker = WORK / f"fleet-{templates}.generated"
-    if not marker.exists():
-        shutil.rmtree(repo, ignore_errors=True)
-        started = time.perf_counter()
-        fleetgen.generate(repo, templates=templates, versions_per_template=10, deployments=templates)
-        marker.write_text("ok")
-        print(f"generated {templates * 10} versions in {time.perf_counter() - started:.1f} s -> {repo}")
-    return repo
+    return fleetgen.cached(WORK, templates)
 
 
 def run_validate(repo: Path, state: Path, ref: str) -> tuple[float, float, int]:

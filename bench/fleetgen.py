@@ -38,6 +38,7 @@ import os
 import pathlib
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ from typing import Any, Literal
 
 import yaml
 
-__all__ = ["change_files", "generate"]
+__all__ = ["cached", "change_files", "generate"]
 
 TENANT = "bench"
 AUTHOR_NAME = "Bench"
@@ -642,6 +643,23 @@ def _bump(name: str) -> str:
     base, _, number = name.partition("@")
     major, minor, _patch = (int(part) for part in number.split("."))
     return f"{base}@{major}.{minor + 1}.0"
+
+
+def cached(work: pathlib.Path, templates: int) -> pathlib.Path:
+    """The generated repository for ``templates`` templates under ``work``, made once.
+
+    The marker file lives outside the repository so commits made on it by benchmarks (with
+    ``change_files``) never carry it.
+    """
+    repo = work / f"fleet-{templates}"
+    marker = work / f"fleet-{templates}.generated"
+    if not marker.exists():
+        shutil.rmtree(repo, ignore_errors=True)
+        started = time.perf_counter()
+        generate(repo, templates=templates, versions_per_template=10, deployments=templates)
+        marker.write_text("ok")
+        print(f"generated {templates * 10} versions in {time.perf_counter() - started:.1f} s -> {repo}", flush=True)
+    return repo
 
 
 def change_files(repo_dir: pathlib.Path, count: int = 3, seed: int = 11, mode: Literal["version", "label"] = "version") -> str:

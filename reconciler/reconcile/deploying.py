@@ -152,30 +152,18 @@ def _plan_new_record(
         )
     )
     if current is not None and rollback:
-        ctx.add(
-            Action(
-                "record-state",
-                "Deployment",
-                tenant,
-                name,
-                "DEPLOYMENT_ROLLED_BACK",
-                {"generation": current.generation, "state": current.state, "version": current.version},
-                {"generation": current.generation, "state": "ROLLING_BACK", "version": spec.version},
-                data={"generation": current.generation, "state": "ROLLING_BACK"},
-            )
-        )
-    ctx.add(
-        Action(
-            "record-state",
-            "Deployment",
+        _record_state(
+            ctx,
             tenant,
             name,
-            "DEPLOYMENT_ACTIVATED",
-            {"generation": generation, "state": "PENDING"},
-            {"generation": generation, "state": "ACTIVE", "version": spec.version},
-            data={"generation": generation, "state": "ACTIVE"},
+            "DEPLOYMENT_ROLLED_BACK",
+            current.generation,
+            current.state,
+            "ROLLING_BACK",
+            current.version,
+            spec.version,
         )
-    )
+    _record_state(ctx, tenant, name, "DEPLOYMENT_ACTIVATED", generation, "PENDING", "ACTIVE", None, spec.version)
     activation = _activation(ctx, tenant, spec.environment)
     for ordinal in range(spec.replicas):
         _provision(ctx, tenant, name, generation, ordinal, spec, activation)
@@ -183,20 +171,41 @@ def _plan_new_record(
         _retire_record(ctx, current, "ROLLING_BACK" if rollback else current.state)
 
 
-def _retire_record(ctx: context.Context, record: actual_.DeploymentRecord, state: str) -> None:
-    machines.DEPLOYMENT.check(state, "RETIRED")
+def _record_state(
+    ctx: context.Context,
+    tenant: str,
+    name: str,
+    record_type: str,
+    generation: int,
+    state: str,
+    target: str,
+    version_before: str | None = None,
+    version_after: str | None = None,
+) -> None:
+    """One legal step of a deployment record, with its change record."""
+    machines.DEPLOYMENT.check(state, target)
+    before: dict[str, Any] = {"generation": generation, "state": state}
+    after: dict[str, Any] = {"generation": generation, "state": target}
+    if version_before is not None:
+        before["version"] = version_before
+    if version_after is not None:
+        after["version"] = version_after
     ctx.add(
         Action(
             "record-state",
             "Deployment",
-            record.tenant,
-            record.name,
-            "DEPLOYMENT_RETIRED",
-            {"generation": record.generation, "state": state},
-            {"generation": record.generation, "state": "RETIRED"},
-            data={"generation": record.generation, "state": "RETIRED"},
+            tenant,
+            name,
+            record_type,
+            before,
+            after,
+            data={"generation": generation, "state": target},
         )
     )
+
+
+def _retire_record(ctx: context.Context, record: actual_.DeploymentRecord, state: str) -> None:
+    _record_state(ctx, record.tenant, record.name, "DEPLOYMENT_RETIRED", record.generation, state, "RETIRED")
     for instance in ctx.actual.instances.get(record.id, []):
         _drain(ctx, instance)
 
