@@ -30,7 +30,7 @@ def validate(
     key = f"r:{library.digest(modules)}"
     problems = cache.get(key)
     if problems is None:
-        problems = tuple(compiling.check_modules(modules))
+        problems = tuple(compiling.check_modules(modules, compile_only=snap.rego.keys()))
         cache.put(key, problems)
         cache.save()
     snap.problems.extend(problems)

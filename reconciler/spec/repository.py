@@ -24,6 +24,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from reconciler import errors
 
@@ -44,8 +45,9 @@ class Commit:
     summary: str
 
 
-@dataclasses.dataclass(frozen=True)
-class TreeEntry:
+class TreeEntry(NamedTuple):
+    """One entry of a commit tree (a named tuple: a fleet has thousands of them)."""
+
     path: str  # relative to the repository root, '/'-separated
     mode: str
     type: str  # blob | tree | commit (a submodule)
@@ -204,7 +206,7 @@ class Repository:
                 kind = "commit" if new_mode == "160000" else "blob"
                 changes.append(TreeEntry(name, new_mode, kind, new_sha, None))
         sizes = self._sizes([c.sha for c in changes if c.type == "blob"])
-        return [dataclasses.replace(c, size=sizes.get(c.sha)) if c.type == "blob" else c for c in changes]
+        return [c._replace(size=sizes.get(c.sha)) if c.type == "blob" else c for c in changes]
 
     def _sizes(self, shas: list[str]) -> dict[str, int]:
         if not shas:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -23,8 +23,9 @@ __all__ = ["Key", "Object", "Origin", "Snapshot"]
 Key = tuple[str, str, str]  # (kind, tenant, name)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
+    """Where an object was declared. Named tuples here: a load makes one per document."""
+
     file: str
     document: int
     line: int
@@ -37,8 +38,7 @@ class Origin:
         return f"{self.file}:{self.line}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Object:
+class Object(NamedTuple):
     kind: str
     tenant: str
     name: str
