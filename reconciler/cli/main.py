@@ -39,6 +39,7 @@ class LazyGroup(click.Group):
         "history": "reconciler.cli.reconciling:history",
         "approvals": "reconciler.cli.approving:approvals",
         "audit": "reconciler.cli.auditing:audit",
+        "policy": "reconciler.cli.policies:policy",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
