@@ -112,10 +112,13 @@ class Plan:
     problems: list[errors.Problem] = dataclasses.field(default_factory=list)
     #: (kind, tenant, name) → conditions to store on that object (only where they changed)
     condition_updates: dict[tuple[str, str, str], list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    #: (tenant, version) → (effective envelope, its digest), where it changed. Derived from the
+    #: envelope manifests (whose own changes are recorded), so it writes no change record.
+    envelope_updates: dict[tuple[str, str], tuple[dict[str, Any], str]] = dataclasses.field(default_factory=dict)
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.actions) or bool(self.condition_updates)
+        return bool(self.actions) or bool(self.condition_updates) or bool(self.envelope_updates)
 
     def raise_for_problems(self) -> None:
         if self.problems:

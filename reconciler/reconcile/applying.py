@@ -67,6 +67,7 @@ def apply(
     approvals = writer.approvals()
     writer.deployments()
     writer.instances()
+    writer.envelopes()
     conditions = writer.conditions(approvals)
     heads = chain.heads()
     records = chain.write(connection)
@@ -99,6 +100,7 @@ def advance(
                 old.id if old else -1, obj.kind, obj.tenant, obj.name, obj.doc.digest, "ACTIVE",
                 writer.lifecycles.get((obj.tenant, obj.name), old.lifecycle if old else "DRAFT"),
                 desired.genome_hashes[(obj.tenant, obj.name)], old.integrity if old else "OK", obj.doc.template,
+                old.envelope_digest if old else None,
             )  # fmt: skip
         else:
             objects[obj.key] = actual_.ObjectRow(old.id if old else -1, obj.kind, obj.tenant, obj.name, obj.doc.digest, "ACTIVE")
@@ -108,6 +110,9 @@ def advance(
     for action in by_op["retire"]:
         key = (action.kind, action.tenant, action.name)
         objects[key] = objects[key]._replace(status="RETIRED")
+    for (tenant, name), (_, digest) in plan.envelope_updates.items():
+        key = ("AgentVersion", tenant, name)
+        objects[key] = objects[key]._replace(envelope_digest=digest)
     stored = dict(before.conditions)
     for key, value in conditions.items():
         if value:
@@ -390,6 +395,20 @@ class _Writer:
                 i.update().where(i.c.id == sa.bindparam("iid")).values(state=sa.bindparam("state"), updated_at=self.now),
                 [{"iid": iid, "state": state} for iid, state in final.items()],
             )
+
+    # ---------------------------------------------------------------- effective envelopes
+
+    def envelopes(self) -> None:
+        updates = self.plan.envelope_updates
+        if not updates:
+            return
+        v = tables.agent_versions
+        self.c.execute(
+            v.update()
+            .where(v.c.tenant == sa.bindparam("t"), v.c.name == sa.bindparam("n"))
+            .values(envelope=sa.bindparam("b_envelope"), envelope_digest=sa.bindparam("b_digest")),
+            [{"t": t, "n": n, "b_envelope": envelope, "b_digest": digest} for (t, n), (envelope, digest) in updates.items()],
+        )
 
     # ---------------------------------------------------------------- conditions
 

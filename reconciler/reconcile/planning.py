@@ -21,7 +21,7 @@ from reconciler.lifecycle import machines
 from reconciler.policy import engines, gating
 from reconciler.reconcile import actions as actions_
 from reconciler.reconcile import context, deploying
-from reconciler.spec import kinds
+from reconciler.spec import genome, kinds
 from reconciler.spec import snapshot as snapshot_
 from reconciler.state import actual as actual_
 
@@ -45,6 +45,7 @@ def plan(desired: snapshot_.Snapshot, actual: actual_.Actual, engine: engines.En
         context.plan_objects(ctx, kind)
     _plan_versions(ctx)
     context.plan_objects(ctx, "PolicyEnvelope")
+    _plan_effective_envelopes(ctx)
     deploying.plan_deployments(ctx)
     _plan_prunes(ctx)
     _plan_condition_updates(ctx)
@@ -199,6 +200,19 @@ def _version_step(ctx: context.Context, obj: snapshot_.Object, state: str, targe
 
 
 # ------------------------------------------------------------------ prune and conditions
+
+
+def _plan_effective_envelopes(ctx: context.Context) -> None:
+    """Each version's effective envelope, where it differs from the stored one."""
+    digests: dict[int, str] = {}  # versions sharing a scope chain share one envelope object
+    for obj in ctx.desired.of_kind("AgentVersion"):
+        envelope = context.version_envelope(ctx, obj)
+        digest = digests.get(id(envelope))
+        if digest is None:
+            digest = digests[id(envelope)] = genome.sha256_of(genome.canonical_json(envelope))
+        row = ctx.actual.objects.get(obj.key)
+        if row is None or row.envelope_digest != digest:
+            ctx.result.envelope_updates[(obj.tenant, obj.name)] = (envelope, digest)
 
 
 def _plan_prunes(ctx: context.Context) -> None:

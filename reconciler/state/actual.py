@@ -33,6 +33,7 @@ class ObjectRow(NamedTuple):
     genome_hash: str | None = None
     integrity: str | None = None
     template: str | None = None
+    envelope_digest: str | None = None
 
 
 class DeploymentRecord(NamedTuple):
@@ -109,11 +110,32 @@ def load(connection: sa.Connection) -> Actual:
         c = table.c
         if kind == "AgentVersion":
             rows = connection.execute(
-                sa.select(c.id, c.tenant, c.name, c.digest, c.status, c.lifecycle, c.genome_hash, c.integrity, c.template)
+                sa.select(
+                    c.id,
+                    c.tenant,
+                    c.name,
+                    c.digest,
+                    c.status,
+                    c.lifecycle,
+                    c.genome_hash,
+                    c.integrity,
+                    c.template,
+                    c.envelope_digest,
+                )
             ).all()
             for r in rows:
                 actual.objects[(kind, r.tenant, r.name)] = ObjectRow(
-                    r.id, kind, r.tenant, r.name, r.digest, r.status, r.lifecycle, r.genome_hash, r.integrity, r.template
+                    r.id,
+                    kind,
+                    r.tenant,
+                    r.name,
+                    r.digest,
+                    r.status,
+                    r.lifecycle,
+                    r.genome_hash,
+                    r.integrity,
+                    r.template,
+                    r.envelope_digest,
                 )
         else:
             for r in connection.execute(sa.select(c.id, c.tenant, c.name, c.digest, c.status)).all():

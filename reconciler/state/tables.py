@@ -89,6 +89,10 @@ agent_versions = _object_table(
     sa.Column("genome_hash", sa.String(71), nullable=False),
     sa.Column("integrity", sa.String(16), nullable=False, default="OK"),  # OK | FAILED
     sa.Column("conditions", JSON, nullable=False, default=list),
+    # The effective policy envelope (version > template > project > tenant), computed at apply
+    # so a decision reads it instead of merging four scopes per request.
+    sa.Column("envelope", JSON, nullable=True),
+    sa.Column("envelope_digest", sa.String(71), nullable=True),
 )
 policy_envelopes = _object_table(
     "policy_envelopes",
