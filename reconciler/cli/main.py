@@ -40,6 +40,7 @@ class LazyGroup(click.Group):
         "approvals": "reconciler.cli.approving:approvals",
         "audit": "reconciler.cli.auditing:audit",
         "policy": "reconciler.cli.policies:policy",
+        "decide": "reconciler.cli.deciding:decide",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

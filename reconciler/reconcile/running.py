@@ -227,6 +227,13 @@ class Reconciler:
             "observed_generation": generation,
             "policy_digest": self.policy_digest,
         }
+        state = fleetstate.read(connection)
+        if state is None or state.get("policy_digest") != self.policy_digest:
+            connection.execute(tables.policy_modules.delete())
+            if snap.rego:
+                connection.execute(
+                    tables.policy_modules.insert(), [{"path": p, "text": t, "sha": snap.commit.sha} for p, t in snap.rego.items()]
+                )
         updated = connection.execute(tables.fleet_state.update().where(tables.fleet_state.c.id == 1).values(**values)).rowcount
         if not updated:
             connection.execute(tables.fleet_state.insert().values(id=1, generation=generation, **values))

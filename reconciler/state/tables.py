@@ -255,6 +255,16 @@ fleet_state = sa.Table(
     sa.Column("policy_digest", sa.String(71), nullable=True),
 )
 
+policy_modules = sa.Table(
+    "policy_modules",
+    metadata,
+    # The fleet's Rego modules of the applied commit (the library ships with the code): what
+    # decision engines and the OPA bundle load, without Git access.
+    sa.Column("path", sa.String(1024), primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("sha", sa.String(40), nullable=False),
+)
+
 #: Manifest kind → its table (Deployment manifests live in ``deployment_specs``).
 KIND_TABLES: dict[str, sa.Table] = {
     "Tenant": tenants,

@@ -27,7 +27,7 @@ apiVersion: arm/v1
 kind: Role
 metadata: {name: release-manager}
 spec:
-  permissions: ["approvals:decide", "instances:pause", "instances:resume", "instances:quarantine"]
+  permissions: ["approvals:decide", "instances:pause", "instances:resume", "instances:quarantine", "instances:read-only"]
 ---
 apiVersion: arm/v1
 kind: Role

@@ -23,6 +23,8 @@ def upgrade() -> None:
     with op.batch_alter_table("agent_versions") as batch:
         batch.add_column(sa.Column("envelope", JSON, nullable=True))
         batch.add_column(sa.Column("envelope_digest", sa.String(length=71), nullable=True))
+    # Envelopes are derived from the applied commit: make the next apply of it plan again.
+    op.execute("UPDATE fleet_state SET generation = generation + 1")
 
 
 def downgrade() -> None:

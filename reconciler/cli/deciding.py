@@ -1,0 +1,51 @@
+"""``armctl decide``: ask one tool-call decision from the shell, recorded like any other."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from reconciler import errors
+from reconciler import settings as settings_
+from reconciler.cli import planview
+from reconciler.reconcile import deciding, running
+
+__all__ = ["decide"]
+
+EXIT_CODES = {"ALLOW": 0, "NEEDS_APPROVAL": 2, "DENY": 3}
+
+
+@click.command()
+@click.option("--instance", required=True, help="The instance making the call.")
+@click.option("--tool", required=True, help="The tool it wants to call.")
+@click.option("--args", "args_json", default="{}", show_default=True, help="The call's arguments as a JSON object.")
+@click.option("--cost", type=float, default=0.0, show_default=True, help="Estimated cost of the call.")
+@click.option("--run", "run_id", default=None, help="The run the call belongs to (for per-run budgets).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def decide(
+    settings: settings_.Settings, instance: str, tool: str, args_json: str, cost: float, run_id: str | None, fmt: str
+) -> None:
+    """Ask whether INSTANCE may call TOOL now. Exit 0 ALLOW, 2 NEEDS_APPROVAL, 3 DENY, 1 error."""
+    try:
+        args = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        raise errors.ConfigError(f"--args is not JSON: {exc}") from exc
+    if not isinstance(args, dict):
+        raise errors.ConfigError("--args must be a JSON object")
+    decider = deciding.Decider(running.open_database(settings.database))
+    decision = decider.decide(deciding.Request(instance, tool, args, cost, run_id))
+    if fmt == "json":
+        click.echo(planview.dumps(decision.as_dict()))
+    else:
+        colour = {"ALLOW": "green", "NEEDS_APPROVAL": "yellow", "DENY": "red"}[decision.decision]
+        click.echo(
+            f"{click.style(decision.decision, fg=colour, bold=True)} (decision {decision.decision_id}, policy {decision.policy_revision})"
+        )
+        for reason in decision.reasons:
+            click.echo(f"  {reason}")
+        if decision.approval_id is not None:
+            click.echo(f"  approval {decision.approval_id}: 'armctl approvals approve {decision.approval_id} --as OPERATOR'")
+    sys.exit(EXIT_CODES[decision.decision])

@@ -1,0 +1,85 @@
+"""A decision's input and its reading: what the Rego entry point ``data.arm.decision.result``
+is asked, and what its answer means. Pure: the service that resolves instances, counts costs and
+records decisions (``reconcile.deciding``) builds a :class:`Context` and calls these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from reconciler import errors
+from reconciler.policy import engines, risk
+from reconciler.spec import genome
+
+__all__ = ["DECISION_RULE", "Context", "Outcome", "build_input", "call_key", "evaluate"]
+
+DECISION_RULE = "data.arm.decision.result"
+DECISIONS = ("ALLOW", "NEEDS_APPROVAL", "DENY")
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """Everything known about the caller and the tool, resolved from the applied commit."""
+
+    instance: Mapping[str, Any] | None  # {"id", "state", "tenant", "template", "version"}
+    environment: Mapping[str, Any]  # {"name", "production"}
+    tool: Mapping[str, Any] | None  # the catalog entry, None when the tool is not in the catalog
+    envelope: Mapping[str, Any]  # the version's effective envelope
+    spent_run: float = 0.0
+    spent_day: float = 0.0
+    same_calls: int = 0
+    approval_granted: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    decision: str
+    reasons: list[str]
+    risk: risk.Assessment
+
+
+def call_key(tool: str, args: Mapping[str, Any]) -> str:
+    """Identity of a call (tool and arguments) for loop detection and one-shot approvals."""
+    return hashlib.sha256(tool.encode() + b"\0" + genome.canonical_json(dict(args))).hexdigest()[:32]
+
+
+def build_input(
+    context: Context, tool: str, args: Mapping[str, Any], cost_estimate: float
+) -> tuple[dict[str, Any], risk.Assessment]:
+    entry = context.tool
+    catalog_level = entry["risk"] if entry else "RED"
+    assessment = risk.assess(
+        catalog_level,
+        args,
+        production=bool(context.environment.get("production")),
+        production_impact=bool(entry and entry.get("productionImpact")),
+    )
+    document = {
+        "instance": dict(context.instance) if context.instance is not None else None,
+        "environment": dict(context.environment),
+        "tool": {
+            "name": tool,
+            "known": entry is not None,
+            "risk": catalog_level,
+            "writes": bool(entry and entry.get("writes")),
+            "external": bool(entry and entry.get("external")),
+            "productionImpact": bool(entry and entry.get("productionImpact")),
+        },
+        "risk": assessment.as_dict(),
+        "args": dict(args),
+        "envelope": dict(context.envelope),
+        "cost": {"estimate": float(cost_estimate), "run": context.spent_run, "day": context.spent_day},
+        "loop": {"count": context.same_calls},
+        "approval": {"granted": context.approval_granted},
+    }
+    return document, assessment
+
+
+def evaluate(engine: engines.Engine, document: Mapping[str, Any], assessment: risk.Assessment) -> Outcome:
+    result = engine.evaluate(DECISION_RULE, document)
+    if not isinstance(result, dict) or result.get("decision") not in DECISIONS:
+        raise errors.PolicyError(f"{DECISION_RULE} gave no decision ({result!r}): the decision library is missing or broken")
+    return Outcome(result["decision"], [str(r) for r in result.get("reasons", [])], assessment)

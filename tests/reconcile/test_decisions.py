@@ -1,0 +1,166 @@
+"""Tool-call decisions against an applied fleet, each recorded before it is answered."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from reconciler.reconcile import approving, controlling, deciding
+from reconciler.state import opevents, tables
+from tests.conftest import GitRepo
+from tests.reconcile import scenario
+from tests.reconcile.scenario import AUTHOR
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+
+CATALOG = scenario.BASE.replace(
+    "tools: [{name: crm.lookup, risk: GREEN}]",
+    "tools: [{name: crm.lookup, risk: GREEN}, {name: crm.update, risk: YELLOW, writes: true},"
+    " {name: payments.refund, risk: RED, writes: true, external: true}, {name: shell.exec, risk: RED, writes: true}]",
+)
+ENVELOPE = """\
+apiVersion: arm/v1
+kind: PolicyEnvelope
+metadata: {name: guardrails}
+spec:
+  scope: {kind: Tenant, name: acme}
+  approvalAbove: YELLOW
+  tools: {deny: [shell.exec]}
+  budgets: {perCall: 1.0, perRun: 3.0}
+  loop: {threshold: 3, windowSeconds: 60}
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = NOW
+
+    def now(self) -> dt.datetime:
+        return self.at
+
+    def monotonic(self) -> float:
+        return 0.0
+
+
+@pytest.fixture
+def decider(git_repo: GitRepo, db_url: str) -> deciding.Decider:
+    git_repo.commit(scenario.first_commit_files() | {"fleet/base.yaml": CATALOG, "fleet/envelopes.yaml": ENVELOPE}, author=AUTHOR)
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    return deciding.Decider(rec.db, clock=Clock())  # type: ignore[arg-type]
+
+
+def ask(decider: deciding.Decider, tool: str, args: dict[str, object] | None = None, **kw: object) -> deciding.Decision:
+    return decider.decide(deciding.Request(kw.pop("instance", "app-dev-g1-0"), tool, args or {}, **kw))  # type: ignore[arg-type]
+
+
+def records(decider: deciding.Decider, type_: str) -> list[tuple[str, str]]:
+    c = tables.change_records.c
+    with decider.db.connect() as connection:
+        return [tuple(r) for r in connection.execute(sa.select(c.object_name, c.after).where(c.type == type_).order_by(c.id))]  # type: ignore[misc]
+
+
+def test_decisions_follow_the_envelope_and_are_all_recorded(decider: deciding.Decider) -> None:
+    answers = [
+        (ask(decider, "crm.lookup"), "ALLOW", ["within the envelope"]),
+        (ask(decider, "crm.lookup", instance="nope"), "DENY", ["unknown instance"]),
+        (ask(decider, "shell.exec"), "DENY", ["tool shell.exec is denied by the envelope"]),
+        (ask(decider, "web.scrape"), "DENY", ["tool web.scrape is not in the tool catalog"]),
+        (
+            ask(decider, "crm.lookup", cost_estimate=1.5),
+            "DENY",
+            ["BUDGET_EXCEEDED: estimated cost 1.50 is above the per-call budget 1.00"],
+        ),
+    ]
+    for decision, expected, reasons in answers:
+        assert (decision.decision, decision.reasons) == (expected, reasons)
+    assert answers[3][0].approval_id is None  # a deny is final: nothing to approve
+    assert answers[0][0].policy_revision is not None and len(answers[0][0].policy_revision) == 40
+    with decider.db.connect() as connection:
+        events = connection.execute(
+            sa.select(tables.op_events.c.id, tables.op_events.c.payload).where(tables.op_events.c.type == "DECISION")
+        ).all()
+    assert sorted(e.id for e in events) == sorted(d.decision_id for d, _, _ in answers)
+    assert [name for name, _ in records(decider, "POLICY_EVALUATED")] == ["app-dev-g1-0", "app-dev-g1-0"]
+    assert [after["reasons"] for _, after in records(decider, "BUDGET_EXCEEDED")] == [answers[4][2]]
+
+
+def test_a_secret_in_the_arguments_raises_the_risk_and_is_redacted(decider: deciding.Decider) -> None:
+    decision = ask(decider, "crm.lookup", {"customer": "c-1", "api_key": "sk-abcdefghijklmnopqrstuvwx"})
+    assert decision.decision == "NEEDS_APPROVAL"
+    assert decision.risk is not None and decision.risk["level"] == "RED"
+    assert decision.risk["reasons"] == ["argument api_key holds a secret-like value: RED"]
+    with decider.db.connect() as connection:
+        payload = connection.execute(
+            sa.select(tables.op_events.c.payload).where(tables.op_events.c.id == decision.decision_id)
+        ).scalar_one()
+    assert payload["args"] == {"customer": "c-1", "api_key": "[REDACTED]"}
+    assert "sk-abc" not in str(payload)
+
+
+def test_an_approved_call_is_allowed_exactly_once(decider: deciding.Decider) -> None:
+    first = ask(decider, "payments.refund", {"amount": 20})
+    assert first.decision == "NEEDS_APPROVAL" and first.approval_id is not None
+    assert ask(decider, "payments.refund", {"amount": 20}).approval_id == first.approval_id  # polled, not requested twice
+    assert ask(decider, "payments.refund", {"amount": 99}).approval_id != first.approval_id  # another call, another request
+    with decider.db.begin() as connection:
+        approving.decide(connection, first.approval_id, "alice", "APPROVE", "customer is right", NOW)
+    granted = ask(decider, "payments.refund", {"amount": 20})
+    assert (granted.decision, granted.reasons, granted.approval_id) == ("ALLOW", ["approved request"], first.approval_id)
+    decider.clock.at = NOW + dt.timedelta(seconds=61)  # type: ignore[attr-defined]  # past the loop window
+    again = ask(decider, "payments.refund", {"amount": 20})
+    assert again.decision == "NEEDS_APPROVAL" and again.approval_id not in (None, first.approval_id)
+
+
+def test_run_budgets_count_cost_events(decider: deciding.Decider) -> None:
+    with decider.db.begin() as connection:
+        opevents.add(
+            connection,
+            [
+                {
+                    "tenant": "acme",
+                    "at": NOW,
+                    "type": "COST",
+                    "instance": "app-dev-g1-0",
+                    "payload": {"amount": 2.5, "runId": "r1"},
+                }
+            ],
+        )
+    assert ask(decider, "crm.lookup", cost_estimate=0.4, run_id="r1").decision == "ALLOW"
+    over = ask(decider, "crm.lookup", cost_estimate=0.6, run_id="r1")
+    assert over.reasons == ["BUDGET_EXCEEDED: the run would spend 3.10, above its budget 3.00"]
+    assert ask(decider, "crm.lookup", cost_estimate=0.6, run_id="r2").decision == "ALLOW"
+
+
+def test_the_same_call_repeated_past_the_threshold_is_a_loop(decider: deciding.Decider) -> None:
+    args = {"customer": "c-9"}
+    assert [ask(decider, "crm.lookup", args).decision for _ in range(3)] == ["ALLOW", "ALLOW", "ALLOW"]
+    looping = ask(decider, "crm.lookup", args)
+    assert looping.reasons == ["LOOP_DETECTED: the same call was made 3 times in the loop window (threshold 3)"]
+    assert ask(decider, "crm.lookup", {"customer": "c-10"}).decision == "ALLOW"
+    decider.clock.at = NOW + dt.timedelta(seconds=61)  # type: ignore[attr-defined]
+    assert ask(decider, "crm.lookup", args).decision == "ALLOW"
+    assert [name for name, _ in records(decider, "LOOP_DETECTED")] == ["app-dev-g1-0"]
+
+
+def test_held_instances_are_denied_and_read_only_ones_may_not_write(decider: deciding.Decider) -> None:
+    with decider.db.begin() as connection:
+        controlling.control_instance(connection, "app-dev-g1-0", "pause", "alice", "incident", NOW)
+        controlling.control_instance(connection, "app-dev-g1-1", "read-only", "alice", "incident", NOW)
+    assert ask(decider, "crm.lookup").reasons == ["instance app-dev-g1-0 is PAUSED"]
+    assert ask(decider, "crm.update", instance="app-dev-g1-1").reasons == [
+        "instance app-dev-g1-1 is read-only and crm.update writes"
+    ]
+    assert ask(decider, "crm.lookup", instance="app-dev-g1-1").decision == "ALLOW"
+
+
+def test_a_version_without_its_envelope_fails_closed(decider: deciding.Decider) -> None:
+    with decider.db.begin() as connection:
+        connection.execute(tables.agent_versions.update().values(envelope=None))
+    decision = ask(decider, "crm.lookup")
+    assert (decision.decision, decision.reasons) == (
+        "DENY",
+        ["version app@1.0.0 has no effective envelope yet: apply the fleet again"],
+    )
