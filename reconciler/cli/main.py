@@ -41,6 +41,8 @@ class LazyGroup(click.Group):
         "audit": "reconciler.cli.auditing:audit",
         "policy": "reconciler.cli.policies:policy",
         "decide": "reconciler.cli.deciding:decide",
+        "serve": "reconciler.cli.serving:serve",
+        "token": "reconciler.cli.serving:token",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -5,7 +5,8 @@
 - Instance: ``PROVISIONING → ACTIVE``; ``ACTIVE → PAUSED | READONLY | DRAINING | QUARANTINED``;
   ``PAUSED | READONLY → ACTIVE`` (resume); a held instance may be escalated to quarantine or
   drained; ``DRAINING | QUARANTINED | PAUSED | READONLY → RETIRED``; an instance still
-  ``PROVISIONING`` when its deployment goes away is retired directly.
+  ``PROVISIONING`` when its deployment goes away is retired directly, and an emergency control
+  (a tenant's kill switch above all) may pause or quarantine it before it ever ran.
 - Deployment: ``PENDING → ACTIVE → ROLLING_BACK → RETIRED``; ``PENDING → RETIRED`` when
   superseded before activation and ``ACTIVE → RETIRED`` when superseded or pruned.
 
@@ -98,7 +99,7 @@ INSTANCE = Machine(
     states=("PROVISIONING", "ACTIVE", "PAUSED", "READONLY", "DRAINING", "QUARANTINED", "RETIRED"),
     initial="PROVISIONING",
     edges={
-        "PROVISIONING": ("ACTIVE", "RETIRED"),
+        "PROVISIONING": ("ACTIVE", "PAUSED", "QUARANTINED", "RETIRED"),
         "ACTIVE": ("PAUSED", "READONLY", "DRAINING", "QUARANTINED"),
         "PAUSED": ("ACTIVE", "QUARANTINED", "DRAINING", "RETIRED"),
         "READONLY": ("ACTIVE", "QUARANTINED", "DRAINING", "RETIRED"),

@@ -215,12 +215,13 @@ def _activation(ctx: context.Context, tenant: str, environment: str) -> str:
     return "heartbeat" if env is None else str(env.doc.facts["activation"])
 
 
-def instance_id(name: str, generation: int, ordinal: int) -> str:
-    return f"{name}-g{generation}-{ordinal}"
+def instance_id(tenant: str, name: str, generation: int, ordinal: int) -> str:
+    """``tenant:deployment-g<generation>-<ordinal>``: unique across tenants (names cannot hold ':')."""
+    return f"{tenant}:{name}-g{generation}-{ordinal}"
 
 
 def _provision(ctx: context.Context, tenant: str, name: str, generation: int, ordinal: int, spec: Any, activation: str) -> None:
-    iid = instance_id(name, generation, ordinal)
+    iid = instance_id(tenant, name, generation, ordinal)
     after = {
         "state": "PROVISIONING",
         "deployment": name,

@@ -137,11 +137,11 @@ def test_audit_verify_finds_a_tampered_record_and_a_tampered_genome(armctl: Armc
 def test_decide_answers_with_exit_codes(armctl: Armctl) -> None:
     armctl("init")
     assert armctl("apply").returncode == 0
-    allowed = armctl("decide", "--instance", "app-dev-g1-0", "--tool", "crm.lookup")
+    allowed = armctl("decide", "--instance", "acme:app-dev-g1-0", "--tool", "crm.lookup")
     assert allowed.returncode == 0 and allowed.stdout.startswith("ALLOW (decision 1, policy ")
     denied = armctl("decide", "--instance", "ghost", "--tool", "crm.lookup", "--format", "json")
     assert denied.returncode == 3
     report = json.loads(denied.stdout)
     assert (report["decision"], report["reasons"], report["decisionId"]) == ("DENY", ["unknown instance"], 2)
-    bad = armctl("decide", "--instance", "app-dev-g1-0", "--tool", "crm.lookup", "--args", "{oops")
+    bad = armctl("decide", "--instance", "acme:app-dev-g1-0", "--tool", "crm.lookup", "--args", "{oops")
     assert bad.returncode == 1 and bad.stderr.startswith("ConfigError: --args is not JSON")

@@ -34,6 +34,8 @@ INSTANCE_STATES = ("PROVISIONING", "ACTIVE", "PAUSED", "READONLY", "DRAINING", "
 INSTANCE_LEGAL = {
     ("PROVISIONING", "ACTIVE"): DESIGN,
     ("PROVISIONING", "RETIRED"): DOCSTRING,  # its deployment went away before it ever ran
+    ("PROVISIONING", "PAUSED"): DOCSTRING,  # an emergency control holds it before it ever ran
+    ("PROVISIONING", "QUARANTINED"): DOCSTRING,
     ("ACTIVE", "PAUSED"): DESIGN,
     ("ACTIVE", "READONLY"): DESIGN,
     ("ACTIVE", "DRAINING"): DESIGN,

@@ -53,7 +53,7 @@ def decider(git_repo: GitRepo, db_url: str) -> deciding.Decider:
 
 
 def ask(decider: deciding.Decider, tool: str, args: dict[str, object] | None = None, **kw: object) -> deciding.Decision:
-    return decider.decide(deciding.Request(kw.pop("instance", "app-dev-g1-0"), tool, args or {}, **kw))  # type: ignore[arg-type]
+    return decider.decide(deciding.Request(kw.pop("instance", "acme:app-dev-g1-0"), tool, args or {}, **kw))  # type: ignore[arg-type]
 
 
 def records(decider: deciding.Decider, type_: str) -> list[tuple[str, str]]:
@@ -83,7 +83,7 @@ def test_decisions_follow_the_envelope_and_are_all_recorded(decider: deciding.De
             sa.select(tables.op_events.c.id, tables.op_events.c.payload).where(tables.op_events.c.type == "DECISION")
         ).all()
     assert sorted(e.id for e in events) == sorted(d.decision_id for d, _, _ in answers)
-    assert [name for name, _ in records(decider, "POLICY_EVALUATED")] == ["app-dev-g1-0", "app-dev-g1-0"]
+    assert [name for name, _ in records(decider, "POLICY_EVALUATED")] == ["acme:app-dev-g1-0", "acme:app-dev-g1-0"]
     assert [after["reasons"] for _, after in records(decider, "BUDGET_EXCEEDED")] == [answers[4][2]]
 
 
@@ -123,7 +123,7 @@ def test_run_budgets_count_cost_events(decider: deciding.Decider) -> None:
                     "tenant": "acme",
                     "at": NOW,
                     "type": "COST",
-                    "instance": "app-dev-g1-0",
+                    "instance": "acme:app-dev-g1-0",
                     "payload": {"amount": 2.5, "runId": "r1"},
                 }
             ],
@@ -142,18 +142,18 @@ def test_the_same_call_repeated_past_the_threshold_is_a_loop(decider: deciding.D
     assert ask(decider, "crm.lookup", {"customer": "c-10"}).decision == "ALLOW"
     decider.clock.at = NOW + dt.timedelta(seconds=61)  # type: ignore[attr-defined]
     assert ask(decider, "crm.lookup", args).decision == "ALLOW"
-    assert [name for name, _ in records(decider, "LOOP_DETECTED")] == ["app-dev-g1-0"]
+    assert [name for name, _ in records(decider, "LOOP_DETECTED")] == ["acme:app-dev-g1-0"]
 
 
 def test_held_instances_are_denied_and_read_only_ones_may_not_write(decider: deciding.Decider) -> None:
     with decider.db.begin() as connection:
-        controlling.control_instance(connection, "app-dev-g1-0", "pause", "alice", "incident", NOW)
-        controlling.control_instance(connection, "app-dev-g1-1", "read-only", "alice", "incident", NOW)
-    assert ask(decider, "crm.lookup").reasons == ["instance app-dev-g1-0 is PAUSED"]
-    assert ask(decider, "crm.update", instance="app-dev-g1-1").reasons == [
-        "instance app-dev-g1-1 is read-only and crm.update writes"
+        controlling.control_instance(connection, "acme:app-dev-g1-0", "pause", "alice", "incident", NOW)
+        controlling.control_instance(connection, "acme:app-dev-g1-1", "read-only", "alice", "incident", NOW)
+    assert ask(decider, "crm.lookup").reasons == ["instance acme:app-dev-g1-0 is PAUSED"]
+    assert ask(decider, "crm.update", instance="acme:app-dev-g1-1").reasons == [
+        "instance acme:app-dev-g1-1 is read-only and crm.update writes"
     ]
-    assert ask(decider, "crm.lookup", instance="app-dev-g1-1").decision == "ALLOW"
+    assert ask(decider, "crm.lookup", instance="acme:app-dev-g1-1").decision == "ALLOW"
 
 
 def test_a_version_without_its_envelope_fails_closed(decider: deciding.Decider) -> None:

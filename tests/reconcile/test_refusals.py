@@ -64,7 +64,7 @@ def test_an_invalid_commit_between_two_valid_ones_applies_nothing(git_repo: GitR
     )
     outcome = rec.apply("main")
     assert outcome.outcome == "APPLIED"
-    assert ("INSTANCE_CREATED", "Instance", "app-dev-g1-2") in scenario.records(rec.db)
+    assert ("INSTANCE_CREATED", "Instance", "acme:app-dev-g1-2") in scenario.records(rec.db)
     assert _runs(rec.db) == [(good[:7], "APPLIED"), (bad[:7], "FAILED"), (fixed[:7], "APPLIED")]
 
 

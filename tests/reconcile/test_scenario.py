@@ -47,18 +47,18 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
         ("DEPLOYMENT_DECLARED", "Deployment", "app-dev"),
         ("DEPLOYMENT_CREATED", "Deployment", "app-dev"),
         ("DEPLOYMENT_ACTIVATED", "Deployment", "app-dev"),
-        ("INSTANCE_CREATED", "Instance", "app-dev-g1-0"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g1-0"),
-        ("INSTANCE_CREATED", "Instance", "app-dev-g1-1"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g1-1"),
+        ("INSTANCE_CREATED", "Instance", "acme:app-dev-g1-0"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g1-0"),
+        ("INSTANCE_CREATED", "Instance", "acme:app-dev-g1-1"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g1-1"),
     ]
     with db.connect() as connection:
         first = connection.execute(sa.select(tables.change_records).order_by(tables.change_records.c.id)).mappings().first()
     assert first is not None
     assert (first["sha"], first["author"], first["operator"]) == (sha1, AUTHOR, "alice")
     assert scenario.rows(db, tables.instances, "id", "state", "version") == [
-        ("app-dev-g1-0", "ACTIVE", "app@1.0.0"),
-        ("app-dev-g1-1", "ACTIVE", "app@1.0.0"),
+        ("acme:app-dev-g1-0", "ACTIVE", "app@1.0.0"),
+        ("acme:app-dev-g1-1", "ACTIVE", "app@1.0.0"),
     ]
     assert rec.apply("main").outcome == "UNCHANGED"
     mark = scenario.last_record_id(db)
@@ -123,18 +123,18 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
         ("DEPLOYMENT_DECLARED", "Deployment", "app-prod"),
         ("DEPLOYMENT_CREATED", "Deployment", "app-dev"),
         ("DEPLOYMENT_ACTIVATED", "Deployment", "app-dev"),
-        ("INSTANCE_CREATED", "Instance", "app-dev-g2-0"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g2-0"),
-        ("INSTANCE_CREATED", "Instance", "app-dev-g2-1"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g2-1"),
+        ("INSTANCE_CREATED", "Instance", "acme:app-dev-g2-0"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g2-0"),
+        ("INSTANCE_CREATED", "Instance", "acme:app-dev-g2-1"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g2-1"),
         ("DEPLOYMENT_RETIRED", "Deployment", "app-dev"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g1-0"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g1-0"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g1-1"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g1-1"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g1-0"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g1-0"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g1-1"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g1-1"),
         ("DEPLOYMENT_CREATED", "Deployment", "app-prod"),
         ("DEPLOYMENT_ACTIVATED", "Deployment", "app-prod"),
-        ("INSTANCE_CREATED", "Instance", "app-prod-g1-0"),
+        ("INSTANCE_CREATED", "Instance", "acme:app-prod-g1-0"),
     ]
     assert scenario.rows(db, tables.deployments, "name", "generation", "version", "previous_version", "state") == [
         ("app-dev", 1, "app@1.0.0", None, "RETIRED"),
@@ -142,17 +142,17 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
         ("app-prod", 1, "app@1.0.0", None, "ACTIVE"),
     ]
     assert scenario.rows(db, tables.instances, "id", "state") == [
-        ("app-dev-g1-0", "RETIRED"),
-        ("app-dev-g1-1", "RETIRED"),
-        ("app-dev-g2-0", "ACTIVE"),
-        ("app-dev-g2-1", "ACTIVE"),
-        ("app-prod-g1-0", "PROVISIONING"),  # prod activates on the runtime's first heartbeat
+        ("acme:app-dev-g1-0", "RETIRED"),
+        ("acme:app-dev-g1-1", "RETIRED"),
+        ("acme:app-dev-g2-0", "ACTIVE"),
+        ("acme:app-dev-g2-1", "ACTIVE"),
+        ("acme:app-prod-g1-0", "PROVISIONING"),  # prod activates on the runtime's first heartbeat
     ]
     assert rec.apply("main").outcome == "UNCHANGED"
 
     # An operator pauses one dev instance: the next reconcile leaves it as it is.
     with db.begin() as connection:
-        controlling.control_instance(connection, "app-dev-g2-1", "pause", "alice", "investigating", NOW)
+        controlling.control_instance(connection, "acme:app-dev-g2-1", "pause", "alice", "investigating", NOW)
     mark = scenario.last_record_id(db)
 
     # Commit 4: `git revert` of commit 3 rolls dev back to 1.0.0 and removes the prod deployment.
@@ -164,15 +164,15 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
         ("DEPLOYMENT_CREATED", "Deployment", "app-dev"),
         ("DEPLOYMENT_ROLLED_BACK", "Deployment", "app-dev"),
         ("DEPLOYMENT_ACTIVATED", "Deployment", "app-dev"),
-        ("INSTANCE_CREATED", "Instance", "app-dev-g3-0"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g3-0"),
-        ("INSTANCE_CREATED", "Instance", "app-dev-g3-1"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g3-1"),
+        ("INSTANCE_CREATED", "Instance", "acme:app-dev-g3-0"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g3-0"),
+        ("INSTANCE_CREATED", "Instance", "acme:app-dev-g3-1"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g3-1"),
         ("DEPLOYMENT_RETIRED", "Deployment", "app-dev"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g2-0"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-dev-g2-0"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g2-0"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-dev-g2-0"),
         ("DEPLOYMENT_RETIRED", "Deployment", "app-prod"),
-        ("INSTANCE_TRANSITIONED", "Instance", "app-prod-g1-0"),
+        ("INSTANCE_TRANSITIONED", "Instance", "acme:app-prod-g1-0"),
         ("DEPLOYMENT_REMOVED", "Deployment", "app-prod"),
     ]
     assert scenario.rows(db, tables.deployments, "name", "generation", "version", "previous_version", "state") == [
@@ -181,12 +181,12 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
         ("app-dev", 3, "app@1.0.0", "app@2.0.0", "ACTIVE"),
         ("app-prod", 1, "app@1.0.0", None, "RETIRED"),
     ]
-    assert scenario.rows(db, tables.instances, "id", "state", "held_by", id="app-dev-g2-1") == [
-        ("app-dev-g2-1", "PAUSED", "pause")
+    assert scenario.rows(db, tables.instances, "id", "state", "held_by", id="acme:app-dev-g2-1") == [
+        ("acme:app-dev-g2-1", "PAUSED", "pause")
     ]
     (conditions,) = scenario.rows(db, tables.deployment_specs, "conditions", name="app-dev")
     assert [(c["type"], c["reason"]) for c in conditions[0]] == [("Held", "EmergencyHold")]
-    assert "app-dev-g2-1 is PAUSED" in conditions[0][0]["message"]
+    assert "acme:app-dev-g2-1 is PAUSED" in conditions[0][0]["message"]
     assert scenario.rows(db, tables.deployment_specs, "name", "status") == [("app-dev", "ACTIVE"), ("app-prod", "RETIRED")]
     assert rec.apply("main").outcome == "UNCHANGED"
     mark = scenario.last_record_id(db)

@@ -1,0 +1,67 @@
+"""Runtime events: heartbeats, cost ticks and tool-call results, as op events.
+
+A heartbeat marks the instance alive and, the first time, takes it from PROVISIONING to ACTIVE
+(``INSTANCE_TRANSITIONED``, with the state generation bumped so the reconciler re-plans); cost
+ticks feed the budgets of later decisions; tool results are kept for the record. Payloads are
+redacted before they are stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from reconciler import errors
+from reconciler.audit import chain
+from reconciler.lifecycle import machines
+from reconciler.policy import risk
+from reconciler.state import fleetstate, opevents, tables
+
+__all__ = ["EVENT_TYPES", "record"]
+
+EVENT_TYPES = ("HEARTBEAT", "COST", "TOOL_RESULT")
+
+
+def record(connection: sa.Connection, tenant: str, event: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """Store one event for an instance of ``tenant``; returns what it changed."""
+    kind = str(event.get("type", "")).upper()
+    if kind not in EVENT_TYPES:
+        raise errors.ConfigError(f"event type must be one of {', '.join(EVENT_TYPES)}, not {event.get('type')!r}")
+    instance_id = event.get("instance")
+    i = tables.instances
+    row = connection.execute(sa.select(i.c.id, i.c.tenant, i.c.state).where(i.c.id == instance_id)).first()
+    if row is None or row.tenant != tenant:
+        raise errors.NotFound(f"instance {instance_id!r} does not exist in tenant {tenant!r}")
+    payload = risk.redact({k: v for k, v in event.items() if k not in ("type", "instance")})
+    if kind == "COST":
+        amount = payload.get("amount")
+        if not isinstance(amount, int | float) or isinstance(amount, bool) or amount < 0:
+            raise errors.ConfigError("a COST event needs a non-negative number 'amount'")
+    result: dict[str, Any] = {"instance": row.id, "type": kind}
+    if kind == "HEARTBEAT":
+        values: dict[str, Any] = {"last_heartbeat": now, "health": "HEALTHY", "updated_at": now}
+        if row.state == "PROVISIONING":
+            machines.INSTANCE.check("PROVISIONING", "ACTIVE")
+            values["state"] = "ACTIVE"
+            chain.append(
+                connection,
+                [
+                    chain.Record(
+                        tenant,
+                        "INSTANCE_TRANSITIONED",
+                        "Instance",
+                        row.id,
+                        {"state": "PROVISIONING"},
+                        {"state": "ACTIVE", "cause": "first heartbeat"},
+                    )
+                ],
+                now,
+            )
+            fleetstate.bump_generation(connection)
+            result["state"] = "ACTIVE"
+        connection.execute(i.update().where(i.c.id == row.id).values(**values))
+    opevents.add(connection, [{"tenant": tenant, "at": now, "type": kind, "instance": row.id, "payload": payload}])
+    return result

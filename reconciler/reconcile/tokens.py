@@ -1,0 +1,108 @@
+"""API tokens: created once and shown once, stored only as a hash.
+
+A runtime token acts for one tenant (optionally only some of its instances): it may ask
+decisions and send events. An operator token acts as one Operator of the tenant: what it may
+approve or stop is decided by that operator's roles, as applied from Git.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import secrets
+from typing import Any
+
+import sqlalchemy as sa
+
+from reconciler import errors
+from reconciler.state import tables
+
+__all__ = ["Principal", "create", "hash_token", "resolve", "revoke"]
+
+PREFIX = "arm_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    token_id: int
+    name: str
+    kind: str  # runtime | operator
+    tenant: str
+    operator: str | None
+    instances: frozenset[str] | None  # None: every instance of the tenant
+
+    def may_act_on(self, tenant: str, instance: str | None = None) -> bool:
+        if tenant != self.tenant:
+            return False
+        return instance is None or self.instances is None or instance in self.instances
+
+
+def hash_token(token: str) -> str:
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def create(
+    connection: sa.Connection,
+    name: str,
+    kind: str,
+    tenant: str,
+    now: dt.datetime,
+    *,
+    operator: str | None = None,
+    instances: list[str] | None = None,
+    ttl_days: int | None = None,
+) -> str:
+    """Store a new token and return it; it cannot be read back later."""
+    if kind not in ("runtime", "operator"):
+        raise errors.ConfigError(f"a token is a runtime or an operator token, not {kind!r}")
+    t = tables.tenants.c
+    if connection.execute(sa.select(t.id).where(t.name == tenant, t.status == "ACTIVE")).first() is None:
+        raise errors.NotFound(f"tenant {tenant!r} is not declared in the applied fleet")
+    if kind == "operator":
+        o = tables.operators.c
+        if (
+            not operator
+            or connection.execute(sa.select(o.id).where(o.tenant == tenant, o.name == operator, o.status == "ACTIVE")).first()
+            is None
+        ):
+            raise errors.NotFound(f"operator {operator!r} is not declared in tenant {tenant!r}")
+    token = PREFIX + secrets.token_urlsafe(32)
+    scope: dict[str, Any] = {"instances": sorted(instances)} if instances else {}
+    connection.execute(
+        tables.api_tokens.insert(),
+        {
+            "name": name,
+            "token_hash": hash_token(token),
+            "kind": kind,
+            "tenant": tenant,
+            "operator": operator if kind == "operator" else None,
+            "scope": scope,
+            "created_at": now,
+            "expires_at": now + dt.timedelta(days=ttl_days) if ttl_days else None,
+        },
+    )
+    return token
+
+
+def resolve(connection: sa.Connection, token: str, now: dt.datetime) -> Principal:
+    """The principal a token stands for; ``errors.Forbidden`` says why when it stands for none."""
+    k = tables.api_tokens.c
+    row = connection.execute(sa.select(tables.api_tokens).where(k.token_hash == hash_token(token))).mappings().first()
+    if row is None:
+        raise errors.Forbidden("unknown token")
+    if row["revoked_at"] is not None:
+        raise errors.Forbidden(f"token {row['name']!r} was revoked")
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        raise errors.Forbidden(f"token {row['name']!r} expired")
+    listed = (row["scope"] or {}).get("instances")
+    return Principal(row["id"], row["name"], row["kind"], row["tenant"], row["operator"], frozenset(listed) if listed else None)
+
+
+def revoke(connection: sa.Connection, name: str, now: dt.datetime) -> int:
+    k = tables.api_tokens.c
+    return int(
+        connection.execute(
+            tables.api_tokens.update().where(k.name == name, k.revoked_at.is_(None)).values(revoked_at=now)
+        ).rowcount
+    )

@@ -1,0 +1,1 @@
+"""Server: the HTTP API (FastAPI on uvicorn) that runtimes and operators call."""

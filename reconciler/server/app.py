@@ -1,0 +1,274 @@
+"""The HTTP API: decisions, approvals, emergency controls, instances, events, status, health.
+
+``create_app`` builds a FastAPI application over one database. Every ``/v1`` route needs a
+bearer token (``armctl token create``): runtime tokens ask decisions and send events for
+their tenant's instances; operator tokens decide approvals and pull emergency controls as
+their Operator, whose roles (from Git) say what is allowed. 401 means no usable token, 403 a
+token that may not do this; both say why. ``/healthz``, ``/readyz`` and ``/metrics`` are open.
+Handlers are plain functions run in the server's thread pool; each call is one transaction.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the handlers' annotations, and the
+# dependency alias they use is local to create_app.
+import datetime as dt
+import threading
+from collections import Counter
+from typing import Annotated, Any, Literal
+
+import fastapi
+import pydantic
+import sqlalchemy as sa
+from fastapi import responses
+
+from reconciler import clock as clock_
+from reconciler import errors
+from reconciler.reconcile import approving, controlling, deciding, events, reporting, tokens
+from reconciler.state import database, fleetstate, tables
+
+__all__ = ["create_app"]
+
+
+class DecisionBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    instance: str
+    tool: str
+    args: dict[str, Any] = {}
+    costEstimate: float = pydantic.Field(default=0.0, ge=0)
+    runId: str | None = None
+
+
+class ApprovalDecisionBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    decision: Literal["APPROVE", "DENY"]
+    justification: str = ""
+
+
+class ControlBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    control: Literal["pause", "resume", "quarantine", "read-only", "drain"]
+    reason: str = ""
+
+
+class TenantControlBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    control: Literal["pause", "resume", "quarantine"]
+    reason: str = ""
+
+
+class EventBody(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    type: Literal["HEARTBEAT", "COST", "TOOL_RESULT"]
+    instance: str
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.decisions: Counter[str] = Counter()
+        self.requests: Counter[tuple[str, int]] = Counter()
+
+    def count(self, counter: Counter[Any], key: Any) -> None:
+        with self.lock:
+            counter[key] += 1
+
+
+def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: deciding.Decider | None = None) -> fastapi.FastAPI:
+    clock = clock or clock_.SystemClock()
+    decider = decider or deciding.Decider(db, clock=clock)
+    metrics = _Metrics()
+    app = fastapi.FastAPI(
+        title="ARM Reconciler", version="1", description="Policy decisions, approvals and emergency controls for agent fleets."
+    )
+
+    @app.exception_handler(errors.ArmError)
+    def _arm_error(request: fastapi.Request, exc: errors.ArmError) -> responses.JSONResponse:
+        status = {errors.NotFound: 404, errors.Forbidden: 403, errors.ConfigError: 422, errors.StoreError: 503}.get(
+            type(exc), 409
+        )
+        return responses.JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status)
+
+    @app.exception_handler(sa.exc.OperationalError)
+    def _store_down(request: fastapi.Request, exc: sa.exc.OperationalError) -> responses.JSONResponse:
+        # A decision that cannot be recorded is not given: the runtime must treat this as DENY.
+        return responses.JSONResponse(
+            {"error": "StoreError", "message": "the store is unavailable; nothing was decided"}, status_code=503
+        )
+
+    @app.middleware("http")
+    async def _count(request: fastapi.Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        metrics.count(
+            metrics.requests,
+            (request.url.path.split("/")[2] if request.url.path.startswith("/v1/") else request.url.path, response.status_code),
+        )
+        return response
+
+    def principal(authorization: Annotated[str | None, fastapi.Header()] = None) -> tokens.Principal:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise fastapi.HTTPException(401, "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)")
+        with db.connect() as connection:
+            try:
+                return tokens.resolve(connection, authorization.split(None, 1)[1].strip(), clock.now())
+            except errors.Forbidden as exc:
+                raise fastapi.HTTPException(401, str(exc)) from exc
+
+    Who = Annotated[tokens.Principal, fastapi.Depends(principal)]  # noqa: N806 - a type alias
+
+    def operator_of(who: tokens.Principal) -> str:
+        if who.kind != "operator" or who.operator is None:
+            raise errors.Forbidden(f"token {who.name!r} is a {who.kind} token; this needs an operator token")
+        return who.operator
+
+    def instance_tenant(connection: sa.Connection, instance: str) -> str | None:
+        i = tables.instances.c
+        return connection.execute(sa.select(i.tenant).where(i.id == instance)).scalar()
+
+    # ---------------------------------------------------------------- decisions
+
+    @app.post("/v1/decisions")
+    def decide(body: DecisionBody, who: Who) -> dict[str, Any]:
+        with db.connect() as connection:
+            tenant = instance_tenant(connection, body.instance)
+        if tenant is not None and not who.may_act_on(tenant, body.instance):
+            raise errors.Forbidden(f"token {who.name!r} may not ask decisions for instance {body.instance!r}")
+        decision = decider.decide(deciding.Request(body.instance, body.tool, body.args, body.costEstimate, body.runId))
+        metrics.count(metrics.decisions, decision.decision)
+        return decision.as_dict()
+
+    # ---------------------------------------------------------------- approvals
+
+    @app.get("/v1/approvals")
+    def list_approvals(who: Who, status: str | None = "PENDING") -> list[dict[str, Any]]:
+        with db.connect() as connection:
+            rows = approving.list_approvals(connection, None if status in (None, "ALL", "all") else status, who.tenant)
+        return [_approval(r) for r in rows]
+
+    @app.get("/v1/approvals/{approval_id}")
+    def get_approval(approval_id: int, who: Who) -> dict[str, Any]:
+        with db.connect() as connection:
+            rows = [r for r in approving.list_approvals(connection, None, who.tenant) if r["id"] == approval_id]
+        if not rows:
+            raise errors.NotFound(f"approval {approval_id} does not exist in tenant {who.tenant!r}")
+        return _approval(rows[0])
+
+    @app.post("/v1/approvals/{approval_id}/decision")
+    def decide_approval(approval_id: int, body: ApprovalDecisionBody, who: Who) -> dict[str, Any]:
+        operator = operator_of(who)
+        with db.begin() as connection:
+            a = tables.approvals.c
+            if connection.execute(sa.select(a.tenant).where(a.id == approval_id)).scalar() not in (who.tenant, None):
+                raise errors.Forbidden(f"approval {approval_id} belongs to another tenant")
+            result = approving.decide(connection, approval_id, operator, body.decision, body.justification, clock.now())
+        return {"id": result.approval_id, "status": result.status, "approvals": result.approvals, "required": result.required}
+
+    # ---------------------------------------------------------------- emergency controls
+
+    @app.post("/v1/instances/{instance_id}/controls")
+    def control(instance_id: str, body: ControlBody, who: Who) -> dict[str, Any]:
+        operator = operator_of(who)
+        with db.begin() as connection:
+            tenant = instance_tenant(connection, instance_id)
+            if tenant is None:
+                raise errors.NotFound(f"instance {instance_id!r} does not exist")
+            if tenant != who.tenant:
+                raise errors.Forbidden(f"instance {instance_id!r} belongs to another tenant")
+            done = controlling.control_instance(connection, instance_id, body.control, operator, body.reason, clock.now())
+        return {"instance": done.instance, "before": done.before, "after": done.after}
+
+    @app.post("/v1/tenants/{tenant}/controls")
+    def tenant_control(tenant: str, body: TenantControlBody, who: Who) -> dict[str, Any]:
+        operator = operator_of(who)
+        if tenant != who.tenant:
+            raise errors.Forbidden(f"token {who.name!r} acts for tenant {who.tenant!r}, not {tenant!r}")
+        with db.begin() as connection:
+            done = controlling.control_tenant(connection, tenant, body.control, operator, body.reason, clock.now())
+        return {"tenant": tenant, "instances": [{"instance": d.instance, "before": d.before, "after": d.after} for d in done]}
+
+    # ---------------------------------------------------------------- instances and events
+
+    @app.get("/v1/instances")
+    def list_instances(
+        who: Who, environment: str | None = None, deployment: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        i = tables.instances.c
+        query = sa.select(
+            i.id, i.tenant, i.deployment, i.environment, i.template, i.version, i.state, i.held_by, i.health, i.last_heartbeat
+        )
+        query = query.where(i.tenant == who.tenant)
+        if environment:
+            query = query.where(i.environment == environment)
+        if deployment:
+            query = query.where(i.deployment == deployment)
+        query = query.where(i.state == state.upper()) if state else query.where(i.state != "RETIRED")
+        with db.connect() as connection:
+            rows = connection.execute(query.order_by(i.id)).mappings().all()
+        out = []
+        for row in rows:
+            if who.instances is None or row["id"] in who.instances:
+                item = dict(row)
+                item["last_heartbeat"] = item["last_heartbeat"].isoformat() if item["last_heartbeat"] else None
+                out.append(item)
+        return out
+
+    @app.post("/v1/events")
+    def post_event(body: EventBody, who: Who) -> dict[str, Any]:
+        if not who.may_act_on(who.tenant, body.instance):
+            raise errors.Forbidden(f"token {who.name!r} may not send events for instance {body.instance!r}")
+        with db.begin() as connection:
+            return events.record(connection, who.tenant, body.model_dump(), clock.now())
+
+    # ---------------------------------------------------------------- status, health, metrics
+
+    @app.get("/v1/status")
+    def status(who: Who) -> dict[str, Any]:
+        with db.connect() as connection:
+            return reporting.status(connection)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> responses.JSONResponse:
+        try:
+            database.require_current(db)
+            with db.connect() as connection:
+                state = fleetstate.read(connection)
+        except errors.StoreError as exc:
+            return responses.JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
+        if not state or not state.get("applied_sha"):
+            return responses.JSONResponse({"ready": False, "reason": "no commit has been applied yet"}, status_code=503)
+        return responses.JSONResponse({"ready": True, "appliedSha": state["applied_sha"]})
+
+    @app.get("/metrics", response_class=responses.PlainTextResponse)
+    def prometheus() -> str:
+        lines = ["# HELP arm_decisions_total Decisions answered, by result.", "# TYPE arm_decisions_total counter"]
+        with metrics.lock:
+            for result in ("ALLOW", "NEEDS_APPROVAL", "DENY"):
+                lines.append(f'arm_decisions_total{{decision="{result}"}} {metrics.decisions[result]}')
+            lines += [
+                "# HELP arm_http_requests_total HTTP requests, by route group and status.",
+                "# TYPE arm_http_requests_total counter",
+            ]
+            for (route, code), n in sorted(metrics.requests.items()):
+                lines.append(f'arm_http_requests_total{{route="{route}",status="{code}"}} {n}')
+        with db.connect() as connection:
+            state = fleetstate.read(connection) or {}
+            pending = connection.execute(sa.select(sa.func.count()).where(tables.approvals.c.status == "PENDING")).scalar_one()
+        lines += [
+            "# HELP arm_approvals_pending Approval requests waiting for a decision.",
+            "# TYPE arm_approvals_pending gauge",
+            f"arm_approvals_pending {pending}",
+            "# HELP arm_applied_revision_info The applied commit.",
+            "# TYPE arm_applied_revision_info gauge",
+            f'arm_applied_revision_info{{sha="{state.get("applied_sha") or ""}"}} 1',
+        ]
+        return "\n".join(lines) + "\n"
+
+    return app
+
+
+def _approval(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
+    out["approvals"] = sum(1 for d in row["decisions"] if d["decision"] == "APPROVE")
+    return out

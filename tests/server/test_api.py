@@ -1,0 +1,319 @@
+"""The HTTP API through a real uvicorn server on loopback and a real HTTP client."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+
+from reconciler.reconcile import running, tokens
+from reconciler.server import app as server_app
+from reconciler.state import database, tables
+from tests.conftest import GitRepo
+from tests.reconcile import scenario
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+
+
+def tenant_fleet(tenant: str) -> str:
+    return f"""\
+apiVersion: arm/v1
+kind: Tenant
+metadata: {{name: {tenant}}}
+---
+apiVersion: arm/v1
+kind: Project
+metadata: {{name: apps, tenant: {tenant}}}
+---
+apiVersion: arm/v1
+kind: Role
+metadata: {{name: oncall, tenant: {tenant}}}
+spec: {{permissions: ["approvals:decide", "instances:*"]}}
+---
+apiVersion: arm/v1
+kind: Operator
+metadata: {{name: olga, tenant: {tenant}}}
+spec: {{email: olga@{tenant}.example, roles: [oncall]}}
+---
+apiVersion: arm/v1
+kind: Operator
+metadata: {{name: vic, tenant: {tenant}}}
+spec: {{email: vic@{tenant}.example}}
+---
+apiVersion: arm/v1
+kind: Environment
+metadata: {{name: dev, tenant: {tenant}}}
+---
+apiVersion: arm/v1
+kind: ToolCatalog
+metadata: {{name: tools, tenant: {tenant}}}
+spec:
+  tools: [{{name: crm.lookup, risk: GREEN}}, {{name: payments.refund, risk: RED, writes: true}}]
+---
+apiVersion: arm/v1
+kind: PolicyEnvelope
+metadata: {{name: rules, tenant: {tenant}}}
+spec:
+  scope: {{kind: Tenant, name: {tenant}}}
+  approvalAbove: YELLOW
+  budgets: {{daily: 1.0}}
+---
+apiVersion: arm/v1
+kind: AgentTemplate
+metadata: {{name: app, tenant: {tenant}}}
+spec: {{project: apps, role: helps, owner: team@{tenant}.example}}
+---
+apiVersion: arm/v1
+kind: AgentVersion
+metadata: {{name: app@1.0.0, tenant: {tenant}}}
+spec:
+  template: app
+  genome: {{model: {{provider: p, name: m}}}}
+---
+apiVersion: arm/v1
+kind: Deployment
+metadata: {{name: app-dev, tenant: {tenant}}}
+spec: {{template: app, environment: dev, version: app@1.0.0, replicas: 2}}
+"""
+
+
+class Server:
+    """uvicorn serving the app on an ephemeral loopback port, in a thread; stopped by the fixture."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def api(git_repo: GitRepo, db_url: str) -> Iterator[tuple[httpx.Client, sa.Engine, dict[str, str]]]:
+    git_repo.commit(
+        {"fleet/acme.yaml": tenant_fleet("acme"), "fleet/globex.yaml": tenant_fleet("globex")}, author=scenario.AUTHOR
+    )
+    engine = database.connect(db_url)
+    database.migrate(engine)
+    with engine.begin() as connection:
+        pass
+    with Server(server_app.create_app(engine)) as base, httpx.Client(base_url=base, timeout=10) as client:
+        assert client.get("/readyz").status_code == 503  # nothing applied yet
+        running.Reconciler(
+            engine, __import__("reconciler.spec.repository", fromlist=["Repository"]).Repository(git_repo.path), "fleet"
+        ).apply("main")
+        with engine.begin() as connection:
+            made = {
+                "runtime": tokens.create(connection, "rt", "runtime", "acme", NOW),
+                "scoped": tokens.create(connection, "one", "runtime", "acme", NOW, instances=["acme:app-dev-g1-0"]),
+                "operator": tokens.create(connection, "ops", "operator", "acme", NOW, operator="olga"),
+                "viewer": tokens.create(connection, "vic", "operator", "acme", NOW, operator="vic"),
+                "globex": tokens.create(connection, "gx", "runtime", "globex", NOW),
+                "globex-operator": tokens.create(connection, "gxo", "operator", "globex", NOW, operator="olga"),
+                "expired": tokens.create(connection, "old", "runtime", "acme", NOW - dt.timedelta(days=10), ttl_days=1),
+                "revoked": tokens.create(connection, "gone", "runtime", "acme", NOW),
+            }
+            tokens.revoke(connection, "gone", NOW)
+        yield client, engine, made
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_health_readiness_and_openapi(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    client, _, _ = api
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and len(ready.json()["appliedSha"]) == 40
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/decisions", "/v1/approvals/{approval_id}/decision", "/v1/instances/{instance_id}/controls", "/v1/events"} <= set(
+        paths
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({}, "missing bearer token"),
+        ({"Authorization": "Basic abc"}, "missing bearer token"),
+        ({"Authorization": "Bearer arm_nope"}, "unknown token"),
+        ("expired", "token 'old' expired"),
+        ("revoked", "token 'gone' was revoked"),
+    ],
+)
+def test_requests_without_a_usable_token_get_401_saying_why(
+    api: tuple[httpx.Client, sa.Engine, dict[str, str]], headers: Any, detail: str
+) -> None:
+    client, _, made = api
+    if isinstance(headers, str):
+        headers = auth(made[headers])
+    response = client.post("/v1/decisions", json={"instance": "acme:app-dev-g1-0", "tool": "crm.lookup"}, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["detail"].startswith(detail)
+
+
+def test_decisions_for_own_instances_only(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    client, engine, made = api
+    ask = {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": {"q": 1}}
+    allowed = client.post("/v1/decisions", json=ask, headers=auth(made["runtime"]))
+    assert allowed.status_code == 200
+    body = allowed.json()
+    assert (body["decision"], body["reasons"]) == ("ALLOW", ["within the envelope"])
+    assert body["envelope"]["approvalAbove"] == "YELLOW" and len(body["policyRevision"]) == 40
+    cross = client.post("/v1/decisions", json=ask, headers=auth(made["globex"]))
+    assert (
+        cross.status_code == 403
+        and cross.json()["message"] == "token 'gx' may not ask decisions for instance 'acme:app-dev-g1-0'"
+    )
+    scoped = client.post("/v1/decisions", json={**ask, "instance": "acme:app-dev-g1-1"}, headers=auth(made["scoped"]))
+    assert scoped.status_code == 403
+    bad = client.post("/v1/decisions", json={"instance": "acme:app-dev-g1-0"}, headers=auth(made["runtime"]))
+    assert bad.status_code == 422
+    with engine.connect() as connection:
+        recorded = connection.execute(sa.select(sa.func.count()).where(tables.op_events.c.type == "DECISION")).scalar_one()
+    assert recorded == 1  # refused requests decide nothing
+    metrics = client.get("/metrics").text
+    assert 'arm_decisions_total{decision="ALLOW"} 1' in metrics
+
+
+def test_an_approval_requested_by_a_decision_is_decided_over_http(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    client, _, made = api
+    ask = {"instance": "acme:app-dev-g1-0", "tool": "payments.refund", "args": {"amount": 5}}
+    first = client.post("/v1/decisions", json=ask, headers=auth(made["runtime"])).json()
+    assert first["decision"] == "NEEDS_APPROVAL"
+    approval = client.get(f"/v1/approvals/{first['approvalId']}", headers=auth(made["runtime"])).json()
+    assert (approval["status"], approval["subject_kind"], approval["approver_roles"]) == ("PENDING", "ToolCall", ["oncall"])
+    assert client.get(f"/v1/approvals/{first['approvalId']}", headers=auth(made["globex"])).status_code == 404
+    by_runtime = client.post(
+        f"/v1/approvals/{first['approvalId']}/decision", json={"decision": "APPROVE"}, headers=auth(made["runtime"])
+    )
+    assert by_runtime.status_code == 403
+    by_viewer = client.post(
+        f"/v1/approvals/{first['approvalId']}/decision", json={"decision": "APPROVE"}, headers=auth(made["viewer"])
+    )
+    assert by_viewer.status_code == 403 and "holds no roles" in by_viewer.json()["message"]
+    cross = client.post(
+        f"/v1/approvals/{first['approvalId']}/decision", json={"decision": "APPROVE"}, headers=auth(made["globex-operator"])
+    )
+    assert cross.status_code == 403
+    decided = client.post(
+        f"/v1/approvals/{first['approvalId']}/decision",
+        json={"decision": "APPROVE", "justification": "ok"},
+        headers=auth(made["operator"]),
+    )
+    assert decided.json() == {"id": first["approvalId"], "status": "APPROVED", "approvals": 1, "required": 1}
+    granted = client.post("/v1/decisions", json=ask, headers=auth(made["runtime"])).json()
+    assert (granted["decision"], granted["approvalId"]) == ("ALLOW", first["approvalId"])
+    assert client.get("/v1/approvals?status=USED", headers=auth(made["operator"])).json()[0]["id"] == first["approvalId"]
+
+
+def test_emergency_controls_and_the_tenant_kill_switch(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    client, _, made = api
+    pause = {"control": "pause", "reason": "incident 7"}
+    assert client.post("/v1/instances/acme:app-dev-g1-0/controls", json=pause, headers=auth(made["runtime"])).status_code == 403
+    assert (
+        client.post("/v1/instances/acme:app-dev-g1-0/controls", json=pause, headers=auth(made["globex-operator"])).status_code
+        == 403
+    )
+    client.post("/v1/events", json={"type": "HEARTBEAT", "instance": "acme:app-dev-g1-0"}, headers=auth(made["runtime"]))
+    done = client.post("/v1/instances/acme:app-dev-g1-0/controls", json=pause, headers=auth(made["operator"]))
+    assert done.json() == {"instance": "acme:app-dev-g1-0", "before": "ACTIVE", "after": "PAUSED"}
+    paused = client.post(
+        "/v1/decisions", json={"instance": "acme:app-dev-g1-0", "tool": "crm.lookup"}, headers=auth(made["runtime"])
+    ).json()
+    assert paused["reasons"] == ["instance acme:app-dev-g1-0 is PAUSED"]
+    illegal = client.post("/v1/instances/acme:app-dev-g1-0/controls", json={"control": "resume"}, headers=auth(made["viewer"]))
+    assert illegal.status_code == 403
+    decision = client.post(
+        "/v1/decisions", json={"instance": "acme:app-dev-g1-1", "tool": "crm.lookup"}, headers=auth(made["runtime"])
+    ).json()
+    assert decision["decision"] == "ALLOW"
+    kill = client.post(
+        "/v1/tenants/acme/controls", json={"control": "quarantine", "reason": "breach"}, headers=auth(made["operator"])
+    )
+    assert [(i["instance"], i["before"]) for i in kill.json()["instances"]] == [
+        ("acme:app-dev-g1-0", "PAUSED"),
+        ("acme:app-dev-g1-1", "PROVISIONING"),
+    ]
+    stuck = client.post("/v1/instances/acme:app-dev-g1-0/controls", json={"control": "resume"}, headers=auth(made["operator"]))
+    assert stuck.status_code == 409 and stuck.json()["message"].startswith("Instance cannot go from QUARANTINED to ACTIVE")
+    denied = client.post(
+        "/v1/decisions", json={"instance": "acme:app-dev-g1-1", "tool": "crm.lookup"}, headers=auth(made["runtime"])
+    ).json()
+    assert denied["decision"] == "DENY" and denied["reasons"] == ["instance acme:app-dev-g1-1 is QUARANTINED"]
+    other = client.post("/v1/tenants/globex/controls", json={"control": "pause"}, headers=auth(made["operator"]))
+    assert other.status_code == 403
+
+
+def test_heartbeats_activate_and_cost_events_feed_budgets(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    client, engine, made = api
+    listed = client.get("/v1/instances?environment=dev", headers=auth(made["runtime"])).json()
+    assert [(i["id"], i["state"]) for i in listed] == [
+        ("acme:app-dev-g1-0", "PROVISIONING"),
+        ("acme:app-dev-g1-1", "PROVISIONING"),
+    ]
+    assert [i["id"] for i in client.get("/v1/instances", headers=auth(made["scoped"])).json()] == ["acme:app-dev-g1-0"]
+    beat = client.post("/v1/events", json={"type": "HEARTBEAT", "instance": "acme:app-dev-g1-0"}, headers=auth(made["runtime"]))
+    assert beat.json() == {"instance": "acme:app-dev-g1-0", "type": "HEARTBEAT", "state": "ACTIVE"}
+    assert client.get("/v1/instances?state=ACTIVE", headers=auth(made["runtime"])).json()[0]["id"] == "acme:app-dev-g1-0"
+    spend = {
+        "type": "COST",
+        "instance": "acme:app-dev-g1-0",
+        "amount": 0.9,
+        "runId": "r1",
+        "token": "sk-abcdefghijklmnopqrstuvwxyz",
+    }
+    assert client.post("/v1/events", json=spend, headers=auth(made["runtime"])).status_code == 200
+    over = client.post(
+        "/v1/decisions",
+        json={"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "costEstimate": 0.2},
+        headers=auth(made["runtime"]),
+    )
+    assert over.json()["reasons"] == ["BUDGET_EXCEEDED: today would reach 1.10, above the daily budget 1.00"]
+    with engine.connect() as connection:
+        payload = connection.execute(sa.select(tables.op_events.c.payload).where(tables.op_events.c.type == "COST")).scalar_one()
+    assert payload == {"amount": 0.9, "runId": "r1", "token": "[REDACTED]"}
+    assert (
+        client.post(
+            "/v1/events", json={"type": "NAP", "instance": "acme:app-dev-g1-0"}, headers=auth(made["runtime"])
+        ).status_code
+        == 422
+    )
+    assert (
+        client.post(
+            "/v1/events", json={"type": "COST", "instance": "acme:app-dev-g1-0", "amount": -1}, headers=auth(made["runtime"])
+        ).status_code
+        == 422
+    )
+    assert (
+        client.post(
+            "/v1/events", json={"type": "HEARTBEAT", "instance": "acme:app-dev-g1-0"}, headers=auth(made["globex"])
+        ).status_code
+        == 404
+    )
+
+
+def test_an_unreachable_store_answers_503_and_decides_nothing() -> None:
+    engine = database.connect("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=1")
+    with Server(server_app.create_app(engine)) as base, httpx.Client(base_url=base, timeout=10) as client:
+        response = client.post("/v1/decisions", json={"instance": "i", "tool": "t"}, headers=auth("arm_x"))
+        assert response.status_code == 503
+        assert response.json()["error"] == "StoreError"
+        assert client.get("/readyz").status_code == 503
