@@ -9,6 +9,7 @@ re-pushes the previous revision, so decisions stay on the last good one, and rai
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -65,10 +66,8 @@ class OpaEngine:
                 self._push(bundle)
             except _FAILURES as exc:
                 if self._bundle is not None:
-                    try:
+                    with contextlib.suppress(*_FAILURES):  # the original error is the one to report
                         self._push(self._bundle)
-                    except _FAILURES:
-                        pass  # the original error is the one to report
                 raise errors.PolicyError(f"pushing policy revision {bundle.revision} to OPA at {self.url} failed: {exc}") from exc
             self._bundle = bundle
 
