@@ -43,6 +43,10 @@ class Engine(Protocol):
     def evaluate(self, rule: str, input: Mapping[str, Any]) -> Any:
         """The value of ``rule`` (``data.arm.gates.results``) for ``input``; None when undefined."""
 
+    def query(self, path: str, input: Mapping[str, Any]) -> Any:
+        """The value of any document under ``data`` (a rule, a package, data), as OPA's Data API
+        gives it; None when undefined or when the path names nothing."""
+
 
 class EmbeddedEngine:
     def __init__(self) -> None:
@@ -81,6 +85,19 @@ class EmbeddedEngine:
                 raise
             raise errors.PolicyError(f"evaluating {rule}: the policy engine panicked: {exc}") from exc
         return value
+
+    def query(self, path: str, input: Mapping[str, Any]) -> Any:
+        engine = self._engine()
+        try:
+            engine.set_input_json(orjson.dumps(input, option=orjson.OPT_NON_STR_KEYS).decode())
+            result = engine.eval_query(path)
+        except RuntimeError as exc:
+            _, _, message = compiling.engine_message(exc)
+            raise errors.PolicyError(f"evaluating {path}: {message}") from exc
+        rows = result.get("result") or []
+        if not rows or not rows[0].get("expressions"):
+            return None
+        return rows[0]["expressions"][0].get("value")
 
 
 def _build(bundle: Bundle) -> regorus.Engine:

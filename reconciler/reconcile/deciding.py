@@ -68,6 +68,11 @@ class Decider:
         self.engine = engine or engines.EmbeddedEngine()
         self.clock = clock or clock_.SystemClock()
 
+    def ensure_policy(self, connection: sa.Connection) -> None:
+        """Load the applied commit's policy into the engine if it is not loaded yet."""
+        state = fleetstate.read(connection) or {}
+        self._policy(connection, state.get("applied_sha"))
+
     def _policy(self, connection: sa.Connection, revision: str | None) -> None:
         if revision is not None and self.engine.revision == revision:
             return

@@ -11,6 +11,8 @@ Handlers are plain functions run in the server's thread pool; each call is one t
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations, and the
 # dependency alias they use is local to create_app.
 import datetime as dt
+import gzip
+import json
 import threading
 from collections import Counter
 from typing import Annotated, Any, Literal
@@ -22,8 +24,9 @@ from fastapi import responses
 
 from reconciler import clock as clock_
 from reconciler import errors
-from reconciler.reconcile import approving, controlling, deciding, events, reporting, tokens
-from reconciler.state import database, fleetstate, tables
+from reconciler.policy import risk
+from reconciler.reconcile import approving, bundling, controlling, deciding, events, reporting, tokens
+from reconciler.state import database, fleetstate, opevents, tables
 
 __all__ = ["create_app"]
 
@@ -217,6 +220,58 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
         with db.begin() as connection:
             return events.record(connection, who.tenant, body.model_dump(), clock.now())
 
+    # ---------------------------------------------------------------- OPA compatibility
+
+    @app.get("/v1/bundles/arm.tar.gz")
+    def opa_bundle(who: Who, if_none_match: Annotated[str | None, fastapi.Header()] = None) -> fastapi.Response:
+        with db.connect() as connection:
+            data, revision = bundling.bundle(connection)
+        etag = f'"{revision}"'
+        if if_none_match == etag:
+            return fastapi.Response(status_code=304, headers={"ETag": etag})
+        return fastapi.Response(data, media_type="application/gzip", headers={"ETag": etag})
+
+    @app.post("/v1/data/{path:path}")
+    def opa_data(path: str, who: Who, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """OPA's Data API, read-only: evaluate ``data.<path>`` with ``input`` on the applied policy."""
+        rule = "data." + ".".join(part for part in path.split("/") if part)
+        with db.connect() as connection:
+            decider.ensure_policy(connection)
+        value = decider.engine.query(rule, (body or {}).get("input") or {})
+        return {} if value is None else {"result": _jsonable(value)}
+
+    @app.api_route("/v1/data/{path:path}", methods=["PUT", "PATCH", "DELETE"], include_in_schema=False)
+    @app.api_route("/v1/policies/{path:path}", methods=["PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def opa_writes(path: str) -> responses.JSONResponse:
+        return responses.JSONResponse(
+            {"code": "method_not_allowed", "message": "policy and data change only through Git: commit to the fleet repository"},
+            status_code=405,
+        )
+
+    @app.post("/logs")
+    async def opa_decision_logs(request: fastapi.Request, who: Who) -> fastapi.Response:
+        """OPA decision-log uploads (gzipped JSON arrays), kept as op events of the token's tenant."""
+        raw = await request.body()
+        if request.headers.get("content-encoding") == "gzip" or raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        try:
+            entries = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise errors.ConfigError(f"decision logs must be a JSON array: {exc}") from exc
+        if not isinstance(entries, list):
+            raise errors.ConfigError("decision logs must be a JSON array")
+        now = clock.now()
+        with db.begin() as connection:
+            opevents.add(
+                connection,
+                [
+                    {"tenant": who.tenant, "at": now, "type": "OPA_DECISION", "instance": None, "payload": risk.redact(e)}
+                    for e in entries
+                    if isinstance(e, dict)
+                ],
+            )
+        return fastapi.Response(status_code=204)
+
     # ---------------------------------------------------------------- status, health, metrics
 
     @app.get("/v1/status")
@@ -266,6 +321,16 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
         return "\n".join(lines) + "\n"
 
     return app
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, set):
+        return sorted((_jsonable(v) for v in value), key=json.dumps)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def _approval(row: dict[str, Any]) -> dict[str, Any]:

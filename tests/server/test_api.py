@@ -317,3 +317,68 @@ def test_an_unreachable_store_answers_503_and_decides_nothing() -> None:
         assert response.status_code == 503
         assert response.json()["error"] == "StoreError"
         assert client.get("/readyz").status_code == 503
+
+
+def test_the_opa_bundle_data_api_and_decision_logs(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    import gzip
+    import io
+    import json
+    import tarfile
+
+    client, engine, made = api
+    response = client.get("/v1/bundles/arm.tar.gz", headers=auth(made["runtime"]))
+    assert response.status_code == 200 and response.headers["content-type"] == "application/gzip"
+    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
+        names = tar.getnames()
+        manifest = json.load(tar.extractfile(".manifest"))  # type: ignore[arg-type]
+        data = json.load(tar.extractfile("data.json"))  # type: ignore[arg-type]
+    with engine.connect() as connection:
+        applied = connection.execute(sa.select(tables.fleet_state.c.applied_sha)).scalar_one()
+    assert manifest == {"revision": applied, "roots": ["arm"]}
+    assert "policies/arm/decision.rego" in names and "policies/arm/gates.rego" in names
+    assert not any(name.endswith("_test.rego") for name in names)
+    assert data["arm"]["fleet"]["envelopes"]["acme"]["app@1.0.0"]["approvalAbove"] == "YELLOW"
+    assert data["arm"]["fleet"]["tools"]["globex"]["payments.refund"]["risk"] == "RED"
+    etag = response.headers["etag"]
+    assert etag == f'"{applied}"'
+    assert client.get("/v1/bundles/arm.tar.gz", headers={**auth(made["runtime"]), "If-None-Match": etag}).status_code == 304
+    assert client.get("/v1/bundles/arm.tar.gz").status_code == 401
+
+    probe = {
+        "input": {
+            "steps": [
+                {
+                    "id": "s",
+                    "kind": "AgentVersion",
+                    "from": "TESTING",
+                    "to": "CANDIDATE",
+                    "version": {"name": "v", "lifecycle": "TESTING", "evaluations": [], "integrity": "OK"},
+                }
+            ]
+        }
+    }
+    answered = client.post("/v1/data/arm/gates/results", json=probe, headers=auth(made["runtime"])).json()
+    assert answered["result"]["s"]["allowed"] is False
+    assert client.post("/v1/data/arm/no/such/rule", json={"input": {}}, headers=auth(made["runtime"])).json() == {}
+    for method in ("PUT", "PATCH", "DELETE"):
+        refused = client.request(method, "/v1/data/arm/x", json={}, headers=auth(made["operator"]))
+        assert refused.status_code == 405 and "only through Git" in refused.json()["message"]
+    assert client.put("/v1/policies/evil", content="package evil", headers=auth(made["operator"])).status_code == 405
+
+    logs = [
+        {
+            "decision_id": "d1",
+            "path": "arm/decision/result",
+            "input": {"args": {"password": "hunter2!!"}},
+            "result": {"decision": "ALLOW"},
+        }
+    ]
+    uploaded = client.post(
+        "/logs", content=gzip.compress(json.dumps(logs).encode()), headers={**auth(made["runtime"]), "Content-Encoding": "gzip"}
+    )
+    assert uploaded.status_code == 204
+    with engine.connect() as connection:
+        stored = connection.execute(
+            sa.select(tables.op_events.c.tenant, tables.op_events.c.payload).where(tables.op_events.c.type == "OPA_DECISION")
+        ).one()
+    assert stored.tenant == "acme" and stored.payload["input"]["args"]["password"] == "[REDACTED]"
