@@ -1,0 +1,171 @@
+"""Benchmark: POST /v1/decisions under load, with wrk pinned to one core and the server to the other.
+
+Builds a fleet of ~1,000 instances (``fleetgen``: 334 templates, 3 replicas each), applies it
+to a fresh SQLite store, creates a runtime token, starts ``armctl serve`` pinned to CPU 1 and
+drives it with ``wrk`` pinned to CPU 0 (Debian package ``wrk``): 1 connection for latency,
+16 connections for throughput and tail latency. Afterwards it checks that the number of stored
+decision events equals the number of answered requests, and prints the embedded engine's
+in-process decisions/s as the floor. Targets: ≥ 6,000 decisions/s at 16 connections, p50 ≤
+0.3 ms at 1 connection, p99 ≤ 7 ms at 16 connections. A figure printer, not a test.
+
+    python bench/bench_decisions.py [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import fleetgen
+import sqlalchemy as sa
+
+WORK = Path(__file__).resolve().parent / ".work"
+
+LUA = """
+local instances = {%s}
+local tools = {"%s"}
+local n = 0
+request = function()
+  n = n + 1
+  local body = string.format('{"instance":"%%s","tool":"%%s","args":{"n":%%d},"costEstimate":0.01}',
+    instances[(n %% #instances) + 1], tools[(n %% #tools) + 1], n)
+  return wrk.format("POST", "/v1/decisions", {["Content-Type"]="application/json", ["Authorization"]="Bearer %s"}, body)
+end
+"""
+
+
+def armctl(state: Path, *args: str) -> str:
+    env = {**os.environ, "ARM_STATE_DIR": str(state)}
+    out = subprocess.run([sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, env=env, check=False)
+    if out.returncode not in (0,):
+        raise SystemExit(f"armctl {' '.join(args)} failed: {out.stderr[-2000:]}")
+    return out.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    figures: dict[str, float] = {}
+    for label, key in (("50%", "p50"), ("99%", "p99")):
+        m = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)$", out, re.MULTILINE)
+        if m:
+            value = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+            figures[key] = value
+    m = re.search(r"(\d+) requests in", out)
+    figures["requests"] = float(m.group(1)) if m else 0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    figures["rps"] = float(m.group(1)) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    figures["errors"] = float(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)$", out, re.MULTILINE)
+    if m:
+        print(f"  wrk (c={connections}) socket errors: {m.group(1)}")
+    if "p99" not in figures:
+        print("  wrk printed no latency percentiles:\n" + out)
+    return figures
+
+
+def engine_floor(state: Path) -> float:
+    from reconciler.policy import deciding, engines, library
+
+    engine = engines.EmbeddedEngine()
+    engine.load(engines.Bundle(library.modules_for({}, tests=False), {}, "floor"))
+    envelope = {
+        "maxRisk": "RED", "approvalAbove": "YELLOW", "tools": {"allow": None, "deny": ["shell.exec"], "requireApproval": []},
+        "budgets": {"perCall": 1.0, "perRun": None, "daily": 50.0}, "loop": {"threshold": 10, "windowSeconds": 60},
+        "approvals": {}, "sources": [],
+    }  # fmt: skip
+    context = deciding.Context({"id": "i", "state": "ACTIVE", "tenant": "t", "template": "x", "version": "x@1"}, {"name": "dev", "production": False},
+                               {"name": "crm.lookup", "risk": "GREEN"}, envelope)  # fmt: skip
+    document, assessment = deciding.build_input(context, "crm.lookup", {"n": 1}, 0.01)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < 2.0:
+        deciding.evaluate(engine, document, assessment)
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    repo = fleetgen.cached(WORK, 334)
+    state = Path(tempfile.mkdtemp(prefix="arm-decisions-"))
+    try:
+        armctl(state, "init")
+        armctl(state, "apply", "--repo", str(repo), "--ref", "main")
+        engine = sa.create_engine(f"sqlite:///{state / 'arm.db'}")
+        with engine.connect() as connection:
+            instances = [
+                r[0] for r in connection.execute(sa.text("SELECT id FROM instances WHERE state != 'RETIRED' ORDER BY id"))
+            ]
+            tenant = connection.execute(sa.text("SELECT name FROM tenants LIMIT 1")).scalar_one()
+            catalog = json.loads(connection.execute(sa.text("SELECT spec FROM tool_catalogs LIMIT 1")).scalar_one())
+        tools = [t["name"] for t in catalog["tools"] if t["risk"] == "GREEN"][:8]
+        token = armctl(state, "token", "create", "--name", "bench", "--kind", "runtime", "--tenant", tenant).strip()
+        script = state / "decisions.lua"
+        script.write_text(LUA % (",".join(f'"{i}"' for i in instances), '","'.join(tools), token))
+        port = free_port()
+        env = {**os.environ, "ARM_STATE_DIR": str(state)}
+        server = subprocess.Popen(
+            ["taskset", "-c", "1", sys.executable, "-m", "reconciler", "serve", "--port", str(port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            one = run_wrk(url, script, 1, args.seconds)
+            many = run_wrk(url, script, 16, args.seconds)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        with engine.connect() as connection:
+            stored = connection.execute(sa.text("SELECT count(*) FROM op_events WHERE type = 'DECISION'")).scalar_one()
+        answered = one["requests"] - one["errors"] + many["requests"] - many["errors"]
+        floor = engine_floor(state)
+        print(f"POST /v1/decisions, {len(instances)} instances, SQLite, server on CPU 1, wrk on CPU 0, {args.seconds} s per run")
+        print(
+            f"  c=1   {one['rps']:8.0f} decisions/s  p50 {one.get('p50', 0):.3f} ms  (target p50 <= 0.3 ms)  errors {one['errors']:.0f}"
+        )
+        print(
+            f"  c=16  {many['rps']:8.0f} decisions/s  p99 {many.get('p99', 0):.2f} ms  (targets >= 6000/s, p99 <= 7 ms)  errors {many['errors']:.0f}"
+        )
+        print(
+            f"  stored decision events {stored} vs answered requests {answered:.0f}: {'equal' if stored == answered else 'DIFFERENT'}"
+        )
+        print(f"  embedded engine in process: {floor:,.0f} decisions/s (the floor)")
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
