@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -72,32 +72,28 @@ class EmbeddedEngine:
         return local.engine
 
     def evaluate(self, rule: str, input: Mapping[str, Any]) -> Any:
-        engine = self._engine()
-        try:
-            engine.set_input_json(orjson.dumps(input, option=orjson.OPT_NON_STR_KEYS).decode())
-            value = engine.eval_rule(rule)
-        except RuntimeError as exc:
-            _, _, message = compiling.engine_message(exc)
-            raise errors.PolicyError(f"evaluating {rule}: {message}") from exc
-        except BaseException as exc:
-            # pyo3's PanicException derives from BaseException; anything else is re-raised.
-            if type(exc).__name__ != "PanicException":
-                raise
-            raise errors.PolicyError(f"evaluating {rule}: the policy engine panicked: {exc}") from exc
-        return value
+        return self._run(rule, input, lambda engine: engine.eval_rule(rule))
 
     def query(self, path: str, input: Mapping[str, Any]) -> Any:
-        engine = self._engine()
-        try:
-            engine.set_input_json(orjson.dumps(input, option=orjson.OPT_NON_STR_KEYS).decode())
-            result = engine.eval_query(path)
-        except RuntimeError as exc:
-            _, _, message = compiling.engine_message(exc)
-            raise errors.PolicyError(f"evaluating {path}: {message}") from exc
+        result = self._run(path, input, lambda engine: engine.eval_query(path))
         rows = result.get("result") or []
         if not rows or not rows[0].get("expressions"):
             return None
         return rows[0]["expressions"][0].get("value")
+
+    def _run(self, what: str, input: Mapping[str, Any], call: Callable[[regorus.Engine], Any]) -> Any:
+        engine = self._engine()
+        try:
+            engine.set_input_json(orjson.dumps(input, option=orjson.OPT_NON_STR_KEYS).decode())
+            return call(engine)
+        except RuntimeError as exc:
+            _, _, message = compiling.engine_message(exc)
+            raise errors.PolicyError(f"evaluating {what}: {message}") from exc
+        except BaseException as exc:
+            # pyo3's PanicException derives from BaseException; anything else is re-raised.
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise errors.PolicyError(f"evaluating {what}: the policy engine panicked: {exc}") from exc
 
 
 def _build(bundle: Bundle) -> regorus.Engine:
