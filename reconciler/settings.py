@@ -53,8 +53,14 @@ class Settings:
     max_file_bytes: int = 1024 * 1024
     #: SQLAlchemy URL; default SQLite in the state directory
     database_url: str | None = None
+    #: op events older than this are archived (gzipped JSON Lines) and deleted
+    op_event_retention_days: int = 30
 
-    _CONVERT: ClassVar[dict[str, Any]] = {"state_dir": Path, "max_file_bytes": _int_at_least(1024)}
+    _CONVERT: ClassVar[dict[str, Any]] = {
+        "state_dir": Path,
+        "max_file_bytes": _int_at_least(1024),
+        "op_event_retention_days": _int_at_least(1),
+    }
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -80,6 +86,10 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.state_dir / "cache"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.state_dir / "archive"
 
     @property
     def database(self) -> str:

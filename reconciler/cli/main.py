@@ -43,6 +43,7 @@ class LazyGroup(click.Group):
         "decide": "reconciler.cli.deciding:decide",
         "serve": "reconciler.cli.serving:serve",
         "token": "reconciler.cli.serving:token",
+        "events": "reconciler.cli.eventing:events",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

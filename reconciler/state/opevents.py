@@ -1,21 +1,26 @@
 """Op events: the high-volume operational log (decisions, heartbeats, cost ticks, tool results).
 
-Time-indexed rows in ``op_events``; this module writes them and answers the two questions a
-decision asks of them: how much an instance has spent (in a run, today) and how often it made
-the same call recently.
+Time-indexed rows in ``op_events``; this module writes them, answers the two questions a
+decision asks of them (how much an instance has spent, in a run and today; how often it made
+the same call recently), and applies the retention: older events are archived to gzipped
+JSON Lines files, then deleted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import json
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from reconciler.state import tables
 
-__all__ = ["add", "calls_since", "spent"]
+__all__ = ["add", "archive_and_prune", "calls_since", "spent"]
 
 
 def add(connection: sa.Connection, events: Iterable[dict[str, Any]]) -> None:
@@ -54,3 +59,33 @@ def calls_since(connection: sa.Connection, tenant: str, instance: str, call_key:
         sa.select(e.payload).where(e.tenant == tenant, e.instance == instance, e.type == "DECISION", e.at >= since)
     ).scalars()
     return sum(1 for payload in rows if payload.get("callKey") == call_key)
+
+
+def archive_and_prune(connection: sa.Connection, older_than: dt.datetime, archive_dir: Path, batch: int = 5000) -> int:
+    """Move events older than ``older_than`` to gzipped JSON Lines files, then delete them.
+
+    One file per run (``op-events-<cutoff>-<first id>.jsonl.gz``), written and fsynced before any
+    row is deleted, so an interrupted run loses nothing (at worst it archives some rows twice).
+    """
+    e = tables.op_events.c
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    moved = 0
+    last_id = 0
+    while True:
+        rows = (
+            connection.execute(sa.select(tables.op_events).where(e.at < older_than, e.id > last_id).order_by(e.id).limit(batch))
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return moved
+        path = archive_dir / f"op-events-{older_than:%Y%m%dT%H%M%S}-{rows[0]['id']}.jsonl.gz"
+        with gzip.open(path, "wt", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps({**row, "at": row["at"].isoformat()}, default=str, sort_keys=True) + "\n")
+        with path.open("rb") as written:
+            os.fsync(written.fileno())
+        ids = [row["id"] for row in rows]
+        connection.execute(tables.op_events.delete().where(e.id.in_(ids)))
+        moved += len(ids)
+        last_id = ids[-1]
