@@ -12,8 +12,11 @@ The policy is the applied commit's: the library plus the fleet modules stored at
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime as dt
+import queue
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +25,7 @@ import sqlalchemy as sa
 from reconciler import clock as clock_
 from reconciler.audit import chain
 from reconciler.policy import deciding, engines, library, risk
-from reconciler.state import fleetstate, opevents, tables
+from reconciler.state import database, fleetstate, opevents, tables
 
 __all__ = ["Decider", "Decision", "Request"]
 
@@ -62,11 +65,123 @@ class Decision:
         return body
 
 
+@dataclasses.dataclass
+class _Fleet:
+    """What resolving a caller needs, read once per applied revision and state generation."""
+
+    key: tuple[Any, ...]
+    instances: dict[str, Any]
+    envelopes: dict[tuple[str, str], Any]
+    production: dict[tuple[str, str], bool]
+    tools: dict[str, dict[str, Any]]
+
+
+@dataclasses.dataclass
+class _Pending:
+    row: dict[str, Any]
+    deny: tuple[str, str] | None  # (tenant, record type) when the decision is a DENY to record
+    tool: str
+    reasons: list[str]
+    done: concurrent.futures.Future[int] = dataclasses.field(default_factory=concurrent.futures.Future)
+
+
+class _Recorder:
+    """Group commit: concurrent decisions are stored together, one transaction per batch.
+
+    Each caller waits for the commit of the batch holding its decision before it answers, so
+    nothing is answered that was not stored, at the cost of one commit per batch rather than
+    one per decision.
+    """
+
+    def __init__(self, db: sa.Engine, now: Any, max_batch: int = 512) -> None:
+        self.db = db
+        self.now = now
+        self.max_batch = max_batch
+        self.queue: queue.Queue[_Pending | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="arm-decision-recorder", daemon=True)
+        self.thread.start()
+
+    def submit(self, item: _Pending) -> int:
+        self.queue.put(item)
+        return item.done.result()
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self.queue.put(None)
+                    break
+                batch.append(item)
+            try:
+                with self.db.begin() as connection:
+                    _store(connection, batch, self.now())
+            except Exception as exc:  # noqa: BLE001 - every waiting caller must learn the batch failed
+                for item in batch:
+                    item.done.set_exception(exc)
+            else:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(RuntimeError("decision not stored"))
+
+
+def _store(connection: sa.Connection, batch: list[_Pending], now: dt.datetime) -> None:
+    e = tables.op_events
+    ids = (
+        connection.execute(e.insert().returning(e.c.id, sort_by_parameter_order=True), [item.row for item in batch])
+        .scalars()
+        .all()
+    )
+    records = []
+    for item, decision_id in zip(batch, ids, strict=True):
+        if item.deny is not None:
+            tenant, record_type = item.deny
+            records.append(
+                chain.Record(
+                    tenant=tenant,
+                    type=record_type,
+                    object_kind="Instance",
+                    object_name=item.row["instance"],
+                    after={"decision": "DENY", "tool": item.tool, "reasons": item.reasons, "decisionId": decision_id},
+                )
+            )
+    if records:
+        chain.append(connection, records, now)
+    for item, decision_id in zip(batch, ids, strict=True):
+        item.done.set_result(int(decision_id))
+
+
 class Decider:
-    def __init__(self, db: sa.Engine, *, engine: engines.Engine | None = None, clock: clock_.Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: sa.Engine,
+        *,
+        engine: engines.Engine | None = None,
+        clock: clock_.Clock | None = None,
+        group_commit: bool = False,
+    ) -> None:
         self.db = db
         self.engine = engine or engines.EmbeddedEngine()
         self.clock = clock or clock_.SystemClock()
+        self._fleet: _Fleet | None = None
+        self._fleet_lock = threading.Lock()
+        self._policy_lock = threading.Lock()
+        self._recorder = _Recorder(db, self.clock.now) if group_commit else None
+
+    def close(self) -> None:
+        if self._recorder is not None:
+            self._recorder.close()
 
     def ensure_policy(self, connection: sa.Connection) -> None:
         """Load the applied commit's policy into the engine if it is not loaded yet."""
@@ -76,91 +191,100 @@ class Decider:
     def _policy(self, connection: sa.Connection, revision: str | None) -> None:
         if revision is not None and self.engine.revision == revision:
             return
-        c = tables.policy_modules.c
-        fleet = {row.path: row.text for row in connection.execute(sa.select(c.path, c.text))}
-        self.engine.load(engines.Bundle(library.modules_for(fleet, tests=False), {}, revision or "none"))
+        with self._policy_lock:
+            if revision is not None and self.engine.revision == revision:
+                return
+            c = tables.policy_modules.c
+            fleet = {row.path: row.text for row in connection.execute(sa.select(c.path, c.text))}
+            self.engine.load(engines.Bundle(library.modules_for(fleet, tests=False), {}, revision or "none"))
 
     def decide(self, request: Request) -> Decision:
         now = self.clock.now()
-        with self.db.begin() as connection:
+        with database.reading(self.db) as connection:
             state = fleetstate.read(connection) or {}
             revision = state.get("applied_sha")
             self._policy(connection, revision)
-            context, tenant, version = self._context(connection, request, now)
-            key = deciding.call_key(request.tool, request.args)
-            document, assessment = deciding.build_input(context, request.tool, request.args, request.cost_estimate)
-            if context.instance is not None and context.envelope is _MISSING:
-                # Fail closed: a version without its envelope was never fully applied.
-                outcome = deciding.Outcome(
-                    "DENY", [f"version {version} has no effective envelope yet: apply the fleet again"], assessment
-                )
-            else:
-                outcome = deciding.evaluate(self.engine, document, assessment)
-            approval_id = self._approvals(connection, request, tenant, key, outcome, context, now)
-            payload = {
-                "tool": request.tool,
-                "args": risk.redact(dict(request.args)),
-                "decision": outcome.decision,
-                "reasons": outcome.reasons,
-                "risk": assessment.as_dict(),
-                "callKey": key,
-                "runId": request.run_id,
-                "costEstimate": request.cost_estimate,
-                "approvalId": approval_id,
-                "policyRevision": revision,
-                "version": version,
-            }
-            decision_id = connection.execute(
-                tables.op_events.insert().returning(tables.op_events.c.id),
-                {"tenant": tenant or "", "at": now, "type": "DECISION", "instance": request.instance, "payload": payload},
-            ).scalar_one()
-            if outcome.decision == "DENY" and tenant is not None:
-                chain.append(
-                    connection,
-                    [
-                        chain.Record(
-                            tenant=tenant,
-                            type=_deny_type(outcome.reasons),
-                            object_kind="Instance",
-                            object_name=request.instance,
-                            after={
-                                "decision": "DENY",
-                                "tool": request.tool,
-                                "reasons": outcome.reasons,
-                                "decisionId": decision_id,
-                            },
-                        )
-                    ],
-                    now,
-                )
+            fleet = self._resolution(connection, state)
+            context, tenant, version = self._context(connection, fleet, request, now)
+        key = deciding.call_key(request.tool, request.args)
+        document, assessment = deciding.build_input(context, request.tool, request.args, request.cost_estimate)
+        if context.instance is not None and context.envelope is _MISSING:
+            # Fail closed: a version without its envelope was never fully applied.
+            outcome = deciding.Outcome(
+                "DENY", [f"version {version} has no effective envelope yet: apply the fleet again"], assessment
+            )
+        else:
+            outcome = deciding.evaluate(self.engine, document, assessment)
+        payload = {
+            "tool": request.tool,
+            "args": risk.redact(dict(request.args)),
+            "decision": outcome.decision,
+            "reasons": outcome.reasons,
+            "risk": assessment.as_dict(),
+            "callKey": key,
+            "runId": request.run_id,
+            "costEstimate": request.cost_estimate,
+            "approvalId": None,
+            "policyRevision": revision,
+            "version": version,
+        }
+        row = {"tenant": tenant or "", "at": now, "type": "DECISION", "instance": request.instance, "payload": payload}
+        deny = (tenant, _deny_type(outcome.reasons)) if outcome.decision == "DENY" and tenant is not None else None
+        involves_approval = outcome.decision == "NEEDS_APPROVAL" or (outcome.decision == "ALLOW" and context.approval_granted)
+        approval_id = None
+        if involves_approval or self._recorder is None:
+            # Approvals are granted and used one at a time: these decisions commit on their own.
+            with self.db.begin() as connection:
+                approval_id = self._approvals(connection, request, tenant, key, outcome, context, now)
+                payload["approvalId"] = approval_id
+                item = _Pending(row, deny, request.tool, outcome.reasons)
+                _store(connection, [item], now)
+                decision_id = item.done.result()
+        else:
+            decision_id = self._recorder.submit(_Pending(row, deny, request.tool, outcome.reasons))
         return Decision(
             outcome.decision, outcome.reasons, decision_id, revision, approval_id, context.envelope, assessment.as_dict()
         )
 
     # ---------------------------------------------------------------- resolving
 
+    def _resolution(self, connection: sa.Connection, state: dict[str, Any]) -> _Fleet:
+        key = (state.get("applied_sha"), state.get("generation"))
+        fleet = self._fleet
+        if fleet is not None and fleet.key == key:
+            return fleet
+        with self._fleet_lock:
+            if self._fleet is not None and self._fleet.key == key:
+                return self._fleet
+            i, v, e, t = tables.instances.c, tables.agent_versions.c, tables.environments.c, tables.tool_catalogs.c
+            instances = {
+                r.id: r for r in connection.execute(sa.select(i.id, i.tenant, i.state, i.version, i.environment, i.template))
+            }
+            envelopes = {(r.tenant, r.name): r.envelope for r in connection.execute(sa.select(v.tenant, v.name, v.envelope))}
+            production = {
+                (r.tenant, r.name): bool((r.spec or {}).get("production"))
+                for r in connection.execute(sa.select(e.tenant, e.name, e.spec))
+            }
+            tools: dict[str, dict[str, Any]] = {}
+            for r in connection.execute(sa.select(t.tenant, t.spec).where(t.status == "ACTIVE").order_by(t.name)):
+                for entry in r.spec.get("tools", []):
+                    tools.setdefault(r.tenant, {}).setdefault(entry["name"], entry)
+            self._fleet = _Fleet(key, instances, envelopes, production, tools)
+            return self._fleet
+
+    def invalidate(self) -> None:
+        """Forget the resolution data (after a change this process made outside the generation)."""
+        self._fleet = None
+
     def _context(
-        self, connection: sa.Connection, request: Request, now: dt.datetime
+        self, connection: sa.Connection, fleet: _Fleet, request: Request, now: dt.datetime
     ) -> tuple[deciding.Context, str | None, str | None]:
-        i = tables.instances.c
-        instance = connection.execute(
-            sa.select(i.id, i.tenant, i.state, i.version, i.environment, i.template).where(i.id == request.instance)
-        ).first()
+        instance = fleet.instances.get(request.instance)
         if instance is None:
             return deciding.Context(None, {"name": None, "production": False}, None, _EMPTY_ENVELOPE), None, None
         tenant = instance.tenant
-        v = tables.agent_versions.c
-        envelope = (
-            connection.execute(sa.select(v.envelope).where(v.tenant == tenant, v.name == instance.version)).scalar() or _MISSING
-        )
-        e = tables.environments.c
-        env_spec = connection.execute(sa.select(e.spec).where(e.tenant == tenant, e.name == instance.environment)).scalar() or {}
-        tool = None
-        t = tables.tool_catalogs.c
-        for spec in connection.execute(sa.select(t.spec).where(t.tenant == tenant, t.status == "ACTIVE")).scalars():
-            tool = next((entry for entry in spec.get("tools", []) if entry.get("name") == request.tool), None)
-            if tool is not None:
-                break
+        envelope = fleet.envelopes.get((tenant, instance.version)) or _MISSING
+        tool = fleet.tools.get(tenant, {}).get(request.tool)
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         spent_run, spent_day = opevents.spent(connection, tenant, request.instance, request.run_id, day_start)
         window = (envelope.get("loop") or {}).get("windowSeconds") or 60
@@ -184,7 +308,7 @@ class Decider:
                 "template": instance.template,
                 "version": instance.version,
             },
-            environment={"name": instance.environment, "production": bool(env_spec.get("production"))},
+            environment={"name": instance.environment, "production": fleet.production.get((tenant, instance.environment), False)},
             tool=tool,
             envelope=envelope,
             spent_run=spent_run,

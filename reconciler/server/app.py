@@ -77,7 +77,8 @@ class _Metrics:
 
 def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: deciding.Decider | None = None) -> fastapi.FastAPI:
     clock = clock or clock_.SystemClock()
-    decider = decider or deciding.Decider(db, clock=clock)
+    # Group commit: concurrent decisions share a transaction (each still waits for its commit).
+    decider = decider or deciding.Decider(db, clock=clock, group_commit=True)
     metrics = _Metrics()
     app = fastapi.FastAPI(
         title="ARM Reconciler", version="1", description="Policy decisions, approvals and emergency controls for agent fleets."

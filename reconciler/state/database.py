@@ -18,7 +18,17 @@ import sqlalchemy as sa
 
 from reconciler import errors
 
-__all__ = ["SCHEMA_HEAD", "RawJSON", "bulk_insert", "connect", "head_revision", "migrate", "require_current", "schema_revision"]
+__all__ = [
+    "SCHEMA_HEAD",
+    "RawJSON",
+    "bulk_insert",
+    "connect",
+    "head_revision",
+    "migrate",
+    "reading",
+    "require_current",
+    "schema_revision",
+]
 
 #: The newest migration in ``migrations/versions``; kept here so checking a database's schema
 #: needs no Alembic import (~0.2 s). A test asserts it equals Alembic's head.
@@ -79,8 +89,15 @@ def _sqlite_connect(dbapi_connection: Any, _: Any) -> None:
 
 
 def _sqlite_begin(connection: sa.Connection) -> None:
-    # Take the write lock at the start so a transaction never fails half-way on SQLITE_BUSY.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers take the lock at the start so a transaction never fails half-way on SQLITE_BUSY;
+    # readers (``reading``) begin deferred and never wait for or block a writer under WAL.
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def reading(engine: sa.Engine) -> sa.Connection:
+    """A connection for reads only: on SQLite it does not take the write lock."""
+    return engine.connect().execution_options(sqlite_begin="DEFERRED")
 
 
 def _config(connection: sa.Connection) -> Any:

@@ -382,3 +382,28 @@ def test_the_opa_bundle_data_api_and_decision_logs(api: tuple[httpx.Client, sa.E
             sa.select(tables.op_events.c.tenant, tables.op_events.c.payload).where(tables.op_events.c.type == "OPA_DECISION")
         ).one()
     assert stored.tenant == "acme" and stored.payload["input"]["args"]["password"] == "[REDACTED]"
+
+
+def test_concurrent_decisions_are_all_stored_before_they_are_answered(
+    api: tuple[httpx.Client, sa.Engine, dict[str, str]],
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, engine, made = api
+    base = str(client.base_url)
+
+    def one(n: int) -> dict[str, Any]:
+        with httpx.Client(base_url=base, timeout=30) as own:
+            body = {"instance": f"acme:app-dev-g1-{n % 2}", "tool": "crm.lookup", "args": {"n": n}, "costEstimate": 0.001}
+            response = own.post("/v1/decisions", json=body, headers=auth(made["runtime"]))
+            assert response.status_code == 200
+            return response.json()  # type: ignore[no-any-return]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(one, range(64)))
+    assert {a["decision"] for a in answers} == {"ALLOW"}
+    ids = [a["decisionId"] for a in answers]
+    assert len(set(ids)) == 64
+    with engine.connect() as connection:
+        stored = set(connection.execute(sa.select(tables.op_events.c.id).where(tables.op_events.c.type == "DECISION")).scalars())
+    assert set(ids) <= stored and len(stored) == 64
