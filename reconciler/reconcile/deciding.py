@@ -249,7 +249,9 @@ class Decider:
     # ---------------------------------------------------------------- resolving
 
     def _resolution(self, connection: sa.Connection, state: dict[str, Any]) -> _Fleet:
-        key = (state.get("applied_sha"), state.get("generation"))
+        # Every apply sets applied_at (the same commit applied again after an approval too), and
+        # changes outside Git bump the generation: either makes the cached resolution stale.
+        key = (state.get("applied_sha"), state.get("applied_at"), state.get("generation"))
         fleet = self._fleet
         if fleet is not None and fleet.key == key:
             return fleet

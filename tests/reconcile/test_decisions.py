@@ -164,3 +164,24 @@ def test_a_version_without_its_envelope_fails_closed(decider: deciding.Decider) 
         "DENY",
         ["version app@1.0.0 has no effective envelope yet: apply the fleet again"],
     )
+
+
+def test_instances_created_by_a_later_apply_of_the_same_commit_are_known(git_repo: GitRepo, db_url: str) -> None:
+    # prod waits for an approval; the decider resolves the fleet; the approval bumps the state
+    # generation; the apply of the same commit then creates prod's instance — which the
+    # decider must know without a new commit.
+    files = scenario.first_commit_files() | {
+        "fleet/app/v1.yaml": scenario.version("1.0.0", "APPROVED"),
+        "fleet/deploy-prod.yaml": scenario.deployment("app-prod", "prod", "1.0.0", 1),
+    }
+    git_repo.commit(files, author=AUTHOR)
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    decider = deciding.Decider(rec.db, clock=Clock())  # type: ignore[arg-type]
+    assert ask(decider, "crm.lookup", instance="acme:app-prod-g1-0").reasons == ["unknown instance"]
+    ((approval_id,),) = scenario.rows(rec.db, tables.approvals, "id")
+    with rec.db.begin() as connection:
+        approving.decide(connection, approval_id, "alice", "APPROVE", "ship it", NOW)
+    assert ask(decider, "crm.lookup", instance="acme:app-prod-g1-0").reasons == ["unknown instance"]
+    rec.apply("main")
+    assert ask(decider, "crm.lookup", instance="acme:app-prod-g1-0").decision == "ALLOW"
