@@ -107,19 +107,28 @@ class Chain:
         return written
 
 
-def append(connection: sa.Connection, records: Iterable[Record], at: dt.datetime) -> list[dict[str, Any]]:
-    """Append records outside a reconcile (operator actions), reading the heads first."""
-    records = list(records)
-    tenants = {r.tenant for r in records}
+def locked_heads(connection: sa.Connection, tenants: Iterable[str]) -> dict[str, tuple[int, str]]:
+    """The chain heads of ``tenants``, read after taking each tenant's chain lock.
+
+    On PostgreSQL concurrent writers (a reconcile, an approval, a DENY) would otherwise read
+    the same head and collide on the next sequence number; a transaction-scoped advisory lock
+    per tenant serialises them. SQLite writers are already serialised by its write lock.
+    """
     heads: dict[str, tuple[int, str]] = {}
     c = tables.change_records.c
-    for tenant in tenants:
-        row = connection.execute(
-            sa.select(c.seq, c.hash).where(c.tenant == tenant).order_by(c.seq.desc()).limit(1).with_for_update()
-        ).first()
+    for tenant in sorted(set(tenants)):
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"arm-chain:{tenant}"})
+        row = connection.execute(sa.select(c.seq, c.hash).where(c.tenant == tenant).order_by(c.seq.desc()).limit(1)).first()
         if row is not None:
             heads[tenant] = (row.seq, row.hash)
-    chain = Chain(heads)
+    return heads
+
+
+def append(connection: sa.Connection, records: Iterable[Record], at: dt.datetime) -> list[dict[str, Any]]:
+    """Append records outside a reconcile (operator actions, decisions), under the chain lock."""
+    records = list(records)
+    chain = Chain(locked_heads(connection, {r.tenant for r in records}))
     rows = [chain.add(r, at) for r in records]
     chain.write(connection)
     return rows

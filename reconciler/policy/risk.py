@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["LEVELS", "REDACTED", "Assessment", "assess", "redact"]
+__all__ = ["LEVELS", "REDACTED", "Assessment", "assess", "clean", "redact"]
 
 LEVELS = ("GREEN", "YELLOW", "RED")
 REDACTED = "[REDACTED]"
@@ -126,4 +126,15 @@ def redact(value: Any, key: str = "") -> Any:
         return [redact(v, key) for v in value]
     if _is_secret(key, value):
         return REDACTED
+    return value
+
+
+def clean(value: Any) -> Any:
+    """``value`` with NUL characters replaced: JSON columns on PostgreSQL cannot store them."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, Mapping):
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
     return value

@@ -44,7 +44,8 @@ def apply(
     now: dt.datetime,
     run_id: int | None = None,
 ) -> ApplyResult:
-    chain = chain_.Chain(actual.chain_heads, run_id)
+    # Heads read under the chain lock: other writers (approvals, decisions) append too.
+    chain = chain_.Chain(chain_.locked_heads(connection, {a.tenant for a in plan.actions}), run_id)
     author = plan.author
     operator = _operator_of(desired)
     for action in plan.actions:
@@ -219,7 +220,18 @@ class _Writer:
             obj = action.data["object"]
             table = tables.KIND_TABLES[obj.kind]
             values = self._row(obj)
-            for column in ("tenant", "name", "genome", "genome_hash", "lifecycle"):
+            # Write-once and state columns the manifest does not set stay as they are.
+            for column in (
+                "tenant",
+                "name",
+                "genome",
+                "genome_hash",
+                "lifecycle",
+                "integrity",
+                "conditions",
+                "envelope",
+                "envelope_digest",
+            ):
                 values.pop(column, None)
             self.c.execute(table.update().where(table.c.tenant == action.tenant, table.c.name == action.name), values)
         moved = [

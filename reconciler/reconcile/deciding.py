@@ -13,11 +13,12 @@ The policy is the applied commit's: the library plus the fleet modules stored at
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -126,23 +127,31 @@ class _Recorder:
                 batch.append(item)
             try:
                 with self.db.begin() as connection:
-                    _store(connection, batch, self.now())
-            except Exception as exc:  # noqa: BLE001 - every waiting caller must learn the batch failed
+                    ids = _store(connection, batch, self.now())
+            except Exception:  # noqa: BLE001 - one bad decision must not fail the batch: retry one by one
                 for item in batch:
-                    item.done.set_exception(exc)
-            else:
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(RuntimeError("decision not stored"))
+                    try:
+                        with self.db.begin() as connection:
+                            (single,) = _store(connection, [item], self.now())
+                    except Exception as exc:  # noqa: BLE001 - the caller learns why and answers an error
+                        item.done.set_exception(exc)
+                    else:
+                        item.done.set_result(single)
+                continue
+            # Answers go out only now, after the commit.
+            for item, decision_id in zip(batch, ids, strict=True):
+                item.done.set_result(decision_id)
 
 
-def _store(connection: sa.Connection, batch: list[_Pending], now: dt.datetime) -> None:
+def _store(connection: sa.Connection, batch: list[_Pending], now: dt.datetime) -> list[int]:
+    """Insert the decisions of ``batch`` and their DENY records; returns the decision ids."""
     e = tables.op_events
-    ids = (
-        connection.execute(e.insert().returning(e.c.id, sort_by_parameter_order=True), [item.row for item in batch])
-        .scalars()
-        .all()
-    )
+    ids = [
+        int(i)
+        for i in connection.execute(
+            e.insert().returning(e.c.id, sort_by_parameter_order=True), [item.row for item in batch]
+        ).scalars()
+    ]
     records = []
     for item, decision_id in zip(batch, ids, strict=True):
         if item.deny is not None:
@@ -158,8 +167,39 @@ def _store(connection: sa.Connection, batch: list[_Pending], now: dt.datetime) -
             )
     if records:
         chain.append(connection, records, now)
-    for item, decision_id in zip(batch, ids, strict=True):
-        item.done.set_result(int(decision_id))
+    return ids
+
+
+class _InFlight:
+    """Decisions of this process not stored yet, per call: loop detection must count them.
+
+    ``track`` serialises decisions of the same call (instance, tool, arguments) and yields how
+    many of them are still in flight; each leaves the count once its decision is stored.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str | None, str, str], int] = {}
+        self._locks: dict[tuple[str | None, str, str], threading.Lock] = {}
+
+    @contextlib.contextmanager
+    def track(self, tenant: str | None, instance: str, key: str) -> Iterator[int]:
+        ident = (tenant, instance, key)
+        with self._lock:
+            call_lock = self._locks.setdefault(ident, threading.Lock())
+        with call_lock:
+            earlier = self._counts.get(ident, 0)
+            self._counts[ident] = earlier + 1
+        try:
+            yield earlier
+        finally:
+            with self._lock:
+                left = self._counts.get(ident, 1) - 1
+                if left:
+                    self._counts[ident] = left
+                else:
+                    self._counts.pop(ident, None)
+                    self._locks.pop(ident, None)
 
 
 class Decider:
@@ -178,6 +218,7 @@ class Decider:
         self._fleet_lock = threading.Lock()
         self._policy_lock = threading.Lock()
         self._recorder = _Recorder(db, self.clock.now) if group_commit else None
+        self._inflight = _InFlight()
 
     def close(self) -> None:
         if self._recorder is not None:
@@ -199,52 +240,97 @@ class Decider:
             self.engine.load(engines.Bundle(library.modules_for(fleet, tests=False), {}, revision or "none"))
 
     def decide(self, request: Request) -> Decision:
+        request = Request(
+            risk.clean(request.instance), risk.clean(request.tool), risk.clean(dict(request.args)), request.cost_estimate,
+            risk.clean(request.run_id),
+        )  # fmt: skip
         now = self.clock.now()
+        key = deciding.call_key(request.tool, request.args)
         with database.reading(self.db) as connection:
             state = fleetstate.read(connection) or {}
             revision = state.get("applied_sha")
             self._policy(connection, revision)
             fleet = self._resolution(connection, state)
             context, tenant, version = self._context(connection, fleet, request, now)
-        key = deciding.call_key(request.tool, request.args)
+        with self._inflight.track(tenant, request.instance, key) as earlier:
+            if context.instance is not None:
+                # Repeats still in flight in this process count: they are not stored yet.
+                context = dataclasses.replace(
+                    context, same_calls=self._calls_since(tenant, request.instance, key, context, now) + earlier
+                )
+            return self._decide(request, key, context, tenant, version, revision, now)
+
+    def _decide(
+        self,
+        request: Request,
+        key: str,
+        context: deciding.Context,
+        tenant: str | None,
+        version: str | None,
+        revision: str | None,
+        now: dt.datetime,
+    ) -> Decision:
+        outcome = self._evaluate(request, context, version)
+        approval_id = None
+        if (
+            outcome.decision == "NEEDS_APPROVAL"
+            or (outcome.decision == "ALLOW" and context.approval_granted)
+            or self._recorder is None
+        ):
+            # Approvals are granted and used one at a time: these decisions commit on their own,
+            # re-checking the approval under a lock so one approval allows one call.
+            with self.db.begin() as connection:
+                approval_id, outcome = self._approval_step(connection, request, tenant, key, outcome, context, version, now)
+                (decision_id,) = _store(
+                    connection, [self._pending(request, key, tenant, version, revision, now, outcome, approval_id)], now
+                )
+        else:
+            decision_id = self._recorder.submit(self._pending(request, key, tenant, version, revision, now, outcome, None))
+        return Decision(
+            outcome.decision, outcome.reasons, decision_id, revision, approval_id, context.envelope, outcome.risk.as_dict()
+        )
+
+    def _evaluate(self, request: Request, context: deciding.Context, version: str | None) -> deciding.Outcome:
         document, assessment = deciding.build_input(context, request.tool, request.args, request.cost_estimate)
         if context.instance is not None and context.envelope is _MISSING:
             # Fail closed: a version without its envelope was never fully applied.
-            outcome = deciding.Outcome(
+            return deciding.Outcome(
                 "DENY", [f"version {version} has no effective envelope yet: apply the fleet again"], assessment
             )
-        else:
-            outcome = deciding.evaluate(self.engine, document, assessment)
+        return deciding.evaluate(self.engine, document, assessment)
+
+    def _pending(
+        self,
+        request: Request,
+        key: str,
+        tenant: str | None,
+        version: str | None,
+        revision: str | None,
+        now: dt.datetime,
+        outcome: deciding.Outcome,
+        approval_id: int | None,
+    ) -> _Pending:
         payload = {
             "tool": request.tool,
             "args": risk.redact(dict(request.args)),
             "decision": outcome.decision,
             "reasons": outcome.reasons,
-            "risk": assessment.as_dict(),
+            "risk": outcome.risk.as_dict(),
             "callKey": key,
             "runId": request.run_id,
             "costEstimate": request.cost_estimate,
-            "approvalId": None,
+            "approvalId": approval_id,
             "policyRevision": revision,
             "version": version,
         }
         row = {"tenant": tenant or "", "at": now, "type": "DECISION", "instance": request.instance, "payload": payload}
         deny = (tenant, _deny_type(outcome.reasons)) if outcome.decision == "DENY" and tenant is not None else None
-        involves_approval = outcome.decision == "NEEDS_APPROVAL" or (outcome.decision == "ALLOW" and context.approval_granted)
-        approval_id = None
-        if involves_approval or self._recorder is None:
-            # Approvals are granted and used one at a time: these decisions commit on their own.
-            with self.db.begin() as connection:
-                approval_id = self._approvals(connection, request, tenant, key, outcome, context, now)
-                payload["approvalId"] = approval_id
-                item = _Pending(row, deny, request.tool, outcome.reasons)
-                _store(connection, [item], now)
-                decision_id = item.done.result()
-        else:
-            decision_id = self._recorder.submit(_Pending(row, deny, request.tool, outcome.reasons))
-        return Decision(
-            outcome.decision, outcome.reasons, decision_id, revision, approval_id, context.envelope, assessment.as_dict()
-        )
+        return _Pending(row, deny, request.tool, outcome.reasons)
+
+    def _calls_since(self, tenant: str | None, instance: str, key: str, context: deciding.Context, now: dt.datetime) -> int:
+        window = (context.envelope.get("loop") or {}).get("windowSeconds") or 60
+        with database.reading(self.db) as connection:
+            return opevents.calls_since(connection, tenant or "", instance, key, now - dt.timedelta(seconds=window))
 
     # ---------------------------------------------------------------- resolving
 
@@ -289,9 +375,7 @@ class Decider:
         tool = fleet.tools.get(tenant, {}).get(request.tool)
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         spent_run, spent_day = opevents.spent(connection, tenant, request.instance, request.run_id, day_start)
-        window = (envelope.get("loop") or {}).get("windowSeconds") or 60
         key = deciding.call_key(request.tool, request.args)
-        same = opevents.calls_since(connection, tenant, request.instance, key, now - dt.timedelta(seconds=window))
         a = tables.approvals.c
         granted = connection.execute(
             sa.select(a.id).where(
@@ -315,14 +399,13 @@ class Decider:
             envelope=envelope,
             spent_run=spent_run,
             spent_day=spent_day,
-            same_calls=same,
             approval_granted=granted is not None,
         )
         return context, tenant, instance.version
 
     # ---------------------------------------------------------------- approvals
 
-    def _approvals(
+    def _approval_step(
         self,
         connection: sa.Connection,
         request: Request,
@@ -330,10 +413,17 @@ class Decider:
         key: str,
         outcome: deciding.Outcome,
         context: deciding.Context,
+        version: str | None,
         now: dt.datetime,
-    ) -> int | None:
+    ) -> tuple[int | None, deciding.Outcome]:
+        """Use a granted approval once, or find or request the approval a decision needs."""
         if tenant is None:
-            return None
+            return None, outcome
+        if connection.dialect.name == "postgresql":
+            # SQLite writers are serialised already; on PostgreSQL lock this call's approvals.
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"arm-call:{tenant}:{request.instance}:{key}"}
+            )
         a = tables.approvals
         match = (
             a.c.tenant == tenant,
@@ -343,14 +433,20 @@ class Decider:
         )
         if outcome.decision == "ALLOW" and context.approval_granted:
             row = connection.execute(sa.select(a.c.id).where(*match, a.c.status == "APPROVED").order_by(a.c.id)).first()
+            used = 0
             if row is not None:
-                connection.execute(a.update().where(a.c.id == row.id).values(status="USED", decided_at=now))
-                return int(row.id)
+                used = connection.execute(
+                    a.update().where(a.c.id == row.id, a.c.status == "APPROVED").values(status="USED", decided_at=now)
+                ).rowcount
+            if used:
+                return int(row.id), outcome  # type: ignore[union-attr]
+            # Another call used the approval first: decide again without it.
+            outcome = self._evaluate(request, dataclasses.replace(context, approval_granted=False), version)
         if outcome.decision != "NEEDS_APPROVAL":
-            return None
+            return None, outcome
         pending = connection.execute(sa.select(a.c.id).where(*match, a.c.status == "PENDING")).first()
         if pending is not None:
-            return int(pending.id)
+            return int(pending.id), outcome
         rules = context.envelope.get("approvals") or {}
         roles = rules.get("approverRoles") or self._approver_roles(connection, tenant)
         ttl = rules.get("ttlSeconds") or 3600
@@ -390,7 +486,7 @@ class Decider:
             ],
             now,
         )
-        return approval_id
+        return approval_id, outcome
 
     def _approver_roles(self, connection: sa.Connection, tenant: str) -> list[str]:
         r = tables.roles.c

@@ -35,7 +35,7 @@ def record(connection: sa.Connection, tenant: str, event: Mapping[str, Any], now
     row = connection.execute(sa.select(i.c.id, i.c.tenant, i.c.state).where(i.c.id == instance_id)).first()
     if row is None or row.tenant != tenant:
         raise errors.NotFound(f"instance {instance_id!r} does not exist in tenant {tenant!r}")
-    payload = risk.redact({k: v for k, v in event.items() if k not in ("type", "instance")})
+    payload = risk.redact(risk.clean({k: v for k, v in event.items() if k not in ("type", "instance")}))
     if kind == "COST":
         amount = payload.get("amount")
         if not isinstance(amount, int | float) or isinstance(amount, bool) or amount < 0:

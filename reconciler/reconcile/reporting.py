@@ -18,7 +18,9 @@ from reconciler.state import fleetstate, tables
 __all__ = ["history", "status"]
 
 
-def status(connection: sa.Connection, runs: int = 5) -> dict[str, Any]:
+def status(connection: sa.Connection, runs: int = 5, tenant: str | None = None) -> dict[str, Any]:
+    """The fleet's status; with ``tenant``, only that tenant's objects, and runs without their
+    errors (a run's errors may name any tenant's files)."""
     state = fleetstate.read(connection) or {}
     r = tables.reconcile_runs.c
     last_runs = [
@@ -30,30 +32,33 @@ def status(connection: sa.Connection, runs: int = 5) -> dict[str, Any]:
             "actions": row.actions,
             "startedAt": row.started_at.isoformat() if row.started_at else None,
             "finishedAt": row.finished_at.isoformat() if row.finished_at else None,
-            "errors": row.errors,
+            "errors": row.errors if tenant is None else [],
         }
         for row in connection.execute(sa.select(tables.reconcile_runs).order_by(r.id.desc()).limit(runs))
     ]
     conditions = []
     for kind in ("AgentVersion", "Deployment"):
         c = tables.KIND_TABLES[kind].c
-        for row in connection.execute(sa.select(c.tenant, c.name, c.conditions).order_by(c.tenant, c.name)):
+        query = sa.select(c.tenant, c.name, c.conditions).order_by(c.tenant, c.name)
+        for row in connection.execute(query if tenant is None else query.where(c.tenant == tenant)):
             for condition in row.conditions or []:
                 conditions.append({"kind": kind, "tenant": row.tenant, "name": row.name, **condition})
-    v = tables.agent_versions.c
-    lifecycles = {
-        row.lifecycle: row.n
-        for row in connection.execute(
-            sa.select(v.lifecycle, sa.func.count().label("n")).where(v.status == "ACTIVE").group_by(v.lifecycle)
-        )
-    }
-    i = tables.instances.c
-    instances = {row.state: row.n for row in connection.execute(sa.select(i.state, sa.func.count().label("n")).group_by(i.state))}
-    a = tables.approvals.c
-    pending = connection.execute(sa.select(sa.func.count()).where(a.status == "PENDING")).scalar_one()
+
+    def scoped(query: Any, table: sa.Table) -> Any:
+        return query if tenant is None else query.where(table.c.tenant == tenant)
+
+    v = tables.agent_versions
+    by_lifecycle = sa.select(v.c.lifecycle, sa.func.count().label("n")).where(v.c.status == "ACTIVE").group_by(v.c.lifecycle)
+    lifecycles = {row.lifecycle: row.n for row in connection.execute(scoped(by_lifecycle, v))}
+    i = tables.instances
+    by_state = sa.select(i.c.state, sa.func.count().label("n")).group_by(i.c.state)
+    instances = {row.state: row.n for row in connection.execute(scoped(by_state, i))}
+    a = tables.approvals
+    pending = connection.execute(scoped(sa.select(sa.func.count()).select_from(a).where(a.c.status == "PENDING"), a)).scalar_one()
     counts = {}
     for kind, table in tables.KIND_TABLES.items():
-        counts[kind] = connection.execute(sa.select(sa.func.count()).where(table.c.status == "ACTIVE")).scalar_one()
+        active = sa.select(sa.func.count()).select_from(table).where(table.c.status == "ACTIVE")
+        counts[kind] = connection.execute(scoped(active, table)).scalar_one()
     applied = state.get("applied_sha")
     return {
         "appliedRevision": f"{state.get('ref')}@sha1:{applied}" if applied else None,

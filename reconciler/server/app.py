@@ -11,9 +11,9 @@ Handlers are plain functions run in the server's thread pool; each call is one t
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations, and the
 # dependency alias they use is local to create_app.
 import datetime as dt
-import gzip
 import json
 import threading
+import zlib
 from collections import Counter
 from typing import Annotated, Any, Literal
 
@@ -29,6 +29,9 @@ from reconciler.reconcile import approving, bundling, controlling, deciding, eve
 from reconciler.state import database, fleetstate, opevents, tables
 
 __all__ = ["create_app"]
+
+#: Largest decision-log upload accepted, compressed or inflated.
+_MAX_LOG_BYTES = 16 * 1024 * 1024
 
 
 class DecisionBody(pydantic.BaseModel):
@@ -110,7 +113,7 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
     def principal(authorization: Annotated[str | None, fastapi.Header()] = None) -> tokens.Principal:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise fastapi.HTTPException(401, "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)")
-        with db.connect() as connection:
+        with database.reading(db) as connection:
             try:
                 return tokens.resolve(connection, authorization.split(None, 1)[1].strip(), clock.now())
             except errors.Forbidden as exc:
@@ -131,7 +134,7 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
 
     @app.post("/v1/decisions")
     def decide(body: DecisionBody, who: Who) -> dict[str, Any]:
-        with db.connect() as connection:
+        with database.reading(db) as connection:
             tenant = instance_tenant(connection, body.instance)
         if tenant is not None and not who.may_act_on(tenant, body.instance):
             raise errors.Forbidden(f"token {who.name!r} may not ask decisions for instance {body.instance!r}")
@@ -143,13 +146,13 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
 
     @app.get("/v1/approvals")
     def list_approvals(who: Who, status: str | None = "PENDING") -> list[dict[str, Any]]:
-        with db.connect() as connection:
+        with database.reading(db) as connection:
             rows = approving.list_approvals(connection, None if status in (None, "ALL", "all") else status, who.tenant)
         return [_approval(r) for r in rows]
 
     @app.get("/v1/approvals/{approval_id}")
     def get_approval(approval_id: int, who: Who) -> dict[str, Any]:
-        with db.connect() as connection:
+        with database.reading(db) as connection:
             rows = [r for r in approving.list_approvals(connection, None, who.tenant) if r["id"] == approval_id]
         if not rows:
             raise errors.NotFound(f"approval {approval_id} does not exist in tenant {who.tenant!r}")
@@ -204,7 +207,7 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
         if deployment:
             query = query.where(i.deployment == deployment)
         query = query.where(i.state == state.upper()) if state else query.where(i.state != "RETIRED")
-        with db.connect() as connection:
+        with database.reading(db) as connection:
             rows = connection.execute(query.order_by(i.id)).mappings().all()
         out = []
         for row in rows:
@@ -225,9 +228,9 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
 
     @app.get("/v1/bundles/arm.tar.gz")
     def opa_bundle(who: Who, if_none_match: Annotated[str | None, fastapi.Header()] = None) -> fastapi.Response:
-        with db.connect() as connection:
-            data, revision = bundling.bundle(connection)
-        etag = f'"{revision}"'
+        with database.reading(db) as connection:
+            data, revision = bundling.bundle(connection, who.tenant)
+        etag = f'"{revision}:{who.tenant}"'
         if if_none_match == etag:
             return fastapi.Response(status_code=304, headers={"ETag": etag})
         return fastapi.Response(data, media_type="application/gzip", headers={"ETag": etag})
@@ -236,7 +239,7 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
     def opa_data(path: str, who: Who, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """OPA's Data API, read-only: evaluate ``data.<path>`` with ``input`` on the applied policy."""
         rule = "data." + ".".join(part for part in path.split("/") if part)
-        with db.connect() as connection:
+        with database.reading(db) as connection:
             decider.ensure_policy(connection)
         value = decider.engine.query(rule, (body or {}).get("input") or {})
         return {} if value is None else {"result": _jsonable(value)}
@@ -253,11 +256,19 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
     async def opa_decision_logs(request: fastapi.Request, who: Who) -> fastapi.Response:
         """OPA decision-log uploads (gzipped JSON arrays), kept as op events of the token's tenant."""
         raw = await request.body()
+        if len(raw) > _MAX_LOG_BYTES:
+            raise errors.ConfigError(f"decision-log upload above {_MAX_LOG_BYTES} bytes")
         if request.headers.get("content-encoding") == "gzip" or raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                raw = inflater.decompress(raw, _MAX_LOG_BYTES)
+            except zlib.error as exc:
+                raise errors.ConfigError(f"decision logs are not valid gzip: {exc}") from exc
+            if inflater.unconsumed_tail:
+                raise errors.ConfigError(f"decision logs inflate above {_MAX_LOG_BYTES} bytes")
         try:
             entries = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise errors.ConfigError(f"decision logs must be a JSON array: {exc}") from exc
         if not isinstance(entries, list):
             raise errors.ConfigError("decision logs must be a JSON array")
@@ -277,8 +288,8 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
 
     @app.get("/v1/status")
     def status(who: Who) -> dict[str, Any]:
-        with db.connect() as connection:
-            return reporting.status(connection)
+        with database.reading(db) as connection:
+            return reporting.status(connection, tenant=who.tenant)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -288,7 +299,7 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
     def readyz() -> responses.JSONResponse:
         try:
             database.require_current(db)
-            with db.connect() as connection:
+            with database.reading(db) as connection:
                 state = fleetstate.read(connection)
         except errors.StoreError as exc:
             return responses.JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
@@ -308,7 +319,7 @@ def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: dec
             ]
             for (route, code), n in sorted(metrics.requests.items()):
                 lines.append(f'arm_http_requests_total{{route="{route}",status="{code}"}} {n}')
-        with db.connect() as connection:
+        with database.reading(db) as connection:
             state = fleetstate.read(connection) or {}
             pending = connection.execute(sa.select(sa.func.count()).where(tables.approvals.c.status == "PENDING")).scalar_one()
         lines += [

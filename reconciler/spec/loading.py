@@ -115,6 +115,7 @@ class _Loader:
         self.fresh: dict[str, documents.ParsedFile] = {}  # parsed in this load, templates included
         self.genome_texts: dict[tuple[str, str], bytes] = {}  # canonical genomes hashed in this load
         self.prompt_blobs: dict[tuple[str, str], tuple[str | None, ...]] = {}
+        self.prompt_paths: set[str] = set()  # every prompt file a version of this commit names
 
     def run(self, ref: str, commit: repository.Commit) -> snapshot.Snapshot:
         manifests, rego_files = self._select_files()
@@ -140,6 +141,7 @@ class _Loader:
             genome_texts=self.genome_texts,
             tree=self.tree,
             prompt_blobs=self.prompt_blobs,
+            prompt_paths=self.prompt_paths,
         )
 
     # ---------------------------------------------------------------- files
@@ -242,6 +244,7 @@ class _Loader:
         known = set(tenants)
         objects: dict[snapshot.Key, snapshot.Object] = {}
         reuse = self.reuse
+        problems_before = len(self.problems)
         previous_tenants = sorted(k[2] for k in reuse.previous.objects if k[0] == "Tenant") if reuse else None
         if reuse is not None and previous_tenants == sorted(tenants):
             # The files the commit did not touch declare what they declared before.
@@ -268,6 +271,7 @@ class _Loader:
                 if first is not None and reuse is not None:
                     # Which declaration is "first" depends on path order: let a full load say.
                     self.reuse = None
+                    del self.problems[problems_before:]
                     return self._build_objects(self._all_parsed)
                 if first is not None:
                     self.problems.append(
@@ -289,8 +293,8 @@ class _Loader:
         prompt_hashes: dict[tuple[str, str], list[str]] = {}
         genome_hashes: dict[tuple[str, str], str] = {}
         reuse = self.reuse
-        if reuse is not None and all(p.endswith(_MANIFEST_SUFFIXES) or p.endswith(_REGO_SUFFIX) for p in reuse.changed):
-            # No prompt file changed: versions from untouched files keep their hashes.
+        if reuse is not None and not reuse.changed & reuse.previous.prompt_paths:
+            # No prompt file any version used changed: versions from untouched files keep their hashes.
             previous = reuse.previous
             fresh = []
             for obj in versions:
@@ -302,6 +306,7 @@ class _Loader:
                 prompt_hashes[name] = previous.prompt_hashes[name]
                 self.prompt_blobs[name] = previous.prompt_blobs[name]
             versions = fresh
+            self.prompt_paths |= previous.prompt_paths
         prompt_blobs: dict[snapshot.Key, list[str | None]] = {}
         users: dict[str, list[tuple[snapshot.Object, int, str]]] = {}
         resolved: dict[tuple[str, str], tuple[str, str | None, str | None]] = {}  # memo: many versions share files
@@ -312,6 +317,7 @@ class _Loader:
                 if found is None:
                     found = resolved[(obj.origin.file, file)] = self._resolve_prompt(obj.origin.file, file)
                 target, sha, problem = found
+                self.prompt_paths.add(target)
                 blobs.append(sha)
                 if sha is not None:
                     users.setdefault(sha, []).append((obj, i, target))

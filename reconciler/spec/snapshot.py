@@ -75,6 +75,7 @@ class Snapshot:
     #: load needs to reuse this snapshot for the files a new commit did not touch
     tree: dict[str, repository.TreeEntry] = dataclasses.field(default_factory=dict, repr=False)
     prompt_blobs: dict[tuple[str, str], tuple[str | None, ...]] = dataclasses.field(default_factory=dict, repr=False)
+    prompt_paths: set[str] = dataclasses.field(default_factory=set, repr=False)
 
     @property
     def revision(self) -> str:

@@ -338,9 +338,9 @@ def test_the_opa_bundle_data_api_and_decision_logs(api: tuple[httpx.Client, sa.E
     assert "policies/arm/decision.rego" in names and "policies/arm/gates.rego" in names
     assert not any(name.endswith("_test.rego") for name in names)
     assert data["arm"]["fleet"]["envelopes"]["acme"]["app@1.0.0"]["approvalAbove"] == "YELLOW"
-    assert data["arm"]["fleet"]["tools"]["globex"]["payments.refund"]["risk"] == "RED"
+    assert data["arm"]["fleet"]["tools"]["acme"]["payments.refund"]["risk"] == "RED"
     etag = response.headers["etag"]
-    assert etag == f'"{applied}"'
+    assert etag == f'"{applied}:acme"'
     assert client.get("/v1/bundles/arm.tar.gz", headers={**auth(made["runtime"]), "If-None-Match": etag}).status_code == 304
     assert client.get("/v1/bundles/arm.tar.gz").status_code == 401
 
@@ -407,3 +407,29 @@ def test_concurrent_decisions_are_all_stored_before_they_are_answered(
     with engine.connect() as connection:
         stored = set(connection.execute(sa.select(tables.op_events.c.id).where(tables.op_events.c.type == "DECISION")).scalars())
     assert set(ids) <= stored and len(stored) == 64
+
+
+def test_status_and_bundles_show_only_the_tokens_tenant(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    import io
+    import json
+    import tarfile
+
+    client, _, made = api
+    client.post("/v1/decisions", json={"instance": "acme:app-dev-g1-0", "tool": "crm.lookup"}, headers=auth(made["runtime"]))
+    status = client.get("/v1/status", headers=auth(made["globex"])).json()
+    assert all(c["tenant"] == "globex" for c in status["conditions"])
+    assert status["objects"]["Tenant"] == 1 and all(run["errors"] == [] for run in status["lastRuns"])
+    bundle = client.get("/v1/bundles/arm.tar.gz", headers=auth(made["globex"]))
+    with tarfile.open(fileobj=io.BytesIO(bundle.content), mode="r:gz") as tar:
+        data = json.load(tar.extractfile("data.json"))  # type: ignore[arg-type]
+    assert set(data["arm"]["fleet"]["envelopes"]) == {"globex"} and set(data["arm"]["fleet"]["tools"]) == {"globex"}
+    assert bundle.headers["etag"] != client.get("/v1/bundles/arm.tar.gz", headers=auth(made["runtime"])).headers["etag"]
+
+
+@pytest.mark.parametrize(("content", "headers"), [(b"\x1f\x8bnot gzip", {}), (b"\xff\xfe", {}), (b'{"not": "a list"}', {})])
+def test_bad_decision_log_uploads_are_refused_with_422(
+    api: tuple[httpx.Client, sa.Engine, dict[str, str]], content: bytes, headers: dict[str, str]
+) -> None:
+    client, _, made = api
+    response = client.post("/logs", content=content, headers={**auth(made["runtime"]), **headers})
+    assert response.status_code == 422

@@ -57,3 +57,38 @@ def test_an_incremental_load_equals_a_full_load(git_repo: GitRepo, case: str, fi
     full = loading.load(repo, "main", "fleet", cache=caching.ParseCache())
     assert _view(incremental) == _view(full)
     assert incremental.tree == full.tree
+
+
+def test_a_prompt_file_named_like_a_manifest_still_counts_as_a_prompt(git_repo: GitRepo) -> None:
+    files = {
+        **BASE,
+        AGENTS: BASE[AGENTS].replace("prompts/system.md", "prompts/system.yaml"),
+        "fleet/agents/prompts/system.md": None,
+    }
+    files["fleet/agents/prompts/system.yaml"] = "# You help customers.\n"
+    git_repo.commit(files)
+    repo = repository.Repository(git_repo.path)
+    cache = caching.ParseCache()
+    first = loading.load(repo, "main", "fleet", cache=cache)
+    assert first.ok
+    git_repo.commit({"fleet/agents/prompts/system.yaml": "# You help customers, and something else now.\n"})
+    incremental = loading.load(repo, "main", "fleet", cache=cache, previous=first)
+    full = loading.load(repo, "main", "fleet", cache=caching.ParseCache())
+    assert incremental.genome_hashes == full.genome_hashes != first.genome_hashes
+
+
+def test_a_fallback_to_a_full_load_reports_each_problem_once(git_repo: GitRepo) -> None:
+    git_repo.commit(BASE)
+    repo = repository.Repository(git_repo.path)
+    cache = caching.ParseCache()
+    first = loading.load(repo, "main", "fleet", cache=cache)
+    git_repo.commit(
+        {
+            "fleet/a-bad.yaml": "apiVersion: arm/v1\nkind: Project\nmetadata: {name: p2, tenant: nope}\n",
+            "fleet/b-dup.yaml": "apiVersion: arm/v1\nkind: Project\nmetadata: {name: support}\n",
+        }
+    )
+    incremental = loading.load(repo, "main", "fleet", cache=cache, previous=first)
+    full = loading.load(repo, "main", "fleet", cache=caching.ParseCache())
+    assert sorted(incremental.problems) == sorted(full.problems)
+    assert len([p for p in incremental.problems if "does not exist" in p.message]) == 1

@@ -1,0 +1,139 @@
+"""Races and edge cases found in review: each test failed before its fix."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+
+from reconciler.audit import chain, integrity
+from reconciler.reconcile import approving, deciding
+from reconciler.state import tables
+from tests.conftest import GitRepo
+from tests.reconcile import scenario
+from tests.reconcile.scenario import AUTHOR
+from tests.reconcile.test_decisions import CATALOG, ENVELOPE, NOW, Clock
+
+LOOPING = ENVELOPE.replace("loop: {threshold: 3, windowSeconds: 60}", "loop: {threshold: 3, windowSeconds: 600}")
+
+
+@pytest.fixture
+def fleet(git_repo: GitRepo, db_url: str) -> scenario.running.Reconciler:
+    git_repo.commit(scenario.first_commit_files() | {"fleet/base.yaml": CATALOG, "fleet/envelopes.yaml": LOOPING}, author=AUTHOR)
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    return rec
+
+
+def test_one_approval_allows_one_call_even_when_asked_concurrently(fleet: scenario.running.Reconciler) -> None:
+    decider = deciding.Decider(fleet.db, clock=Clock(), group_commit=True)  # type: ignore[arg-type]
+    call = deciding.Request("acme:app-dev-g1-0", "payments.refund", {"amount": 7})
+    first = decider.decide(call)
+    assert first.decision == "NEEDS_APPROVAL" and first.approval_id is not None
+    with fleet.db.begin() as connection:
+        approving.decide(connection, first.approval_id, "alice", "APPROVE", "", NOW)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: decider.decide(call), range(8)))
+    decider.close()
+    allowed = [a for a in answers if a.decision == "ALLOW"]
+    assert len(allowed) == 1 and allowed[0].approval_id == first.approval_id
+    assert all(a.decision in ("NEEDS_APPROVAL", "DENY") for a in answers if a is not allowed[0])
+
+
+def test_repeats_in_flight_count_towards_loop_detection(fleet: scenario.running.Reconciler) -> None:
+    decider = deciding.Decider(fleet.db, clock=Clock(), group_commit=True)  # type: ignore[arg-type]
+    call = deciding.Request("acme:app-dev-g1-0", "crm.lookup", {"same": True})
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda _: decider.decide(call), range(20)))
+    decider.close()
+    assert sum(1 for a in answers if a.decision == "ALLOW") <= 3
+    assert any(r.startswith("LOOP_DETECTED") for a in answers for r in a.reasons)
+
+
+def test_a_decision_whose_commit_fails_is_not_answered_and_the_recorder_survives(fleet: scenario.running.Reconciler) -> None:
+    decider = deciding.Decider(fleet.db, clock=Clock(), group_commit=True)  # type: ignore[arg-type]
+    failures = {"left": 2}
+
+    def fail_commit(connection: sa.Connection) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise RuntimeError("disk full")
+
+    sa.event.listen(fleet.db, "commit", fail_commit)
+    try:
+        with pytest.raises(RuntimeError, match="disk full"):
+            decider.decide(deciding.Request("acme:app-dev-g1-0", "crm.lookup", {"n": 1}))
+    finally:
+        sa.event.remove(fleet.db, "commit", fail_commit)
+    answered = decider.decide(deciding.Request("acme:app-dev-g1-0", "crm.lookup", {"n": 2}))
+    decider.close()
+    with fleet.db.connect() as connection:
+        stored = connection.execute(sa.select(tables.op_events.c.id).where(tables.op_events.c.type == "DECISION")).scalars().all()
+    assert stored == [answered.decision_id]
+
+
+def test_nul_characters_are_stored_cleaned_and_fail_nobody(fleet: scenario.running.Reconciler) -> None:
+    decider = deciding.Decider(fleet.db, clock=Clock(), group_commit=True)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(
+            pool.map(
+                lambda n: decider.decide(deciding.Request("acme:app-dev-g1-0", "crm.lookup", {"q": "a\x00b", "n": n})), range(8)
+            )
+        )
+    decider.close()
+    assert {a.decision for a in answers} == {"ALLOW"}
+    with fleet.db.connect() as connection:
+        payloads = (
+            connection.execute(sa.select(tables.op_events.c.payload).where(tables.op_events.c.type == "DECISION")).scalars().all()
+        )
+    assert len(payloads) == 8 and {p["args"]["q"] for p in payloads} == {"a\ufffdb"}
+
+
+def test_overlapping_chain_appends_get_consecutive_sequence_numbers(fleet: scenario.running.Reconciler) -> None:
+    engine = fleet.db
+    with engine.connect() as first, engine.connect() as second:
+        if engine.dialect.name == "sqlite":
+            pytest.skip("SQLite serialises writers with its write lock; the race needs two concurrent writers (PostgreSQL)")
+        t1 = first.begin()
+        chain.append(first, [chain.Record("acme", "TEST", "Instance", "a")], NOW)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(
+                lambda: (
+                    second.begin(),
+                    chain.append(second, [chain.Record("acme", "TEST", "Instance", "b")], NOW),
+                    second.commit(),
+                )
+            )
+            t1.commit()
+            pending.result(timeout=30)
+    with engine.connect() as connection:
+        assert list(chain.verify(connection)) == []
+
+
+def test_editing_a_tampered_version_keeps_it_failed(fleet: scenario.running.Reconciler, git_repo: GitRepo) -> None:
+    with fleet.db.begin() as connection:
+        genome = connection.execute(sa.select(tables.agent_versions.c.genome)).scalar_one()
+        connection.execute(tables.agent_versions.update().values(genome={**genome, "memory": {"kind": "persistent"}}))
+        (tampered,) = integrity.verify_genomes(connection, NOW)  # marks FAILED, as `armctl audit verify` does
+    assert tampered.newly_found
+    git_repo.commit(
+        {
+            "fleet/app/v1.yaml": scenario.version("1.0.0", "TESTING").replace(
+                "metadata: {name: app@1.0.0}", "metadata: {name: app@1.0.0, labels: {x: y}}"
+            )
+        },
+        author=AUTHOR,
+    )
+    fleet.apply("main")
+    assert scenario.rows(fleet.db, tables.agent_versions, "integrity") == [("FAILED",)]
+    scenario.assert_cached_state_is_true(fleet)
+
+
+def test_decisions_between_applies_do_not_break_the_next_apply(fleet: scenario.running.Reconciler, git_repo: GitRepo) -> None:
+    decider = deciding.Decider(fleet.db, clock=Clock())  # type: ignore[arg-type]
+    assert decider.decide(deciding.Request("acme:app-dev-g1-0", "shell.exec", {})).decision == "DENY"  # writes a change record
+    git_repo.commit({"fleet/base.yaml": CATALOG.replace("name: tools}", "name: tools, labels: {v: '2'}}")}, author=AUTHOR)
+    assert fleet.apply("main").outcome == "APPLIED"
+    with fleet.db.connect() as connection:
+        assert list(chain.verify(connection)) == []
