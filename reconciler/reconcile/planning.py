@@ -61,12 +61,12 @@ def _gates_settled(desired: snapshot_.Snapshot, actual: actual_.Actual, policy_d
     """
     if not policy_digest or actual.policy_digest != policy_digest or actual.generation != actual.observed_generation:
         return False
-    for kind in _GATE_INPUT_KINDS:
-        wanted = {(o.tenant, o.name, o.doc.digest) for o in desired.of_kind(kind)}
-        have = {(r.tenant, r.name, r.digest) for k, r in actual.objects.items() if k[0] == kind and r.status == "ACTIVE"}
-        if wanted != have:
-            return False
-    return True
+    return all(_unchanged(desired, actual, kind) for kind in _GATE_INPUT_KINDS)
+
+
+def _unchanged(desired: snapshot_.Snapshot, actual: actual_.Actual, kind: str) -> bool:
+    """Whether every object of ``kind`` is in the database as the commit declares it."""
+    return {(o.tenant, o.name, o.doc.digest) for o in desired.of_kind(kind)} == actual.active_digests(kind)
 
 
 def _author(desired: snapshot_.Snapshot) -> str:
@@ -203,9 +203,18 @@ def _version_step(ctx: context.Context, obj: snapshot_.Object, state: str, targe
 
 
 def _plan_effective_envelopes(ctx: context.Context) -> None:
-    """Each version's effective envelope, where it differs from the stored one."""
+    """Each version's effective envelope, where it differs from the stored one.
+
+    When no envelope, template, project or tenant changed, a stored envelope is still right:
+    only new versions (and versions without one) are computed.
+    """
+    settled = all(_unchanged(ctx.desired, ctx.actual, kind) for kind in ("PolicyEnvelope", "AgentTemplate", "Project", "Tenant"))
     digests: dict[int, str] = {}  # versions sharing a scope chain share one envelope object
     for obj in ctx.desired.of_kind("AgentVersion"):
+        if settled:
+            row = ctx.actual.objects.get(obj.key)
+            if row is not None and row.envelope_digest is not None:
+                continue
         envelope = context.version_envelope(ctx, obj)
         digest = digests.get(id(envelope))
         if digest is None:

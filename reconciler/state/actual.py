@@ -85,6 +85,16 @@ class Actual:
     chain_heads: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
     #: (kind, tenant, name) → stored conditions, for versions and deployments that have any
     conditions: dict[tuple[str, str, str], list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    _digests: dict[str, set[tuple[str, str, str]]] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def active_digests(self, kind: str) -> set[tuple[str, str, str]]:
+        """(tenant, name, digest) of the ACTIVE objects of ``kind`` (computed once per kind)."""
+        if not self._digests:
+            for (k, _, _), row in self.objects.items():
+                if row.status == "ACTIVE":
+                    self._digests.setdefault(k, set()).add((row.tenant, row.name, row.digest))
+            self._digests.setdefault("", set())  # marks the index as built
+        return self._digests.get(kind, set())
 
     def current_deployment(self, tenant: str, name: str) -> DeploymentRecord | None:
         """The newest record of a Deployment that is not retired."""
