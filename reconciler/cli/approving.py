@@ -1,4 +1,4 @@
-"""``armctl approvals list | approve | deny``: decide what gates are waiting for."""
+"""``armctl approvals list | approve | deny | sweep``: decide what gates are waiting for."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def list_(settings: settings_.Settings, status: str, tenant: str | None, fmt: st
         given = sum(1 for d in row["decisions"] if d["decision"] == "APPROVE")
         click.echo(
             f"{row['id']:>5}  {row['status']:9} {row['subject_kind']}/{row['subject_name']}  {row['transition']}  "
-            f"{given}/{row['required']} from {' or '.join(row['approver_roles'])}"
+            f"{given}/{row['required']} from {' or '.join(approving.roles_of(row))}"
         )
 
 
@@ -70,3 +70,17 @@ def approve(settings: settings_.Settings, approval_id: int, operator: str, justi
 def deny(settings: settings_.Settings, approval_id: int, operator: str, justification: str) -> None:
     """Deny a pending request as OPERATOR."""
     _decide(settings, approval_id, operator, "DENY", justification)
+
+
+@approvals.command()
+@click.pass_obj
+def sweep(settings: settings_.Settings) -> None:
+    """Expire pending approvals past their TTL and escalate those due (the server does this every 30 s)."""
+    db = running.open_database(settings.database)
+    with db.begin() as connection:
+        swept = approving.sweep(connection, clock.SystemClock().now())
+    for label, ids in (("Expired", swept.expired), ("Escalated", swept.escalated)):
+        if ids:
+            click.echo(f"{label}: {', '.join(str(i) for i in ids)}")
+    if not (swept.expired or swept.escalated):
+        click.echo("Nothing to expire or escalate.")

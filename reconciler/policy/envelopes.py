@@ -29,6 +29,8 @@ _SCALARS = {
     "approvals.requiredApprovals": ("approvals", "requiredApprovals"),
     "approvals.approverRoles": ("approvals", "approverRoles"),
     "approvals.ttlSeconds": ("approvals", "ttlSeconds"),
+    "approvals.escalateAfterSeconds": ("approvals", "escalateAfterSeconds"),
+    "approvals.escalateTo": ("approvals", "escalateTo"),
 }
 
 

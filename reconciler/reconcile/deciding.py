@@ -450,6 +450,7 @@ class Decider:
         rules = context.envelope.get("approvals") or {}
         roles = rules.get("approverRoles") or self._approver_roles(connection, tenant)
         ttl = rules.get("ttlSeconds") or 3600
+        escalate, escalate_to = rules.get("escalateAfterSeconds"), rules.get("escalateTo")
         approval_id = int(
             connection.execute(
                 a.insert().returning(a.c.id),
@@ -466,6 +467,8 @@ class Decider:
                     "requested_sha": None,
                     "created_at": now,
                     "expires_at": now + dt.timedelta(seconds=ttl),
+                    "escalate_at": now + dt.timedelta(seconds=escalate) if escalate and escalate_to else None,
+                    "escalate_to": escalate_to if escalate and escalate_to else None,
                 },
             ).scalar_one()
         )
@@ -500,7 +503,13 @@ _EMPTY_ENVELOPE: dict[str, Any] = {
     "tools": {"allow": None, "deny": [], "requireApproval": []},
     "budgets": {"perCall": None, "perRun": None, "daily": None},
     "loop": {"threshold": None, "windowSeconds": None},
-    "approvals": {"requiredApprovals": None, "approverRoles": None, "ttlSeconds": None},
+    "approvals": {
+        "requiredApprovals": None,
+        "approverRoles": None,
+        "ttlSeconds": None,
+        "escalateAfterSeconds": None,
+        "escalateTo": None,
+    },
     "sources": [],
 }
 

@@ -10,11 +10,15 @@ Handlers are plain functions run in the server's thread pool; each call is one t
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations, and the
 # dependency alias they use is local to create_app.
+import asyncio
+import contextlib
 import datetime as dt
 import json
+import logging
 import threading
 import zlib
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 import fastapi
@@ -29,6 +33,8 @@ from reconciler.reconcile import approving, bundling, controlling, deciding, eve
 from reconciler.state import database, fleetstate, opevents, tables
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 #: Largest decision-log upload accepted, compressed or inflated.
 _MAX_LOG_BYTES = 16 * 1024 * 1024
@@ -78,13 +84,39 @@ class _Metrics:
             counter[key] += 1
 
 
-def create_app(db: sa.Engine, *, clock: clock_.Clock | None = None, decider: deciding.Decider | None = None) -> fastapi.FastAPI:
+def create_app(
+    db: sa.Engine,
+    *,
+    clock: clock_.Clock | None = None,
+    decider: deciding.Decider | None = None,
+    sweep_seconds: float | None = 30.0,
+) -> fastapi.FastAPI:
+    """The application; every ``sweep_seconds`` (None: never) it expires and escalates approvals."""
     clock = clock or clock_.SystemClock()
     # Group commit: concurrent decisions share a transaction (each still waits for its commit).
     decider = decider or deciding.Decider(db, clock=clock, group_commit=True)
     metrics = _Metrics()
+
+    def sweep_once() -> approving.Swept:
+        with db.begin() as connection:
+            return approving.sweep(connection, clock.now())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_every(sweep_seconds, sweep_once)) if sweep_seconds else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     app = fastapi.FastAPI(
-        title="ARM Reconciler", version="1", description="Policy decisions, approvals and emergency controls for agent fleets."
+        title="ARM Reconciler",
+        version="1",
+        description="Policy decisions, approvals and emergency controls for agent fleets.",
+        lifespan=lifespan,
     )
 
     @app.exception_handler(errors.ArmError)
@@ -345,7 +377,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+async def _every(seconds: float, job: Callable[[], Any]) -> None:
+    """Run ``job`` in a worker thread every ``seconds``; a failed run is logged and retried next time."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await asyncio.to_thread(job)
+        except Exception:  # a periodic job must outlive one bad run
+            log.exception("periodic job %s failed", getattr(job, "__name__", job))
+
+
 def _approval(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
     out["approvals"] = sum(1 for d in row["decisions"] if d["decision"] == "APPROVE")
+    out["roles"] = approving.roles_of(row)
     return out

@@ -26,7 +26,7 @@ __all__ = ["FORMAT", "ParseCache"]
 log = logging.getLogger(__name__)
 
 #: Bump when parsing or the models change what a cached entry means.
-FORMAT = 9
+FORMAT = 10
 
 Encoded = bytes | str
 

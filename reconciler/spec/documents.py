@@ -102,6 +102,7 @@ def summarize(index: int, line: int, manifest: Any, data: dict[str, Any]) -> Doc
         ):
             refs.extend(_ref(f"{field}[{i}]", "Tool", n) for i, n in enumerate(names))
         refs.extend(_roles("spec.approvals.approverRoles", spec.approvals.approverRoles or ()))
+        refs.extend(_roles("spec.approvals.escalateTo", spec.approvals.escalateTo or ()))
         return base._replace(refs=tuple(refs), facts=spec.model_dump(mode="json"))
     if kind == "Deployment":
         return base._replace(

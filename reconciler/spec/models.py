@@ -218,6 +218,9 @@ class ApprovalRules(Frozen):
     requiredApprovals: int | None = pydantic.Field(default=None, ge=1, le=10)
     approverRoles: tuple[Name, ...] | None = None
     ttlSeconds: int | None = pydantic.Field(default=None, ge=60)
+    # A request nobody has decided after this long may also be decided by ``escalateTo`` roles.
+    escalateAfterSeconds: int | None = pydantic.Field(default=None, ge=60)
+    escalateTo: tuple[Name, ...] | None = None
 
 
 class PolicyEnvelopeSpec(Frozen):

@@ -164,7 +164,12 @@ approvals = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=True),
     sa.Column("decided_at", UTCDateTime, nullable=True),
+    # Escalation: after ``escalate_at`` the ``escalate_to`` roles may decide too (set once, when swept).
+    sa.Column("escalate_at", UTCDateTime, nullable=True),
+    sa.Column("escalate_to", JSON, nullable=True),
+    sa.Column("escalated_at", UTCDateTime, nullable=True),
     sa.Index(None, "tenant", "subject_kind", "subject_name", "status"),
+    sa.Index(None, "status", "expires_at"),
 )
 
 change_records = sa.Table(

@@ -46,7 +46,9 @@ CASES = [
     ("several envelopes at one scope apply in name order", {"tenant": [("b-second", spec(maxRisk="RED")), ("a-first", spec(maxRisk="GREEN"))]},
      {"maxRisk": "RED", "sources": ["a-first", "b-second"]}),
     ("approval rules inherit field by field", {"tenant": [("t", spec(approvals={"requiredApprovals": 2, "approverRoles": ["cab"]}))], "version": [("v", spec(approvals={"requiredApprovals": 1}))]},
-     {"approvals": {"requiredApprovals": 1, "approverRoles": ["cab"], "ttlSeconds": None}}),
+     {"approvals": {"requiredApprovals": 1, "approverRoles": ["cab"], "ttlSeconds": None, "escalateAfterSeconds": None, "escalateTo": None}}),
+    ("escalation inherits field by field", {"tenant": [("t", spec(approvals={"escalateAfterSeconds": 600, "escalateTo": ["cab"]}))], "template": [("m", spec(approvals={"escalateTo": ["oncall"]}))]},
+     {"approvals": {"requiredApprovals": None, "approverRoles": None, "ttlSeconds": None, "escalateAfterSeconds": 600, "escalateTo": ["oncall"]}}),
     ("sources list every contributing envelope, broadest first", {"version": [("v", spec())], "tenant": [("t", spec())], "project": [("p", spec())]},
      {"sources": ["t", "p", "v"]}),
 ]  # fmt: skip

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
+from reconciler import errors
 from reconciler.reconcile import approving, controlling, deciding
 from reconciler.state import opevents, tables
 from tests.conftest import GitRepo
@@ -185,3 +186,49 @@ def test_instances_created_by_a_later_apply_of_the_same_commit_are_known(git_rep
     assert ask(decider, "crm.lookup", instance="acme:app-prod-g1-0").reasons == ["unknown instance"]
     rec.apply("main")
     assert ask(decider, "crm.lookup", instance="acme:app-prod-g1-0").decision == "ALLOW"
+
+
+ESCALATING = (
+    ENVELOPE
+    + "  approvals: {approverRoles: [release-manager], ttlSeconds: 900, escalateAfterSeconds: 300, escalateTo: [viewer]}\n"
+)
+
+
+def test_approvals_escalate_when_undecided_and_expire_after_their_ttl(git_repo: GitRepo, db_url: str) -> None:
+    git_repo.commit(
+        scenario.first_commit_files() | {"fleet/base.yaml": CATALOG, "fleet/envelopes.yaml": ESCALATING}, author=AUTHOR
+    )
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    decider = deciding.Decider(rec.db, clock=Clock())  # type: ignore[arg-type]
+
+    def sweep(seconds: int) -> approving.Swept:
+        with decider.db.begin() as connection:
+            return approving.sweep(connection, NOW + dt.timedelta(seconds=seconds))
+
+    first = ask(decider, "payments.refund", {"amount": 20})
+    second = ask(decider, "payments.refund", {"amount": 99})
+    assert first.approval_id is not None and second.approval_id is not None
+    refused = f"holds viewer; approval {first.approval_id} needs one of release-manager"
+    with pytest.raises(errors.Forbidden, match=refused), decider.db.begin() as connection:
+        approving.decide(connection, first.approval_id, "victor", "APPROVE", "", NOW)
+    assert sweep(299) == approving.Swept([], [])
+    assert sweep(300) == approving.Swept([], [first.approval_id, second.approval_id])
+    assert sweep(301) == approving.Swept([], [])  # escalated once
+    assert [(name, after["roles"]) for name, after in records(decider, "APPROVAL_ESCALATED")] == [
+        (str(first.approval_id), ["release-manager", "viewer"]),
+        (str(second.approval_id), ["release-manager", "viewer"]),
+    ]
+    with decider.db.begin() as connection:  # the escalated role may decide now
+        assert approving.decide(connection, first.approval_id, "victor", "APPROVE", "on call", NOW).status == "APPROVED"
+
+    assert sweep(900) == approving.Swept([second.approval_id], [])  # the undecided one expires; the decided one stays
+    assert [name for name, _ in records(decider, "APPROVAL_EXPIRED")] == [str(second.approval_id)]
+    with decider.db.connect() as connection:
+        statuses = dict(connection.execute(sa.select(tables.approvals.c.id, tables.approvals.c.status)).all())
+    assert statuses == {first.approval_id: "APPROVED", second.approval_id: "EXPIRED"}
+    with pytest.raises(errors.Forbidden, match="is EXPIRED, not PENDING"), decider.db.begin() as connection:
+        approving.decide(connection, second.approval_id, "alice", "APPROVE", "", NOW)
+    decider.clock.at = NOW + dt.timedelta(seconds=901)  # type: ignore[attr-defined]
+    retry = ask(decider, "payments.refund", {"amount": 99})  # asking again requests anew
+    assert retry.decision == "NEEDS_APPROVAL" and retry.approval_id not in (None, second.approval_id)

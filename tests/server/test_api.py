@@ -433,3 +433,32 @@ def test_bad_decision_log_uploads_are_refused_with_422(
     client, _, made = api
     response = client.post("/logs", content=content, headers={**auth(made["runtime"]), **headers})
     assert response.status_code == 422
+
+
+class _Later:
+    """A clock two hours ahead, so the server's sweep finds the approval past its TTL."""
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def test_the_server_expires_approvals_past_their_ttl(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    client, engine, made = api
+    ask = {"instance": "acme:app-dev-g1-0", "tool": "payments.refund", "args": {"amount": 7}}
+    approval_id = client.post("/v1/decisions", json=ask, headers=auth(made["runtime"])).json()["approvalId"]
+    assert client.get(f"/v1/approvals/{approval_id}", headers=auth(made["runtime"])).json()["status"] == "PENDING"
+    with Server(server_app.create_app(engine, clock=_Later(), sweep_seconds=0.05)) as later:  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = httpx.get(f"{later}/v1/approvals/{approval_id}", headers=auth(made["runtime"])).json()["status"]
+            if status == "EXPIRED":
+                break
+            time.sleep(0.05)
+    assert status == "EXPIRED"
+    with engine.connect() as connection:
+        c = tables.change_records.c
+        expired = connection.execute(sa.select(c.object_name).where(c.type == "APPROVAL_EXPIRED")).scalars().all()
+    assert expired == [str(approval_id)]
