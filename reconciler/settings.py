@@ -55,6 +55,10 @@ class Settings:
     database_url: str | None = None
     #: op events older than this are archived (gzipped JSON Lines) and deleted
     op_event_retention_days: int = 30
+    #: decide with this OPA (http(s)://host:port) instead of the embedded engine
+    opa_url: str | None = None
+    #: bearer token for that OPA, if it wants one
+    opa_token: str | None = None
 
     _CONVERT: ClassVar[dict[str, Any]] = {
         "state_dir": Path,

@@ -10,11 +10,21 @@ import click
 from reconciler import errors
 from reconciler import settings as settings_
 from reconciler.cli import planview
+from reconciler.policy import engines
 from reconciler.reconcile import deciding, running
 
-__all__ = ["decide"]
+__all__ = ["decide", "policy_engine"]
 
 EXIT_CODES = {"ALLOW": 0, "NEEDS_APPROVAL": 2, "DENY": 3}
+
+
+def policy_engine(settings: settings_.Settings) -> engines.Engine:
+    """The engine decisions use: the OPA at ``ARM_OPA_URL`` when set, else the embedded one."""
+    if settings.opa_url:
+        from reconciler.policy import opa
+
+        return opa.OpaEngine(settings.opa_url, token=settings.opa_token)
+    return engines.EmbeddedEngine()
 
 
 @click.command()
@@ -35,7 +45,7 @@ def decide(
         raise errors.ConfigError(f"--args is not JSON: {exc}") from exc
     if not isinstance(args, dict):
         raise errors.ConfigError("--args must be a JSON object")
-    decider = deciding.Decider(running.open_database(settings.database))
+    decider = deciding.Decider(running.open_database(settings.database), engine=policy_engine(settings))
     decision = decider.decide(deciding.Request(instance, tool, args, cost, run_id))
     if fmt == "json":
         click.echo(planview.dumps(decision.as_dict()))

@@ -19,10 +19,13 @@ def serve(settings: settings_.Settings, host: str, port: int) -> None:
     """Serve the HTTP API (decisions, approvals, controls, events, status) on HOST:PORT."""
     import uvicorn
 
+    from reconciler.cli import deciding as deciding_cli
+    from reconciler.reconcile import deciding
     from reconciler.server import app
 
     db = running.open_database(settings.database)
-    uvicorn.run(app.create_app(db), host=host, port=port, log_level="warning", access_log=False)
+    decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
+    uvicorn.run(app.create_app(db, decider=decider), host=host, port=port, log_level="warning", access_log=False)
 
 
 @click.group()

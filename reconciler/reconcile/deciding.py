@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import queue
 import threading
 from collections.abc import Iterator, Mapping
@@ -24,11 +25,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler import clock as clock_
+from reconciler import errors
 from reconciler.audit import chain
 from reconciler.policy import deciding, engines, library, risk
 from reconciler.state import database, fleetstate, opevents, tables
 
 __all__ = ["Decider", "Decision", "Request"]
+
+log = logging.getLogger(__name__)
+
+#: After a failed policy load, decisions use the last good revision this long before retrying.
+_POLICY_RETRY_SECONDS = 5.0
 
 _APPROVER_PERMISSIONS = {"approvals:decide", "approvals:*", "*:*"}
 
@@ -219,6 +226,9 @@ class Decider:
         self._policy_lock = threading.Lock()
         self._recorder = _Recorder(db, self.clock.now) if group_commit else None
         self._inflight = _InFlight()
+        #: the last failed policy load ({revision, message, at}), None once a load succeeds
+        self.policy_failure: dict[str, Any] | None = None
+        self._retry_at = 0.0
 
     def close(self) -> None:
         if self._recorder is not None:
@@ -229,15 +239,37 @@ class Decider:
         state = fleetstate.read(connection) or {}
         self._policy(connection, state.get("applied_sha"))
 
+    def policy_status(self) -> dict[str, Any]:
+        """Which engine answers, the revision it has loaded and the last failed load, for status."""
+        return {
+            "engine": "opa" if hasattr(self.engine, "url") else "embedded",
+            "url": getattr(self.engine, "url", None),
+            "loadedRevision": self.engine.revision,
+            "failure": self.policy_failure,
+        }
+
     def _policy(self, connection: sa.Connection, revision: str | None) -> None:
         if revision is not None and self.engine.revision == revision:
             return
         with self._policy_lock:
             if revision is not None and self.engine.revision == revision:
                 return
+            if self.engine.revision is not None and self.clock.monotonic() < self._retry_at:
+                return  # the last load failed moments ago: stay on the last good revision
             c = tables.policy_modules.c
             fleet = {row.path: row.text for row in connection.execute(sa.select(c.path, c.text))}
-            self.engine.load(engines.Bundle(library.modules_for(fleet, tests=False), {}, revision or "none"))
+            try:
+                self.engine.load(engines.Bundle(library.modules_for(fleet, tests=False), {}, revision or "none"))
+            except errors.PolicyError as exc:
+                # The engine keeps the last good revision (an OPA push restores it); decisions go on
+                # with it and say so in policyRevision. With no good revision at all, nothing is decided.
+                self.policy_failure = {"revision": revision, "message": str(exc), "at": self.clock.now().isoformat()}
+                self._retry_at = self.clock.monotonic() + _POLICY_RETRY_SECONDS
+                log.warning("%s; decisions stay on revision %s", exc, self.engine.revision)
+                if self.engine.revision is None:
+                    raise
+                return
+            self.policy_failure = None
 
     def decide(self, request: Request) -> Decision:
         request = Request(
@@ -248,8 +280,8 @@ class Decider:
         key = deciding.call_key(request.tool, request.args)
         with database.reading(self.db) as connection:
             state = fleetstate.read(connection) or {}
-            revision = state.get("applied_sha")
-            self._policy(connection, revision)
+            self._policy(connection, state.get("applied_sha"))
+            revision = self.engine.revision if state.get("applied_sha") else None
             fleet = self._resolution(connection, state)
             context, tenant, version = self._context(connection, fleet, request, now)
         with self._inflight.track(tenant, request.instance, key) as earlier:

@@ -90,8 +90,10 @@ def create_app(
     clock: clock_.Clock | None = None,
     decider: deciding.Decider | None = None,
     sweep_seconds: float | None = 30.0,
+    policy_seconds: float | None = 2.0,
 ) -> fastapi.FastAPI:
-    """The application; every ``sweep_seconds`` (None: never) it expires and escalates approvals."""
+    """The application. Every ``sweep_seconds`` it expires and escalates approvals; every
+    ``policy_seconds`` it loads the applied commit's policy into the engine (None: never)."""
     clock = clock or clock_.SystemClock()
     # Group commit: concurrent decisions share a transaction (each still waits for its commit).
     decider = decider or deciding.Decider(db, clock=clock, group_commit=True)
@@ -101,13 +103,19 @@ def create_app(
         with db.begin() as connection:
             return approving.sweep(connection, clock.now())
 
+    def load_policy() -> None:
+        # A newly applied commit reaches the engine (an OPA: pushed) without waiting for a decision.
+        with database.reading(db) as connection:
+            decider.ensure_policy(connection)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_every(sweep_seconds, sweep_once)) if sweep_seconds else None
+        jobs = [(policy_seconds, load_policy), (sweep_seconds, sweep_once)]
+        tasks = [asyncio.create_task(_every(seconds, job)) for seconds, job in jobs if seconds]
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -121,9 +129,13 @@ def create_app(
 
     @app.exception_handler(errors.ArmError)
     def _arm_error(request: fastapi.Request, exc: errors.ArmError) -> responses.JSONResponse:
-        status = {errors.NotFound: 404, errors.Forbidden: 403, errors.ConfigError: 422, errors.StoreError: 503}.get(
-            type(exc), 409
-        )
+        status = {
+            errors.NotFound: 404,
+            errors.Forbidden: 403,
+            errors.ConfigError: 422,
+            errors.StoreError: 503,
+            errors.PolicyError: 503,  # no policy revision to decide with: the runtime treats it as DENY
+        }.get(type(exc), 409)
         return responses.JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status)
 
     @app.exception_handler(sa.exc.OperationalError)
@@ -321,7 +333,9 @@ def create_app(
     @app.get("/v1/status")
     def status(who: Who) -> dict[str, Any]:
         with database.reading(db) as connection:
-            return reporting.status(connection, tenant=who.tenant)
+            report = reporting.status(connection, tenant=who.tenant)
+        report["policy"] = decider.policy_status()
+        return report
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -383,6 +397,8 @@ async def _every(seconds: float, job: Callable[[], Any]) -> None:
         await asyncio.sleep(seconds)
         try:
             await asyncio.to_thread(job)
+        except errors.ArmError as exc:
+            log.warning("periodic job %s: %s", getattr(job, "__name__", job), exc)
         except Exception:  # a periodic job must outlive one bad run
             log.exception("periodic job %s failed", getattr(job, "__name__", job))
 

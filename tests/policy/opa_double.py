@@ -22,6 +22,8 @@ class _State:
     def __init__(self) -> None:
         self.policies: dict[str, str] = {}
         self.data: dict[str, Any] = {}
+        # Set by a test to answer every write with 500, as an OPA behind a failing proxy would.
+        self.refuse_writes = False
         # A regorus engine must live and die on the thread that made it: the server's.
         self.local = threading.local()
 
@@ -65,6 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, {"code": "resource_not_found", "message": self.path})
 
     def do_PUT(self) -> None:
+        if self.state.refuse_writes:
+            self._reply(500, {"code": "internal_error", "message": "writes refused"})
+            return
         if self.path.startswith("/v1/policies/"):
             policy_id = self.path[len("/v1/policies/") :]
             previous = dict(self.state.policies)
@@ -128,6 +133,7 @@ class OpaDouble:
     def __init__(self) -> None:
         state = _State()
         handler = type("Handler", (_Handler,), {"state": state})
+        self.state = state
         self.server = HTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

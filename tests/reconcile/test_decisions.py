@@ -8,9 +8,11 @@ import pytest
 import sqlalchemy as sa
 
 from reconciler import errors
+from reconciler.policy import opa
 from reconciler.reconcile import approving, controlling, deciding
 from reconciler.state import opevents, tables
 from tests.conftest import GitRepo
+from tests.policy.opa_double import OpaDouble
 from tests.reconcile import scenario
 from tests.reconcile.scenario import AUTHOR
 
@@ -232,3 +234,53 @@ def test_approvals_escalate_when_undecided_and_expire_after_their_ttl(git_repo: 
     decider.clock.at = NOW + dt.timedelta(seconds=901)  # type: ignore[attr-defined]
     retry = ask(decider, "payments.refund", {"amount": 99})  # asking again requests anew
     assert retry.decision == "NEEDS_APPROVAL" and retry.approval_id not in (None, second.approval_id)
+
+
+DENY_UPDATES = """\
+package arm.ext.team
+
+import rego.v1
+
+deny contains "crm.update is frozen" if input.tool.name == "crm.update"
+"""
+
+
+class Stepped(Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tick = 0.0
+
+    def monotonic(self) -> float:
+        return self.tick
+
+
+def test_a_failed_opa_push_leaves_decisions_on_the_last_good_revision(git_repo: GitRepo, db_url: str) -> None:
+    first_sha = git_repo.commit(
+        scenario.first_commit_files() | {"fleet/base.yaml": CATALOG, "fleet/envelopes.yaml": ENVELOPE}, author=AUTHOR
+    )
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    clock = Stepped()
+    with OpaDouble() as double:
+        decider = deciding.Decider(rec.db, engine=opa.OpaEngine(double.url), clock=clock)  # type: ignore[arg-type]
+        before = ask(decider, "crm.update", {"id": 1})
+        assert (before.decision, before.policy_revision) == ("ALLOW", first_sha)
+        assert decider.policy_status()["failure"] is None
+
+        second_sha = git_repo.commit({"fleet/policies/team.rego": DENY_UPDATES}, author=AUTHOR)
+        rec.apply("main")
+        double.state.refuse_writes = True
+        stale = ask(decider, "crm.update", {"id": 2})
+        assert (stale.decision, stale.policy_revision) == ("ALLOW", first_sha)  # the last good revision
+        status = decider.policy_status()
+        assert (status["engine"], status["loadedRevision"], status["failure"]["revision"]) == ("opa", first_sha, second_sha)
+        assert "writes refused" in status["failure"]["message"]
+        assert any(p.endswith("decision.rego") for p in double.state.policies)  # OPA still has the old revision
+        assert not any(p.endswith("team.rego") for p in double.state.policies)
+
+        double.state.refuse_writes = False
+        assert ask(decider, "crm.update", {"id": 3}).policy_revision == first_sha  # no retry within 5 s
+        clock.tick = 6.0
+        after = ask(decider, "crm.update", {"id": 4})
+        assert (after.decision, after.reasons, after.policy_revision) == ("DENY", ["crm.update is frozen"], second_sha)
+        assert decider.policy_status()["failure"] is None

@@ -419,6 +419,7 @@ def test_status_and_bundles_show_only_the_tokens_tenant(api: tuple[httpx.Client,
     status = client.get("/v1/status", headers=auth(made["globex"])).json()
     assert all(c["tenant"] == "globex" for c in status["conditions"])
     assert status["objects"]["Tenant"] == 1 and all(run["errors"] == [] for run in status["lastRuns"])
+    assert status["policy"] == {"engine": "embedded", "url": None, "loadedRevision": status["appliedSha"], "failure": None}
     bundle = client.get("/v1/bundles/arm.tar.gz", headers=auth(made["globex"]))
     with tarfile.open(fileobj=io.BytesIO(bundle.content), mode="r:gz") as tar:
         data = json.load(tar.extractfile("data.json"))  # type: ignore[arg-type]
