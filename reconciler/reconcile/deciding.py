@@ -17,9 +17,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -82,6 +81,9 @@ class _Fleet:
     envelopes: dict[tuple[str, str], Any]
     production: dict[tuple[str, str], bool]
     tools: dict[str, dict[str, Any]]
+    # Approved, unused tool calls (tenant, instance, call key). Deciding an approval bumps the
+    # generation, so a new one is seen; a used one is re-checked under lock before it allows.
+    granted: frozenset[tuple[str, str, str]]
 
 
 @dataclasses.dataclass
@@ -91,63 +93,76 @@ class _Pending:
     tool: str
     reasons: list[str]
     done: concurrent.futures.Future[int] = dataclasses.field(default_factory=concurrent.futures.Future)
+    wake: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 class _Recorder:
     """Group commit: concurrent decisions are stored together, one transaction per batch.
 
-    Each caller waits for the commit of the batch holding its decision before it answers, so
-    nothing is answered that was not stored, at the cost of one commit per batch rather than
-    one per decision.
+    Leader and followers, no thread of its own: a caller who finds no commit under way stores
+    what is queued (its own decision first) in one transaction; callers arriving meanwhile queue
+    and wait. The leader then hands the lead to the first of them, whose commit takes everything
+    queued by then. Each caller answers only after the commit holding its decision, so nothing is
+    answered that was not stored; a lone caller commits in its own thread without a hand-off.
     """
 
     def __init__(self, db: sa.Engine, now: Any, max_batch: int = 512) -> None:
         self.db = db
         self.now = now
         self.max_batch = max_batch
-        self.queue: queue.Queue[_Pending | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name="arm-decision-recorder", daemon=True)
-        self.thread.start()
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._busy = False
 
     def submit(self, item: _Pending) -> int:
-        self.queue.put(item)
+        with self._lock:
+            self._queue.append(item)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            item.wake.wait()
+            if item.done.done():
+                return item.done.result()
+            # Promoted: the previous leader left this caller's decision first in the queue.
+        with self._lock:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+        try:
+            self._commit(batch)
+        finally:
+            for waiting in batch:  # even if the commit was interrupted, nobody waits forever
+                if not waiting.done.done():
+                    waiting.done.set_exception(errors.StoreError("the decision was not recorded"))
+                waiting.wake.set()
+            with self._lock:
+                if self._queue:
+                    self._queue[0].wake.set()
+                else:
+                    self._busy = False
         return item.done.result()
 
     def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(timeout=10)
+        """Nothing to stop: commits run in the callers' threads."""
 
-    def _run(self) -> None:
-        while True:
-            first = self.queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            with self.db.begin() as connection:
+                ids = _store(connection, batch, self.now())
+        except Exception:  # noqa: BLE001 - one bad decision must not fail the batch: retry one by one
+            for item in batch:
                 try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self.queue.put(None)
-                    break
-                batch.append(item)
-            try:
-                with self.db.begin() as connection:
-                    ids = _store(connection, batch, self.now())
-            except Exception:  # noqa: BLE001 - one bad decision must not fail the batch: retry one by one
-                for item in batch:
-                    try:
-                        with self.db.begin() as connection:
-                            (single,) = _store(connection, [item], self.now())
-                    except Exception as exc:  # noqa: BLE001 - the caller learns why and answers an error
-                        item.done.set_exception(exc)
-                    else:
-                        item.done.set_result(single)
-                continue
-            # Answers go out only now, after the commit.
-            for item, decision_id in zip(batch, ids, strict=True):
-                item.done.set_result(decision_id)
+                    with self.db.begin() as connection:
+                        (single,) = _store(connection, [item], self.now())
+                except Exception as exc:  # noqa: BLE001 - the caller learns why and answers an error
+                    item.done.set_exception(exc)
+                else:
+                    item.done.set_result(single)
+                item.wake.set()
+            return
+        # Answers go out only now, after the commit.
+        for item, decision_id in zip(batch, ids, strict=True):
+            item.done.set_result(decision_id)
+            item.wake.set()
 
 
 def _store(connection: sa.Connection, batch: list[_Pending], now: dt.datetime) -> list[int]:
@@ -271,7 +286,9 @@ class Decider:
                 return
             self.policy_failure = None
 
-    def decide(self, request: Request) -> Decision:
+    def decide(self, request: Request, authorize: Callable[[str | None], None] | None = None) -> Decision:
+        """Decide and record ``request``; ``authorize`` is called with the instance's tenant (None
+        when unknown) before anything is recorded, and may raise to refuse the caller."""
         request = Request(
             risk.clean(request.instance), risk.clean(request.tool), risk.clean(dict(request.args)), request.cost_estimate,
             risk.clean(request.run_id),
@@ -284,12 +301,20 @@ class Decider:
             revision = self.engine.revision if state.get("applied_sha") else None
             fleet = self._resolution(connection, state)
             context, tenant, version = self._context(connection, fleet, request, now)
-        with self._inflight.track(tenant, request.instance, key) as earlier:
-            if context.instance is not None:
-                # Repeats still in flight in this process count: they are not stored yet.
-                context = dataclasses.replace(
-                    context, same_calls=self._calls_since(tenant, request.instance, key, context, now) + earlier
-                )
+            if authorize is not None:
+                authorize(tenant)
+            tracking = contextlib.ExitStack()
+            earlier = tracking.enter_context(self._inflight.track(tenant, request.instance, key))
+            with contextlib.ExitStack() as on_error:
+                on_error.push(lambda *exc: tracking.close())  # released here only if counting fails
+                if context.instance is not None:
+                    # Repeats still in flight in this process count: they are not stored yet.
+                    window = (context.envelope.get("loop") or {}).get("windowSeconds") or 60
+                    since = now - dt.timedelta(seconds=window)
+                    repeats = opevents.calls_since(connection, tenant or "", request.instance, key, since)
+                    context = dataclasses.replace(context, same_calls=repeats + earlier)
+                on_error.pop_all()
+        with tracking:
             return self._decide(request, key, context, tenant, version, revision, now)
 
     def _decide(
@@ -355,14 +380,16 @@ class Decider:
             "policyRevision": revision,
             "version": version,
         }
-        row = {"tenant": tenant or "", "at": now, "type": "DECISION", "instance": request.instance, "payload": payload}
+        row = {
+            "tenant": tenant or "",
+            "at": now,
+            "type": "DECISION",
+            "instance": request.instance,
+            "payload": payload,
+            "call_key": key,
+        }
         deny = (tenant, _deny_type(outcome.reasons)) if outcome.decision == "DENY" and tenant is not None else None
         return _Pending(row, deny, request.tool, outcome.reasons)
-
-    def _calls_since(self, tenant: str | None, instance: str, key: str, context: deciding.Context, now: dt.datetime) -> int:
-        window = (context.envelope.get("loop") or {}).get("windowSeconds") or 60
-        with database.reading(self.db) as connection:
-            return opevents.calls_since(connection, tenant or "", instance, key, now - dt.timedelta(seconds=window))
 
     # ---------------------------------------------------------------- resolving
 
@@ -389,7 +416,14 @@ class Decider:
             for r in connection.execute(sa.select(t.tenant, t.spec).where(t.status == "ACTIVE").order_by(t.name)):
                 for entry in r.spec.get("tools", []):
                     tools.setdefault(r.tenant, {}).setdefault(entry["name"], entry)
-            self._fleet = _Fleet(key, instances, envelopes, production, tools)
+            a = tables.approvals.c
+            granted = frozenset(
+                (r.tenant, r.subject_name, r.transition)
+                for r in connection.execute(
+                    sa.select(a.tenant, a.subject_name, a.transition).where(a.subject_kind == "ToolCall", a.status == "APPROVED")
+                )
+            )
+            self._fleet = _Fleet(key, instances, envelopes, production, tools, granted)
             return self._fleet
 
     def invalidate(self) -> None:
@@ -408,16 +442,6 @@ class Decider:
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         spent_run, spent_day = opevents.spent(connection, tenant, request.instance, request.run_id, day_start)
         key = deciding.call_key(request.tool, request.args)
-        a = tables.approvals.c
-        granted = connection.execute(
-            sa.select(a.id).where(
-                a.tenant == tenant,
-                a.subject_kind == "ToolCall",
-                a.subject_name == request.instance,
-                a.transition == key,
-                a.status == "APPROVED",
-            )
-        ).first()
         context = deciding.Context(
             instance={
                 "id": instance.id,
@@ -431,7 +455,7 @@ class Decider:
             envelope=envelope,
             spent_run=spent_run,
             spent_day=spent_day,
-            approval_granted=granted is not None,
+            approval_granted=(tenant, request.instance, key) in fleet.granted,
         )
         return context, tenant, instance.version
 

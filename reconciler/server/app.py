@@ -145,23 +145,31 @@ def create_app(
             {"error": "StoreError", "message": "the store is unavailable; nothing was decided"}, status_code=503
         )
 
-    @app.middleware("http")
-    async def _count(request: fastapi.Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        metrics.count(
-            metrics.requests,
-            (request.url.path.split("/")[2] if request.url.path.startswith("/v1/") else request.url.path, response.status_code),
-        )
-        return response
+    app.add_middleware(_CountRequests, metrics=metrics)
+    known: dict[str, tuple[float, tokens.Principal | str]] = {}
 
-    def principal(authorization: Annotated[str | None, fastapi.Header()] = None) -> tokens.Principal:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise fastapi.HTTPException(401, "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)")
+    def resolve_token(token: str) -> tokens.Principal | str:
         with database.reading(db) as connection:
             try:
-                return tokens.resolve(connection, authorization.split(None, 1)[1].strip(), clock.now())
+                return tokens.resolve(connection, token, clock.now())
             except errors.Forbidden as exc:
-                raise fastapi.HTTPException(401, str(exc)) from exc
+                return str(exc)
+
+    async def principal(authorization: Annotated[str | None, fastapi.Header()] = None) -> tokens.Principal:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise fastapi.HTTPException(401, "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)")
+        token = authorization.split(None, 1)[1].strip()
+        # Tokens are looked up at most once per _TOKEN_CACHE_SECONDS: a revocation or expiry takes
+        # effect within that time, and a decision does not wait for a token query.
+        cached = known.get(token)
+        if cached is None or cached[0] <= clock.monotonic():
+            if len(known) >= _TOKEN_CACHE_SIZE:
+                known.clear()
+            cached = (clock.monotonic() + _TOKEN_CACHE_SECONDS, await asyncio.to_thread(resolve_token, token))
+            known[token] = cached
+        if isinstance(cached[1], str):
+            raise fastapi.HTTPException(401, cached[1])
+        return cached[1]
 
     Who = Annotated[tokens.Principal, fastapi.Depends(principal)]  # noqa: N806 - a type alias
 
@@ -177,14 +185,16 @@ def create_app(
     # ---------------------------------------------------------------- decisions
 
     @app.post("/v1/decisions")
-    def decide(body: DecisionBody, who: Who) -> dict[str, Any]:
-        with database.reading(db) as connection:
-            tenant = instance_tenant(connection, body.instance)
-        if tenant is not None and not who.may_act_on(tenant, body.instance):
-            raise errors.Forbidden(f"token {who.name!r} may not ask decisions for instance {body.instance!r}")
-        decision = decider.decide(deciding.Request(body.instance, body.tool, body.args, body.costEstimate, body.runId))
+    async def decide(body: DecisionBody, who: Who) -> responses.Response:
+        def authorize(tenant: str | None) -> None:
+            if tenant is not None and not who.may_act_on(tenant, body.instance):
+                raise errors.Forbidden(f"token {who.name!r} may not ask decisions for instance {body.instance!r}")
+
+        request = deciding.Request(body.instance, body.tool, body.args, body.costEstimate, body.runId)
+        # One hop to a worker thread: resolving, evaluating and the (group) commit all block.
+        decision = await asyncio.to_thread(decider.decide, request, authorize)
         metrics.count(metrics.decisions, decision.decision)
-        return decision.as_dict()
+        return responses.Response(json.dumps(decision.as_dict(), separators=(",", ":")), media_type="application/json")
 
     # ---------------------------------------------------------------- approvals
 
@@ -389,6 +399,33 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value
+
+
+#: How long a looked-up API token is trusted before it is looked up again (revocation delay).
+_TOKEN_CACHE_SECONDS = 1.0
+_TOKEN_CACHE_SIZE = 10_000
+
+
+class _CountRequests:
+    """Counts responses by route group and status for /metrics (plain ASGI: no extra task per request)."""
+
+    def __init__(self, app: Any, metrics: _Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        route = path.split("/")[2] if path.startswith("/v1/") and path.count("/") >= 2 else path
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.count(self.metrics.requests, (route, message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 async def _every(seconds: float, job: Callable[[], Any]) -> None:

@@ -11,8 +11,11 @@ from reconciler.state import tables
 __all__ = ["bump_generation", "read"]
 
 
+_READ = sa.select(tables.fleet_state).where(tables.fleet_state.c.id == 1)
+
+
 def read(connection: sa.Connection) -> dict[str, Any] | None:
-    row = connection.execute(sa.select(tables.fleet_state).where(tables.fleet_state.c.id == 1)).mappings().first()
+    row = connection.execute(_READ).mappings().first()
     return None if row is None else dict(row)
 
 

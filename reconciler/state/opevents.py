@@ -23,6 +23,21 @@ from reconciler.state import tables
 __all__ = ["add", "archive_and_prune", "calls_since", "spent"]
 
 
+_e = tables.op_events.c
+# Built once: these run on every decision, and building a statement costs more than running it.
+_CALLS_SINCE = sa.select(sa.func.count()).where(
+    _e.instance == sa.bindparam("instance"),
+    _e.call_key == sa.bindparam("call_key"),
+    _e.at >= sa.bindparam("since"),
+    _e.tenant == sa.bindparam("tenant"),
+)
+_COSTS = sa.select(_e.payload).where(
+    _e.tenant == sa.bindparam("tenant"), _e.instance == sa.bindparam("instance"), _e.type == "COST"
+)
+_COSTS_SINCE = _COSTS.where(_e.at >= sa.bindparam("since"))
+_COSTS_BEFORE = _COSTS.where(_e.at < sa.bindparam("since"))
+
+
 def add(connection: sa.Connection, events: Iterable[dict[str, Any]]) -> None:
     """Insert events: each ``{tenant, at, type, instance, payload}``."""
     rows = list(events)
@@ -34,10 +49,8 @@ def spent(
     connection: sa.Connection, tenant: str, instance: str, run_id: str | None, day_start: dt.datetime
 ) -> tuple[float, float]:
     """(spent in ``run_id``, spent since ``day_start``) from the instance's COST events."""
-    e = tables.op_events.c
-    rows = connection.execute(
-        sa.select(e.payload).where(e.tenant == tenant, e.instance == instance, e.type == "COST", e.at >= day_start)
-    ).scalars()
+    where = {"tenant": tenant, "instance": instance, "since": day_start}
+    rows = connection.execute(_COSTS_SINCE, where).scalars()
     run_total = day_total = 0.0
     for payload in rows:
         amount = float(payload.get("amount", 0) or 0)
@@ -45,20 +58,18 @@ def spent(
         if run_id is not None and payload.get("runId") == run_id:
             run_total += amount
     if run_id is not None:
-        older = connection.execute(
-            sa.select(e.payload).where(e.tenant == tenant, e.instance == instance, e.type == "COST", e.at < day_start)
-        ).scalars()
+        older = connection.execute(_COSTS_BEFORE, where).scalars()
         run_total += sum(float(p.get("amount", 0) or 0) for p in older if p.get("runId") == run_id)
     return run_total, day_total
 
 
 def calls_since(connection: sa.Connection, tenant: str, instance: str, call_key: str, since: dt.datetime) -> int:
     """How many decisions the instance asked for the same call (tool and arguments) since then."""
-    e = tables.op_events.c
-    rows = connection.execute(
-        sa.select(e.payload).where(e.tenant == tenant, e.instance == instance, e.type == "DECISION", e.at >= since)
-    ).scalars()
-    return sum(1 for payload in rows if payload.get("callKey") == call_key)
+    return int(
+        connection.execute(
+            _CALLS_SINCE, {"tenant": tenant, "instance": instance, "call_key": call_key, "since": since}
+        ).scalar_one()
+    )
 
 
 def archive_and_prune(connection: sa.Connection, older_than: dt.datetime, archive_dir: Path, batch: int = 5000) -> int:

@@ -206,8 +206,11 @@ op_events = sa.Table(
     sa.Column("type", sa.String(48), nullable=False),
     sa.Column("instance", sa.String(300), nullable=True),
     sa.Column("payload", JSON, nullable=False),
+    # DECISION events: the call's identity (tool and arguments), so loop detection counts in the index.
+    sa.Column("call_key", sa.String(32), nullable=True),
     sa.Index(None, "at"),
     sa.Index(None, "tenant", "instance", "at"),
+    sa.Index(None, "instance", "call_key", "at"),
 )
 
 reconcile_runs = sa.Table(

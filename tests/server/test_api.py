@@ -463,3 +463,16 @@ def test_the_server_expires_approvals_past_their_ttl(api: tuple[httpx.Client, sa
         c = tables.change_records.c
         expired = connection.execute(sa.select(c.object_name).where(c.type == "APPROVAL_EXPIRED")).scalars().all()
     assert expired == [str(approval_id)]
+
+
+def test_a_revoked_token_is_refused_within_a_second(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    client, engine, made = api
+    ask = {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup"}
+    assert client.post("/v1/decisions", json=ask, headers=auth(made["runtime"])).status_code == 200  # now cached
+    with engine.begin() as connection:
+        tokens.revoke(connection, "rt", NOW)
+    revoked_at = time.monotonic()
+    while (response := client.post("/v1/decisions", json=ask, headers=auth(made["runtime"]))).status_code == 200:
+        assert time.monotonic() - revoked_at < 3, "the revoked token was still accepted after 3 s"
+        time.sleep(0.05)
+    assert response.status_code == 401 and "revoked" in response.json()["detail"]
