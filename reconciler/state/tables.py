@@ -211,6 +211,8 @@ op_events = sa.Table(
     sa.Index(None, "at"),
     sa.Index(None, "tenant", "instance", "at"),
     sa.Index(None, "instance", "call_key", "at"),
+    # Budgets sum an instance's COST events without reading its decisions.
+    sa.Index(None, "instance", "type", "at"),
 )
 
 reconcile_runs = sa.Table(
