@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from reconciler.policy import testing
 from reconciler.reconcile import actions
 
 __all__ = ["plan_json", "plan_markdown", "print_plan"]
@@ -77,8 +78,8 @@ def print_plan(plan: actions.Plan) -> None:
         click.echo(f"\n{len(plan.actions)} changes: {summary}")
 
 
-def plan_markdown(plan: actions.Plan) -> str:
-    lines = [f"### ARM plan for `{plan.revision}`", ""]
+def plan_markdown(plan: actions.Plan, base: str | None = None, tests: list[testing.TestResult] | None = None) -> str:
+    lines = [f"### ARM plan for `{plan.revision}`" + (f" against `{base}`" if base else ""), ""]
     if not plan.actions:
         lines.append("**No changes.** The database matches the commit.")
     else:
@@ -89,7 +90,24 @@ def plan_markdown(plan: actions.Plan) -> str:
     if plan.conditions:
         lines += ["", "#### Waiting or held", ""]
         lines += [f"- **{c.kind} `{c.name}`**: {c.message}" for c in plan.conditions]
+    if tests is not None:
+        failed = [t for t in tests if t.outcome != "PASS"]
+        lines += ["", "#### Rego unit tests", ""]
+        if not failed:
+            lines.append(f"All {len(tests)} passed.")
+        else:
+            lines.append(f"**{len(failed)} of {len(tests)} failed:**")
+            lines += [
+                f"- `{t.file}` `{t.package}.{t.name}`: {t.outcome}" + (f" ({t.message})" if t.message else "") for t in failed
+            ]
     return "\n".join(lines) + "\n"
+
+
+def print_tests(tests: list[testing.TestResult]) -> None:
+    failed = [t for t in tests if t.outcome != "PASS"]
+    for t in failed:
+        click.secho(f"{t.outcome} {t.file} {t.package}.{t.name}" + (f": {t.message}" if t.message else ""), fg="red")
+    click.echo(f"Rego unit tests: {len(tests) - len(failed)} passed, {len(failed)} failed.")
 
 
 def dumps(value: Any) -> str:

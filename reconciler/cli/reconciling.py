@@ -5,13 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from reconciler import errors
 from reconciler import settings as settings_
 from reconciler.cli import output, planview
+from reconciler.policy import library, testing
 from reconciler.reconcile import reporting, running, validating
 from reconciler.spec import caching, repository
 from reconciler.state import database
@@ -19,8 +23,10 @@ from reconciler.state import database
 __all__ = ["apply", "history", "init", "plan", "status"]
 
 
-def make_reconciler(settings: settings_.Settings, repo: str | None, path: str | None) -> running.Reconciler:
-    db = running.open_database(settings.database)
+def make_reconciler(
+    settings: settings_.Settings, repo: str | None, path: str | None, db: sa.Engine | None = None
+) -> running.Reconciler:
+    db = db or running.open_database(settings.database)
     source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir)
     source.fetch()
     return running.Reconciler(
@@ -48,20 +54,55 @@ def init(settings: settings_.Settings) -> None:
 
 @click.command()
 @output.source_options
+@click.option(
+    "--base",
+    default=None,
+    help="Pull-request mode: apply this commit to a scratch database and plan against it (the configured one is not used).",
+)
+@click.option("--head", default=None, help="With --base: the commit to plan (default --ref).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.pass_obj
-def plan(settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, fmt: str) -> None:
-    """Show what applying a commit would change. Exit 0: no changes, 2: changes, 1: error."""
-    reconciler = make_reconciler(settings, repo, path)
-    outcome = reconciler.plan(ref or settings.ref)
+def plan(
+    settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, base: str | None, head: str | None,
+    fmt: str,
+) -> None:  # fmt: skip
+    """Show what applying a commit would change. Exit 0: no changes, 2: changes, 1: error (or, with
+    --base, a failing Rego unit test)."""
+    if head is not None and base is None:
+        raise errors.ConfigError("--head needs --base: without it the plan is against the configured database")
+    target = head or ref or settings.ref
+    tests: list[testing.TestResult] | None = None
+    if base is None:
+        outcome = make_reconciler(settings, repo, path).plan(target)
+    else:
+        with tempfile.TemporaryDirectory(prefix="arm-plan-") as scratch:
+            db = database.connect(f"sqlite:///{Path(scratch) / 'scratch.db'}")
+            try:
+                database.migrate(db)
+                reconciler = make_reconciler(settings, repo, path, db)
+                try:
+                    reconciler.apply(base)
+                except errors.ArmError:
+                    click.echo(f"The base commit {base} does not apply to an empty database:", err=True)
+                    raise
+                outcome = reconciler.plan(target)
+            finally:
+                db.dispose()
+        tests = testing.run_tests(library.modules_for(outcome.rego))
     assert outcome.plan is not None
-    code = 2 if outcome.plan.actions else 0
+    failed = [t for t in tests or () if t.outcome != "PASS"]
+    code = 1 if failed else 2 if outcome.plan.actions else 0
     if fmt == "json":
-        click.echo(planview.dumps(planview.plan_json(outcome.plan, code)))
+        report = planview.plan_json(outcome.plan, code)
+        if tests is not None:
+            report["regoTests"] = {"passed": len(tests) - len(failed), "failed": [t.__dict__ for t in failed]}
+        click.echo(planview.dumps(report))
     elif fmt == "markdown":
-        click.echo(planview.plan_markdown(outcome.plan), nl=False)
+        click.echo(planview.plan_markdown(outcome.plan, base=base, tests=tests), nl=False)
     else:
         planview.print_plan(outcome.plan)
+        if tests is not None:
+            planview.print_tests(tests)
     sys.exit(code)
 
 

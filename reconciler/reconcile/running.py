@@ -43,6 +43,8 @@ class Outcome:
     problems: list[errors.Problem] = dataclasses.field(default_factory=list)
     #: seconds spent per phase: validate, plan, apply, commit
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: the commit's fleet Rego (path → text), set by ``plan`` so callers can run its tests
+    rego: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Reconciler:
@@ -80,7 +82,9 @@ class Reconciler:
             actual = actual_.load(connection)
         result = planning.plan(snap, actual, self.engine, self.policy_digest)
         result.raise_for_problems()
-        return Outcome("PLANNED", snap.revision, snap.commit.sha, plan=result, seconds=time.perf_counter() - started)
+        return Outcome(
+            "PLANNED", snap.revision, snap.commit.sha, plan=result, seconds=time.perf_counter() - started, rego=dict(snap.rego)
+        )
 
     def apply(self, ref: str) -> Outcome:
         """Make the database match ``ref``; all of it or none of it."""

@@ -145,3 +145,36 @@ def test_decide_answers_with_exit_codes(armctl: Armctl) -> None:
     assert (report["decision"], report["reasons"], report["decisionId"]) == ("DENY", ["unknown instance"], 2)
     bad = armctl("decide", "--instance", "acme:app-dev-g1-0", "--tool", "crm.lookup", "--args", "{oops")
     assert bad.returncode == 1 and bad.stderr.startswith("ConfigError: --args is not JSON")
+
+
+FAILING_TEST = """\
+package arm.ext.team_test
+
+import rego.v1
+
+test_refunds_are_capped if {
+	1 == 2
+}
+"""
+
+
+def test_a_pull_request_plan_needs_no_production_database(armctl: Armctl, git_repo: GitRepo) -> None:
+    git_repo.commit({"fleet/app/v2.yaml": version("1.1.0", "TESTING")}, "add 1.1.0", author=AUTHOR)
+    pr = armctl("plan", "--base", "HEAD~1", "--head", "HEAD", "--format", "markdown")
+    assert pr.returncode == 2, pr.stderr
+    assert pr.stdout.startswith("### ARM plan for `HEAD@sha1:") and "against `HEAD~1`" in pr.stdout
+    assert "| + | AgentVersion | `app@1.1.0` | `VERSION_CREATED` |" in pr.stdout
+    assert "`app@1.0.0`" not in pr.stdout.split("#### Waiting")[0]  # the base is already applied: no change to 1.0.0
+    assert "#### Rego unit tests" in pr.stdout and "passed." in pr.stdout
+    assert armctl("status").returncode == 1  # the configured database was never touched (it has no schema)
+
+    git_repo.commit({"fleet/policies/team_test.rego": FAILING_TEST}, "a test that fails", author=AUTHOR)
+    failing = armctl("plan", "--base", "HEAD~2", "--head", "HEAD", "--format", "markdown")
+    assert failing.returncode == 1, failing.stderr
+    assert "failed:**" in failing.stdout and "`arm.ext.team_test.test_refunds_are_capped`: FAIL" in failing.stdout
+    as_json = armctl("plan", "--base", "HEAD~2", "--head", "HEAD", "--format", "json")
+    assert as_json.returncode == 1
+    assert [t["name"] for t in json.loads(as_json.stdout)["regoTests"]["failed"]] == ["test_refunds_are_capped"]
+
+    lone = armctl("plan", "--head", "HEAD")
+    assert lone.returncode == 1 and "--head needs --base" in lone.stderr
