@@ -94,6 +94,12 @@ def print_status(report: dict[str, Any]) -> None:
         click.echo(
             f"Applied {click.style(applied, bold=True)} at {report['appliedAt']} from {report['source']} ({report['path']}/)"
         )
+    for condition in report.get("fleetConditions", []):
+        good = (condition["status"] == "True") == (condition["type"] == "Ready")
+        click.echo(
+            f"  {condition['type']:11} {click.style(condition['status'], fg='green' if good else 'red')}  "
+            f"{condition['reason']}: {condition['message']}"
+        )
     if report["pendingOutOfGitChanges"]:
         click.echo(
             f"  {report['pendingOutOfGitChanges']} change(s) made outside Git since (approvals, controls): the next apply takes them into account"

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from reconciler.state import fleetstate, tables
 
-__all__ = ["history", "status"]
+__all__ = ["fleet_conditions", "history", "status"]
 
 
 def status(connection: sa.Connection, runs: int = 5, tenant: str | None = None) -> dict[str, Any]:
@@ -60,13 +60,16 @@ def status(connection: sa.Connection, runs: int = 5, tenant: str | None = None) 
         active = sa.select(sa.func.count()).select_from(table).where(table.c.status == "ACTIVE")
         counts[kind] = connection.execute(scoped(active, table)).scalar_one()
     applied = state.get("applied_sha")
+    revision = f"{state.get('ref')}@sha1:{applied}" if applied else None
+    pending_changes = (state.get("generation") or 0) - (state.get("observed_generation") or 0)
     return {
-        "appliedRevision": f"{state.get('ref')}@sha1:{applied}" if applied else None,
+        "fleetConditions": fleet_conditions(revision, last_runs[0] if last_runs else None, pending_changes),
+        "appliedRevision": revision,
         "appliedSha": applied,
         "appliedAt": state["applied_at"].isoformat() if state.get("applied_at") else None,
         "source": state.get("source"),
         "path": state.get("path"),
-        "pendingOutOfGitChanges": (state.get("generation") or 0) - (state.get("observed_generation") or 0),
+        "pendingOutOfGitChanges": pending_changes,
         "lastRuns": last_runs,
         "objects": counts,
         "versionsByLifecycle": lifecycles,
@@ -74,6 +77,50 @@ def status(connection: sa.Connection, runs: int = 5, tenant: str | None = None) 
         "approvalsPending": pending,
         "conditions": conditions,
     }
+
+
+def _condition(type_: str, status: bool, reason: str, message: str, observed: str | None) -> dict[str, Any]:
+    return {"type": type_, "status": "True" if status else "False", "reason": reason, "message": message,
+            "observedRevision": observed}  # fmt: skip
+
+
+def fleet_conditions(revision: str | None, last_run: dict[str, Any] | None, pending_changes: int) -> list[dict[str, Any]]:
+    """``Ready``, ``Reconciling`` and ``Stalled``, as Flux and Argo CD users read them.
+
+    A failed reconcile leaves the last good commit applied and served: Ready turns False and
+    Stalled True (the same commit fails again until Git changes), both saying which commit
+    failed and which one is still served.
+    """
+    failed = last_run is not None and last_run["outcome"] == "FAILED"
+    failed_revision = f"{last_run['ref']}@sha1:{last_run['sha']}" if failed and last_run else None
+    serving = f"; serving {revision}" if revision else "; nothing is served yet"
+    if failed and last_run:
+        first = (last_run["errors"] or [{}])[0]
+        detail = f": {first.get('message', '')}" if first.get("message") else ""
+        count = len(last_run["errors"])
+        ready = _condition("Ready", False, "ReconciliationFailed", f"{failed_revision} failed{detail}{serving}", revision)
+        stalled = _condition(
+            "Stalled", True, "ReconciliationFailed",
+            f"{failed_revision} cannot be applied{f' ({count} problems)' if count else ''}; fix it in Git{serving}", revision,
+        )  # fmt: skip
+    elif revision is None:
+        ready = _condition("Ready", False, "NothingApplied", "no commit has been applied yet", None)
+        stalled = _condition("Stalled", False, "NothingApplied", "no reconcile has failed", None)
+    else:
+        ready = _condition("Ready", True, "ReconciliationSucceeded", f"applied {revision}", revision)
+        stalled = _condition("Stalled", False, "ReconciliationSucceeded", "the last reconcile succeeded", revision)
+    if last_run is not None and last_run["outcome"] == "RUNNING":
+        reconciling = _condition(
+            "Reconciling", True, "Progressing", f"applying {last_run['ref']}@sha1:{last_run['sha']}", revision
+        )
+    elif pending_changes > 0:
+        reconciling = _condition(
+            "Reconciling", True, "OutOfGitChanges",
+            f"{pending_changes} change(s) made outside Git (approvals, controls) wait for the next reconcile", revision,
+        )  # fmt: skip
+    else:
+        reconciling = _condition("Reconciling", False, "UpToDate", "nothing waits for a reconcile", revision)
+    return [ready, reconciling, stalled]
 
 
 def history(

@@ -178,3 +178,27 @@ def test_a_pull_request_plan_needs_no_production_database(armctl: Armctl, git_re
 
     lone = armctl("plan", "--head", "HEAD")
     assert lone.returncode == 1 and "--head needs --base" in lone.stderr
+
+
+def test_status_conditions_after_a_failed_reconcile(armctl: Armctl, git_repo: GitRepo) -> None:
+    armctl("init")
+    before = armctl.json("status")
+    assert [(c["type"], c["status"], c["reason"]) for c in before["fleetConditions"]] == [  # type: ignore[index]
+        ("Ready", "False", "NothingApplied"),
+        ("Reconciling", "False", "UpToDate"),
+        ("Stalled", "False", "NothingApplied"),
+    ]
+    assert armctl("apply").returncode == 0
+    good = git_repo.git("rev-parse", "HEAD")
+    ready = armctl.json("status")["fleetConditions"][0]  # type: ignore[index]
+    assert (ready["status"], ready["observedRevision"]) == ("True", f"HEAD@sha1:{good}")
+
+    git_repo.commit({"fleet/bad.yaml": "apiVersion: arm/v1\nkind: Nope\n"}, "broken", author=AUTHOR)
+    assert armctl("apply").returncode == 1
+    bad = git_repo.git("rev-parse", "HEAD")
+    ready, reconciling, stalled = armctl.json("status")["fleetConditions"]  # type: ignore[index]
+    assert (ready["status"], ready["reason"], ready["observedRevision"]) == ("False", "ReconciliationFailed", f"HEAD@sha1:{good}")
+    assert ready["message"].startswith(f"HEAD@sha1:{bad} failed: ") and ready["message"].endswith(f"serving HEAD@sha1:{good}")
+    assert (stalled["status"], reconciling["status"]) == ("True", "False")
+    text = armctl("status").stdout
+    assert "Ready       False  ReconciliationFailed" in text and "Stalled     True" in text
