@@ -90,11 +90,12 @@ def test_nul_characters_are_stored_cleaned_and_fail_nobody(fleet: scenario.runni
     assert len(payloads) == 8 and {p["args"]["q"] for p in payloads} == {"a\ufffdb"}
 
 
+# PostgreSQL only: SQLite serialises writers with its write lock, so the race cannot happen there.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_overlapping_chain_appends_get_consecutive_sequence_numbers(fleet: scenario.running.Reconciler) -> None:
     engine = fleet.db
+    assert engine.dialect.name == "postgresql"
     with engine.connect() as first, engine.connect() as second:
-        if engine.dialect.name == "sqlite":
-            pytest.skip("SQLite serialises writers with its write lock; the race needs two concurrent writers (PostgreSQL)")
         t1 = first.begin()
         chain.append(first, [chain.Record("acme", "TEST", "Instance", "a")], NOW)
         with ThreadPoolExecutor(max_workers=1) as pool:
