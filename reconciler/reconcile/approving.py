@@ -34,9 +34,13 @@ class Decision:
     required: int
 
 
-def list_approvals(connection: sa.Connection, status: str | None = "PENDING", tenant: str | None = None) -> list[dict[str, Any]]:
+def list_approvals(
+    connection: sa.Connection, status: str | None = "PENDING", tenant: str | None = None, approval_id: int | None = None
+) -> list[dict[str, Any]]:
     a = tables.approvals.c
     query = sa.select(tables.approvals).order_by(a.id)
+    if approval_id is not None:
+        query = query.where(a.id == approval_id)
     if status:
         query = query.where(a.status == status.upper())
     if tenant:

@@ -300,7 +300,7 @@ class Decider:
             self._policy(connection, state.get("applied_sha"))
             revision = self.engine.revision if state.get("applied_sha") else None
             fleet = self._resolution(connection, state)
-            context, tenant, version = self._context(connection, fleet, request, now)
+            context, tenant, version = self._context(connection, fleet, request, key, now)
             if authorize is not None:
                 authorize(tenant)
             tracking = contextlib.ExitStack()
@@ -431,7 +431,7 @@ class Decider:
         self._fleet = None
 
     def _context(
-        self, connection: sa.Connection, fleet: _Fleet, request: Request, now: dt.datetime
+        self, connection: sa.Connection, fleet: _Fleet, request: Request, key: str, now: dt.datetime
     ) -> tuple[deciding.Context, str | None, str | None]:
         instance = fleet.instances.get(request.instance)
         if instance is None:
@@ -441,7 +441,6 @@ class Decider:
         tool = fleet.tools.get(tenant, {}).get(request.tool)
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         spent_run, spent_day = opevents.spent(connection, tenant, request.instance, request.run_id, day_start)
-        key = deciding.call_key(request.tool, request.args)
         context = deciding.Context(
             instance={
                 "id": instance.id,

@@ -207,7 +207,7 @@ def create_app(
     @app.get("/v1/approvals/{approval_id}")
     def get_approval(approval_id: int, who: Who) -> dict[str, Any]:
         with database.reading(db) as connection:
-            rows = [r for r in approving.list_approvals(connection, None, who.tenant) if r["id"] == approval_id]
+            rows = approving.list_approvals(connection, None, who.tenant, approval_id)
         if not rows:
             raise errors.NotFound(f"approval {approval_id} does not exist in tenant {who.tenant!r}")
         return _approval(rows[0])
