@@ -39,6 +39,19 @@ def _int_at_least(minimum: int) -> Any:
     return convert
 
 
+def _float_at_least(minimum: float) -> Any:
+    def convert(value: object) -> float:
+        try:
+            number = float(str(value))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a number") from exc
+        if not number >= minimum or number == float("inf"):
+            raise ValueError(f"{number} is below the minimum of {minimum} or not finite")
+        return number
+
+    return convert
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     #: where the SQLite database, parse cache and Git mirrors live
@@ -59,11 +72,31 @@ class Settings:
     opa_url: str | None = None
     #: bearer token for that OPA, if it wants one
     opa_token: str | None = None
+    #: ``armctl run``: seconds between fetches of the fleet repository
+    poll_interval_seconds: float = 30.0
+    #: ``armctl run``: up to this many seconds added at random to each poll (spreads replicas)
+    poll_jitter_seconds: float = 0.0
+    #: ``armctl run``: shared secret of ``POST /v1/webhooks/git`` (GitHub HMAC / GitLab token); unset: webhook off
+    webhook_secret: str | None = None
+    #: an ACTIVE instance without a heartbeat for this long is marked UNHEALTHY
+    heartbeat_timeout_seconds: float = 90.0
+    #: ``armctl run``: seconds between canary steps (each step needs healthy canary instances)
+    canary_step_seconds: float = 60.0
+    #: ``armctl run``: seconds between approval expiry/escalation sweeps
+    approval_sweep_seconds: float = 30.0
+    #: ``armctl run``: seconds between op-event retention runs (archive, then delete)
+    retention_interval_seconds: float = 3600.0
 
     _CONVERT: ClassVar[dict[str, Any]] = {
         "state_dir": Path,
         "max_file_bytes": _int_at_least(1024),
         "op_event_retention_days": _int_at_least(1),
+        "poll_interval_seconds": _float_at_least(0.1),
+        "poll_jitter_seconds": _float_at_least(0.0),
+        "heartbeat_timeout_seconds": _float_at_least(1.0),
+        "canary_step_seconds": _float_at_least(0.1),
+        "approval_sweep_seconds": _float_at_least(0.1),
+        "retention_interval_seconds": _float_at_least(1.0),
     }
 
     @classmethod
