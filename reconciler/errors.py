@@ -14,7 +14,8 @@ handled::
     ├── PolicyError            the policy engine refused a module or an evaluation
     ├── StoreError             the database is unreachable or its schema is not this version's
     ├── NotFound               an object named on the command line or API does not exist
-    └── Forbidden              the caller may not do this (role, scope, state)
+    ├── Forbidden              the caller may not do this (role, scope, state)
+    └── Unauthenticated        the caller did not prove who it is (token, webhook signature)
 
 Lower layers raise these; nothing below ``cli`` prints.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "Problem",
     "SourceError",
     "StoreError",
+    "Unauthenticated",
     "ValidationFailed",
 ]
 
@@ -64,6 +66,10 @@ class NotFound(ArmError):
 
 class Forbidden(ArmError):
     """The caller is not allowed to do this."""
+
+
+class Unauthenticated(ArmError):
+    """No usable credential: a missing or wrong token, a webhook signature that does not match."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)

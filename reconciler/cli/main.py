@@ -42,6 +42,7 @@ class LazyGroup(click.Group):
         "policy": "reconciler.cli.policies:policy",
         "decide": "reconciler.cli.deciding:decide",
         "serve": "reconciler.cli.serving:serve",
+        "run": "reconciler.cli.serving:run",
         "token": "reconciler.cli.serving:token",
         "events": "reconciler.cli.eventing:events",
     }

@@ -1,14 +1,84 @@
-"""``armctl serve`` (the HTTP API) and ``armctl token create | revoke`` (its credentials)."""
+"""``armctl run`` (the daemon), ``armctl serve`` (the HTTP API alone) and ``armctl token
+create | revoke`` (its credentials)."""
 
 from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+from typing import Any
 
 import click
 
 from reconciler import clock
 from reconciler import settings as settings_
+from reconciler.cli import output
 from reconciler.reconcile import running, tokens
 
-__all__ = ["serve", "token"]
+__all__ = ["run", "serve", "token"]
+
+#: Decisions hop between the event loop and worker threads: a short GIL switch interval keeps
+#: one busy thread (a reconcile, a commit) from holding the others' answers for the default 5 ms.
+_SWITCH_INTERVAL = 0.0005
+
+
+@click.command()
+@output.source_options
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--poll-interval", type=click.FloatRange(0.1), default=None, help="Seconds (env ARM_POLL_INTERVAL_SECONDS, default 30)."
+)
+@click.pass_obj
+def run(
+    settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, host: str, port: int,
+    poll_interval: float | None,
+) -> None:  # fmt: skip
+    """Run the daemon: follow the fleet repository (poll and webhook), reconcile it, and serve the
+    HTTP API. SIGTERM finishes the running reconcile, answers what is in flight and exits 0."""
+    import uvicorn
+
+    from reconciler.cli import deciding as deciding_cli
+    from reconciler.cli import reconciling
+    from reconciler.daemon import leading, scheduling
+    from reconciler.reconcile import deciding
+    from reconciler.server import app
+
+    overrides: dict[str, Any] = {"repo": repo, "ref": ref, "path": path, "poll_interval_seconds": poll_interval}
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    db = running.open_database(settings.database)
+    leadership = leading.for_database(db)
+    leadership.acquire()  # on SQLite: refuse now if another daemon holds the database
+    try:
+        reconciler = reconciling.make_reconciler(settings, None, None, db)
+        decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
+        daemon = scheduling.Daemon(settings, db, reconciler, decider, leadership=leadership)
+        application = app.create_app(db, decider=decider, sweep_seconds=None, policy_seconds=0.5, runner=daemon)
+        server = uvicorn.Server(
+            uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+        )
+        sys.setswitchinterval(_SWITCH_INTERVAL)
+        # uvicorn handles SIGTERM (stops taking requests, answers those in flight) and afterwards
+        # raises it again for the previous handler: this one, so the process exits 0.
+        signal.signal(signal.SIGTERM, _ignore)
+        click.echo(
+            f"armctl run: serving http://{host}:{port}, following {settings.ref} of {reconciler.repo.display} "
+            f"every {settings.poll_interval_seconds:g} s ({'leader' if leadership.leading else 'follower'})",
+            err=True,
+        )
+        daemon.start()
+        try:
+            server.run()
+        finally:
+            daemon.stop()
+    finally:
+        leadership.release()
+    if not server.started:
+        raise SystemExit(1)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """The shutdown already happened; exit normally."""
 
 
 @click.command()
@@ -16,18 +86,15 @@ __all__ = ["serve", "token"]
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.pass_obj
 def serve(settings: settings_.Settings, host: str, port: int) -> None:
-    """Serve the HTTP API (decisions, approvals, controls, events, status) on HOST:PORT."""
-    import sys
-
+    """Serve the HTTP API (decisions, approvals, controls, events, status) on HOST:PORT, without
+    reconciling (see 'armctl run')."""
     import uvicorn
 
     from reconciler.cli import deciding as deciding_cli
     from reconciler.reconcile import deciding
     from reconciler.server import app
 
-    # Decisions hop between the event loop and worker threads: a short GIL switch interval keeps
-    # one busy thread from holding the others' answers for the default 5 ms.
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     db = running.open_database(settings.database)
     decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
     uvicorn.run(app.create_app(db, decider=decider), host=host, port=port, log_level="warning", access_log=False)

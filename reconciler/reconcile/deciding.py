@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.audit import chain
 from reconciler.policy import deciding, engines, library, risk
+from reconciler.reconcile import metering
 from reconciler.state import database, fleetstate, opevents, tables
 
 __all__ = ["Decider", "Decision", "Request"]
@@ -106,9 +108,10 @@ class _Recorder:
     answered that was not stored; a lone caller commits in its own thread without a hand-off.
     """
 
-    def __init__(self, db: sa.Engine, now: Any, max_batch: int = 512) -> None:
+    def __init__(self, db: sa.Engine, now: Any, timer: metering.Histogram, max_batch: int = 512) -> None:
         self.db = db
         self.now = now
+        self.timer = timer
         self.max_batch = max_batch
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
@@ -145,9 +148,11 @@ class _Recorder:
         """Nothing to stop: commits run in the callers' threads."""
 
     def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             with self.db.begin() as connection:
                 ids = _store(connection, batch, self.now())
+            self.timer.observe(time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - one bad decision must not fail the batch: retry one by one
             for item in batch:
                 try:
@@ -239,7 +244,11 @@ class Decider:
         self._fleet: _Fleet | None = None
         self._fleet_lock = threading.Lock()
         self._policy_lock = threading.Lock()
-        self._recorder = _Recorder(db, self.clock.now) if group_commit else None
+        #: how long storing decisions takes, per transaction (one decision or a group)
+        self.write_seconds = metering.Histogram(
+            "arm_op_event_write_seconds", "Time to commit decision op events, per transaction (a group commit counts once)."
+        )
+        self._recorder = _Recorder(db, self.clock.now, self.write_seconds) if group_commit else None
         self._inflight = _InFlight()
         #: the last failed policy load ({revision, message, at}), None once a load succeeds
         self.policy_failure: dict[str, Any] | None = None
@@ -336,11 +345,13 @@ class Decider:
         ):
             # Approvals are granted and used one at a time: these decisions commit on their own,
             # re-checking the approval under a lock so one approval allows one call.
+            started = time.perf_counter()
             with self.db.begin() as connection:
                 approval_id, outcome = self._approval_step(connection, request, tenant, key, outcome, context, version, now)
                 (decision_id,) = _store(
                     connection, [self._pending(request, key, tenant, version, revision, now, outcome, approval_id)], now
                 )
+            self.write_seconds.observe(time.perf_counter() - started)
         else:
             decision_id = self._recorder.submit(self._pending(request, key, tenant, version, revision, now, outcome, None))
         return Decision(

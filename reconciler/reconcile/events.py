@@ -20,7 +20,7 @@ from reconciler.lifecycle import machines
 from reconciler.policy import risk
 from reconciler.state import fleetstate, opevents, tables
 
-__all__ = ["EVENT_TYPES", "record"]
+__all__ = ["EVENT_TYPES", "mark_stale", "record"]
 
 EVENT_TYPES = ("HEARTBEAT", "COST", "TOOL_RESULT")
 
@@ -32,7 +32,7 @@ def record(connection: sa.Connection, tenant: str, event: Mapping[str, Any], now
         raise errors.ConfigError(f"event type must be one of {', '.join(EVENT_TYPES)}, not {event.get('type')!r}")
     instance_id = event.get("instance")
     i = tables.instances
-    row = connection.execute(sa.select(i.c.id, i.c.tenant, i.c.state).where(i.c.id == instance_id)).first()
+    row = connection.execute(sa.select(i.c.id, i.c.tenant, i.c.state, i.c.health).where(i.c.id == instance_id)).first()
     if row is None or row.tenant != tenant:
         raise errors.NotFound(f"instance {instance_id!r} does not exist in tenant {tenant!r}")
     payload = risk.redact(risk.clean({k: v for k, v in event.items() if k not in ("type", "instance")}))
@@ -62,6 +62,50 @@ def record(connection: sa.Connection, tenant: str, event: Mapping[str, Any], now
             )
             fleetstate.bump_generation(connection)
             result["state"] = "ACTIVE"
+        elif row.health == "UNHEALTHY":
+            # Health gates canary steps: the reconciler must see the recovery, not a cached state.
+            fleetstate.bump_generation(connection)
+            opevents.add(connection, [_health(tenant, row.id, now, "HEALTHY", "heartbeat received")])
         connection.execute(i.update().where(i.c.id == row.id).values(**values))
     opevents.add(connection, [{"tenant": tenant, "at": now, "type": kind, "instance": row.id, "payload": payload}])
     return result
+
+
+def mark_stale(connection: sa.Connection, now: dt.datetime, timeout_seconds: float) -> list[str]:
+    """Mark ACTIVE instances not heard from for ``timeout_seconds`` UNHEALTHY; returns their ids.
+
+    An instance that never sent a heartbeat (activated at once by its environment) counts from
+    its last change. Each newly unhealthy instance gets a ``HEALTH`` op event; the state
+    generation is bumped so the next reconcile (a canary step) sees it.
+    """
+    i = tables.instances.c
+    cutoff = now - dt.timedelta(seconds=timeout_seconds)
+    rows = connection.execute(
+        sa.select(i.id, i.tenant, i.last_heartbeat).where(
+            i.state == "ACTIVE", i.health != "UNHEALTHY", sa.func.coalesce(i.last_heartbeat, i.updated_at) < cutoff
+        )
+    ).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    connection.execute(tables.instances.update().where(i.id.in_(ids)).values(health="UNHEALTHY"))
+    opevents.add(
+        connection,
+        [
+            _health(
+                r.tenant,
+                r.id,
+                now,
+                "UNHEALTHY",
+                f"no heartbeat for {timeout_seconds:g} s"
+                + (f" (last {r.last_heartbeat.isoformat()})" if r.last_heartbeat else " (none received)"),
+            )
+            for r in rows
+        ],
+    )
+    fleetstate.bump_generation(connection)
+    return ids
+
+
+def _health(tenant: str, instance: str, now: dt.datetime, health: str, reason: str) -> dict[str, Any]:
+    return {"tenant": tenant, "at": now, "type": "HEALTH", "instance": instance, "payload": {"health": health, "reason": reason}}

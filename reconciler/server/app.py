@@ -18,8 +18,8 @@ import logging
 import threading
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, Literal
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Annotated, Any, Literal, Protocol
 
 import fastapi
 import pydantic
@@ -84,6 +84,18 @@ class _Metrics:
             counter[key] += 1
 
 
+class Runner(Protocol):
+    """What the daemon (``armctl run``) adds to the API; ``armctl serve`` runs without one."""
+
+    def readiness(self) -> tuple[bool, str]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def metrics(self) -> list[str]: ...
+
+    def webhook(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]: ...
+
+
 def create_app(
     db: sa.Engine,
     *,
@@ -91,9 +103,11 @@ def create_app(
     decider: deciding.Decider | None = None,
     sweep_seconds: float | None = 30.0,
     policy_seconds: float | None = 2.0,
+    runner: Runner | None = None,
 ) -> fastapi.FastAPI:
     """The application. Every ``sweep_seconds`` it expires and escalates approvals; every
-    ``policy_seconds`` it loads the applied commit's policy into the engine (None: never)."""
+    ``policy_seconds`` it loads the applied commit's policy into the engine (None: never).
+    With a ``runner`` (the daemon) it also takes Git webhooks and reports the daemon's state."""
     clock = clock or clock_.SystemClock()
     # Group commit: concurrent decisions share a transaction (each still waits for its commit).
     decider = decider or deciding.Decider(db, clock=clock, group_commit=True)
@@ -132,6 +146,7 @@ def create_app(
         status = {
             errors.NotFound: 404,
             errors.Forbidden: 403,
+            errors.Unauthenticated: 401,
             errors.ConfigError: 422,
             errors.StoreError: 503,
             errors.PolicyError: 503,  # no policy revision to decide with: the runtime treats it as DENY
@@ -345,7 +360,19 @@ def create_app(
         with database.reading(db) as connection:
             report = reporting.status(connection, tenant=who.tenant)
         report["policy"] = decider.policy_status()
+        if runner is not None:
+            report["daemon"] = runner.status()
         return report
+
+    @app.post("/v1/webhooks/git", status_code=202)
+    async def git_webhook(request: fastapi.Request) -> dict[str, Any]:
+        """A Git host's push webhook (GitHub: X-Hub-Signature-256; GitLab: X-Gitlab-Token): refresh now."""
+        if runner is None:
+            raise errors.NotFound("webhooks need the daemon: run 'armctl run', not 'armctl serve'")
+        body = await request.body()
+        if len(body) > _MAX_LOG_BYTES:
+            raise errors.ConfigError(f"webhook body above {_MAX_LOG_BYTES} bytes")
+        return runner.webhook({k.lower(): v for k, v in request.headers.items()}, body)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -353,6 +380,10 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> responses.JSONResponse:
+        if runner is not None:
+            ready, reason = runner.readiness()
+            if not ready:
+                return responses.JSONResponse({"ready": False, "reason": reason}, status_code=503)
         try:
             database.require_current(db)
             with database.reading(db) as connection:
@@ -385,7 +416,10 @@ def create_app(
             "# HELP arm_applied_revision_info The applied commit.",
             "# TYPE arm_applied_revision_info gauge",
             f'arm_applied_revision_info{{sha="{state.get("applied_sha") or ""}"}} 1',
+            *decider.write_seconds.render(),
         ]
+        if runner is not None:
+            lines += runner.metrics()
         return "\n".join(lines) + "\n"
 
     return app

@@ -1,0 +1,151 @@
+"""Leadership: which daemon applies commits and runs the maintenance jobs.
+
+Every replica serves decisions; exactly one reconciles. On PostgreSQL the leader holds a
+session-level advisory lock on a connection of its own: when its process dies, PostgreSQL
+closes the session and frees the lock, and a follower takes it on its next poll (within one
+poll interval). On SQLite there is one writer per file anyway, so a second daemon on the same
+database is refused at start with a message naming the holder, through an exclusive ``flock``
+on a file next to the database (freed by the kernel when the holder dies).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from reconciler import errors
+
+__all__ = ["AdvisoryLock", "FileLock", "Leadership", "for_database"]
+
+log = logging.getLogger(__name__)
+
+#: The advisory lock key: the first 8 bytes of sha256("arm-reconciler/leader"), as a signed bigint.
+LOCK_KEY = -8344500937090553187
+
+
+class Leadership:
+    """Try to lead; keep leading; let go."""
+
+    def acquire(self) -> bool:
+        """True when this process leads (after this call)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def leading(self) -> bool:
+        raise NotImplementedError
+
+
+class AdvisoryLock(Leadership):
+    """``pg_try_advisory_lock`` on a dedicated connection, checked on every acquire."""
+
+    def __init__(self, db: sa.Engine, key: int = LOCK_KEY) -> None:
+        self.db = db
+        self.key = key
+        self._connection: sa.Connection | None = None
+        self._leading = False
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    def acquire(self) -> bool:
+        try:
+            if self._connection is None:
+                self._connection = self.db.connect()
+                # The session must stay idle, not "idle in transaction": commit the implicit BEGIN.
+                self._connection.commit()
+            if self._leading:
+                self._connection.execute(sa.text("SELECT 1")).scalar()
+                self._connection.commit()
+                return True
+            got = bool(self._connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar())
+            self._connection.commit()
+        except sa.exc.DBAPIError as exc:
+            # The session is gone, and the lock with it: another replica may lead by now.
+            if self._leading:
+                log.warning("lost leadership: the lock session failed: %s", exc.orig or exc)
+            self._drop()
+            return False
+        if got and not self._leading:
+            log.info("leading: holding the advisory lock")
+        self._leading = got
+        return got
+
+    def release(self) -> None:
+        if self._connection is not None and self._leading:
+            try:
+                self._connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                self._connection.commit()
+            except sa.exc.DBAPIError:
+                pass  # closing the session below frees it anyway
+        self._drop()
+
+    def _drop(self) -> None:
+        self._leading = False
+        if self._connection is not None:
+            try:
+                self._connection.invalidate()
+                self._connection.close()
+            except sa.exc.DBAPIError:
+                pass
+            self._connection = None
+
+
+class FileLock(Leadership):
+    """An exclusive ``flock`` next to a SQLite database: taken at start or refused."""
+
+    def __init__(self, database_file: Path) -> None:
+        self.path = database_file.with_name(database_file.name + ".daemon.lock")
+        self._fd: int | None = None
+
+    @property
+    def leading(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise errors.ConfigError(
+                f"another 'armctl run' (pid {holder}) already runs on {database_name(self.path)}; "
+                "on SQLite only one daemon may use a database: stop it, or use PostgreSQL (ARM_DATABASE_URL) for replicas"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def database_name(lock_path: Path) -> Path:
+    return lock_path.with_name(lock_path.name.removesuffix(".daemon.lock"))
+
+
+def for_database(db: sa.Engine) -> Leadership:
+    """Advisory-lock leadership on PostgreSQL, a start-up file lock on SQLite."""
+    if db.dialect.name == "postgresql":
+        return AdvisoryLock(db)
+    if db.dialect.name == "sqlite":
+        name = db.url.database
+        if not name or name == ":memory:":
+            raise errors.ConfigError("armctl run needs a database file or PostgreSQL, not an in-memory SQLite database")
+        return FileLock(Path(name).resolve())
+    raise errors.ConfigError(f"armctl run supports SQLite and PostgreSQL, not {db.dialect.name}")

@@ -1,0 +1,278 @@
+"""The daemon's jobs on an APScheduler ``BackgroundScheduler``: poll, canary, sweeps, retention.
+
+``Daemon`` owns one :class:`running.Reconciler` and runs, each job one at a time (missed runs
+coalesced into one):
+
+- **poll** (every ``poll_interval_seconds`` plus up to ``poll_jitter_seconds``): fetch the remote
+  and apply the followed ref; a webhook runs it at once. A commit that fails keeps the last good
+  one in force; the failure shows in status and metrics.
+- **canary** (every ``canary_step_seconds``): one reconcile that may take the next canary step.
+- **approvals**: expire and escalate approval requests.
+- **heartbeats**: mark instances not heard from for ``heartbeat_timeout_seconds`` UNHEALTHY.
+- **retention**: archive op events past the retention to gzipped JSON Lines, then delete them.
+
+Only the leader (``leading``) runs them; a follower's poll tries to take the lead, and otherwise
+only follows the applied commit, which it serves like the leader. The server calls
+``readiness``, ``status``, ``metrics`` and ``webhook``; ``stop`` waits for a running reconcile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from reconciler import clock as clock_
+from reconciler import errors
+from reconciler import settings as settings_
+from reconciler.daemon import hooks, leading
+from reconciler.reconcile import approving, deciding, events, metering, running
+from reconciler.state import database, fleetstate, opevents
+
+__all__ = ["Daemon"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Last:
+    """The last reconcile this daemon ran, for status and readiness."""
+
+    outcome: str = ""
+    revision: str = ""
+    error: str | None = None
+    at: dt.datetime | None = None
+    seconds: float = 0.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: settings_.Settings,
+        db: sa.Engine,
+        reconciler: running.Reconciler,
+        decider: deciding.Decider,
+        *,
+        leadership: leading.Leadership | None = None,
+        clock: clock_.Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.reconciler = reconciler
+        self.decider = decider
+        self.ref = settings.ref
+        self.leadership = leadership or leading.for_database(db)
+        self.clock = clock or clock_.SystemClock()
+        self.scheduler = BackgroundScheduler(
+            timezone=dt.UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+        )
+        self.last = _Last()
+        self.applied_sha: str | None = None  # what this replica last saw applied (and serves)
+        self._first = threading.Event()  # set after the first poll, whatever its outcome
+        self._again = threading.Event()  # a webhook arrived while a poll was running
+        self._reconciling = threading.Lock()  # poll and canary share one Reconciler
+        self._refused: str | None = None  # a commit that failed validation or planning: not retried
+        self.durations = metering.Histogram("arm_reconcile_duration_seconds", "Time of reconciles that were not skipped.")
+        self.outcomes = metering.Counter("arm_reconcile_runs_total", "Reconciles by outcome.", "outcome")
+        self.last_success = 0.0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Take the lead if it is free (on SQLite: or refuse to start), then start the jobs; the
+        first poll runs at once."""
+        self.leadership.acquire()
+        s = self.settings
+        now = dt.datetime.now(dt.UTC)
+        jobs: list[tuple[str, Callable[[], Any], float, float]] = [
+            ("poll", self.poll, s.poll_interval_seconds, s.poll_jitter_seconds),
+            ("canary", self.canary, s.canary_step_seconds, 0.0),
+            ("approvals", self.sweep_approvals, s.approval_sweep_seconds, 0.0),
+            ("heartbeats", self.check_heartbeats, max(1.0, s.heartbeat_timeout_seconds / 3), 0.0),
+            ("retention", self.retain, s.retention_interval_seconds, 0.0),
+        ]
+        for name, job, seconds, jitter in jobs:
+            trigger = IntervalTrigger(seconds=seconds, jitter=jitter or None, timezone=dt.UTC)
+            first = now if name == "poll" else now + dt.timedelta(seconds=min(seconds, 5.0) * random.uniform(0.5, 1.0))
+            self.scheduler.add_job(job, trigger, id=name, name=name, next_run_time=first)
+        self.scheduler.start()
+        log.info("daemon started: following %s of %s every %g s", self.ref, self.reconciler.repo.display, s.poll_interval_seconds)
+
+    def stop(self) -> None:
+        """Finish a running job (a reconcile), stop the others, flush records, let go of the lead."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.decider.close()
+        self.leadership.release()
+        log.info("daemon stopped")
+
+    def refresh(self) -> None:
+        """Poll now (a webhook): at once if no poll is running, else right after the running one."""
+        self._again.set()
+        if self.scheduler.running:
+            job = self.scheduler.get_job("poll")
+            if job is not None:
+                job.modify(next_run_time=dt.datetime.now(dt.UTC))
+
+    # ---------------------------------------------------------------- jobs
+
+    def poll(self) -> None:
+        """Fetch and apply the followed ref (leader), or follow the applied commit (others)."""
+        try:
+            while True:
+                self._again.clear()
+                if self.leadership.acquire():
+                    self._reconcile(advance=False, fetch=True)
+                self._follow()
+                if not self._again.is_set():
+                    return
+        finally:
+            self._first.set()
+
+    def canary(self) -> None:
+        if self.leadership.acquire():
+            self._reconcile(advance=True, fetch=False)
+
+    def sweep_approvals(self) -> None:
+        if self.leadership.acquire():
+            with self.db.begin() as connection:
+                swept = approving.sweep(connection, self.clock.now())
+            if swept.expired or swept.escalated:
+                log.info("approvals: %d expired, %d escalated", len(swept.expired), len(swept.escalated))
+
+    def check_heartbeats(self) -> None:
+        if self.leadership.acquire():
+            with self.db.begin() as connection:
+                stale = events.mark_stale(connection, self.clock.now(), self.settings.heartbeat_timeout_seconds)
+            if stale:
+                log.warning("%d instances without heartbeat marked UNHEALTHY: %s", len(stale), ", ".join(stale[:10]))
+
+    def retain(self) -> None:
+        if self.leadership.acquire():
+            cutoff = self.clock.now() - dt.timedelta(days=self.settings.op_event_retention_days)
+            with self.db.begin() as connection:
+                moved = opevents.archive_and_prune(connection, cutoff, self.settings.archive_dir)
+            if moved:
+                log.info("archived and deleted %d op events older than %s", moved, cutoff.isoformat())
+
+    # ---------------------------------------------------------------- steps
+
+    def _reconcile(self, *, advance: bool, fetch: bool) -> None:
+        started = time.perf_counter()
+        with self._reconciling:
+            sha = None
+            try:
+                if fetch:
+                    self.reconciler.repo.fetch()
+                sha = self.reconciler.repo.resolve(self.ref).sha
+                if sha == self._refused:
+                    return  # the same invalid commit: refused already, status says why; wait for a new one
+                outcome = self.reconciler.apply(self.ref, advance=advance)
+            except errors.ArmError as exc:
+                if isinstance(exc, errors.ValidationFailed):  # PlanError too: the same commit fails the same way
+                    self._refused = sha
+                revision = f"{self.ref}@sha1:{sha}" if sha else self.last.revision
+                self._finished("FAILED", revision, started, error=f"{type(exc).__name__}: {exc}")
+                log.error("reconcile of %s failed; the last good commit stays in force: %s", revision, exc)
+                return
+            except sa.exc.SQLAlchemyError as exc:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                self._finished("FAILED", self.last.revision, started, error=f"StoreError: {reason}")
+                log.error("reconcile of %s failed: the store: %s", self.ref, reason)
+                return
+        self._refused = None
+        self.applied_sha = outcome.sha
+        self._finished(outcome.outcome, outcome.revision, started)
+        if outcome.outcome != "UNCHANGED":
+            log.info(
+                "reconciled %s: %s, %d records in %.3f s",
+                outcome.revision,
+                outcome.outcome,
+                outcome.records,
+                outcome.seconds,
+                extra={"revision": outcome.revision, "outcome": outcome.outcome},
+            )
+
+    def _finished(self, outcome: str, revision: str, started: float, *, error: str | None = None) -> None:
+        seconds = time.perf_counter() - started
+        self.outcomes.inc(outcome)
+        if outcome != "UNCHANGED":
+            self.durations.observe(seconds)
+        if error is None:
+            self.last_success = time.time()
+        if outcome != "UNCHANGED" or self.last.outcome in ("", "FAILED"):
+            self.last = _Last(outcome, revision, error, self.clock.now(), seconds)
+
+    def _follow(self) -> None:
+        """Serve what is applied: note its SHA and load its policy (an OPA gets it pushed)."""
+        try:
+            with database.reading(self.db) as connection:
+                state = fleetstate.read(connection) or {}
+                if state.get("applied_sha"):
+                    self.decider.ensure_policy(connection)
+        except (errors.ArmError, sa.exc.SQLAlchemyError) as exc:
+            log.warning("cannot read the applied commit: %s", exc)
+            return
+        self.applied_sha = state.get("applied_sha")
+
+    # ---------------------------------------------------------------- for the server
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._first.is_set():
+            return False, "the first reconcile has not finished yet"
+        if not self.applied_sha:
+            why = f": {self.last.error}" if self.last.error else ""
+            return False, f"no commit has been applied yet{why}"
+        return True, f"serving {self.applied_sha}"
+
+    def status(self) -> dict[str, Any]:
+        last = self.last
+        return {
+            "leader": self.leadership.leading,
+            "following": {"repo": self.reconciler.repo.display, "ref": self.ref, "path": self.reconciler.path},
+            "pollIntervalSeconds": self.settings.poll_interval_seconds,
+            "servedSha": self.applied_sha,
+            "lastReconcile": {
+                "outcome": last.outcome or None,
+                "revision": last.revision or None,
+                "error": last.error,
+                "at": last.at.isoformat() if last.at else None,
+                "seconds": round(last.seconds, 4),
+            },
+        }
+
+    def metrics(self) -> list[str]:
+        failing = 1 if self.last.outcome == "FAILED" else 0
+        return [
+            *self.durations.render(),
+            *self.outcomes.render(),
+            "# HELP arm_reconcile_last_success_timestamp_seconds When a reconcile last succeeded (Unix time).",
+            "# TYPE arm_reconcile_last_success_timestamp_seconds gauge",
+            f"arm_reconcile_last_success_timestamp_seconds {self.last_success:.3f}",
+            "# HELP arm_reconcile_failing 1 when the last reconcile failed and the last good commit is served.",
+            "# TYPE arm_reconcile_failing gauge",
+            f"arm_reconcile_failing {failing}",
+            "# HELP arm_leader 1 on the replica that applies commits.",
+            "# TYPE arm_leader gauge",
+            f"arm_leader {1 if self.leadership.leading else 0}",
+        ]
+
+    def webhook(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        secret = self.settings.webhook_secret
+        if not secret:
+            raise errors.NotFound("webhooks are off: set ARM_WEBHOOK_SECRET to the secret configured in the Git host")
+        push = hooks.verify(headers, body, secret)
+        if not hooks.follows(push, self.ref):
+            why = "not a push" if not push.is_push else f"push to {push.ref}; following {self.ref}"
+            return {"refresh": False, "reason": why}
+        self.refresh()
+        return {"refresh": True, "ref": push.ref, "after": push.after}

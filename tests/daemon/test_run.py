@@ -1,0 +1,170 @@
+"""``armctl run`` as real processes following a real Git remote (a bare repository in tmp_path).
+
+Poll and webhook refresh, status and metrics after a bad commit, SIGTERM, the one-daemon rule on
+SQLite, and on PostgreSQL two replicas where one leads, both serve, and the other takes over
+when the leader is killed.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.daemon import procs
+from tests.server.test_api import tenant_fleet
+
+FLEET = {"fleet/acme.yaml": tenant_fleet("acme")}
+
+
+def _env(database_url: str, home: Path) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "ARM_DATABASE_URL": database_url, "ARM_STATE_DIR": str(home)}
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> procs.Remote:
+    remote = procs.Remote(tmp_path / "git")
+    remote.push(FLEET, message="fleet")
+    return remote
+
+
+@pytest.fixture
+def migrated(db_url: str, tmp_path: Path) -> str:
+    result = procs.armctl(_env(db_url, tmp_path / "admin"), "init")
+    assert result.returncode == 0, result.stderr
+    return db_url
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[procs.Daemon]]:
+    started: list[procs.Daemon] = []
+    try:
+        yield started
+    finally:
+        for d in started:
+            d.stop(signal.SIGKILL)
+
+
+def _token(database_url: str, home: Path) -> str:
+    result = procs.armctl(_env(database_url, home), "token", "create", "--name", "rt", "--kind", "runtime", "--tenant", "acme")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _policy_revision(d: procs.Daemon, token: str) -> str:
+    body = {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": {}}
+    response = httpx.post(d.url + "/v1/decisions", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert response.status_code == 200, response.text
+    return str(response.json()["policyRevision"])
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_daemon_follows_pushes_by_poll_and_exits_0_on_sigterm(
+    remote: procs.Remote, migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
+) -> None:
+    d = procs.Daemon(tmp_path / "d1", migrated, remote.url, poll=0.5).start()
+    daemons.append(d)
+    d.wait_ready()
+    assert d.served_sha() == remote.work.git("rev-parse", "HEAD")
+    sha = remote.push({"fleet/extra.yaml": tenant_fleet("globex")}, message="add globex")
+    took = d.wait_until(lambda: d.served_sha() == sha, 5, "the pushed commit to be served")
+    assert took <= 0.5 + 1.0
+    token = _token(migrated, tmp_path / "admin")
+    assert _policy_revision(d, token) == sha
+    assert d.metric("arm_leader") == 1
+    assert d.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in d.log
+    assert "daemon stopped" in d.log
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_signed_webhook_applies_a_push_at_once_and_a_forged_one_is_refused(
+    remote: procs.Remote, migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
+) -> None:
+    d = procs.Daemon(tmp_path / "d1", migrated, remote.url, poll=600).start()  # polls once, at start
+    daemons.append(d)
+    d.wait_ready()
+    sha = remote.push({"fleet/extra.yaml": tenant_fleet("globex")}, message="add globex")
+    forged = d.webhook({"ref": "refs/heads/main", "after": sha}, secret="guess")
+    assert forged.status_code == 401
+    assert "does not match" in forged.json()["message"]
+    other = d.webhook({"ref": "refs/heads/feature", "after": sha})
+    assert other.status_code == 202
+    assert other.json()["refresh"] is False
+    response = d.webhook({"ref": "refs/heads/main", "after": sha})
+    assert response.status_code == 202
+    assert response.json()["refresh"] is True
+    took = d.wait_until(lambda: d.served_sha() == sha, 5, "the pushed commit to be served")
+    assert took <= 1.0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_bad_commit_keeps_the_last_good_one_served_and_shows_in_status_and_metrics(
+    remote: procs.Remote, migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
+) -> None:
+    d = procs.Daemon(tmp_path / "d1", migrated, remote.url, poll=0.3).start()
+    daemons.append(d)
+    d.wait_ready()
+    good = d.served_sha()
+    bad = remote.push({"fleet/broken.yaml": "apiVersion: arm/v1\nkind: Tenant\nmetadata: {name: x}\nspec: {typo: 1}\n"})
+    d.wait_until(lambda: d.metric("arm_reconcile_failing") == 1, 5, "the failure in metrics")
+    assert d.get("/readyz").status_code == 200
+    assert d.served_sha() == good
+    operator = procs.armctl(_env(migrated, tmp_path / "admin"), "status", "--format", "json")
+    assert operator.returncode == 0, operator.stderr
+    assert f"main@sha1:{bad}" in operator.stdout  # the failed revision is named in the conditions
+    token = _token(migrated, tmp_path / "admin")
+    status = httpx.get(d.url + "/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
+    last = status["daemon"]["lastReconcile"]
+    assert last["outcome"] == "FAILED"
+    assert "broken.yaml" in last["error"]
+    assert "spec.typo" in last["error"]
+    assert _policy_revision(d, token) == good
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_second_daemon_on_one_sqlite_database_refuses_to_start(
+    remote: procs.Remote, migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
+) -> None:
+    first = procs.Daemon(tmp_path / "d1", migrated, remote.url).start()
+    daemons.append(first)
+    first.wait_ready()
+    second = procs.Daemon(tmp_path / "d2", migrated, remote.url).start()
+    daemons.append(second)
+    assert second.proc is not None
+    assert second.proc.wait(30) == 1
+    assert f"another 'armctl run' (pid {first.proc.pid if first.proc else '?'}) already runs on" in second.log
+    assert "use PostgreSQL" in second.log
+    assert "Traceback" not in second.log
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_replicas_on_postgresql_one_leads_both_serve_and_the_other_takes_over(
+    remote: procs.Remote, migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
+) -> None:
+    poll = 1.0
+    first = procs.Daemon(tmp_path / "d1", migrated, remote.url, poll=poll).start()
+    daemons.append(first)
+    first.wait_ready()
+    second = procs.Daemon(tmp_path / "d2", migrated, remote.url, poll=poll).start()
+    daemons.append(second)
+    second.wait_ready()
+    assert (first.metric("arm_leader"), second.metric("arm_leader")) == (1, 0)
+    token = _token(migrated, tmp_path / "admin")
+
+    sha = remote.push({"fleet/extra.yaml": tenant_fleet("globex")}, message="add globex")
+    for d in (first, second):
+        d.wait_until(lambda d=d: _policy_revision(d, token) == sha, poll + 2, "both replicas to serve the push")
+
+    first.stop(signal.SIGKILL)
+    newer = remote.push({"fleet/extra.yaml": None}, message="drop globex")
+    took = second.wait_until(lambda: second.served_sha() == newer, 2 * poll + 2, "the follower to take over and apply")
+    assert took <= 2 * poll + 1  # take the lock on the next poll (≤ one interval), then apply
+    assert second.metric("arm_leader") == 1
+    assert _policy_revision(second, token) == newer
+    assert "leading: holding the advisory lock" in second.log
