@@ -1,4 +1,4 @@
-"""Leadership: which daemon applies commits and runs the maintenance jobs.
+"""Leadership: which daemon applies commits and runs the maintenance jobs; waking the leader.
 
 Every replica serves decisions; exactly one reconciles. On PostgreSQL the leader holds a
 session-level advisory lock on a connection of its own: when its process dies, PostgreSQL
@@ -6,6 +6,10 @@ closes the session and frees the lock, and a follower takes it on its next poll 
 poll interval). On SQLite there is one writer per file anyway, so a second daemon on the same
 database is refused at start with a message naming the holder, through an exclusive ``flock``
 on a file next to the database (freed by the kernel when the holder dies).
+
+A webhook may reach any replica (a load balancer picks one), but only the leader applies: on
+PostgreSQL the replica that got it also sends ``NOTIFY arm_refresh``, and every replica listens
+(``listen``) and polls at once when told.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: The advisory lock key: the first 8 bytes of sha256("arm-reconciler/leader"), as a signed bigint.
 LOCK_KEY = -8344500937090553187
+#: The notification channel a replica that got a webhook uses to wake the others.
+CHANNEL = "arm_refresh"
 
 
 class Leadership:
@@ -40,6 +48,12 @@ class Leadership:
     @property
     def leading(self) -> bool:
         raise NotImplementedError
+
+    def notify(self) -> None:
+        """Wake the other replicas' ``listen`` (a webhook arrived here); nothing to do alone."""
+
+    def listen(self, wake: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``wake`` whenever another replica ``notify``s, until ``stop`` is set; alone: return."""
 
 
 class AdvisoryLock(Leadership):
@@ -86,6 +100,37 @@ class AdvisoryLock(Leadership):
             except sa.exc.DBAPIError:
                 pass  # closing the session below frees it anyway
         self._drop()
+
+    def notify(self) -> None:
+        try:
+            with self.db.begin() as connection:
+                connection.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        except sa.exc.DBAPIError as exc:
+            log.warning("cannot tell the other replicas to refresh: %s", exc.orig or exc)
+
+    def listen(self, wake: Callable[[], None], stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                raw = self.db.raw_connection()
+            except sa.exc.DBAPIError as exc:
+                log.warning("cannot listen for refresh notifications: %s", exc.orig or exc)
+                stop.wait(5)
+                continue
+            try:
+                driver = raw.driver_connection
+                assert driver is not None
+                driver.autocommit = True  # type: ignore[attr-defined]
+                driver.execute(f"LISTEN {CHANNEL}")  # type: ignore[attr-defined]
+                while not stop.is_set():
+                    # Wakes at least every second to notice ``stop``.
+                    for _ in driver.notifies(timeout=1.0):  # type: ignore[attr-defined]
+                        wake()
+            except Exception as exc:  # noqa: BLE001 - the driver's errors; listen again after a pause
+                log.warning("refresh notifications stopped, listening again: %s", exc)
+                raw.invalidate()
+                stop.wait(1)
+            finally:
+                raw.close()
 
     def _drop(self) -> None:
         self._leading = False

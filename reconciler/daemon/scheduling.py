@@ -81,6 +81,10 @@ class Daemon:
         self._again = threading.Event()  # a webhook arrived while a poll was running
         self._reconciling = threading.Lock()  # poll and canary share one Reconciler
         self._refused: str | None = None  # a commit that failed validation or planning: not retried
+        self._stopping = threading.Event()
+        self._listener = threading.Thread(
+            target=self.leadership.listen, args=(self.refresh, self._stopping), name="arm-refresh-listener", daemon=True
+        )
         self.durations = metering.Histogram("arm_reconcile_duration_seconds", "Time of reconciles that were not skipped.")
         self.outcomes = metering.Counter("arm_reconcile_runs_total", "Reconciles by outcome.", "outcome")
         self.last_success = 0.0
@@ -105,12 +109,16 @@ class Daemon:
             first = now if name == "poll" else now + dt.timedelta(seconds=min(seconds, 5.0) * random.uniform(0.5, 1.0))
             self.scheduler.add_job(job, trigger, id=name, name=name, next_run_time=first)
         self.scheduler.start()
+        self._listener.start()
         log.info("daemon started: following %s of %s every %g s", self.ref, self.reconciler.repo.display, s.poll_interval_seconds)
 
     def stop(self) -> None:
         """Finish a running job (a reconcile), stop the others, flush records, let go of the lead."""
+        self._stopping.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self._listener.is_alive():
+            self._listener.join(timeout=5)
         self.decider.close()
         self.leadership.release()
         log.info("daemon stopped")
@@ -275,4 +283,6 @@ class Daemon:
             why = "not a push" if not push.is_push else f"push to {push.ref}; following {self.ref}"
             return {"refresh": False, "reason": why}
         self.refresh()
+        if not self.leadership.leading:
+            self.leadership.notify()  # the leader applies; it may not be the replica the host called
         return {"refresh": True, "ref": push.ref, "after": push.after}

@@ -168,3 +168,22 @@ def test_two_replicas_on_postgresql_one_leads_both_serve_and_the_other_takes_ove
     assert second.metric("arm_leader") == 1
     assert _policy_revision(second, token) == newer
     assert "leading: holding the advisory lock" in second.log
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_webhook_sent_to_a_follower_wakes_the_leader(
+    remote: procs.Remote, migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
+) -> None:
+    leader = procs.Daemon(tmp_path / "d1", migrated, remote.url, poll=600).start()
+    daemons.append(leader)
+    leader.wait_ready()
+    follower = procs.Daemon(tmp_path / "d2", migrated, remote.url, poll=600).start()
+    daemons.append(follower)
+    follower.wait_ready()
+    assert follower.metric("arm_leader") == 0
+    sha = remote.push({"fleet/extra.yaml": tenant_fleet("globex")}, message="add globex")
+    assert follower.webhook({"ref": "refs/heads/main", "after": sha}).json()["refresh"] is True
+    token = _token(migrated, tmp_path / "admin")
+    for d in (leader, follower):
+        took = d.wait_until(lambda d=d: _policy_revision(d, token) == sha, 5, "the push to be served")
+        assert took <= 1.0
