@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import sys
 from typing import Any, ClassVar
 
@@ -35,8 +36,21 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class _StripCredentials(logging.Filter):
+    """Credentials in URLs (``https://user:token@host``) never reach a log line."""
+
+    _URL = re.compile(r"(\b[a-zA-Z][\w+.-]*://)[^/\s@]+@")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "@" in message and "://" in message:
+            record.msg, record.args = self._URL.sub(r"\1***@", message), None
+        return True
+
+
 def configure_logging(fmt: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_StripCredentials())
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
