@@ -58,9 +58,10 @@ def run(
             uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
         )
         sys.setswitchinterval(_SWITCH_INTERVAL)
-        # uvicorn handles SIGTERM (stops taking requests, answers those in flight) and afterwards
-        # raises it again for the previous handler: this one, so the process exits 0.
-        signal.signal(signal.SIGTERM, _ignore)
+        # uvicorn handles SIGTERM while it serves (stops taking requests, answers those in flight)
+        # and afterwards raises it again for the previous handler: this one, which only asks the
+        # server to stop, so the process exits 0 — also when the signal comes before serving starts.
+        signal.signal(signal.SIGTERM, lambda signum, frame: setattr(server, "should_exit", True))
         click.echo(
             f"armctl run: serving http://{host}:{port}, following {settings.ref} of {reconciler.repo.display} "
             f"every {settings.poll_interval_seconds:g} s ({'leader' if leadership.leading else 'follower'})",
@@ -75,10 +76,6 @@ def run(
         leadership.release()
     if not server.started:
         raise SystemExit(1)
-
-
-def _ignore(signum: int, frame: Any) -> None:
-    """The shutdown already happened; exit normally."""
 
 
 @click.command()

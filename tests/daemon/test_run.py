@@ -187,3 +187,33 @@ def test_a_webhook_sent_to_a_follower_wakes_the_leader(
     for d in (leader, follower):
         took = d.wait_until(lambda d=d: _policy_revision(d, token) == sha, 5, "the push to be served")
         assert took <= 1.0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_sigterm_during_the_first_reconcile_lets_it_finish_and_exits_0(
+    migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
+) -> None:
+    import time
+
+    import sqlalchemy as sa
+
+    from tests.conftest import SAMPLE_FLEET
+
+    remote = procs.Remote(tmp_path / "git")
+    remote.work.copy_tree(SAMPLE_FLEET, "fleet")
+    sha = remote.push({}, message="sample fleet")
+    d = procs.Daemon(tmp_path / "d1", migrated, remote.url).start()
+    daemons.append(d)
+    deadline = time.monotonic() + 30
+    while "armctl run: serving" not in d.log:  # printed as the jobs start: the first poll runs now
+        assert time.monotonic() < deadline, d.log
+        time.sleep(0.005)
+    assert d.stop(signal.SIGTERM) == 0
+    engine = sa.create_engine(migrated)
+    with engine.connect() as connection:
+        applied = connection.execute(sa.text("SELECT applied_sha FROM fleet_state")).scalar()
+        outcomes = connection.execute(sa.text("SELECT outcome FROM reconcile_runs")).scalars().all()
+    engine.dispose()
+    assert (applied, outcomes) == (sha, ["APPLIED"])
+    assert "daemon stopped" in d.log
+    assert "Traceback" not in d.log
