@@ -171,9 +171,9 @@ def create_app(
                 return str(exc)
 
     async def principal(authorization: Annotated[str | None, fastapi.Header()] = None) -> tokens.Principal:
-        if not authorization or not authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else ""
+        if not token:
             raise fastapi.HTTPException(401, "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)")
-        token = authorization.split(None, 1)[1].strip()
         # Tokens are looked up at most once per _TOKEN_CACHE_SECONDS: a revocation or expiry takes
         # effect within that time, and a decision does not wait for a token query.
         cached = known.get(token)

@@ -153,6 +153,7 @@ def test_health_readiness_and_openapi(api: tuple[httpx.Client, sa.Engine, dict[s
     [
         ({}, "missing bearer token"),
         ({"Authorization": "Basic abc"}, "missing bearer token"),
+        ({"Authorization": "Bearer"}, "missing bearer token"),
         ({"Authorization": "Bearer arm_nope"}, "unknown token"),
         ("expired", "token 'old' expired"),
         ("revoked", "token 'gone' was revoked"),
