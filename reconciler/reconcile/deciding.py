@@ -206,12 +206,12 @@ class _InFlight:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str | None, str, str], int] = {}
-        self._locks: dict[tuple[str | None, str, str], threading.Lock] = {}
+        self._counts: dict[tuple[str, str], int] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
 
     @contextlib.contextmanager
-    def track(self, tenant: str | None, instance: str, key: str) -> Iterator[int]:
-        ident = (tenant, instance, key)
+    def track(self, instance: str, key: str) -> Iterator[int]:
+        ident = (instance, key)
         with self._lock:
             call_lock = self._locks.setdefault(ident, threading.Lock())
         with call_lock:
@@ -304,25 +304,27 @@ class Decider:
         )  # fmt: skip
         now = self.clock.now()
         key = deciding.call_key(request.tool, request.args)
-        with database.reading(self.db) as connection:
-            state = fleetstate.read(connection) or {}
-            self._policy(connection, state.get("applied_sha"))
-            revision = self.engine.revision if state.get("applied_sha") else None
-            fleet = self._resolution(connection, state)
-            context, tenant, version = self._context(connection, fleet, request, key, now)
-            if authorize is not None:
-                authorize(tenant)
-            tracking = contextlib.ExitStack()
-            earlier = tracking.enter_context(self._inflight.track(tenant, request.instance, key))
-            with contextlib.ExitStack() as on_error:
-                on_error.push(lambda *exc: tracking.close())  # released here only if counting fails
+        # Counted in flight before anything is read: a repeat that leaves the count after this
+        # point was committed before the reads below, so they see it; none is missed.
+        tracking = contextlib.ExitStack()
+        earlier = tracking.enter_context(self._inflight.track(request.instance, key))
+        with contextlib.ExitStack() as on_error:
+            on_error.push(lambda *exc: tracking.close())  # released here only if deciding fails before recording
+            with database.reading(self.db) as connection:
+                state = fleetstate.read(connection) or {}
+                self._policy(connection, state.get("applied_sha"))
+                revision = self.engine.revision if state.get("applied_sha") else None
+                fleet = self._resolution(connection, state)
+                context, tenant, version = self._context(connection, fleet, request, key, now)
+                if authorize is not None:
+                    authorize(tenant)
                 if context.instance is not None:
                     # Repeats still in flight in this process count: they are not stored yet.
                     window = (context.envelope.get("loop") or {}).get("windowSeconds") or 60
                     since = now - dt.timedelta(seconds=window)
                     repeats = opevents.calls_since(connection, tenant or "", request.instance, key, since)
                     context = dataclasses.replace(context, same_calls=repeats + earlier)
-                on_error.pop_all()
+            on_error.pop_all()
         with tracking:
             return self._decide(request, key, context, tenant, version, revision, now)
 
