@@ -138,6 +138,14 @@ def print_status(report: dict[str, Any]) -> None:
                 if error.get("line"):
                     where += f":{error['line']}"
                 click.echo(f"      {where}: {error.get('message', '')}")
+    if report.get("rollouts"):
+        click.echo(click.style("\nCanary rollouts", bold=True))
+        for r in report["rollouts"]:
+            colour = "red" if r["rollout"] == "HALTED" else "yellow"
+            click.echo(
+                f"  Deployment {r['name']}: {r['previousVersion']} → {r['version']} at {r['weight']}% "
+                f"(step {r['step']} of {r['steps']}) {click.style(r['rollout'], fg=colour)}"
+            )
     if report["conditions"]:
         click.echo(click.style("\nWaiting or held", bold=True))
         for c in report["conditions"]:

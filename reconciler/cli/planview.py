@@ -20,6 +20,7 @@ _SYMBOLS = {
     "request-approval": ("?", "magenta"),
     "update": ("~", "yellow"),
     "record-replicas": ("~", "yellow"),
+    "record-rollout": ("→", "cyan"),
     "transition": ("→", "cyan"),
     "record-state": ("→", "cyan"),
     "instance-state": ("→", "cyan"),
@@ -28,11 +29,14 @@ _SYMBOLS = {
 
 
 def _detail(action: actions.Action) -> str:
-    if action.op in ("transition", "record-state", "instance-state"):
+    if action.op == "record-rollout" and "step" in (action.after or {}):
+        b, a = action.before, action.after
+        return f"canary weight {b['weight']}% → {a['weight']}% (step {a['step']}): {a['instances']} instances on the new version"
+    if action.op in ("transition", "record-state", "instance-state", "record-rollout"):
         before = action.before or {}
         after = action.after or {}
         keys = [k for k in after if before.get(k) != after.get(k) and k != "generation"]
-        return ", ".join(f"{k}: {before.get(k)} → {after[k]}" for k in keys)
+        return ", ".join(f"{k}: {before.get(k)} → {after[k]}" if k in before else f"{k}: {after[k]}" for k in keys)
     if action.op == "deploy":
         return f"generation {action.after['generation']}: {action.before['version'] or 'none'} → {action.after['version']}, {action.after['replicas']} replicas"
     if action.op == "request-approval":

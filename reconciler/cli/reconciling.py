@@ -128,6 +128,7 @@ def apply(settings: settings_.Settings, repo: str | None, ref: str | None, path:
         return
     if outcome.outcome == "UNCHANGED":
         click.echo(f"{outcome.revision} is already applied; nothing to do ({outcome.seconds * 1000:.0f} ms).")
+        _print_rollouts(outcome)
         return
     assert outcome.plan is not None
     if outcome.plan.actions:
@@ -139,6 +140,14 @@ def apply(settings: settings_.Settings, repo: str | None, ref: str | None, path:
     waiting = [c for c in outcome.plan.conditions if c.type == "Waiting"]
     if waiting and not outcome.plan.actions:
         click.echo(f"{len(waiting)} objects wait on gates: see 'armctl status'.")
+    _print_rollouts(outcome)
+
+
+def _print_rollouts(outcome: running.Outcome) -> None:
+    """Where canary rollouts stand: each ``armctl apply`` takes at most one step of each."""
+    for c in outcome.plan.conditions if outcome.plan is not None else ():
+        if c.type in ("Progressing", "Halted", "RolledBack"):
+            click.echo(f"Deployment {c.name}: {c.message}")
 
 
 @click.command()

@@ -58,7 +58,9 @@ RETIRED = {
 
 @dataclasses.dataclass(frozen=True)
 class Action:
-    op: str  # create | update | retire | transition | request-approval | deploy | activate | provision | instance
+    # create | update | retire | transition | request-approval | deploy | record-state | record-replicas
+    # | record-rollout | provision | instance-state
+    op: str
     kind: str  # a manifest kind, or DeploymentRecord, Instance, Approval
     tenant: str
     name: str
@@ -86,8 +88,9 @@ class Condition:
     kind: str
     tenant: str
     name: str
-    type: str  # Waiting | Held
-    reason: str  # GateNotMet | ApprovalPending | ApprovalDenied | EmergencyHold
+    type: str  # Waiting | Held | Progressing | Halted | RolledBack
+    # GateNotMet | ApprovalPending | ApprovalDenied | EmergencyHold | CanaryProgressing | CanaryUnhealthy | CanaryRolledBack
+    reason: str
     message: str
     approval: tuple[str, str, str, str] | None = None  # the approval it waits for, if any
 

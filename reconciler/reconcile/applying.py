@@ -27,6 +27,9 @@ __all__ = ["ApplyResult", "apply"]
 
 Action = actions_.Action
 
+#: Plan operations that change columns of an existing (or just created) deployment record.
+_RECORD_CHANGES = frozenset({"record-state", "record-replicas", "record-rollout"})
+
 
 @dataclasses.dataclass
 class ApplyResult:
@@ -136,19 +139,21 @@ def advance(
             actual_.DeploymentRecord(
                 writer.record_ids[(action.tenant, action.name, generation)], action.tenant, action.name, generation,
                 r["template"], r["environment"], r["version"], r["previousVersion"], r["replicas"], r["strategy"], "PENDING",
+                r.get("rollout"), r.get("canaryStep"),
             )
         )  # fmt: skip
-    for action in by_op["record-state"] + by_op["record-replicas"]:
+    for action in writer.record_changes:
         records = deployments[(action.tenant, action.name)]
         for i, record in enumerate(records):
             if record.generation == action.data["generation"]:
-                field = "state" if action.op == "record-state" else "replicas"
-                records[i] = record._replace(**{field: action.data[field]})
+                records[i] = record._replace(**action.data["columns"])
     instances = {k: list(v) for k, v in before.instances.items()}
+    created = dict(before.instance_counts)
     final = {a.name: a.after["state"] for a in by_op["instance-state"]}
     for action in by_op["provision"]:
         r = action.data
         record_id = writer.record_id(action.tenant, r["deployment"], r["generation"])
+        created[record_id] = created.get(record_id, 0) + 1
         instances.setdefault(record_id, []).append(
             actual_.InstanceRow(
                 action.name, action.tenant, record_id, r["deployment"], r["version"], final.pop(action.name, "PROVISIONING"), None
@@ -160,6 +165,7 @@ def advance(
                 if row.id in final:
                     rows[i] = row._replace(state=final[row.id])
     instances = {k: sorted((r for r in v if r.state != "RETIRED"), key=lambda r: r.id) for k, v in instances.items()}
+    live_records = {r.id for records in deployments.values() for r in records if r.state != "RETIRED"}
     return actual_.Actual(
         applied_sha=plan.sha,
         policy_digest=before.policy_digest,
@@ -168,6 +174,7 @@ def advance(
         objects=objects,
         deployments=deployments,
         instances={k: v for k, v in instances.items() if v},
+        instance_counts={k: n for k, n in created.items() if k in live_records},
         approvals=pending,
         chain_heads=heads,
         conditions=stored,
@@ -201,6 +208,8 @@ class _Writer:
         self.by_op: dict[str, list[Action]] = defaultdict(list)
         for action in plan.actions:
             self.by_op[action.op].append(action)
+        #: changes to deployment records' columns, in plan order (later ones win)
+        self.record_changes = [a for a in plan.actions if a.op in _RECORD_CHANGES]
         # Final lifecycle of each version the plan moves, so each row is written once.
         self.record_ids: dict[tuple[str, str, int], int] = {}
         self.lifecycles: dict[tuple[str, str], str] = {}
@@ -321,9 +330,9 @@ class _Writer:
 
     def deployments(self) -> None:
         d = tables.deployments
-        states: dict[tuple[str, str, int], str] = {}
-        for action in self.by_op["record-state"]:
-            states[(action.tenant, action.name, action.data["generation"])] = action.data["state"]
+        changes: dict[tuple[str, str, int], dict[str, Any]] = defaultdict(dict)
+        for action in self.record_changes:
+            changes[(action.tenant, action.name, action.data["generation"])].update(action.data["columns"])
         deploys = self.by_op["deploy"]
         rows = []
         for action in deploys:
@@ -339,30 +348,25 @@ class _Writer:
                     "previous_version": r["previousVersion"],
                     "replicas": r["replicas"],
                     "strategy": r["strategy"],
-                    "state": states.get((action.tenant, action.name, r["generation"]), "PENDING"),
+                    "state": "PENDING",
+                    "rollout": r.get("rollout"),
+                    "canary_step": r.get("canaryStep"),
                     "created_sha": self.sha,
                     "updated_sha": self.sha,
                     "created_at": self.now,
                     "updated_at": self.now,
                 }
+                | changes.pop((action.tenant, action.name, r["generation"]), {})
             )
         if rows:
             ids = self.c.execute(d.insert().returning(d.c.id, sort_by_parameter_order=True), rows).scalars().all()
             for action, record_id in zip(deploys, ids, strict=True):
                 self.record_ids[(action.tenant, action.name, action.data["generation"])] = record_id
-        for (tenant, name, generation), state in states.items():
-            if (tenant, name, generation) in self.record_ids:
-                continue
+        for (tenant, name, generation), columns in changes.items():
             self.c.execute(
                 d.update()
                 .where(d.c.tenant == tenant, d.c.name == name, d.c.generation == generation)
-                .values(state=state, updated_sha=self.sha, updated_at=self.now)
-            )
-        for action in self.by_op["record-replicas"]:
-            self.c.execute(
-                d.update()
-                .where(d.c.tenant == action.tenant, d.c.name == action.name, d.c.generation == action.data["generation"])
-                .values(replicas=action.data["replicas"], updated_sha=self.sha, updated_at=self.now)
+                .values(**columns, updated_sha=self.sha, updated_at=self.now)
             )
 
     def record_id(self, tenant: str, name: str, generation: int) -> int:

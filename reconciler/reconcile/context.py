@@ -40,6 +40,10 @@ class Context:
     envelope_memo: dict[tuple[tuple[str, str], ...], dict[str, Any]] = dataclasses.field(default_factory=dict)
     #: every gate input but the objects' own documents is as at the last apply (see planning)
     gates_settled: bool = False
+    #: whether canary rollouts in progress may take their next step (or halt, or roll back)
+    advance: bool = True
+    #: instance id → health of the instances of canaries in progress, read fresh (see rolling)
+    health: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def add(self, action: Action) -> None:
         self.result.actions.append(action)

@@ -3,13 +3,13 @@
 A Deployment manifest is *declared* (its row in ``deployment_specs``); what runs is a deployment
 *record* per version it has been moved to. Moving ``spec.version`` (or the environment or
 template) makes a new record when the environment's admission gate allows the version:
-``DEPLOYMENT_CREATED`` (with ``previousVersion``), ``DEPLOYMENT_ACTIVATED``, the old record
-retired, ``replicas`` instances provisioned for the new record and the old ones drained then
-retired. Moving back to the version the current record replaced (a ``git revert``) rolls back:
-the current record goes ``ACTIVE → ROLLING_BACK`` (``DEPLOYMENT_ROLLED_BACK``) before it retires.
-Instances held by an emergency control are never touched; they are reported as held drift.
-
-The ``Canary`` strategy is applied all at once here; stepping through weights needs the daemon.
+``DEPLOYMENT_CREATED`` (with ``previousVersion``) and ``DEPLOYMENT_ACTIVATED``. With
+``AllAtOnce`` the new record gets ``replicas`` instances and the old record is retired, its
+instances drained then retired; with ``Canary`` the new record takes over step by step (see
+``rolling``). Moving back to the version the current record replaced (a ``git revert``) rolls
+back at once: the current record goes ``ACTIVE → ROLLING_BACK`` (``DEPLOYMENT_ROLLED_BACK``)
+before it retires. Instances held by an emergency control are never touched; they are reported
+as held drift. The moves themselves (record states, instances) are in ``provisioning``.
 """
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from reconciler.lifecycle import machines
 from reconciler.policy import gating
 from reconciler.reconcile import actions as actions_
-from reconciler.reconcile import context
+from reconciler.reconcile import context, provisioning, rolling
 from reconciler.state import actual as actual_
 
 __all__ = ["plan_deployments", "plan_removal"]
 
 Action = actions_.Action
-Condition = actions_.Condition
+Record = actual_.DeploymentRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,45 +47,68 @@ class DeploySpec:
 def plan_deployments(ctx: context.Context) -> None:
     context.plan_objects(ctx, "Deployment")
     steps: dict[str, dict[str, Any]] = {}
-    pending: list[tuple[Any, actual_.DeploymentRecord | None, int, str]] = []
+    pending: list[tuple[Any, list[actual_.DeploymentRecord], Record | None, Record | None, int, str]] = []
     for obj in ctx.desired.of_kind("Deployment"):
         spec = DeploySpec.of(obj)
-        current = ctx.actual.current_deployment(obj.tenant, obj.name)
-        if current is not None and (current.version, current.environment, current.template) == (
-            spec.version,
-            spec.environment,
-            spec.template,
-        ):
-            _plan_scale(ctx, obj.tenant, obj.name, current, spec.replicas)
+        live = ctx.actual.live_deployments(obj.tenant, obj.name)
+        current = live[-1] if live else None
+        canary = current if rolling.in_progress(current) else None
+        stable = live[-2] if canary is not None and len(live) > 1 else None
+        if current is not None and _serves(current, spec):
+            if canary is not None:
+                rolling.plan_canary(ctx, spec.replicas, canary, stable)
+            else:
+                _plan_scale(ctx, current, spec.replicas)
+            continue
+        if canary is not None and stable is not None and _serves(stable, spec):
+            rolling.plan_revert(ctx, spec.replicas, canary, stable)
+            continue
+        if rolling.keep_rolled_back(ctx, obj.tenant, obj.name, spec.version, spec.environment, spec.template):
+            _hold(ctx, live)
             continue
         version_row = ctx.actual.objects.get(("AgentVersion", obj.tenant, spec.version))
         version_moved = version_row is None or ctx.version_states.get((obj.tenant, spec.version)) != version_row.lifecycle
         if not version_moved and context.keep_waiting(ctx, "Deployment", obj):
-            if current is not None:
-                _plan_scale(ctx, obj.tenant, obj.name, current, current.replicas)
+            _hold(ctx, live)
             continue
+        base = stable if canary is not None else current
         records = ctx.actual.deployments.get((obj.tenant, obj.name), [])
         generation = (records[-1].generation if records else 0) + 1
         step_id = f"Deployment/{obj.tenant}/{obj.name}/g{generation}"
-        steps[step_id] = _deployment_step(ctx, obj, spec, current, generation, step_id)
-        pending.append((obj, current, generation, step_id))
+        steps[step_id] = _deployment_step(ctx, obj, spec, base, generation, step_id)
+        pending.append((obj, live, base, canary, generation, step_id))
     results = gating.evaluate(ctx.engine, list(steps.values()))
-    for obj, current, generation, step_id in pending:
+    for obj, live, base, canary, generation, step_id in pending:
         gate = results[step_id]
         spec = DeploySpec.of(obj)
         if not gate["allowed"]:
             step = steps[step_id]
             approval = (
-                (_approval_key(obj.tenant, obj.name, current, generation, spec.version), step["requirement"])
+                (_approval_key(obj.tenant, obj.name, base, generation, spec.version), step["requirement"])
                 if "requirement" in step
                 else None
             )
-            before = current.version if current else "none"
+            before = base.version if base else "none"
             context.wait_for_gate(ctx, "Deployment", obj.tenant, obj.name, (before, spec.version), gate, approval)
-            if current is not None:
-                _plan_scale(ctx, obj.tenant, obj.name, current, current.replicas)
+            _hold(ctx, live)
             continue
-        _plan_new_record(ctx, obj, spec, current, generation)
+        _plan_new_record(ctx, obj, spec, base, canary, generation)
+
+
+def _serves(record: actual_.DeploymentRecord, spec: DeploySpec) -> bool:
+    """Whether a record runs what the manifest asks for."""
+    return (record.version, record.environment, record.template) == (spec.version, spec.environment, spec.template)
+
+
+def _hold(ctx: context.Context, live: list[actual_.DeploymentRecord]) -> None:
+    """While a Deployment waits (a gate, a rolled-back version), what runs stays as it is."""
+    if not live:
+        return
+    current = live[-1]
+    if rolling.in_progress(current):
+        rolling.hold(ctx, current, live[-2] if len(live) > 1 else None)
+    else:
+        _plan_scale(ctx, current, current.replicas)
 
 
 def _deployment_step(
@@ -125,12 +147,24 @@ def _approval_key(
 
 
 def _plan_new_record(
-    ctx: context.Context, obj: Any, spec: Any, current: actual_.DeploymentRecord | None, generation: int
+    ctx: context.Context,
+    obj: Any,
+    spec: DeploySpec,
+    base: actual_.DeploymentRecord | None,
+    superseded: actual_.DeploymentRecord | None,
+    generation: int,
 ) -> None:
+    """A record for the new version: all at once, or the first step of a canary.
+
+    ``base`` is the record that runs the Deployment (the previous one of a canary still in
+    progress, which is then ``superseded``: retired before it completed).
+    """
     tenant, name = obj.tenant, obj.name
-    previous = current.version if current else None
-    rollback = current is not None and current.previous_version == spec.version
-    record = {
+    previous = base.version if base else None
+    rollback = base is not None and base.previous_version == spec.version
+    # Going back to the version just replaced (a `git revert`) is a rollback: at once, no steps.
+    canary = not rollback and rolling.wants_canary(spec.strategy, base, spec.replicas)
+    record: dict[str, Any] = {
         "generation": generation,
         "template": spec.template,
         "environment": spec.environment,
@@ -139,6 +173,8 @@ def _plan_new_record(
         "replicas": spec.replicas,
         "strategy": spec.strategy,
     }
+    if canary:
+        record |= {"rollout": rolling.PROGRESSING, "canaryStep": 0}
     ctx.add(
         Action(
             "deploy",
@@ -151,176 +187,32 @@ def _plan_new_record(
             data=record,
         )
     )
-    if current is not None and rollback:
-        _record_state(
-            ctx,
-            tenant,
-            name,
-            "DEPLOYMENT_ROLLED_BACK",
-            current.generation,
-            current.state,
-            "ROLLING_BACK",
-            current.version,
-            spec.version,
+    if base is not None and rollback:
+        provisioning.record_state(
+            ctx, tenant, name, "DEPLOYMENT_ROLLED_BACK", base.generation, base.state, "ROLLING_BACK", base.version, spec.version
         )
-    _record_state(ctx, tenant, name, "DEPLOYMENT_ACTIVATED", generation, "PENDING", "ACTIVE", None, spec.version)
-    activation = _activation(ctx, tenant, spec.environment)
-    for ordinal in range(spec.replicas):
-        _provision(ctx, tenant, name, generation, ordinal, spec, activation)
-    if current is not None:
-        _retire_record(ctx, current, "ROLLING_BACK" if rollback else current.state)
+    provisioning.record_state(ctx, tenant, name, "DEPLOYMENT_ACTIVATED", generation, "PENDING", "ACTIVE", None, spec.version)
+    new = actual_.DeploymentRecord(
+        -1, tenant, name, generation, spec.template, spec.environment, spec.version, previous, spec.replicas,
+        spec.strategy, "ACTIVE", record.get("rollout"), record.get("canaryStep"),
+    )  # fmt: skip
+    if canary:
+        assert base is not None
+        rolling.first_step(ctx, new, base)
+    else:
+        provisioning.scale_to(ctx, new, spec.replicas)
+        if base is not None:
+            provisioning.retire_record(ctx, base, "ROLLING_BACK" if rollback else base.state)
+    if superseded is not None:
+        provisioning.retire_record(ctx, superseded, superseded.state)
 
 
-def _record_state(
-    ctx: context.Context,
-    tenant: str,
-    name: str,
-    record_type: str,
-    generation: int,
-    state: str,
-    target: str,
-    version_before: str | None = None,
-    version_after: str | None = None,
-) -> None:
-    """One legal step of a deployment record, with its change record."""
-    machines.DEPLOYMENT.check(state, target)
-    before: dict[str, Any] = {"generation": generation, "state": state}
-    after: dict[str, Any] = {"generation": generation, "state": target}
-    if version_before is not None:
-        before["version"] = version_before
-    if version_after is not None:
-        after["version"] = version_after
-    ctx.add(
-        Action(
-            "record-state",
-            "Deployment",
-            tenant,
-            name,
-            record_type,
-            before,
-            after,
-            data={"generation": generation, "state": target},
-        )
-    )
-
-
-def _retire_record(ctx: context.Context, record: actual_.DeploymentRecord, state: str) -> None:
-    _record_state(ctx, record.tenant, record.name, "DEPLOYMENT_RETIRED", record.generation, state, "RETIRED")
-    for instance in ctx.actual.instances.get(record.id, []):
-        _drain(ctx, instance)
-
-
-def _activation(ctx: context.Context, tenant: str, environment: str) -> str:
-    env = ctx.desired.get("Environment", tenant, environment)
-    return "heartbeat" if env is None else str(env.doc.facts["activation"])
-
-
-def instance_id(tenant: str, name: str, generation: int, ordinal: int) -> str:
-    """``tenant:deployment-g<generation>-<ordinal>``: unique across tenants (names cannot hold ':')."""
-    return f"{tenant}:{name}-g{generation}-{ordinal}"
-
-
-def _provision(ctx: context.Context, tenant: str, name: str, generation: int, ordinal: int, spec: Any, activation: str) -> None:
-    iid = instance_id(tenant, name, generation, ordinal)
-    after = {
-        "state": "PROVISIONING",
-        "deployment": name,
-        "generation": generation,
-        "version": spec.version,
-        "environment": spec.environment,
-    }
-    data = {
-        "deployment": name,
-        "generation": generation,
-        "version": spec.version,
-        "environment": spec.environment,
-        "template": spec.template,
-    }
-    ctx.add(Action("provision", "Instance", tenant, iid, "INSTANCE_CREATED", None, after, data=data))
-    if activation == "immediate":
-        ctx.add(
-            Action(
-                "instance-state", "Instance", tenant, iid, "INSTANCE_TRANSITIONED", {"state": "PROVISIONING"}, {"state": "ACTIVE"}
-            )
-        )
-
-
-def _drain(ctx: context.Context, instance: actual_.InstanceRow) -> None:
-    """Drain then retire an instance; one held by an emergency control is left as it is."""
-    if instance.held_by is not None or instance.state in machines.HELD_STATES:
-        ctx.wait(
-            Condition(
-                "Deployment",
-                instance.tenant,
-                instance.deployment,
-                "Held",
-                "EmergencyHold",
-                f"instance {instance.id} is {instance.state} by an emergency control ({instance.held_by or 'operator'}); "
-                "Git wants it retired, the control wins until it is released",
-            )
-        )
-        return
-    state = instance.state
-    for target in ("RETIRED",) if state in ("PROVISIONING", "DRAINING") else ("DRAINING", "RETIRED"):
-        machines.INSTANCE.check(state, target)
-        ctx.add(
-            Action(
-                "instance-state",
-                "Instance",
-                instance.tenant,
-                instance.id,
-                "INSTANCE_TRANSITIONED",
-                {"state": state},
-                {"state": target},
-            )
-        )
-        state = target
-
-
-def _plan_scale(ctx: context.Context, tenant: str, name: str, current: actual_.DeploymentRecord, replicas: int) -> None:
-    live = ctx.actual.instances.get(current.id, [])
-    for instance in live:
-        if instance.held_by is not None or instance.state in machines.HELD_STATES:
-            ctx.wait(
-                Condition(
-                    "Deployment",
-                    tenant,
-                    name,
-                    "Held",
-                    "EmergencyHold",
-                    f"instance {instance.id} is {instance.state} by an emergency control ({instance.held_by or 'operator'}); Git wants it ACTIVE",
-                )
-            )
-    if replicas == current.replicas and len(live) == replicas:
-        return
-    if replicas != current.replicas:
-        ctx.add(
-            Action(
-                "record-replicas",
-                "Deployment",
-                tenant,
-                name,
-                "DEPLOYMENT_SCALED",
-                {"generation": current.generation, "replicas": current.replicas},
-                {"generation": current.generation, "replicas": replicas},
-                data={"generation": current.generation, "replicas": replicas},
-            )
-        )
-    if len(live) < replicas:
-        used = {int(i.id.rsplit("-", 1)[1]) for i in live}
-        ordinals = [n for n in range(replicas + len(used)) if n not in used][: replicas - len(live)]
-        spec = DeploySpec.of(ctx.desired.objects[("Deployment", tenant, name)])
-        activation = _activation(ctx, tenant, current.environment)
-        for ordinal in ordinals:
-            _provision(ctx, tenant, name, current.generation, ordinal, spec, activation)
-    elif len(live) > replicas:
-        free = [i for i in live if i.held_by is None and i.state not in machines.HELD_STATES]
-        for instance in sorted(free, key=lambda i: int(i.id.rsplit("-", 1)[1]), reverse=True)[: len(live) - replicas]:
-            _drain(ctx, instance)
+def _plan_scale(ctx: context.Context, current: actual_.DeploymentRecord, replicas: int) -> None:
+    provisioning.report_held(ctx, current)
+    provisioning.resize(ctx, current, replicas)
 
 
 def plan_removal(ctx: context.Context, tenant: str, name: str) -> None:
-    """A Deployment manifest was removed: retire its current record and drain its instances."""
-    current = ctx.actual.current_deployment(tenant, name)
-    if current is not None:
-        _retire_record(ctx, current, current.state)
+    """A Deployment manifest was removed: retire its records (a canary's two) and drain their instances."""
+    for record in reversed(ctx.actual.live_deployments(tenant, name)):
+        provisioning.retire_record(ctx, record, record.state)

@@ -8,8 +8,9 @@ asked once for the whole plan through ``policy.gating``); the first step a gate 
 leaves the version waiting with a condition, and an approval request when the gate needs one.
 Deployments and instances are planned in ``deploying`` once the versions' outcome is known.
 
-The only input besides the two states is the policy engine for the gates, which is pure
-evaluation, so plans are table-tested without a database.
+The only inputs besides the two states are the policy engine for the gates, which is pure
+evaluation, and, for canary rollouts, whether they may advance and their instances' health; so
+plans are table-tested without a database.
 """
 
 from __future__ import annotations
@@ -36,10 +37,22 @@ Condition = actions_.Condition
 _GATE_INPUT_KINDS = ("Role", "Operator", "Environment", "PolicyEnvelope", "AgentTemplate", "Project")
 
 
-def plan(desired: snapshot_.Snapshot, actual: actual_.Actual, engine: engines.Engine, policy_digest: str = "") -> actions_.Plan:
-    """The ordered actions that move ``actual`` to ``desired``, and why anything waits."""
+def plan(
+    desired: snapshot_.Snapshot,
+    actual: actual_.Actual,
+    engine: engines.Engine,
+    policy_digest: str = "",
+    *,
+    advance: bool = True,
+    health: dict[str, str] | None = None,
+) -> actions_.Plan:
+    """The ordered actions that move ``actual`` to ``desired``, and why anything waits.
+
+    ``advance`` lets canary rollouts in progress take their next step, judged by ``health``
+    (instance id → health of their instances); without it they stay where they are.
+    """
     result = actions_.Plan(revision=desired.revision, sha=desired.commit.sha, author=_author(desired))
-    ctx = context.Context(desired, actual, engine, result)
+    ctx = context.Context(desired, actual, engine, result, advance=advance, health=health or {})
     ctx.gates_settled = _gates_settled(desired, actual, policy_digest)
     for kind in ("Tenant", "Project", "Environment", "Role", "Operator", "ToolCatalog", "AgentTemplate"):
         context.plan_objects(ctx, kind)

@@ -2,8 +2,8 @@
 
 Plain queries shaped for ``armctl status`` and ``armctl history`` (and the HTTP status
 endpoint): the applied revision, the last runs with their errors, objects that wait on a gate
-or are held by an emergency control, counts by lifecycle, and change records filtered by
-commit, object, type and time.
+or are held by an emergency control, canary rollouts in progress, counts by lifecycle, and
+change records filtered by commit, object, type and time.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from reconciler.state import actual as actual_
 from reconciler.state import fleetstate, tables
 
 __all__ = ["fleet_conditions", "history", "status"]
@@ -59,6 +60,26 @@ def status(connection: sa.Connection, runs: int = 5, tenant: str | None = None) 
     for kind, table in tables.KIND_TABLES.items():
         active = sa.select(sa.func.count()).select_from(table).where(table.c.status == "ACTIVE")
         counts[kind] = connection.execute(scoped(active, table)).scalar_one()
+    d = tables.deployments
+    rollouts = []
+    in_progress = sa.select(d).where(d.c.rollout.in_(actual_.CANARY_IN_PROGRESS)).order_by(d.c.tenant, d.c.name)
+    for row in connection.execute(scoped(in_progress, d)):
+        steps = list(row.strategy.get("steps") or [100])
+        index = min(row.canary_step or 0, len(steps) - 1)
+        rollouts.append(
+            {
+                "tenant": row.tenant,
+                "name": row.name,
+                "generation": row.generation,
+                "version": row.version,
+                "previousVersion": row.previous_version,
+                "rollout": row.rollout,
+                "weight": steps[index],
+                "step": index + 1,
+                "steps": len(steps),
+                "state": row.state,
+            }
+        )
     applied = state.get("applied_sha")
     revision = f"{state.get('ref')}@sha1:{applied}" if applied else None
     pending_changes = (state.get("generation") or 0) - (state.get("observed_generation") or 0)
@@ -75,6 +96,7 @@ def status(connection: sa.Connection, runs: int = 5, tenant: str | None = None) 
         "versionsByLifecycle": lifecycles,
         "instancesByState": instances,
         "approvalsPending": pending,
+        "rollouts": rollouts,
         "conditions": conditions,
     }
 

@@ -6,6 +6,12 @@ SHA, same state generation: no query beyond one row, no writes), validates the c
 policy into the engine, plans against the actual state and applies the plan in one transaction
 together with the reconcile-run row and the new applied revision. A failure of any step applies
 nothing, keeps the last good commit in force, and is recorded as a failed run with every error.
+
+Canary rollouts move between commits: ``apply(ref, advance=True)`` (``armctl apply``, the
+daemon's canary job) lets each canary in progress take its next step, so it is not stopped by
+the same-SHA shortcut while one is in progress; it reads the canaries' instance health fresh,
+and when nothing is due it writes nothing, not even a run. ``advance=False`` (the daemon's Git
+poll) applies the commit and leaves canaries at their step.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Outcome:
-    outcome: str  # APPLIED | NOOP | UNCHANGED | FAILED | PLANNED
+    outcome: str  # APPLIED | NOOP | UNCHANGED (nothing written; may carry the plan) | FAILED | PLANNED
     revision: str
     sha: str
     plan: actions.Plan | None = None
@@ -74,46 +80,61 @@ class Reconciler:
 
     # ---------------------------------------------------------------- entry points
 
-    def plan(self, ref: str) -> Outcome:
-        """What applying ``ref`` would do; changes nothing."""
+    def plan(self, ref: str, *, advance: bool = True) -> Outcome:
+        """What applying ``ref`` would do (with ``advance``, canary steps included); changes nothing."""
         started = time.perf_counter()
         snap = self._validated(ref, record_failure=False)
         with self.db.connect() as connection:
             actual = actual_.load(connection)
-        result = planning.plan(snap, actual, self.engine, self.policy_digest)
+            health = actual_.canary_health(connection) if actual.has_canaries() else {}
+        result = planning.plan(snap, actual, self.engine, self.policy_digest, advance=advance, health=health)
         result.raise_for_problems()
         return Outcome(
             "PLANNED", snap.revision, snap.commit.sha, plan=result, seconds=time.perf_counter() - started, rego=dict(snap.rego)
         )
 
-    def apply(self, ref: str) -> Outcome:
-        """Make the database match ``ref``; all of it or none of it."""
+    def apply(self, ref: str, *, advance: bool = True) -> Outcome:
+        """Make the database match ``ref``; all of it or none of it.
+
+        With ``advance`` every canary rollout in progress takes its next step if its instances
+        are healthy (or halts, or rolls back); without, canaries stay at their step.
+        """
         started = time.perf_counter()
         commit = self.repo.resolve(ref)
         revision = f"{ref}@sha1:{commit.sha}"
         with self.db.connect() as connection:
             state = fleetstate.read(connection)
-        if state is not None and state["applied_sha"] == commit.sha and state["generation"] == state["observed_generation"]:
-            return Outcome("UNCHANGED", revision, commit.sha, seconds=time.perf_counter() - started)
+            if (
+                state is not None
+                and state["applied_sha"] == commit.sha
+                and state["generation"] == state["observed_generation"]
+                and not (advance and actual_.canaries_in_progress(connection))
+            ):
+                return Outcome("UNCHANGED", revision, commit.sha, seconds=time.perf_counter() - started)
         snap = self._validated(ref, record_failure=True)
         timings = {"validate": time.perf_counter() - started}
         gc_was_enabled = gc.isenabled()
         gc.disable()  # NOTES.md: a plan allocates tens of thousands of objects; the GC would rescan the snapshot each time
+        applied: applying.ApplyResult | None = None
         try:
             with self.db.begin() as connection:
                 mark = time.perf_counter()
                 actual = self._actual(connection)
-                result = planning.plan(snap, actual, self.engine, self.policy_digest)
+                health = actual_.canary_health(connection) if actual.has_canaries() else {}
+                result = planning.plan(snap, actual, self.engine, self.policy_digest, advance=advance, health=health)
                 result.raise_for_problems()
                 timings["plan"] = time.perf_counter() - mark
                 mark = time.perf_counter()
-                now = self.clock.now()
-                run_id = self._insert_run(connection, snap, "RUNNING", now)
-                applied = applying.apply(connection, result, snap, actual, now, run_id)
-                outcome = "APPLIED" if result.actions else "NOOP"
-                self._finish(connection, run_id, outcome, len(result.actions), [], snap, actual.generation)
-                if applied.after is not None:
-                    applied.after.policy_digest = self.policy_digest
+                if _idle(actual, snap, result):
+                    outcome, run_id = "UNCHANGED", None  # a canary that waits: nothing to write, not even a run
+                else:
+                    now = self.clock.now()
+                    run_id = self._insert_run(connection, snap, "RUNNING", now)
+                    applied = applying.apply(connection, result, snap, actual, now, run_id)
+                    outcome = "APPLIED" if result.actions else "NOOP"
+                    self._finish(connection, run_id, outcome, len(result.actions), [], snap, actual.generation)
+                    if applied.after is not None:
+                        applied.after.policy_digest = self.policy_digest
                 timings["apply"] = time.perf_counter() - mark
                 mark = time.perf_counter()
             timings["commit"] = time.perf_counter() - mark
@@ -130,22 +151,26 @@ class Reconciler:
         finally:
             if gc_was_enabled:
                 gc.enable()
-        log.info(
-            "applied %s: %d actions, %d records",
-            snap.revision,
-            len(result.actions),
-            applied.records,
-            extra={"revision": snap.revision},
-        )
+        records = applied.records if applied is not None else 0
+        if applied is not None:
+            log.info(
+                "applied %s: %d actions, %d records",
+                snap.revision,
+                len(result.actions),
+                records,
+                extra={"revision": snap.revision},
+            )
+            self.cached_actual = applied.after
+        else:
+            self.cached_actual = actual  # what the database holds: nothing was written
         snap.release_data()
         self._previous = snap
-        self.cached_actual = applied.after
         return Outcome(
             outcome,
             snap.revision,
             snap.commit.sha,
             result,
-            applied.records,
+            records,
             run_id,
             time.perf_counter() - started,
             timings=timings,
@@ -254,6 +279,11 @@ class Reconciler:
                 )
         except sa.exc.SQLAlchemyError as exc:
             log.error("cannot record the failed reconcile of %s: %s", snap.revision, exc)
+
+
+def _idle(actual: actual_.Actual, snap: snapshot.Snapshot, result: actions.Plan) -> bool:
+    """The applied commit, nothing changed outside Git since, and nothing to do: nothing to record."""
+    return actual.applied_sha == snap.commit.sha and actual.generation == actual.observed_generation and not result.has_changes
 
 
 def open_database(url: str) -> sa.Engine:

@@ -5,6 +5,10 @@ digests, statuses and lifecycles of every object, the deployment records, instan
 decided approvals, and the head of each tenant's change-record chain. Specs and genomes are not
 read here (they can be large); the applier reads the few it needs for ``before`` values. Rows
 are named tuples: a fleet of 10,000 versions makes tens of thousands of them per reconcile.
+
+Instance health is not part of it: heartbeats change it all the time without bumping the state
+generation, so a cached state would be stale. ``canary_health`` reads it fresh, for the only
+instances whose health a plan needs (those of canary rollouts in progress).
 """
 
 from __future__ import annotations
@@ -17,9 +21,22 @@ import sqlalchemy as sa
 
 from reconciler.state import tables
 
-__all__ = ["Actual", "ApprovalRow", "DeploymentRecord", "InstanceRow", "ObjectRow", "load"]
+__all__ = [
+    "CANARY_IN_PROGRESS",
+    "Actual",
+    "ApprovalRow",
+    "DeploymentRecord",
+    "InstanceRow",
+    "ObjectRow",
+    "canaries_in_progress",
+    "canary_health",
+    "load",
+]
 
 GENESIS_HASH = "sha256:" + "0" * 64
+
+#: ``deployments.rollout`` values of a canary that still moves (or would, once healthy again).
+CANARY_IN_PROGRESS = ("PROGRESSING", "HALTED")
 
 
 class ObjectRow(NamedTuple):
@@ -48,6 +65,8 @@ class DeploymentRecord(NamedTuple):
     replicas: int
     strategy: dict[str, Any]
     state: str
+    rollout: str | None = None  # see tables.deployments
+    canary_step: int | None = None
 
 
 class InstanceRow(NamedTuple):
@@ -81,6 +100,9 @@ class Actual:
     objects: dict[tuple[str, str, str], ObjectRow] = dataclasses.field(default_factory=dict)
     deployments: dict[tuple[str, str], list[DeploymentRecord]] = dataclasses.field(default_factory=dict)
     instances: dict[int, list[InstanceRow]] = dataclasses.field(default_factory=dict)
+    #: record id → instances ever created for it, retired ones included (so the next ordinal:
+    #: instance ids are never reused), for records that are not retired and have any
+    instance_counts: dict[int, int] = dataclasses.field(default_factory=dict)
     approvals: dict[tuple[str, str, str, str], list[ApprovalRow]] = dataclasses.field(default_factory=dict)
     chain_heads: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
     #: (kind, tenant, name) → stored conditions, for versions and deployments that have any
@@ -102,6 +124,14 @@ class Actual:
             if record.state != "RETIRED":
                 return record
         return None
+
+    def live_deployments(self, tenant: str, name: str) -> list[DeploymentRecord]:
+        """A Deployment's records that are not retired, oldest first: one, or during a canary
+        rollout the previous record and the canary."""
+        return [r for r in self.deployments.get((tenant, name), []) if r.state != "RETIRED"]
+
+    def has_canaries(self) -> bool:
+        return any(r.rollout in CANARY_IN_PROGRESS for records in self.deployments.values() for r in records)
 
     def chain_head(self, tenant: str) -> tuple[int, str]:
         return self.chain_heads.get(tenant, (0, GENESIS_HASH))
@@ -172,6 +202,8 @@ def load(connection: sa.Connection) -> Actual:
                 r.replicas,
                 r.strategy,
                 r.state,
+                r.rollout,
+                r.canary_step,
             )
         )
     actual.deployments = dict(records)
@@ -183,6 +215,14 @@ def load(connection: sa.Connection) -> Actual:
             InstanceRow(r.id, r.tenant, r.deployment_id, r.deployment, r.version, r.state, r.held_by)
         )
     actual.instances = dict(instances)
+    d_ = tables.deployments
+    created = (
+        sa.select(i.deployment_id, sa.func.count().label("n"))
+        .join_from(tables.instances, d_, i.deployment_id == d_.c.id)
+        .where(d_.c.state != "RETIRED")
+        .group_by(i.deployment_id)
+    )
+    actual.instance_counts = {r.deployment_id: r.n for r in connection.execute(created)}
     a = tables.approvals.c
     approvals: dict[tuple[str, str, str, str], list[ApprovalRow]] = defaultdict(list)
     for r in connection.execute(
@@ -200,3 +240,20 @@ def load(connection: sa.Connection) -> Actual:
     for r in connection.execute(heads):
         actual.chain_heads[r.tenant] = (r.seq, r.hash)
     return actual
+
+
+def canaries_in_progress(connection: sa.Connection) -> bool:
+    """Whether any deployment record is in a canary rollout (one indexed row at most)."""
+    d = tables.deployments.c
+    return connection.execute(sa.select(d.id).where(d.rollout.in_(CANARY_IN_PROGRESS)).limit(1)).first() is not None
+
+
+def canary_health(connection: sa.Connection) -> dict[str, str]:
+    """instance id → health (UNKNOWN | HEALTHY | UNHEALTHY) of the live instances of canaries in progress."""
+    i, d = tables.instances, tables.deployments
+    query = (
+        sa.select(i.c.id, i.c.health)
+        .join_from(i, d, i.c.deployment_id == d.c.id)
+        .where(d.c.rollout.in_(CANARY_IN_PROGRESS), i.c.state != "RETIRED")
+    )
+    return {r.id: r.health for r in connection.execute(query)}

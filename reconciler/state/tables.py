@@ -122,8 +122,14 @@ deployments = sa.Table(
     sa.Column("updated_sha", sa.String(40), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # A record rolled out by a Canary strategy: PROGRESSING | HALTED while it takes over weight
+    # step by step, then COMPLETE, ROLLED_BACK (canary unhealthy) or ABORTED (Git moved on);
+    # NULL for a record rolled out all at once. ``canary_step`` indexes ``strategy.steps``.
+    sa.Column("rollout", sa.String(16), nullable=True),
+    sa.Column("canary_step", sa.Integer, nullable=True),
     sa.UniqueConstraint("tenant", "name", "generation"),
     sa.Index(None, "tenant", "name", "state"),
+    sa.Index(None, "rollout"),  # the daemon's canary job asks "any rollout in progress?" on every tick
 )
 
 instances = sa.Table(

@@ -154,6 +154,7 @@ def assert_cached_state_is_true(rec: running.Reconciler) -> None:
     assert objects(cached) == objects(fresh)
     assert cached.deployments == fresh.deployments
     assert cached.instances == fresh.instances
+    assert cached.instance_counts == fresh.instance_counts
     assert cached.approvals == fresh.approvals
     assert cached.chain_heads == fresh.chain_heads
     assert cached.conditions == fresh.conditions
