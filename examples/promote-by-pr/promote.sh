@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Promote an AgentVersion through a pull request, end to end, on a scratch fleet repository:
+# the PR raises support-agent@2.0.0 from CANDIDATE to APPROVED, CI posts the plan, the merge is
+# applied and waits for a release manager, an approval unblocks it, the next apply takes the step.
+#
+# Usage: promote.sh [WORK_DIR [STATE_DIR]]
+#   WORK_DIR   where the fleet repository and its bare "origin" are made (env ARM_EXAMPLE_DIR;
+#              default: a new temporary directory). It must not hold a fleet repository yet.
+#   STATE_DIR  armctl's state directory, holding the SQLite database (env ARM_STATE_DIR;
+#              default: WORK_DIR/state).
+# Needs git, python3 and armctl on PATH (`. .venv/bin/activate`).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+sample="${ARM_SAMPLE_FLEET:-$here/../../fleet}"
+work="${1:-${ARM_EXAMPLE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/arm-promote.XXXXXX")}}"
+mkdir -p "$work"
+work="$(cd "$work" && pwd)"
+export ARM_STATE_DIR="${2:-${ARM_STATE_DIR:-$work/state}}"
+# The scenario makes its own database: never touch one configured for real use.
+unset ARM_DATABASE_URL ARM_REPO ARM_REF ARM_PATH ARM_OPA_URL
+repo="$work/fleet-repo"
+origin="$work/origin.git"
+version="support-agent@2.0.0"
+branch="promote-support-agent-2.0.0"
+
+if [ -e "$repo" ] || [ -e "$origin" ]; then
+  echo "promote.sh: $work already holds a fleet repository; give an empty WORK_DIR" >&2
+  exit 1
+fi
+
+step() { printf '\n== %s\n' "$*"; }
+
+# git as a named person (authors who are Operators show up by name in the audit trail).
+git_as() {
+  local name="$1" email="$2"
+  shift 2
+  GIT_AUTHOR_NAME="$name" GIT_AUTHOR_EMAIL="$email" GIT_COMMITTER_NAME="$name" GIT_COMMITTER_EMAIL="$email" \
+    git -C "$repo" -c commit.gpgsign=false "$@"
+}
+
+step "1. A fleet repository: the sample fleet, pushed to a bare origin"
+git init -q -b main "$repo"
+cp -R "$sample" "$repo/fleet"
+git_as "Sam Okafor" sam.okafor@acme.example add -A
+git_as "Sam Okafor" sam.okafor@acme.example commit -qm "The Acme fleet"
+git init -q --bare "$origin"
+git -C "$repo" remote add origin "$origin"
+git -C "$repo" push -q -u origin main
+echo "repository $repo, origin $origin, state $ARM_STATE_DIR"
+
+step "2. The reconciler applies origin/main"
+armctl init
+armctl apply --repo "$origin" --ref main | tail -n 1
+
+step "3. A pull request raises $version from CANDIDATE to APPROVED"
+git -C "$repo" switch -q -c "$branch"
+versions="$repo/fleet/templates/support-agent/versions.yaml"
+sed -i.bak "/name: $version/,/^---/ s/lifecycle: CANDIDATE/lifecycle: APPROVED/" "$versions"
+rm -f "$versions.bak"
+git -C "$repo" --no-pager diff --unified=1
+git_as "Jordan Reyes" jordan.reyes@acme.example commit -qam "Promote $version to APPROVED"
+git -C "$repo" push -q origin "$branch"
+
+step "4. CI posts the plan as a pull-request comment (exit 2: the merge changes something)"
+code=0
+(cd "$repo" && armctl plan --repo . --base origin/main --head HEAD --format markdown) >"$work/plan.md" || code=$?
+cat "$work/plan.md"
+if [ "$code" -ne 2 ]; then
+  echo "promote.sh: armctl plan exited $code, expected 2 (changes)" >&2
+  exit 1
+fi
+
+step "5. The pull request is merged and the reconciler applies main"
+git -C "$repo" switch -q main
+git_as "Sam Okafor" sam.okafor@acme.example merge -q --no-ff -m "Merge pull request #58: promote $version" "$branch"
+git -C "$repo" push -q origin main
+armctl apply --repo "$origin" --ref main | tail -n 1
+
+step "6. The version waits for an approval from a release manager"
+armctl status | grep -F "AgentVersion $version:"
+approval="$(armctl approvals list --format json | python3 -c '
+import json, sys
+wanted = sys.argv[1]
+print(next(a["id"] for a in json.load(sys.stdin) if a["subject_name"] == wanted and a["status"] == "PENDING"))
+' "$version")"
+armctl approvals list | grep -F "AgentVersion/$version"
+
+step "7. The author may not approve it (viewer role); a release manager does"
+if armctl approvals approve "$approval" --as jordan-reyes -m "looks good to me" 2>&1; then
+  echo "promote.sh: jordan-reyes approved without a permitted role" >&2
+  exit 1
+fi
+armctl approvals approve "$approval" --as maya-chen -m "Evaluations green; reviewed in PR #58"
+
+step "8. The next apply takes the step the approval unblocked"
+armctl apply --repo "$origin" --ref main | tail -n 1
+armctl history --type APPROVAL_DECIDED
+armctl history --kind AgentVersion --name "$version"
+armctl history --kind AgentVersion --name "$version" --type VERSION_TRANSITIONED --format json | python3 -c '
+import json, sys
+last = json.load(sys.stdin)[-1]
+before, after = last["before"]["lifecycle"], last["after"]["lifecycle"]
+print("%s: %s -> %s at commit %s, run %s" % (last["object_name"], before, after, last["sha"][:12], last["run_id"]))
+'
