@@ -48,10 +48,18 @@ def status(connection: sa.Connection, runs: int = 5, tenant: str | None = None) 
     def scoped(query: Any, table: sa.Table) -> Any:
         return query if tenant is None else query.where(table.c.tenant == tenant)
 
+    i = tables.instances
+    silent = sa.select(i.c.tenant, i.c.id, i.c.last_heartbeat).where(i.c.state == "ACTIVE", i.c.health == "UNHEALTHY")
+    for row in connection.execute(scoped(silent, i).order_by(i.c.tenant, i.c.id)):
+        since = f"since {row.last_heartbeat.isoformat()}" if row.last_heartbeat else "ever"
+        conditions.append(
+            {"kind": "Instance", "tenant": row.tenant, "name": row.id, "type": "Unhealthy", "reason": "HeartbeatMissing",
+             "message": f"no heartbeat {since}"}
+        )  # fmt: skip
+
     v = tables.agent_versions
     by_lifecycle = sa.select(v.c.lifecycle, sa.func.count().label("n")).where(v.c.status == "ACTIVE").group_by(v.c.lifecycle)
     lifecycles = {row.lifecycle: row.n for row in connection.execute(scoped(by_lifecycle, v))}
-    i = tables.instances
     by_state = sa.select(i.c.state, sa.func.count().label("n")).group_by(i.c.state)
     instances = {row.state: row.n for row in connection.execute(scoped(by_state, i))}
     a = tables.approvals

@@ -21,7 +21,7 @@ from reconciler import clock as clock_
 from reconciler import errors
 from reconciler import settings as settings_
 from reconciler.daemon import leading, scheduling
-from reconciler.reconcile import deciding, events, running
+from reconciler.reconcile import deciding, events, reporting, running
 from reconciler.spec import repository
 from reconciler.state import database, opevents, tables
 from tests.conftest import GitRepo
@@ -142,6 +142,12 @@ def test_instances_without_heartbeats_become_unhealthy_and_recover_on_the_next(
         health = dict(connection.execute(sa.select(i.id, i.health).where(i.tenant == "acme")).all())
         generation = connection.execute(sa.select(tables.fleet_state.c.generation)).scalar_one()
     assert health == {"acme:app-dev-g1-0": "UNHEALTHY", "acme:app-dev-g1-1": "HEALTHY"}
+    with d.db.connect() as connection:
+        shown = [c for c in reporting.status(connection)["conditions"] if c["kind"] == "Instance"]
+    assert shown == [
+        {"kind": "Instance", "tenant": "acme", "name": "acme:app-dev-g1-0", "type": "Unhealthy", "reason": "HeartbeatMissing",
+         "message": f"no heartbeat since {NOW.isoformat()}"}
+    ]  # fmt: skip
     d.check_heartbeats()  # already marked: nothing more
     with d.db.begin() as connection:
         e = tables.op_events.c
@@ -152,6 +158,7 @@ def test_instances_without_heartbeats_become_unhealthy_and_recover_on_the_next(
         assert connection.execute(sa.select(i.health).where(i.id == "acme:app-dev-g1-0")).scalar_one() == "HEALTHY"
         # the recovery is news to the reconciler (a canary waits on it): the generation moved
         assert connection.execute(sa.select(tables.fleet_state.c.generation)).scalar_one() == generation + 1
+        assert not [c for c in reporting.status(connection)["conditions"] if c["kind"] == "Instance"]
 
 
 def test_retention_archives_old_op_events_then_deletes_them(
