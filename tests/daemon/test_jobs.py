@@ -208,3 +208,32 @@ def test_webhooks_refresh_only_for_pushes_to_the_followed_branch(
         d.webhook({}, main)
     with pytest.raises(errors.ConfigError, match="not JSON"):
         d.webhook(_github(b"not json"), b"not json")
+
+
+def test_the_git_poll_applies_a_canarys_first_step_and_only_the_canary_job_takes_the_next(
+    git_repo: GitRepo, db_url: str, tmp_path: Path
+) -> None:
+    from tests.reconcile import test_canary
+
+    fleet = test_canary.start(git_repo, db_url)  # app-staging at 1.0.0, a commit moving it to 2.0.0
+    settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
+    d = scheduling.Daemon(settings, fleet.db, fleet.rec, deciding.Decider(fleet.db), leadership=_Always())
+    try:
+        d.poll()
+        assert fleet.live_by_version() == {"app@1.0.0": 2, "app@2.0.0": 1}
+        fleet.heartbeat("acme:app-staging-g2-0")
+        d.poll()
+        d.poll()
+        assert fleet.live_by_version() == {"app@1.0.0": 2, "app@2.0.0": 1}  # polls never step
+        d.canary()
+        assert fleet.live_by_version() == {"app@1.0.0": 1, "app@2.0.0": 2}
+        d.canary()  # the new instance has not reported yet: the canary waits
+        assert fleet.live_by_version() == {"app@1.0.0": 1, "app@2.0.0": 2}
+        fleet.heartbeat("acme:app-staging-g2-1")
+        d.canary()
+        assert fleet.live_by_version() == {"app@2.0.0": 3}
+        assert [r for r in fleet.new_records() if r[0] == "DEPLOYMENT_CANARY_STEPPED"] == [
+            ("DEPLOYMENT_CANARY_STEPPED", "Deployment", "app-staging")
+        ] * 3
+    finally:
+        d.stop()
