@@ -26,27 +26,18 @@ __all__ = ["ENV_PREFIX", "Settings"]
 ENV_PREFIX = "ARM_"
 
 
-def _int_at_least(minimum: int) -> Any:
-    def convert(value: object) -> int:
+def _at_least(kind: type[int] | type[float], minimum: float) -> Any:
+    """A converter to a finite ``kind`` (int or float) no smaller than ``minimum``."""
+
+    def convert(value: object) -> int | float:
         try:
-            number = int(str(value))
+            number = kind(str(value))
         except ValueError as exc:
-            raise ValueError(f"{value!r} is not a whole number") from exc
+            raise ValueError(f"{value!r} is not a {'whole number' if kind is int else 'number'}") from exc
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(f"{number} is not finite")
         if number < minimum:
-            raise ValueError(f"{number} is below the minimum of {minimum}")
-        return number
-
-    return convert
-
-
-def _float_at_least(minimum: float) -> Any:
-    def convert(value: object) -> float:
-        try:
-            number = float(str(value))
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not a number") from exc
-        if not number >= minimum or number == float("inf"):
-            raise ValueError(f"{number} is below the minimum of {minimum} or not finite")
+            raise ValueError(f"{number} is below the minimum of {minimum:g}")
         return number
 
     return convert
@@ -65,19 +56,19 @@ class Settings:
     #: largest fleet file that is read
     max_file_bytes: int = 1024 * 1024
     #: SQLAlchemy URL; default SQLite in the state directory
-    database_url: str | None = None
+    database_url: str | None = dataclasses.field(default=None, repr=False)  # may hold a password
     #: op events older than this are archived (gzipped JSON Lines) and deleted
     op_event_retention_days: int = 30
     #: decide with this OPA (http(s)://host:port) instead of the embedded engine
     opa_url: str | None = None
     #: bearer token for that OPA, if it wants one
-    opa_token: str | None = None
+    opa_token: str | None = dataclasses.field(default=None, repr=False)
     #: ``armctl run``: seconds between fetches of the fleet repository
     poll_interval_seconds: float = 30.0
     #: ``armctl run``: up to this many seconds added at random to each poll (spreads replicas)
     poll_jitter_seconds: float = 0.0
     #: ``armctl run``: shared secret of ``POST /v1/webhooks/git`` (GitHub HMAC / GitLab token); unset: webhook off
-    webhook_secret: str | None = None
+    webhook_secret: str | None = dataclasses.field(default=None, repr=False)
     #: an ACTIVE instance without a heartbeat for this long is marked UNHEALTHY
     heartbeat_timeout_seconds: float = 90.0
     #: ``armctl run``: seconds between canary steps (each step needs healthy canary instances)
@@ -89,14 +80,14 @@ class Settings:
 
     _CONVERT: ClassVar[dict[str, Any]] = {
         "state_dir": Path,
-        "max_file_bytes": _int_at_least(1024),
-        "op_event_retention_days": _int_at_least(1),
-        "poll_interval_seconds": _float_at_least(0.1),
-        "poll_jitter_seconds": _float_at_least(0.0),
-        "heartbeat_timeout_seconds": _float_at_least(1.0),
-        "canary_step_seconds": _float_at_least(0.1),
-        "approval_sweep_seconds": _float_at_least(0.1),
-        "retention_interval_seconds": _float_at_least(1.0),
+        "max_file_bytes": _at_least(int, 1024),
+        "op_event_retention_days": _at_least(int, 1),
+        "poll_interval_seconds": _at_least(float, 0.1),
+        "poll_jitter_seconds": _at_least(float, 0.0),
+        "heartbeat_timeout_seconds": _at_least(float, 1.0),
+        "canary_step_seconds": _at_least(float, 0.1),
+        "approval_sweep_seconds": _at_least(float, 0.1),
+        "retention_interval_seconds": _at_least(float, 1.0),
     }
 
     @classmethod

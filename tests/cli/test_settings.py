@@ -34,8 +34,26 @@ def test_defaults_environment_and_overrides() -> None:
     [
         ({"ARM_MAX_FILE_BYTES": "lots"}, "ARM_MAX_FILE_BYTES: 'lots' is not a whole number"),
         ({"ARM_MAX_FILE_BYTES": "10"}, "ARM_MAX_FILE_BYTES: 10 is below the minimum of 1024"),
+        ({"ARM_POLL_INTERVAL_SECONDS": "soon"}, "ARM_POLL_INTERVAL_SECONDS: 'soon' is not a number"),
+        ({"ARM_POLL_INTERVAL_SECONDS": "0"}, "ARM_POLL_INTERVAL_SECONDS: 0.0 is below the minimum of 0.1"),
+        ({"ARM_CANARY_STEP_SECONDS": "nan"}, "ARM_CANARY_STEP_SECONDS: nan is not finite"),
+        ({"ARM_HEARTBEAT_TIMEOUT_SECONDS": "inf"}, "ARM_HEARTBEAT_TIMEOUT_SECONDS: inf is not finite"),
     ],
 )
 def test_a_bad_value_is_a_config_error_naming_the_variable(environ: dict[str, str], message: str) -> None:
     with pytest.raises(errors.ConfigError, match=message):
         Settings.from_env(environ)
+
+
+def test_daemon_settings_are_read_and_secrets_stay_out_of_reprs() -> None:
+    settings = Settings.from_env(
+        {
+            "ARM_POLL_INTERVAL_SECONDS": "2.5",
+            "ARM_POLL_JITTER_SECONDS": "1",
+            "ARM_WEBHOOK_SECRET": "hook-s3cret",
+            "ARM_OPA_TOKEN": "opa-s3cret",
+            "ARM_DATABASE_URL": "postgresql+psycopg://arm:db-s3cret@db/arm",
+        }
+    )
+    assert (settings.poll_interval_seconds, settings.poll_jitter_seconds, settings.webhook_secret) == (2.5, 1.0, "hook-s3cret")
+    assert "s3cret" not in repr(settings)
