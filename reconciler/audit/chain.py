@@ -17,13 +17,14 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from reconciler.spec import genome
 from reconciler.state import actual as actual_
 from reconciler.state import database, tables
 
-__all__ = ["GENESIS_HASH", "Chain", "Record", "body", "record_hash", "verify"]
+__all__ = ["GENESIS_HASH", "Chain", "Record", "append_raw", "body", "record_hash", "verify"]
 
 GENESIS_HASH = actual_.GENESIS_HASH
 
@@ -131,6 +132,40 @@ def append(connection: sa.Connection, records: Iterable[Record], at: dt.datetime
     chain = Chain(locked_heads(connection, {r.tenant for r in records}))
     rows = [chain.add(r, at) for r in records]
     chain.write(connection)
+    return rows
+
+
+_RAW_COLUMNS = ("tenant", "seq", "sha", "author", "operator", "type", "object_kind", "object_name")
+
+
+def _raw_row(row: dict[str, Any], stored_at: Any) -> tuple[Any, ...]:
+    before, after = orjson.dumps(row["before"]).decode(), orjson.dumps(row["after"]).decode()
+    return (*(row[c] for c in _RAW_COLUMNS), before, after, stored_at, row["run_id"], row["prev_hash"], row["hash"])
+
+
+def append_raw(cursor: Any, dialect: str, records: Iterable[Record], at: dt.datetime) -> list[dict[str, Any]]:
+    """:func:`append` through a DB-API cursor in an open write transaction (the decision
+    writer's): the same locks, heads, hashes and stored values, without SQLAlchemy."""
+    records = list(records)
+    mark = "?" if dialect == "sqlite" else "%s"
+    heads: dict[str, tuple[int, str]] = {}
+    for tenant in sorted({r.tenant for r in records}):
+        if dialect == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"arm-chain:{tenant}"])
+        cursor.execute(f"SELECT seq, hash FROM change_records WHERE tenant = {mark} ORDER BY seq DESC LIMIT 1", [tenant])
+        row = cursor.fetchone()
+        if row is not None:
+            heads[tenant] = (int(row[0]), row[1])
+    chain = Chain(heads)
+    rows = [chain.add(r, at) for r in records]
+    when = at.astimezone(dt.UTC)
+    stored_at: Any = when.replace(tzinfo=None).isoformat(" ", "microseconds") if dialect == "sqlite" else when
+    json_mark = "?" if dialect == "sqlite" else "%s::jsonb"
+    cursor.executemany(
+        "INSERT INTO change_records (tenant, seq, sha, author, operator, type, object_kind, object_name, before, after,"
+        f" at, run_id, prev_hash, hash) VALUES ({', '.join([mark] * 8)}, {json_mark}, {json_mark}, {', '.join([mark] * 4)})",
+        [_raw_row(r, stored_at) for r in rows],
+    )
     return rows
 
 

@@ -8,18 +8,25 @@ risk, counts what the instance spent and how often it made this very call, and e
 ``POLICY_EVALUATED``), and a NEEDS_APPROVAL as an approval request the runtime can poll; an
 approved request allows exactly that call, once. Nothing is answered that was not committed.
 The policy is the applied commit's: the library plus the fleet modules stored at apply.
+
+Two ways in, one implementation. ``decide`` (``armctl decide``, the OPA routes, the slow path)
+reads the state row and catches the ledger up with the table on every call: exact.
+``decide_soon`` (the server's event loop) reads nothing: it resolves from the cached
+resolution and the state row the writer last read, counts spend and repeats from the ledger
+(``state.ledger``), evaluates, and hands the decision to the writer (``reconcile.recording``),
+whose group commit resolves its future. What it cannot answer from memory — an unknown instance
+or run, a changed state row, an approval to request or use — goes through ``decide``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
+import asyncio
 import dataclasses
 import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,8 +35,9 @@ from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.audit import chain
 from reconciler.policy import deciding, engines, library, risk
-from reconciler.reconcile import metering
+from reconciler.reconcile import metering, recording
 from reconciler.state import database, fleetstate, opevents, tables
+from reconciler.state import ledger as ledger_
 
 __all__ = ["Decider", "Decision", "Request"]
 
@@ -37,6 +45,16 @@ log = logging.getLogger(__name__)
 
 #: After a failed policy load, decisions use the last good revision this long before retrying.
 _POLICY_RETRY_SECONDS = 5.0
+
+#: The server re-reads the state row and tails op events at least this often (and after every
+#: batch of decisions): the bound on how late it sees a change another process made.
+REFRESH_SECONDS = 0.05
+
+#: The loop window of an envelope that states none, and the least the ledger keeps.
+_DEFAULT_WINDOW = 60.0
+
+#: How often the ledger forgets decisions past the longest loop window.
+_PRUNE_SECONDS = 10.0
 
 _APPROVER_PERMISSIONS = {"approvals:decide", "approvals:*", "*:*"}
 
@@ -86,150 +104,41 @@ class _Fleet:
     # Approved, unused tool calls (tenant, instance, call key). Deciding an approval bumps the
     # generation, so a new one is seen; a used one is re-checked under lock before it allows.
     granted: frozenset[tuple[str, str, str]]
-
-
-@dataclasses.dataclass
-class _Pending:
-    row: dict[str, Any]
-    deny: tuple[str, str] | None  # (tenant, record type) when the decision is a DENY to record
-    tool: str
-    reasons: list[str]
-    done: concurrent.futures.Future[int] = dataclasses.field(default_factory=concurrent.futures.Future)
-    wake: threading.Event = dataclasses.field(default_factory=threading.Event)
-
-
-class _Recorder:
-    """Group commit: concurrent decisions are stored together, one transaction per batch.
-
-    Leader and followers, no thread of its own: a caller who finds no commit under way stores
-    what is queued (its own decision first) in one transaction; callers arriving meanwhile queue
-    and wait. The leader then hands the lead to the first of them, whose commit takes everything
-    queued by then. Each caller answers only after the commit holding its decision, so nothing is
-    answered that was not stored; a lone caller commits in its own thread without a hand-off.
-    """
-
-    def __init__(self, db: sa.Engine, now: Any, timer: metering.Histogram, max_batch: int = 512) -> None:
-        self.db = db
-        self.now = now
-        self.timer = timer
-        self.max_batch = max_batch
-        self._lock = threading.Lock()
-        self._queue: list[_Pending] = []
-        self._busy = False
-
-    def submit(self, item: _Pending) -> int:
-        with self._lock:
-            self._queue.append(item)
-            lead = not self._busy
-            self._busy = True
-        if not lead:
-            item.wake.wait()
-            if item.done.done():
-                return item.done.result()
-            # Promoted: the previous leader left this caller's decision first in the queue.
-        with self._lock:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
-        try:
-            self._commit(batch)
-        finally:
-            for waiting in batch:  # even if the commit was interrupted, nobody waits forever
-                if not waiting.done.done():
-                    waiting.done.set_exception(errors.StoreError("the decision was not recorded"))
-                waiting.wake.set()
-            with self._lock:
-                if self._queue:
-                    self._queue[0].wake.set()
-                else:
-                    self._busy = False
-        return item.done.result()
-
-    def close(self) -> None:
-        """Nothing to stop: commits run in the callers' threads."""
-
-    def _commit(self, batch: list[_Pending]) -> None:
-        started = time.perf_counter()
-        try:
-            with self.db.begin() as connection:
-                ids = _store(connection, batch, self.now())
-            self.timer.observe(time.perf_counter() - started)
-        except Exception:  # noqa: BLE001 - one bad decision must not fail the batch: retry one by one
-            for item in batch:
-                try:
-                    with self.db.begin() as connection:
-                        (single,) = _store(connection, [item], self.now())
-                except Exception as exc:  # noqa: BLE001 - the caller learns why and answers an error
-                    item.done.set_exception(exc)
-                else:
-                    item.done.set_result(single)
-                item.wake.set()
-            return
-        # Answers go out only now, after the commit.
-        for item, decision_id in zip(batch, ids, strict=True):
-            item.done.set_result(decision_id)
-            item.wake.set()
-
-
-def _store(connection: sa.Connection, batch: list[_Pending], now: dt.datetime) -> list[int]:
-    """Insert the decisions of ``batch`` and their DENY records; returns the decision ids."""
-    e = tables.op_events
-    ids = [
-        int(i)
-        for i in connection.execute(
-            e.insert().returning(e.c.id, sort_by_parameter_order=True), [item.row for item in batch]
-        ).scalars()
-    ]
-    records = []
-    for item, decision_id in zip(batch, ids, strict=True):
-        if item.deny is not None:
-            tenant, record_type = item.deny
-            records.append(
-                chain.Record(
-                    tenant=tenant,
-                    type=record_type,
-                    object_kind="Instance",
-                    object_name=item.row["instance"],
-                    after={"decision": "DENY", "tool": item.tool, "reasons": item.reasons, "decisionId": decision_id},
-                )
-            )
-    if records:
-        chain.append(connection, records, now)
-    return ids
+    horizon: float = 60.0  # the longest loop window of any envelope: what the ledger keeps
 
 
 class _InFlight:
     """Decisions of this process not stored yet, per call: loop detection must count them.
 
-    ``track`` serialises decisions of the same call (instance, tool, arguments) and yields how
-    many of them are still in flight; each leaves the count once its decision is stored.
+    ``enter`` counts a decision of a call (instance, call key) in and says how many of the same
+    call were in flight before it; ``leave`` counts it out once it is stored (the writer feeds
+    the ledger first, so no repeat is ever in neither).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = {}
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
 
-    @contextlib.contextmanager
-    def track(self, instance: str, key: str) -> Iterator[int]:
-        ident = (instance, key)
+    def enter(self, ident: tuple[str, str]) -> int:
         with self._lock:
-            call_lock = self._locks.setdefault(ident, threading.Lock())
-        with call_lock:
             earlier = self._counts.get(ident, 0)
             self._counts[ident] = earlier + 1
-        try:
-            yield earlier
-        finally:
-            with self._lock:
-                left = self._counts.get(ident, 1) - 1
-                if left:
-                    self._counts[ident] = left
-                else:
-                    self._counts.pop(ident, None)
-                    self._locks.pop(ident, None)
+        return earlier
+
+    def leave(self, ident: tuple[str, str]) -> None:
+        with self._lock:
+            left = self._counts.get(ident, 1) - 1
+            if left:
+                self._counts[ident] = left
+            else:
+                self._counts.pop(ident, None)
 
 
 class Decider:
+    """Decides tool calls; see the module docstring. ``group_commit`` (the server) stores
+    decisions through a writer thread and keeps the fleet's state row cached for
+    :meth:`decide_soon`; without it (``armctl decide``) each decision commits on its own."""
+
     def __init__(
         self,
         db: sa.Engine,
@@ -244,23 +153,37 @@ class Decider:
         self._fleet: _Fleet | None = None
         self._fleet_lock = threading.Lock()
         self._policy_lock = threading.Lock()
+        self._seed_lock = threading.Lock()
         #: how long storing decisions takes, per transaction (one decision or a group)
         self.write_seconds = metering.Histogram(
             "arm_op_event_write_seconds", "Time to commit decision op events, per transaction (a group commit counts once)."
         )
-        self._recorder = _Recorder(db, self.clock.now, self.write_seconds) if group_commit else None
+        self.ledger = ledger_.Ledger(db.dialect.name)
+        # The state row (applied SHA, applied at, generation) as last read: decide_soon answers
+        # with it; the writer re-reads it after each batch and every REFRESH_SECONDS.
+        self._state_key: tuple[Any, ...] | None = None
+        self._writer = (
+            recording.Writer(
+                db, self.ledger, self.clock.now, self.write_seconds, self._refresh_with, idle_seconds=REFRESH_SECONDS
+            )
+            if group_commit
+            else None
+        )
         self._inflight = _InFlight()
         #: the last failed policy load ({revision, message, at}), None once a load succeeds
         self.policy_failure: dict[str, Any] | None = None
         self._retry_at = 0.0
 
     def close(self) -> None:
-        if self._recorder is not None:
-            self._recorder.close()
+        """Store the decisions still queued and stop the writer."""
+        if self._writer is not None:
+            self._writer.close()
 
     def ensure_policy(self, connection: sa.Connection) -> None:
-        """Load the applied commit's policy into the engine if it is not loaded yet."""
+        """Load the applied commit's policy into the engine if it is not loaded yet (and take
+        the state row as read: an apply in this process is served at once)."""
         state = fleetstate.read(connection) or {}
+        self._state_key = fleetstate.key_of(state)
         self._policy(connection, state.get("applied_sha"))
 
     def policy_status(self) -> dict[str, Any]:
@@ -271,6 +194,21 @@ class Decider:
             "loadedRevision": self.engine.revision,
             "failure": self.policy_failure,
         }
+
+    def invalidate(self) -> None:
+        """This process changed state (a control, an approval, an event): re-read the state row
+        and take new op events in now, so the very next decision sees the change."""
+        with database.reading(self.db) as connection:
+            self._refresh_with(connection)
+
+    def _refresh_with(self, connection: sa.Connection) -> None:
+        cursor = ledger_.driver_cursor(connection)
+        self._state_key = fleetstate.read_key(cursor)
+        if self.ledger.last_id is not None:
+            self.ledger.tail(cursor)
+            now = self.clock.now()
+            if now.timestamp() - self.ledger.pruned_at >= _PRUNE_SECONDS:
+                self.ledger.prune(now)
 
     def _policy(self, connection: sa.Connection, revision: str | None) -> None:
         if revision is not None and self.engine.revision == revision:
@@ -295,40 +233,118 @@ class Decider:
                 return
             self.policy_failure = None
 
+    # ---------------------------------------------------------------- deciding
+
     def decide(self, request: Request, authorize: Callable[[str | None], None] | None = None) -> Decision:
-        """Decide and record ``request``; ``authorize`` is called with the instance's tenant (None
-        when unknown) before anything is recorded, and may raise to refuse the caller."""
-        request = Request(
-            risk.clean(request.instance), risk.clean(request.tool), risk.clean(dict(request.args)), request.cost_estimate,
-            risk.clean(request.run_id),
-        )  # fmt: skip
+        """Decide and record ``request``, reading the state row, policy and op events now (exact).
+
+        ``authorize`` is called with the instance's tenant (None when unknown) before anything
+        is recorded, and may raise to refuse the caller."""
+        request = _cleaned(request)
         now = self.clock.now()
         key = deciding.call_key(request.tool, request.args)
+        ident = (request.instance, key)
         # Counted in flight before anything is read: a repeat that leaves the count after this
-        # point was committed before the reads below, so they see it; none is missed.
-        tracking = contextlib.ExitStack()
-        earlier = tracking.enter_context(self._inflight.track(request.instance, key))
-        with contextlib.ExitStack() as on_error:
-            on_error.push(lambda *exc: tracking.close())  # released here only if deciding fails before recording
+        # point was in the ledger before it left, so the reads below see it; none is missed.
+        earlier = self._inflight.enter(ident)
+        handed = False  # to the writer, which lets the call leave the count once it is stored
+        try:
             with database.reading(self.db) as connection:
                 state = fleetstate.read(connection) or {}
+                self._state_key = fleetstate.key_of(state)
                 self._policy(connection, state.get("applied_sha"))
                 revision = self.engine.revision if state.get("applied_sha") else None
                 fleet = self._resolution(connection, state)
-                context, tenant, version = self._context(connection, fleet, request, key, now)
+                self._load_ledger(connection, fleet, request, now)
+                assessed = self._assess(fleet, request, key, earlier, now, _Fallback(connection))
+                assert assessed is not None  # with a fallback the table answers what the ledger lacks
+                context, tenant, version = assessed
                 if authorize is not None:
                     authorize(tenant)
-                if context.instance is not None:
-                    # Repeats still in flight in this process count: they are not stored yet.
-                    window = (context.envelope.get("loop") or {}).get("windowSeconds") or 60
-                    since = now - dt.timedelta(seconds=window)
-                    repeats = opevents.calls_since(connection, tenant or "", request.instance, key, since)
-                    context = dataclasses.replace(context, same_calls=repeats + earlier)
-            on_error.pop_all()
-        with tracking:
-            return self._decide(request, key, context, tenant, version, revision, now)
+            outcome = self._evaluate(request, context, version)
+            if outcome.decision == "NEEDS_APPROVAL" or (outcome.decision == "ALLOW" and context.approval_granted):
+                return self._decide_locked(request, key, context, tenant, version, revision, now, outcome)
+            pending = self._pending(request, key, tenant, version, revision, now, outcome, None)
+            if self._writer is not None:
+                pending.release, handed = (lambda: self._inflight.leave(ident)), True
+                decision_id = self._writer.wait(pending)
+            else:
+                decision_id = self._store_alone(pending, now)
+        finally:
+            if not handed:
+                self._inflight.leave(ident)
+        return Decision(outcome.decision, outcome.reasons, decision_id, revision, None, context.envelope, outcome.risk.as_dict())
 
-    def _decide(
+    def decide_soon(
+        self, request: Request, authorize: Callable[[str | None], None] | None, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Decision] | None:
+        """The server's path, in its event loop: decide from memory and hand the decision to the
+        writer; the future resolves once it is stored. None when this call needs :meth:`decide`
+        instead (nothing cached yet, state changed, unknown instance or run, an approval).
+
+        It answers from the state row as the writer last read it: a change made by another
+        process (an apply, a control) is seen within REFRESH_SECONDS plus one batch; a change
+        made through this process calls :meth:`invalidate` and is seen at once."""
+        writer, state_key, fleet = self._writer, self._state_key, self._fleet
+        if writer is None or state_key is None or fleet is None or fleet.key != state_key:
+            return None
+        if not isinstance(self.engine, engines.EmbeddedEngine):
+            return None  # an OPA answers over HTTP: that blocks, so not in the event loop
+        applied = state_key[0]
+        if applied is not None and self.engine.revision != applied:
+            return None  # a new revision to load (or a failed load to retry): the slow path does it
+        request = _cleaned(request)
+        if request.instance not in fleet.instances:
+            return None  # unknown here: the slow path reads the state row first, then denies
+        now = self.clock.now()
+        key = deciding.call_key(request.tool, request.args)
+        ident = (request.instance, key)
+        earlier = self._inflight.enter(ident)
+        try:
+            assessed = self._assess(fleet, request, key, earlier, now, None)
+            if assessed is None:
+                self._inflight.leave(ident)
+                return None
+            context, tenant, version = assessed
+            if authorize is not None:
+                authorize(tenant)
+            if context.approval_granted:
+                self._inflight.leave(ident)
+                return None
+            outcome = self._evaluate(request, context, version)
+            if outcome.decision == "NEEDS_APPROVAL":
+                self._inflight.leave(ident)
+                return None
+            revision = self.engine.revision if applied else None
+            pending = self._pending(request, key, tenant, version, revision, now, outcome, None)
+        except BaseException:
+            self._inflight.leave(ident)
+            raise
+        future: asyncio.Future[Decision] = loop.create_future()
+
+        def done(item: recording.Pending) -> None:
+            if future.done():
+                return
+            if item.decision_id is None:
+                future.set_exception(recording.not_recorded(item.error))
+            else:
+                future.set_result(
+                    Decision(
+                        outcome.decision,
+                        outcome.reasons,
+                        item.decision_id,
+                        revision,
+                        None,
+                        context.envelope,
+                        outcome.risk.as_dict(),
+                    )
+                )
+
+        pending.release, pending.loop, pending.done = (lambda: self._inflight.leave(ident)), loop, done
+        writer.submit_soon(pending)  # on failure it lets the call leave the count itself
+        return future
+
+    def _decide_locked(
         self,
         request: Request,
         key: str,
@@ -337,28 +353,28 @@ class Decider:
         version: str | None,
         revision: str | None,
         now: dt.datetime,
+        outcome: deciding.Outcome,
     ) -> Decision:
-        outcome = self._evaluate(request, context, version)
-        approval_id = None
-        if (
-            outcome.decision == "NEEDS_APPROVAL"
-            or (outcome.decision == "ALLOW" and context.approval_granted)
-            or self._recorder is None
-        ):
-            # Approvals are granted and used one at a time: these decisions commit on their own,
-            # re-checking the approval under a lock so one approval allows one call.
-            started = time.perf_counter()
-            with self.db.begin() as connection:
-                approval_id, outcome = self._approval_step(connection, request, tenant, key, outcome, context, version, now)
-                (decision_id,) = _store(
-                    connection, [self._pending(request, key, tenant, version, revision, now, outcome, approval_id)], now
-                )
-            self.write_seconds.observe(time.perf_counter() - started)
-        else:
-            decision_id = self._recorder.submit(self._pending(request, key, tenant, version, revision, now, outcome, None))
+        # Approvals are granted and used one at a time: these decisions commit on their own,
+        # re-checking the approval under a lock so one approval allows one call.
+        started = time.perf_counter()
+        with self.db.begin() as connection:
+            approval_id, outcome = self._approval_step(connection, request, tenant, key, outcome, context, version, now)
+            pending = self._pending(request, key, tenant, version, revision, now, outcome, approval_id)
+            (decision_id,) = recording.store(connection, [pending], now)
+        self.write_seconds.observe(time.perf_counter() - started)
+        self.ledger.add_decisions([decision_id], [(pending.tenant, pending.instance, key, now.timestamp())])
         return Decision(
             outcome.decision, outcome.reasons, decision_id, revision, approval_id, context.envelope, outcome.risk.as_dict()
         )
+
+    def _store_alone(self, pending: recording.Pending, now: dt.datetime) -> int:
+        started = time.perf_counter()
+        with self.db.begin() as connection:
+            (decision_id,) = recording.store(connection, [pending], now)
+        self.write_seconds.observe(time.perf_counter() - started)
+        self.ledger.add_decisions([decision_id], [(pending.tenant, pending.instance, pending.key, now.timestamp())])
+        return decision_id
 
     def _evaluate(self, request: Request, context: deciding.Context, version: str | None) -> deciding.Outcome:
         document, assessment = deciding.build_input(context, request.tool, request.args, request.cost_estimate)
@@ -379,7 +395,7 @@ class Decider:
         now: dt.datetime,
         outcome: deciding.Outcome,
         approval_id: int | None,
-    ) -> _Pending:
+    ) -> recording.Pending:
         payload = {
             "tool": request.tool,
             "args": risk.redact(dict(request.args)),
@@ -393,23 +409,15 @@ class Decider:
             "policyRevision": revision,
             "version": version,
         }
-        row = {
-            "tenant": tenant or "",
-            "at": now,
-            "type": "DECISION",
-            "instance": request.instance,
-            "payload": payload,
-            "call_key": key,
-        }
-        deny = (tenant, _deny_type(outcome.reasons)) if outcome.decision == "DENY" and tenant is not None else None
-        return _Pending(row, deny, request.tool, outcome.reasons)
+        deny = _deny_type(outcome.reasons) if outcome.decision == "DENY" and tenant is not None else None
+        return recording.Pending(tenant or "", request.instance, now, payload, key, deny, request.tool, outcome.reasons)
 
     # ---------------------------------------------------------------- resolving
 
     def _resolution(self, connection: sa.Connection, state: dict[str, Any]) -> _Fleet:
         # Every apply sets applied_at (the same commit applied again after an approval too), and
         # changes outside Git bump the generation: either makes the cached resolution stale.
-        key = (state.get("applied_sha"), state.get("applied_at"), state.get("generation"))
+        key = fleetstate.key_of(state)
         fleet = self._fleet
         if fleet is not None and fleet.key == key:
             return fleet
@@ -436,24 +444,47 @@ class Decider:
                     sa.select(a.tenant, a.subject_name, a.transition).where(a.subject_kind == "ToolCall", a.status == "APPROVED")
                 )
             )
-            self._fleet = _Fleet(key, instances, envelopes, production, tools, granted)
+            horizon = max([_window(env) for env in envelopes.values() if env], default=_DEFAULT_WINDOW)
+            self._fleet = _Fleet(key, instances, envelopes, production, tools, granted, max(horizon, _DEFAULT_WINDOW))
             return self._fleet
 
-    def invalidate(self) -> None:
-        """Forget the resolution data (after a change this process made outside the generation)."""
-        self._fleet = None
+    def _load_ledger(self, connection: sa.Connection, fleet: _Fleet, request: Request, now: dt.datetime) -> None:
+        """Make the ledger hold what deciding ``request`` asks of it, exactly as stored now."""
+        instance = fleet.instances.get(request.instance)
+        if instance is None:
+            return
+        ledger = self.ledger
+        with self._seed_lock:
+            if self._writer is not None and (ledger.horizon < fleet.horizon or not ledger.holds_all):
+                # The server keeps every instance: seeded once (again when a longer window appears).
+                ledger.seed(connection, now, fleet.horizon)
+            elif not ledger.holds(instance.tenant, request.instance):
+                ledger.seed(connection, now, fleet.horizon, (instance.tenant, request.instance))
+        ledger.tail(ledger_.driver_cursor(connection))
+        if request.run_id is not None:
+            ledger.load_run(connection, instance.tenant, request.instance, request.run_id)
 
-    def _context(
-        self, connection: sa.Connection, fleet: _Fleet, request: Request, key: str, now: dt.datetime
-    ) -> tuple[deciding.Context, str | None, str | None]:
+    def _assess(
+        self, fleet: _Fleet, request: Request, key: str, earlier: int, now: dt.datetime, fallback: _Fallback | None
+    ) -> tuple[deciding.Context, str | None, str | None] | None:
+        """The policy's input for ``request`` from the resolution and the ledger; None when the
+        ledger does not hold what is needed and there is no ``fallback`` to ask the table."""
         instance = fleet.instances.get(request.instance)
         if instance is None:
             return deciding.Context(None, {"name": None, "production": False}, None, _EMPTY_ENVELOPE), None, None
         tenant = instance.tenant
         envelope = fleet.envelopes.get((tenant, instance.version)) or _MISSING
-        tool = fleet.tools.get(tenant, {}).get(request.tool)
-        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        spent_run, spent_day = opevents.spent(connection, tenant, request.instance, request.run_id, day_start)
+        spent = self.ledger.spent(tenant, request.instance, request.run_id, now.date())
+        if spent is None:
+            if fallback is None:
+                return None
+            spent = fallback.spent(tenant, request.instance, request.run_id, now)
+        since = now - dt.timedelta(seconds=_window(envelope))
+        repeats = self.ledger.repeats(tenant, request.instance, key, since)
+        if repeats is None:
+            if fallback is None:
+                return None
+            repeats = fallback.repeats(tenant, request.instance, key, since)
         context = deciding.Context(
             instance={
                 "id": instance.id,
@@ -463,10 +494,12 @@ class Decider:
                 "version": instance.version,
             },
             environment={"name": instance.environment, "production": fleet.production.get((tenant, instance.environment), False)},
-            tool=tool,
+            tool=fleet.tools.get(tenant, {}).get(request.tool),
             envelope=envelope,
-            spent_run=spent_run,
-            spent_day=spent_day,
+            spent_run=spent[0],
+            spent_day=spent[1],
+            # Repeats still in flight in this process count: they are not stored yet.
+            same_calls=repeats + earlier,
             approval_granted=(tenant, request.instance, key) in fleet.granted,
         )
         return context, tenant, instance.version
@@ -592,3 +625,28 @@ def _deny_type(reasons: list[str]) -> str:
     if any(r.startswith("LOOP_DETECTED") for r in reasons):
         return "LOOP_DETECTED"
     return "POLICY_EVALUATED"
+
+
+class _Fallback:
+    """Asks the table what the ledger does not hold (an older day, a longer loop window)."""
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self.connection = connection
+
+    def spent(self, tenant: str, instance: str, run_id: str | None, now: dt.datetime) -> tuple[float, float]:
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return opevents.spent(self.connection, tenant, instance, run_id, day_start)
+
+    def repeats(self, tenant: str, instance: str, key: str, since: dt.datetime) -> int:
+        return opevents.calls_since(self.connection, tenant, instance, key, since)
+
+
+def _cleaned(request: Request) -> Request:
+    return Request(
+        risk.clean(request.instance), risk.clean(request.tool), risk.clean(dict(request.args)), request.cost_estimate,
+        risk.clean(request.run_id),
+    )  # fmt: skip
+
+
+def _window(envelope: Mapping[str, Any]) -> float:
+    return float((envelope.get("loop") or {}).get("windowSeconds") or _DEFAULT_WINDOW)

@@ -30,6 +30,7 @@ from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.policy import risk
 from reconciler.reconcile import approving, bundling, controlling, deciding, events, reporting, tokens
+from reconciler.server import decisions
 from reconciler.state import database, fleetstate, opevents, tables
 
 __all__ = ["create_app"]
@@ -40,13 +41,7 @@ log = logging.getLogger(__name__)
 _MAX_LOG_BYTES = 16 * 1024 * 1024
 
 
-class DecisionBody(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    instance: str
-    tool: str
-    args: dict[str, Any] = {}
-    costEstimate: float = pydantic.Field(default=0.0, ge=0)
-    runId: str | None = None
+DecisionBody = decisions.DecisionBody
 
 
 class ApprovalDecisionBody(pydantic.BaseModel):
@@ -74,6 +69,8 @@ class EventBody(pydantic.BaseModel):
 
 
 class _Metrics:
+    """Counters for /metrics: decisions by result, requests by route group and status."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.decisions: Counter[str] = Counter()
@@ -110,6 +107,7 @@ def create_app(
     With a ``runner`` (the daemon) it also takes Git webhooks and reports the daemon's state."""
     clock = clock or clock_.SystemClock()
     # Group commit: concurrent decisions share a transaction (each still waits for its commit).
+    own_decider = decider is None
     decider = decider or deciding.Decider(db, clock=clock, group_commit=True)
     metrics = _Metrics()
 
@@ -129,6 +127,8 @@ def create_app(
         try:
             yield
         finally:
+            if own_decider:
+                await asyncio.to_thread(decider.close)
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -143,14 +143,7 @@ def create_app(
 
     @app.exception_handler(errors.ArmError)
     def _arm_error(request: fastapi.Request, exc: errors.ArmError) -> responses.JSONResponse:
-        status = {
-            errors.NotFound: 404,
-            errors.Forbidden: 403,
-            errors.Unauthenticated: 401,
-            errors.ConfigError: 422,
-            errors.StoreError: 503,
-            errors.PolicyError: 503,  # no policy revision to decide with: the runtime treats it as DENY
-        }.get(type(exc), 409)
+        status = decisions.error_status(exc)
         return responses.JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status)
 
     @app.exception_handler(sa.exc.OperationalError)
@@ -160,7 +153,6 @@ def create_app(
             {"error": "StoreError", "message": "the store is unavailable; nothing was decided"}, status_code=503
         )
 
-    app.add_middleware(_CountRequests, metrics=metrics)
     known: dict[str, tuple[float, tokens.Principal | str]] = {}
 
     def resolve_token(token: str) -> tokens.Principal | str:
@@ -170,10 +162,11 @@ def create_app(
             except errors.Forbidden as exc:
                 return str(exc)
 
-    async def principal(authorization: Annotated[str | None, fastapi.Header()] = None) -> tokens.Principal:
+    async def lookup(authorization: str | None) -> tokens.Principal | str:
+        """The principal of an ``Authorization`` header, or why there is none (a 401 message)."""
         token = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else ""
         if not token:
-            raise fastapi.HTTPException(401, "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)")
+            return "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)"
         # Tokens are looked up at most once per _TOKEN_CACHE_SECONDS: a revocation or expiry takes
         # effect within that time, and a decision does not wait for a token query.
         cached = known.get(token)
@@ -182,9 +175,13 @@ def create_app(
                 known.clear()
             cached = (clock.monotonic() + _TOKEN_CACHE_SECONDS, await asyncio.to_thread(resolve_token, token))
             known[token] = cached
-        if isinstance(cached[1], str):
-            raise fastapi.HTTPException(401, cached[1])
         return cached[1]
+
+    async def principal(authorization: Annotated[str | None, fastapi.Header()] = None) -> tokens.Principal:
+        who = await lookup(authorization)
+        if isinstance(who, str):
+            raise fastapi.HTTPException(401, who)
+        return who
 
     Who = Annotated[tokens.Principal, fastapi.Depends(principal)]  # noqa: N806 - a type alias
 
@@ -201,15 +198,11 @@ def create_app(
 
     @app.post("/v1/decisions")
     async def decide(body: DecisionBody, who: Who) -> responses.Response:
-        def authorize(tenant: str | None) -> None:
-            if tenant is not None and not who.may_act_on(tenant, body.instance):
-                raise errors.Forbidden(f"token {who.name!r} may not ask decisions for instance {body.instance!r}")
-
+        """Documents the route; requests are served by ``decisions.DecisionRoute`` in front of the app."""
         request = deciding.Request(body.instance, body.tool, body.args, body.costEstimate, body.runId)
-        # One hop to a worker thread: resolving, evaluating and the (group) commit all block.
-        decision = await asyncio.to_thread(decider.decide, request, authorize)
+        decision = await decisions.decide(decider, request, who)
         metrics.count(metrics.decisions, decision.decision)
-        return responses.Response(json.dumps(decision.as_dict(), separators=(",", ":")), media_type="application/json")
+        return responses.Response(decisions.encode(decision), media_type="application/json")
 
     # ---------------------------------------------------------------- approvals
 
@@ -235,6 +228,7 @@ def create_app(
             if connection.execute(sa.select(a.tenant).where(a.id == approval_id)).scalar() not in (who.tenant, None):
                 raise errors.Forbidden(f"approval {approval_id} belongs to another tenant")
             result = approving.decide(connection, approval_id, operator, body.decision, body.justification, clock.now())
+        decider.invalidate()  # the next decision of this process sees the approval
         return {"id": result.approval_id, "status": result.status, "approvals": result.approvals, "required": result.required}
 
     # ---------------------------------------------------------------- emergency controls
@@ -249,6 +243,7 @@ def create_app(
             if tenant != who.tenant:
                 raise errors.Forbidden(f"instance {instance_id!r} belongs to another tenant")
             done = controlling.control_instance(connection, instance_id, body.control, operator, body.reason, clock.now())
+        decider.invalidate()  # the very next decision of this process sees the control
         return {"instance": done.instance, "before": done.before, "after": done.after}
 
     @app.post("/v1/tenants/{tenant}/controls")
@@ -258,6 +253,7 @@ def create_app(
             raise errors.Forbidden(f"token {who.name!r} acts for tenant {who.tenant!r}, not {tenant!r}")
         with db.begin() as connection:
             done = controlling.control_tenant(connection, tenant, body.control, operator, body.reason, clock.now())
+        decider.invalidate()
         return {"tenant": tenant, "instances": [{"instance": d.instance, "before": d.before, "after": d.after} for d in done]}
 
     # ---------------------------------------------------------------- instances and events
@@ -291,7 +287,9 @@ def create_app(
         if not who.may_act_on(who.tenant, body.instance):
             raise errors.Forbidden(f"token {who.name!r} may not send events for instance {body.instance!r}")
         with db.begin() as connection:
-            return events.record(connection, who.tenant, body.model_dump(), clock.now())
+            result = events.record(connection, who.tenant, body.model_dump(), clock.now())
+        decider.invalidate()  # a cost tick counts in this process's next decision
+        return result
 
     # ---------------------------------------------------------------- OPA compatibility
 
@@ -422,6 +420,9 @@ def create_app(
             lines += runner.metrics()
         return "\n".join(lines) + "\n"
 
+    app.add_middleware(_CountRequests, metrics=metrics)
+    # Outermost: POST /v1/decisions is answered here, without FastAPI's routing and validation.
+    app.add_middleware(decisions.DecisionRoute, decider=decider, lookup=lookup, metrics=metrics)
     return app
 
 

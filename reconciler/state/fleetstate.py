@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
 
 from reconciler.state import tables
 
-__all__ = ["bump_generation", "read"]
+__all__ = ["bump_generation", "key_of", "read", "read_key"]
 
 
 _READ = sa.select(tables.fleet_state).where(tables.fleet_state.c.id == 1)
@@ -25,3 +26,23 @@ def bump_generation(connection: sa.Connection) -> None:
     updated = connection.execute(fs.update().where(fs.c.id == 1).values(generation=fs.c.generation + 1)).rowcount
     if not updated:
         connection.execute(fs.insert().values(id=1, generation=1, observed_generation=0))
+
+
+def read_key(cursor: Any) -> tuple[Any, ...]:
+    """(applied SHA, applied at, generation) through a DB-API cursor: what decisions key their
+    cached resolution on. Cheap enough to ask after every batch of decisions."""
+    cursor.execute("SELECT applied_sha, applied_at, generation FROM fleet_state WHERE id = 1")
+    row = cursor.fetchone()
+    if row is None:
+        return (None, None, None)
+    at = row[1]
+    if isinstance(at, str):
+        at = dt.datetime.fromisoformat(at)
+    if at is not None:
+        at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+    return (row[0], at, row[2])
+
+
+def key_of(state: dict[str, Any]) -> tuple[Any, ...]:
+    """The same key from a row ``read`` returned."""
+    return (state.get("applied_sha"), state.get("applied_at"), state.get("generation"))

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from reconciler.state import tables
 
-__all__ = ["add", "archive_and_prune", "calls_since", "spent"]
+__all__ = ["add", "archive_and_prune", "calls_since", "insert_decisions", "spent"]
 
 
 _e = tables.op_events.c
@@ -43,6 +43,40 @@ def add(connection: sa.Connection, events: Iterable[dict[str, Any]]) -> None:
     rows = list(events)
     if rows:
         connection.execute(tables.op_events.insert(), rows)
+
+
+def insert_decisions(cursor: Any, dialect: str, rows: list[tuple[str, dt.datetime, str, str, str]]) -> list[int]:
+    """Insert DECISION events through a DB-API cursor in its open write transaction; their ids.
+
+    Each row is ``(tenant, at, instance, payload JSON text, call key)``. The ids are taken up
+    front, so one ``executemany`` writes the lot without a RETURNING per row: on SQLite the
+    transaction holds the write lock (``BEGIN IMMEDIATE``), so ``max(id) + 1 ...`` are free; on
+    PostgreSQL they come from the column's sequence. Values are stored exactly as SQLAlchemy
+    stores them (``at`` in UTC, on SQLite as ``YYYY-MM-DD HH:MM:SS.ffffff``), so they read back
+    the same through the tables.
+    """
+    if not rows:
+        return []
+    if dialect == "sqlite":
+        cursor.execute("SELECT coalesce(max(id), 0) FROM op_events")
+        first = int(cursor.fetchone()[0]) + 1
+        ids = list(range(first, first + len(rows)))
+        cursor.executemany(
+            "INSERT INTO op_events (id, tenant, at, type, instance, payload, call_key) VALUES (?, ?, ?, 'DECISION', ?, ?, ?)",
+            [
+                (i, tenant, at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds"), instance, payload, key)
+                for i, (tenant, at, instance, payload, key) in zip(ids, rows, strict=True)
+            ],
+        )
+        return ids
+    cursor.execute("SELECT nextval(pg_get_serial_sequence('op_events', 'id')) FROM generate_series(1, %s)", [len(rows)])
+    ids = [int(r[0]) for r in cursor.fetchall()]
+    cursor.executemany(
+        "INSERT INTO op_events (id, tenant, at, type, instance, payload, call_key)"
+        " VALUES (%s, %s, %s, 'DECISION', %s, %s::jsonb, %s)",
+        [(i, *row) for i, row in zip(ids, rows, strict=True)],
+    )
+    return ids
 
 
 def spent(

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
+from reconciler import errors
 from reconciler.audit import chain, integrity
 from reconciler.reconcile import approving, deciding
 from reconciler.state import tables
@@ -51,26 +52,45 @@ def test_repeats_in_flight_count_towards_loop_detection(fleet: scenario.running.
     assert any(r.startswith("LOOP_DETECTED") for a in answers for r in a.reasons)
 
 
+def fail_marked_inserts(engine: sa.Engine) -> None:
+    """A real database failure: inserting an op event whose payload says 'disk-full' raises."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql(
+                "CREATE TRIGGER fail_marked BEFORE INSERT ON op_events WHEN NEW.payload LIKE '%disk-full%'"
+                " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION fail_marked() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " IF NEW.payload::text LIKE '%%disk-full%%' THEN RAISE EXCEPTION 'disk full'; END IF; RETURN NEW; END $$"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER fail_marked BEFORE INSERT ON op_events FOR EACH ROW EXECUTE FUNCTION fail_marked()"
+            )
+
+
 def test_a_decision_whose_commit_fails_is_not_answered_and_the_recorder_survives(fleet: scenario.running.Reconciler) -> None:
     decider = deciding.Decider(fleet.db, clock=Clock(), group_commit=True)  # type: ignore[arg-type]
-    failures = {"left": 2}
+    fail_marked_inserts(fleet.db)
 
-    def fail_commit(connection: sa.Connection) -> None:
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            raise RuntimeError("disk full")
+    def ask(n: int) -> deciding.Decision | Exception:
+        args = {"q": "disk-full" if n % 4 == 0 else "fine", "n": n}
+        try:
+            return decider.decide(deciding.Request("acme:app-dev-g1-0", "crm.lookup", args))
+        except errors.StoreError as exc:
+            return exc
 
-    sa.event.listen(fleet.db, "commit", fail_commit)
-    try:
-        with pytest.raises(RuntimeError, match="disk full"):
-            decider.decide(deciding.Request("acme:app-dev-g1-0", "crm.lookup", {"n": 1}))
-    finally:
-        sa.event.remove(fleet.db, "commit", fail_commit)
-    answered = decider.decide(deciding.Request("acme:app-dev-g1-0", "crm.lookup", {"n": 2}))
+    with ThreadPoolExecutor(max_workers=8) as pool:  # failing and good decisions share batches
+        answers = list(pool.map(ask, range(16)))
+    answered = decider.decide(deciding.Request("acme:app-dev-g1-0", "crm.lookup", {"n": 99}))
     decider.close()
+    failed = [a for a in answers if isinstance(a, Exception)]
+    assert len(failed) == 4 and all("disk full" in str(a) for a in failed)
+    ids = {a.decision_id for a in answers if isinstance(a, deciding.Decision)} | {answered.decision_id}
     with fleet.db.connect() as connection:
         stored = connection.execute(sa.select(tables.op_events.c.id).where(tables.op_events.c.type == "DECISION")).scalars().all()
-    assert stored == [answered.decision_id]
+    assert sorted(stored) == sorted(ids) and len(ids) == 13  # stored == answered: nothing unrecorded, nothing lost
 
 
 def test_nul_characters_are_stored_cleaned_and_fail_nobody(fleet: scenario.running.Reconciler) -> None:

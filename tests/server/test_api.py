@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import fastapi
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ import uvicorn
 
 from reconciler.reconcile import running, tokens
 from reconciler.server import app as server_app
+from reconciler.server import decisions
 from reconciler.state import database, tables
 from tests.conftest import GitRepo
 from tests.reconcile import scenario
@@ -477,3 +479,110 @@ def test_a_revoked_token_is_refused_within_a_second(api: tuple[httpx.Client, sa.
         assert time.monotonic() - revoked_at < 3, "the revoked token was still accepted after 3 s"
         time.sleep(0.05)
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
+
+
+_MIRROR = fastapi.FastAPI()
+
+
+@_MIRROR.post("/v1/decisions")
+def _mirrored(body: decisions.DecisionBody) -> None:
+    """FastAPI's own validation of the decision body, to compare the raw route's 422s with."""
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"instance": "acme:app-dev-g1-0"}, [{"type": "missing", "loc": ["body", "tool"], "msg": "Field required"}]),
+        (
+            {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "extra": 1},
+            [{"type": "extra_forbidden", "loc": ["body", "extra"], "msg": "Extra inputs are not permitted"}],
+        ),
+        (
+            {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "costEstimate": -1},
+            [
+                {
+                    "type": "greater_than_equal",
+                    "loc": ["body", "costEstimate"],
+                    "msg": "Input should be greater than or equal to 0",
+                }
+            ],
+        ),
+        (
+            {"instance": 7, "tool": "crm.lookup", "args": []},
+            [
+                {"type": "string_type", "loc": ["body", "instance"], "msg": "Input should be a valid string"},
+                {"type": "dict_type", "loc": ["body", "args"], "msg": "Input should be a valid dictionary"},
+            ],
+        ),
+        ("not json", [{"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error"}]),
+    ],
+)
+def test_invalid_decision_requests_get_fastapis_422(
+    api: tuple[httpx.Client, sa.Engine, dict[str, str]], body: Any, detail: list[dict[str, Any]]
+) -> None:
+    client, _, made = api
+    headers = {**auth(made["runtime"]), "Content-Type": "application/json"}
+    content = body if isinstance(body, str) else __import__("json").dumps(body)
+    response = client.post("/v1/decisions", content=content, headers=headers)
+    assert response.status_code == 422
+    got = response.json()["detail"]
+    assert [{k: e[k] for k in ("type", "loc", "msg")} for e in got] == detail
+    with Server(_MIRROR) as mirror:  # exactly what FastAPI itself answers for the same model
+        assert httpx.post(f"{mirror}/v1/decisions", content=content, headers=headers).json()["detail"] == got
+
+
+def test_the_decision_route_answers_401_403_and_counts_like_the_rest(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    client, _, made = api
+    ask = {"instance": "acme:app-dev-g1-1", "tool": "crm.lookup"}
+    assert client.post("/v1/decisions", json=ask).json() == {
+        "detail": "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)"
+    }
+    forbidden = client.post("/v1/decisions", json=ask, headers=auth(made["scoped"]))
+    assert forbidden.status_code == 403
+    assert forbidden.json() == {
+        "error": "Forbidden",
+        "message": "token 'one' may not ask decisions for instance 'acme:app-dev-g1-1'",
+    }
+    assert client.post("/v1/decisions", json=ask, headers=auth(made["runtime"])).status_code == 200
+    metrics = client.get("/metrics").text
+    for line in (
+        'arm_http_requests_total{route="decisions",status="401"} 1',
+        'arm_http_requests_total{route="decisions",status="403"} 1',
+        'arm_http_requests_total{route="decisions",status="200"} 1',
+    ):
+        assert line in metrics
+    assert "arm_op_event_write_seconds_count" in metrics
+
+
+def test_under_load_every_answered_decision_is_stored_and_nothing_else(
+    api: tuple[httpx.Client, sa.Engine, dict[str, str]],
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, engine, made = api
+    base = str(client.base_url)
+    tools = ["crm.lookup", "web.scrape", "crm.lookup", "payments.refund"]  # ALLOW, DENY, ALLOW, NEEDS_APPROVAL
+
+    def one(n: int) -> dict[str, Any]:
+        with httpx.Client(base_url=base, timeout=30) as own:
+            body = {"instance": f"acme:app-dev-g1-{n % 2}", "tool": tools[n % 4], "args": {"n": n % 40}}
+            response = own.post("/v1/decisions", json=body, headers=auth(made["runtime"]))
+            assert response.status_code == 200
+            return response.json()  # type: ignore[no-any-return]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(one, range(160)))
+    assert {a["decision"] for a in answers} == {"ALLOW", "DENY", "NEEDS_APPROVAL"}
+    with engine.connect() as connection:
+        stored = set(connection.execute(sa.select(tables.op_events.c.id).where(tables.op_events.c.type == "DECISION")).scalars())
+        denies = connection.execute(
+            sa.select(sa.func.count()).where(tables.change_records.c.type.in_(["POLICY_EVALUATED", "LOOP_DETECTED"]))
+        ).scalar_one()
+        from reconciler.audit import chain
+
+        assert list(chain.verify(connection)) == []
+    assert stored == {a["decisionId"] for a in answers}
+    assert denies == sum(1 for a in answers if a["decision"] == "DENY")
+    metrics = client.get("/metrics").text
+    counted = sum(int(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("arm_decisions_total{"))
+    assert counted == len(stored) == 160

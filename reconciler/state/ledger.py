@@ -1,0 +1,312 @@
+"""The decision ledger: what each instance spent and how often it repeated a call, in memory.
+
+Budgets and loop detection ask two questions on every decision: how much has this instance
+spent (today, in this run), and how often did it make this very call within the loop window.
+Asking ``op_events`` each time costs two queries a decision; the ledger answers from memory
+and is kept current from the same table:
+
+- **seeded** from ``op_events`` (COST events since the start of the day, DECISION events within
+  the largest loop window), for all instances at once (the server) or per instance on first use
+  (a one-shot ``armctl decide``);
+- fed at once with what this process commits (``add_decisions``: the writer knows the ids);
+- **tailed** for rows other processes wrote: ``id > last seen``, only the columns a DECISION or
+  COST needs, skipping ids this process wrote. On PostgreSQL ids are taken before commit, so a
+  transaction may commit an id below one already seen: the tail re-reads a slack of
+  :data:`PG_SLACK` ids and drops those it saw (by id).
+- A run's cost before today is not seeded: a run asked for the first time is summed from the
+  table once (``load_run``), then kept current like the rest.
+
+Every answer says None when the ledger does not hold what was asked (an instance not seeded, a
+day or window older than the seed, a run not loaded); the caller then loads it or asks the table.
+Thread-safe: the decider's writer thread feeds and tails it while requests read it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+__all__ = ["PG_SLACK", "Ledger", "driver_cursor", "parse_at"]
+
+#: PostgreSQL: ids re-read behind the newest seen, for transactions that commit out of id order.
+PG_SLACK = 1000
+
+_Instance = tuple[str, str]  # (tenant, instance)
+
+
+def driver_cursor(connection: sa.Connection) -> Any:
+    """A DB-API cursor on ``connection``'s driver connection (in its transaction, if any)."""
+    return connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def parse_at(value: Any) -> dt.datetime:
+    """A stored ``at`` as an aware UTC datetime (SQLite keeps ``YYYY-MM-DD HH:MM:SS.ffffff`` text)."""
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _amount(payload: Any) -> tuple[float, Any]:
+    if isinstance(payload, str | bytes):
+        payload = orjson.loads(payload)
+    if not isinstance(payload, dict):
+        return 0.0, None
+    try:
+        return float(payload.get("amount", 0) or 0), payload.get("runId")
+    except (TypeError, ValueError):
+        return 0.0, payload.get("runId")
+
+
+class Ledger:
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        mark = "?" if dialect == "sqlite" else "%s"
+        self._mark = mark
+        self._lock = threading.Lock()
+        self._day: dict[tuple[str, str, dt.date], float] = {}
+        self._runs: dict[tuple[str, str, str], float] = {}
+        self._calls: dict[tuple[str, str, str], list[float]] = {}
+        # (first day, first decision timestamp) the ledger holds, for all instances or per instance
+        self._all: tuple[dt.date, float] | None = None
+        self._seeded: dict[_Instance, tuple[dt.date, float]] = {}
+        self._horizon = 0.0
+        self.pruned_at = 0.0  # when prune last ran (timestamp of its ``now``)
+        self.last_id: int | None = None  # newest id the tail has taken into account
+        self._own: set[int] = set()  # ids this process wrote above last_id
+        self._seen: set[int] = set()  # PostgreSQL: ids within the slack already taken into account
+        self._slack = PG_SLACK if dialect == "postgresql" else 0
+        select = "SELECT id, type, tenant, instance, at, call_key, CASE WHEN type = 'COST' THEN payload END FROM op_events"
+        self._tail_sql = f"{select} WHERE id > {mark} AND type IN ('DECISION', 'COST') ORDER BY id"
+        self._max_sql = "SELECT coalesce(max(id), 0) FROM op_events"
+
+    # ---------------------------------------------------------------- answers
+
+    def spent(self, tenant: str, instance: str, run_id: str | None, day: dt.date) -> tuple[float, float] | None:
+        """(spent in ``run_id``, spent on ``day``), or None when the ledger does not hold it."""
+        with self._lock:
+            seed = self._all or self._seeded.get((tenant, instance))
+            if seed is None or day < seed[0]:
+                return None
+            run = 0.0
+            if run_id is not None:
+                known = self._runs.get((tenant, instance, run_id))
+                if known is None:
+                    return None
+                run = known
+            return run, self._day.get((tenant, instance, day), 0.0)
+
+    def repeats(self, tenant: str, instance: str, key: str, since: dt.datetime) -> int | None:
+        """Decisions on the same call since ``since``, or None when that is older than the seed."""
+        moment = since.timestamp()
+        with self._lock:
+            seed = self._all or self._seeded.get((tenant, instance))
+            if seed is None or moment < seed[1]:
+                return None
+            times = self._calls.get((tenant, instance, key))
+            if not times:
+                return 0
+            return len(times) - bisect.bisect_left(times, moment)
+
+    def holds(self, tenant: str, instance: str) -> bool:
+        with self._lock:
+            return self._all is not None or (tenant, instance) in self._seeded
+
+    @property
+    def holds_all(self) -> bool:
+        return self._all is not None
+
+    @property
+    def horizon(self) -> float:
+        return self._horizon
+
+    # ---------------------------------------------------------------- loading
+
+    def seed(self, connection: sa.Connection, now: dt.datetime, horizon: float, instance: _Instance | None = None) -> None:
+        """Load COST events of today and DECISION events of the last ``horizon`` seconds, of one
+        instance or (None) of all of them; later rows come from the tail."""
+        cursor = driver_cursor(connection)
+        day = now.date()
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        since = now - dt.timedelta(seconds=horizon)
+        m = self._mark
+        with self._lock:
+            if self.last_id is None:
+                cursor.execute(self._max_sql)
+                self.last_id = int(cursor.fetchone()[0])
+            upto = self.last_id
+            where = f"id <= {m}"
+            params: list[Any] = [upto]
+            if instance is not None:
+                where += f" AND tenant = {m} AND instance = {m}"
+                params += list(instance)
+            cursor.execute(
+                f"SELECT id, tenant, instance, at, payload FROM op_events WHERE {where} AND type = 'COST' AND at >= {m}",
+                [*params, self._bind_at(day_start)],
+            )
+            day_totals: dict[tuple[str, str, dt.date], float] = {}
+            for row_id, tenant, name, at, payload in cursor.fetchall():
+                self._saw(row_id)
+                when = parse_at(at).date()
+                ident = (tenant, name, when)
+                day_totals[ident] = day_totals.get(ident, 0.0) + _amount(payload)[0]
+            cursor.execute(
+                f"SELECT id, tenant, instance, call_key, at FROM op_events WHERE {where} AND type = 'DECISION' AND at >= {m}",
+                [*params, self._bind_at(since)],
+            )
+            calls: dict[tuple[str, str, str], list[float]] = {}
+            for row_id, tenant, name, key, at in cursor.fetchall():
+                self._saw(row_id)
+                if key is not None:
+                    calls.setdefault((tenant, name, key), []).append(parse_at(at).timestamp())
+            if instance is None:
+                self._day, self._calls, self._runs = day_totals, calls, {}
+                self._all = (day, since.timestamp())
+                self._seeded.clear()
+            else:
+                tenant, name = instance
+                for old_day in [k for k in self._day if k[:2] == instance]:
+                    del self._day[old_day]
+                for old_call in [k for k in self._calls if k[:2] == instance]:
+                    del self._calls[old_call]
+                self._day.update(day_totals)
+                self._calls.update(calls)
+                self._seeded[instance] = (day, since.timestamp())
+            for times in calls.values():
+                times.sort()
+            self._horizon = max(self._horizon, horizon) if instance is not None else horizon
+
+    def load_run(self, connection: sa.Connection, tenant: str, instance: str, run_id: str) -> None:
+        """Sum a run's COST events up to the tail's position; later ones come from the tail."""
+        cursor = driver_cursor(connection)
+        m = self._mark
+        with self._lock:
+            if (tenant, instance, run_id) in self._runs:
+                return
+            if self.last_id is None:
+                cursor.execute(self._max_sql)
+                self.last_id = int(cursor.fetchone()[0])
+            cursor.execute(
+                f"SELECT id, payload FROM op_events WHERE tenant = {m} AND instance = {m} AND type = 'COST' AND id <= {m}",
+                [tenant, instance, self.last_id],
+            )
+            total = 0.0
+            for row_id, payload in cursor.fetchall():
+                self._saw(row_id)
+                amount, run = _amount(payload)
+                if run == run_id:
+                    total += amount
+            self._runs[(tenant, instance, run_id)] = total
+
+    # ---------------------------------------------------------------- keeping current
+
+    def add_decisions(self, ids: Iterable[int], rows: Iterable[tuple[str, str, str | None, float]]) -> None:
+        """This process committed these DECISION rows ((tenant, instance, call key, at timestamp))."""
+        with self._lock:
+            for tenant, instance, key, moment in rows:
+                if key is None:
+                    continue
+                times = self._calls.setdefault((tenant, instance, key), [])
+                if times and times[-1] > moment:
+                    bisect.insort(times, moment)
+                else:
+                    times.append(moment)
+            self._mine(ids)
+
+    def _saw(self, row_id: int) -> None:
+        # PostgreSQL: a row a seed or run query took in is not taken in again when the tail
+        # re-reads the slack below its position.
+        if self._slack and self.last_id is not None and row_id > self.last_id - self._slack:
+            self._seen.add(row_id)
+
+    def _mine(self, ids: Iterable[int]) -> None:
+        if self.last_id is None:
+            return
+        own = self._own
+        own.update(i for i in ids if i > self.last_id)
+        # Ids right after the tail's position are ours: step over them without reading them back.
+        while self.last_id + 1 in own:
+            self.last_id += 1
+            own.discard(self.last_id)
+            if self._slack:
+                self._seen.add(self.last_id)
+
+    def tail(self, cursor: Any) -> int:
+        """Take in rows other processes committed since the last call; returns how many."""
+        with self._lock:
+            if self.last_id is None:
+                return 0
+            start = self.last_id - self._slack
+            cursor.execute(self._tail_sql, [start])
+            rows = cursor.fetchall()
+            taken = 0
+            seen, own = self._seen, self._own
+            for ident, kind, tenant, instance, at, key, payload in rows:
+                if ident in own:
+                    own.discard(ident)
+                    seen.add(ident) if self._slack else None
+                    continue
+                if self._slack:
+                    if ident in seen:
+                        continue
+                    seen.add(ident)
+                elif ident <= self.last_id:
+                    continue
+                taken += 1
+                self._take(kind, tenant, instance, at, key, payload)
+            if rows:
+                self.last_id = max(self.last_id, rows[-1][0])
+            if self._slack:
+                floor = self.last_id - self._slack
+                if len(seen) > 4 * self._slack:
+                    self._seen = {i for i in seen if i > floor}
+                self._own = {i for i in own if i > floor} if len(own) > 4 * self._slack else own
+            return taken
+
+    def _take(self, kind: str, tenant: str, instance: str, at: Any, key: str | None, payload: Any) -> None:
+        seed = self._all or self._seeded.get((tenant, instance))
+        when = parse_at(at)
+        if kind == "DECISION":
+            if seed is None or key is None:
+                return
+            times = self._calls.setdefault((tenant, instance, key), [])
+            moment = when.timestamp()
+            if times and times[-1] > moment:
+                bisect.insort(times, moment)
+            else:
+                times.append(moment)
+            return
+        amount, run = _amount(payload)
+        if seed is not None:
+            ident = (tenant, instance, when.date())
+            self._day[ident] = self._day.get(ident, 0.0) + amount
+        if run is not None and (tenant, instance, run) in self._runs:
+            self._runs[(tenant, instance, run)] += amount
+
+    def prune(self, now: dt.datetime) -> None:
+        """Forget decisions older than the horizon and cost of days before today."""
+        cutoff = now.timestamp() - self._horizon
+        today = now.date()
+        with self._lock:
+            self.pruned_at = now.timestamp()
+            for ident in list(self._calls):
+                times = self._calls[ident]
+                if times[-1] < cutoff:
+                    del self._calls[ident]
+                elif times[0] < cutoff:
+                    del times[: bisect.bisect_left(times, cutoff)]
+            for past in [k for k in self._day if k[2] < today]:
+                del self._day[past]
+            if self._all is not None:
+                self._all = (max(self._all[0], today), max(self._all[1], cutoff))
+            for instance, (day, since) in list(self._seeded.items()):
+                self._seeded[instance] = (max(day, today), max(since, cutoff))
+
+    def _bind_at(self, value: dt.datetime) -> Any:
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds") if self.dialect == "sqlite" else value

@@ -1,0 +1,96 @@
+"""The decision ledger and the server's path: two deciders on one database act as two replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from reconciler.reconcile import deciding
+from reconciler.state import opevents, tables
+from tests.conftest import GitRepo
+from tests.reconcile import scenario
+from tests.reconcile.scenario import AUTHOR
+from tests.reconcile.test_decisions import CATALOG, ENVELOPE, NOW, Clock
+
+INSTANCE = "acme:app-dev-g1-0"
+
+
+@pytest.fixture
+def replicas(git_repo: GitRepo, db_url: str) -> tuple[deciding.Decider, deciding.Decider]:
+    git_repo.commit(scenario.first_commit_files() | {"fleet/base.yaml": CATALOG, "fleet/envelopes.yaml": ENVELOPE}, author=AUTHOR)
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    first = deciding.Decider(rec.db, clock=Clock(), group_commit=True)  # type: ignore[arg-type]
+    second = deciding.Decider(rec.db, clock=Clock(), group_commit=True)  # type: ignore[arg-type]
+    yield first, second
+    first.close()
+    second.close()
+
+
+def soon(decider: deciding.Decider, request: deciding.Request, within: float = 2.0) -> deciding.Decision:
+    """Ask through the server's path, as the event loop does; the slow path only to warm it up."""
+
+    async def ask() -> deciding.Decision:
+        future = decider.decide_soon(request, None, asyncio.get_running_loop())
+        if future is None:
+            raise LookupError("not answerable from memory")
+        return await future
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return asyncio.run(ask())
+        except LookupError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def test_a_replica_counts_the_repeats_another_one_stored(replicas: tuple[deciding.Decider, deciding.Decider]) -> None:
+    first, second = replicas
+    call = deciding.Request(INSTANCE, "crm.lookup", {"customer": "c-1"})
+    second.decide(deciding.Request(INSTANCE, "crm.lookup", {"warm": "up"}))  # seeds its ledger
+    assert [first.decide(call).decision for _ in range(3)] == ["ALLOW"] * 3
+    time.sleep(2 * deciding.REFRESH_SECONDS + 0.1)  # the bound on seeing another process's rows
+    answer = soon(second, call)
+    assert answer.reasons == ["LOOP_DETECTED: the same call was made 3 times in the loop window (threshold 3)"]
+    # the exact path sees them at once, with the repeat the server path just stored
+    assert first.decide(call).reasons == ["LOOP_DETECTED: the same call was made 4 times in the loop window (threshold 3)"]
+
+
+def test_a_cost_event_written_elsewhere_counts_within_the_bound(replicas: tuple[deciding.Decider, deciding.Decider]) -> None:
+    _, server = replicas
+    run = deciding.Request(INSTANCE, "crm.lookup", {"q": 1}, 0.5, "r1")
+    assert server.decide(run).decision == "ALLOW"  # loads run r1 (nothing spent yet)
+    with server.db.begin() as connection:  # another process reports a cost tick
+        opevents.add(
+            connection,
+            [{"tenant": "acme", "at": NOW, "type": "COST", "instance": INSTANCE, "payload": {"amount": 2.8, "runId": "r1"}}],
+        )
+    written = time.monotonic()
+    while (answer := soon(server, deciding.Request(INSTANCE, "crm.lookup", {"q": 2}, 0.5, "r1"))).decision == "ALLOW":
+        assert time.monotonic() - written < 1.0, "a cost tick of another process was not seen within the bound"
+        time.sleep(0.01)
+    assert answer.reasons == ["BUDGET_EXCEEDED: the run would spend 3.30, above its budget 3.00"]
+
+
+def test_the_server_path_seeds_from_what_is_stored(git_repo: GitRepo, db_url: str) -> None:
+    git_repo.commit(scenario.first_commit_files() | {"fleet/base.yaml": CATALOG, "fleet/envelopes.yaml": ENVELOPE}, author=AUTHOR)
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    call = deciding.Request(INSTANCE, "crm.lookup", {"customer": "c-2"})
+    before = deciding.Decider(rec.db, clock=Clock())  # type: ignore[arg-type]  # a process that ran earlier
+    assert [before.decide(call).decision for _ in range(3)] == ["ALLOW"] * 3
+    server = deciding.Decider(rec.db, clock=Clock(), group_commit=True)  # type: ignore[arg-type]
+    try:
+        server.decide(deciding.Request(INSTANCE, "crm.lookup", {"warm": "up"}))
+        assert soon(server, call).decision == "DENY"
+        assert server.ledger.repeats("acme", INSTANCE, deciding.deciding.call_key("crm.lookup", {"customer": "c-2"}), NOW) == 4
+    finally:
+        server.close()
+    with rec.db.connect() as connection:
+        stored = connection.execute(sa.select(sa.func.count()).where(tables.op_events.c.type == "DECISION")).scalar_one()
+    assert stored == 5
