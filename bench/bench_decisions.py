@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,12 +35,13 @@ WORK = Path(__file__).resolve().parent / ".work"
 
 LUA = """
 local instances = {%s}
-local tools = {"%s"}
+local tools = {%s}
 local n = 0
 request = function()
   n = n + 1
+  local i = (n %% #instances) + 1
   local body = string.format('{"instance":"%%s","tool":"%%s","args":{"n":%%d},"costEstimate":0.01}',
-    instances[(n %% #instances) + 1], tools[(n %% #tools) + 1], n)
+    instances[i], tools[i], n)
   return wrk.format("POST", "/v1/decisions", {["Content-Type"]="application/json", ["Authorization"]="Bearer %s"}, body)
 end
 """
@@ -86,13 +88,14 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str,
     return figures
 
 
-def server_answered(url: str) -> int:
-    """Decisions the server answered, from its /metrics counters."""
+def server_answered(url: str) -> dict[str, int]:
+    """Decisions the server answered, by result, from its /metrics counters."""
     import urllib.request
 
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         text = response.read().decode()
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith("arm_decisions_total{"))
+    found = re.findall(r'^arm_decisions_total\{decision="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    return {result: int(float(n)) for result, n in found}
 
 
 def engine_floor(state: Path) -> float:
@@ -115,9 +118,36 @@ def engine_floor(state: Path) -> float:
     return count / (time.perf_counter() - started)
 
 
+def _allowed_calls(rows: list[Any], catalog: dict[str, Any], mix: str) -> list[tuple[str, str]]:
+    """(instance, tool) pairs: with ``mix == "allow"`` a GREEN tool each instance's envelope allows
+    without approval; instances without one are left out."""
+    green = [t["name"] for t in catalog["tools"] if t["risk"] == "GREEN"]
+    calls = []
+    for n, (instance, envelope) in enumerate(rows):
+        if mix == "catalog":
+            calls.append((instance, green[n % min(8, len(green))]))
+            continue
+        rules = (json.loads(envelope) if isinstance(envelope, str) else envelope or {}).get("tools") or {}
+        allowed = rules.get("allow")
+        refused = set(rules.get("deny") or []) | set(rules.get("requireApproval") or [])
+        usable = [t for t in green if (allowed is None or t in allowed) and t not in refused]
+        if usable:
+            calls.append((instance, usable[n % len(usable)]))
+    if not calls:
+        raise SystemExit("no instance has a GREEN tool its envelope allows")
+    return calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--mix",
+        choices=["allow", "catalog"],
+        default="allow",
+        help="allow: each instance calls a GREEN tool its envelope allows (what runtimes mostly do); "
+        "catalog: the first GREEN catalog tools whatever the envelope says (mostly DENY, each writing a change record)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -128,15 +158,19 @@ def main() -> None:
         armctl(state, "apply", "--repo", str(repo), "--ref", "main")
         engine = sa.create_engine(f"sqlite:///{state / 'arm.db'}")
         with engine.connect() as connection:
-            instances = [
-                r[0] for r in connection.execute(sa.text("SELECT id FROM instances WHERE state != 'RETIRED' ORDER BY id"))
-            ]
+            rows = connection.execute(
+                sa.text(
+                    "SELECT i.id, v.envelope FROM instances i JOIN agent_versions v"
+                    " ON v.tenant = i.tenant AND v.name = i.version WHERE i.state != 'RETIRED' ORDER BY i.id"
+                )
+            ).all()
             tenant = connection.execute(sa.text("SELECT name FROM tenants LIMIT 1")).scalar_one()
             catalog = json.loads(connection.execute(sa.text("SELECT spec FROM tool_catalogs LIMIT 1")).scalar_one())
-        tools = [t["name"] for t in catalog["tools"] if t["risk"] == "GREEN"][:8]
+        calls = _allowed_calls(rows, catalog, args.mix)
+        instances, tools = [c[0] for c in calls], [c[1] for c in calls]
         token = armctl(state, "token", "create", "--name", "bench", "--kind", "runtime", "--tenant", tenant).strip()
         script = state / "decisions.lua"
-        script.write_text(LUA % (",".join(f'"{i}"' for i in instances), '","'.join(tools), token))
+        script.write_text(LUA % (",".join(f'"{i}"' for i in instances), ",".join(f'"{t}"' for t in tools), token))
         port = free_port()
         env = {**os.environ, "ARM_STATE_DIR": str(state)}
         server = subprocess.Popen(
@@ -155,7 +189,8 @@ def main() -> None:
             one = run_wrk(url, script, 1, args.seconds)
             many = run_wrk(url, script, 16, args.seconds)
             time.sleep(0.5)  # requests wrk left in flight finish
-            served = server_answered(url)
+            by_result = server_answered(url)
+            served = sum(by_result.values())
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -163,7 +198,9 @@ def main() -> None:
             stored = connection.execute(sa.text("SELECT count(*) FROM op_events WHERE type = 'DECISION'")).scalar_one()
         answered = one["requests"] - one["errors"] + many["requests"] - many["errors"]
         floor = engine_floor(state)
-        print(f"POST /v1/decisions, {len(instances)} instances, SQLite, server on CPU 1, wrk on CPU 0, {args.seconds} s per run")
+        print(
+            f"POST /v1/decisions ({args.mix} mix), {len(instances)} instances, SQLite, server on CPU 1, wrk on CPU 0, {args.seconds} s per run"
+        )
 
         def ms(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.3f} ms"
@@ -177,6 +214,7 @@ def main() -> None:
         verdict = "equal" if stored == served else f"{stored - served:+d} MISMATCH"
         print(f"  stored decision events {stored} vs decisions the server answered {served}: {verdict}")
         print(f"  (wrk counted {answered:.0f} responses; the rest were in flight when it stopped)")
+        print("  answers: " + ", ".join(f"{n} {result}" for result, n in sorted(by_result.items())))
         print(f"  embedded engine in process: {floor:,.0f} decisions/s (the floor)")
     finally:
         shutil.rmtree(state, ignore_errors=True)

@@ -24,8 +24,15 @@ __all__ = ["apply", "history", "init", "plan", "status"]
 
 
 def make_reconciler(
-    settings: settings_.Settings, repo: str | None, path: str | None, db: sa.Engine | None = None
+    settings: settings_.Settings,
+    repo: str | None,
+    path: str | None,
+    db: sa.Engine | None = None,
+    *,
+    workers: int | None = None,
 ) -> running.Reconciler:
+    """A reconciler over the configured (or given) repository; ``workers`` parse processes for a
+    cold load (default: one per core; a threaded process such as the daemon must pass 1)."""
     db = db or running.open_database(settings.database)
     source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir)
     source.fetch()
@@ -35,7 +42,7 @@ def make_reconciler(
         path or settings.path,
         cache=caching.ParseCache(settings.cache_dir),
         limits=validating.limits_from(settings),
-        workers=os.cpu_count() or 1,
+        workers=workers or os.cpu_count() or 1,
     )
 
 

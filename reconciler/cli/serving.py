@@ -50,7 +50,9 @@ def run(
     leadership = leading.for_database(db)
     leadership.acquire()  # on SQLite: refuse now if another daemon holds the database
     try:
-        reconciler = reconciling.make_reconciler(settings, None, None, db)
+        # One parse process: forking a process that runs threads (scheduler, server, writer) can
+        # copy a held lock into the child and hang it. The parse cache makes restarts warm anyway.
+        reconciler = reconciling.make_reconciler(settings, None, None, db, workers=1)
         decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
         daemon = scheduling.Daemon(settings, db, reconciler, decider, leadership=leadership)
         application = app.create_app(db, decider=decider, sweep_seconds=None, policy_seconds=0.5, runner=daemon)

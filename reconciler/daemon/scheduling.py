@@ -181,11 +181,13 @@ class Daemon:
             try:
                 if fetch:
                     self.reconciler.repo.fetch()
-                sha = self.reconciler.repo.resolve(self.ref).sha
-                if sha == self._refused:
-                    return  # the same invalid commit: refused already, status says why; wait for a new one
+                if self._refused is not None:
+                    sha = self.reconciler.repo.resolve(self.ref).sha
+                    if sha == self._refused:
+                        return  # the same invalid commit: refused already, status says why; wait for a new one
                 outcome = self.reconciler.apply(self.ref, advance=advance)
             except errors.ArmError as exc:
+                sha = sha or self._resolved()
                 if isinstance(exc, errors.ValidationFailed):  # PlanError too: the same commit fails the same way
                     self._refused = sha
                 revision = f"{self.ref}@sha1:{sha}" if sha else self.last.revision
@@ -209,6 +211,12 @@ class Daemon:
                 outcome.seconds,
                 extra={"revision": outcome.revision, "outcome": outcome.outcome},
             )
+
+    def _resolved(self) -> str | None:
+        try:
+            return self.reconciler.repo.resolve(self.ref).sha
+        except errors.ArmError:
+            return None
 
     def _finished(self, outcome: str, revision: str, started: float, *, error: str | None = None) -> None:
         seconds = time.perf_counter() - started
@@ -237,12 +245,16 @@ class Daemon:
     def readiness(self) -> tuple[bool, str]:
         if not self._first.is_set():
             return False, "the first reconcile has not finished yet"
+        if not self.applied_sha and not self.leadership.leading:
+            self._follow()  # a follower: the leader may have applied since this replica's last poll
         if not self.applied_sha:
             why = f": {self.last.error}" if self.last.error else ""
             return False, f"no commit has been applied yet{why}"
         return True, f"serving {self.applied_sha}"
 
     def status(self) -> dict[str, Any]:
+        if not self.leadership.leading:
+            self._follow()
         last = self.last
         return {
             "leader": self.leadership.leading,

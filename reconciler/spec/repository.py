@@ -78,6 +78,7 @@ class Repository:
 
     def __init__(self, location: str | os.PathLike[str], cache_dir: Path | None = None) -> None:
         self.location = str(location)
+        self._commits: dict[str, Commit] = {}
         path = Path(self.location).expanduser()
         if path.exists():
             self._path = path
@@ -144,10 +145,17 @@ class Repository:
         if not out:
             raise errors.SourceError(f"ref {ref!r} not found in {self.display}")
         sha = out.decode().strip()
+        known = self._commits.get(sha)
+        if known is not None:
+            return known  # a commit never changes: a daemon polling an unchanged branch pays one git call
         meta = self._git("show", "-s", "--no-show-signature", "--format=%an%x00%ae%x00%at%x00%s", sha)
         assert meta is not None
         name, email, at, summary = meta.decode("utf-8", "replace").rstrip("\n").split("\0", 3)
-        return Commit(sha=sha, author_name=name, author_email=email, authored_at=int(at), summary=summary)
+        commit = Commit(sha=sha, author_name=name, author_email=email, authored_at=int(at), summary=summary)
+        if len(self._commits) >= 1024:
+            self._commits.clear()
+        self._commits[sha] = commit
+        return commit
 
     def list_tree(self, sha: str, path: str) -> list[TreeEntry]:
         """Every entry under ``path`` (recursively) in the tree of commit ``sha``.
