@@ -428,7 +428,12 @@ class Decider:
             instances = {
                 r.id: r for r in connection.execute(sa.select(i.id, i.tenant, i.state, i.version, i.environment, i.template))
             }
-            envelopes = {(r.tenant, r.name): r.envelope for r in connection.execute(sa.select(v.tenant, v.name, v.envelope))}
+            # Only versions that instances run (or ran) are ever decided for: a fleet keeps many
+            # more versions than it deploys, and decoding every envelope made the first decision
+            # after an apply wait ~0.3 s on 10,000 versions.
+            deployed = sa.select(i.tenant, i.version).distinct()
+            query = sa.select(v.tenant, v.name, v.envelope).where(sa.tuple_(v.tenant, v.name).in_(deployed))
+            envelopes = {(r.tenant, r.name): r.envelope for r in connection.execute(query)}
             production = {
                 (r.tenant, r.name): bool((r.spec or {}).get("production"))
                 for r in connection.execute(sa.select(e.tenant, e.name, e.spec))
