@@ -156,6 +156,7 @@ class Writer:
         self._link = _Link(db)
         self._last_after = 0.0
         self._last_checkpoint = 0.0
+        self._dirty = False
         self._inline = db.dialect.name == "sqlite"
         self._loop_link = _Link(db, busy_timeout_ms=0) if self._inline else None
         self._soon: list[Pending] = []
@@ -233,7 +234,7 @@ class Writer:
                 break
             if self.after is not None and time.monotonic() - self._last_after >= (0.005 if batch else self.idle_seconds):
                 self._after(self._link)
-            if self._inline and time.monotonic() - self._last_checkpoint >= CHECKPOINT_SECONDS:
+            if self._inline and self._dirty and time.monotonic() - self._last_checkpoint >= CHECKPOINT_SECONDS:
                 self._checkpoint()
         if self._link.connection is not None:
             self._link.connection.close()
@@ -241,6 +242,7 @@ class Writer:
     def _checkpoint(self) -> None:
         # In this thread, off the event loop: the file sync releases the GIL.
         self._last_checkpoint = time.monotonic()
+        self._dirty = False
         try:
             ledger_.driver_cursor(self._link.connect()).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except Exception:
@@ -260,6 +262,7 @@ class Writer:
 
     def _commit(self, batch: list[Pending], link: _Link, begun: bool = False) -> None:
         started = time.perf_counter()
+        self._dirty = True  # something to checkpoint (SQLite)
         try:
             try:
                 ids = self._store(batch, link, begun)
