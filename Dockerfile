@@ -14,6 +14,9 @@ COPY --from=build /dist/*.whl /tmp/
 RUN pip install --no-cache-dir /tmp/*.whl && rm /tmp/*.whl
 USER arm
 WORKDIR /home/arm
+# Created as the image's user, so a named volume mounted here starts out writable by it.
+RUN mkdir -p /home/arm/state
 ENV ARM_STATE_DIR=/home/arm/state
+VOLUME /home/arm/state
 ENTRYPOINT ["armctl"]
 CMD ["--help"]
