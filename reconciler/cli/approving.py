@@ -48,7 +48,9 @@ def _decide(settings: settings_.Settings, approval_id: int, operator: str, decis
         result = approving.decide(connection, approval_id, operator, decision, justification, clock.SystemClock().now())
     verb = "approved" if decision == "APPROVE" else "denied"
     click.echo(f"Approval {result.approval_id} {verb} by {operator}: now {result.status} ({result.approvals}/{result.required}).")
-    if result.status == "APPROVED":
+    if result.status == "APPROVED" and result.subject_kind == "ToolCall":
+        click.echo("The runtime's next ask for that call is allowed, once.")
+    elif result.status == "APPROVED":
         click.echo("The next 'armctl apply' (or daemon reconcile) takes the step it unblocks.")
 
 

@@ -32,6 +32,7 @@ class Decision:
     status: str
     approvals: int
     required: int
+    subject_kind: str = ""  # ToolCall for a runtime's call, else the kind of the gated object
 
 
 def list_approvals(
@@ -130,7 +131,7 @@ def decide(
         now,
     )
     fleetstate.bump_generation(connection)
-    return Decision(approval_id, status, len(approvers), row["required"])
+    return Decision(approval_id, status, len(approvers), row["required"], row["subject_kind"])
 
 
 @dataclasses.dataclass(frozen=True)

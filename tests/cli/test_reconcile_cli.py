@@ -85,6 +85,7 @@ def test_plan_apply_status_history_approve(armctl: Armctl, git_repo: GitRepo) ->
     assert denied.stderr.startswith("Forbidden: operator 'victor' holds viewer; approval")
     ok = armctl("approvals", "approve", str(request["id"]), "--as", "alice", "-m", "looks good")
     assert ok.returncode == 0 and "now APPROVED (1/1)" in ok.stdout
+    assert "The next 'armctl apply' (or daemon reconcile) takes the step it unblocks." in ok.stdout
     assert armctl("plan").returncode == 2
     assert armctl("apply").returncode == 0
     assert armctl.json("status")["versionsByLifecycle"] == {"APPROVED": 1}  # type: ignore[index]

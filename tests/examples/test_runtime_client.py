@@ -82,7 +82,8 @@ def test_the_runtime_asks_before_every_call_waits_for_an_approval_and_reports_wh
         approval_id = client.wait_for(r"waiting up to 30 s for approval (\d+)").group(1)
         pending = served.fleet.armctl("approvals", "list", "--format", "json").stdout
         assert any(a["id"] == int(approval_id) and a["subject_kind"] == "ToolCall" for a in json.loads(pending))
-        served.fleet.armctl("approvals", "approve", approval_id, "--as", "lena-fischer", "-m", "refund INV-1042 ok")
+        approved = served.fleet.armctl("approvals", "approve", approval_id, "--as", "lena-fischer", "-m", "refund INV-1042 ok")
+        assert "The runtime's next ask for that call is allowed, once." in approved.stdout
         code, output = client.finish()
     finally:
         client.stop()
