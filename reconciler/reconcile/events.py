@@ -63,8 +63,6 @@ def record(connection: sa.Connection, tenant: str, event: Mapping[str, Any], now
             fleetstate.bump_generation(connection)
             result["state"] = "ACTIVE"
         elif row.health == "UNHEALTHY":
-            # Health gates canary steps: the reconciler must see the recovery, not a cached state.
-            fleetstate.bump_generation(connection)
             opevents.add(connection, [_health(tenant, row.id, now, "HEALTHY", "heartbeat received")])
         connection.execute(i.update().where(i.c.id == row.id).values(**values))
     opevents.add(connection, [{"tenant": tenant, "at": now, "type": kind, "instance": row.id, "payload": payload}])
@@ -75,8 +73,10 @@ def mark_stale(connection: sa.Connection, now: dt.datetime, timeout_seconds: flo
     """Mark ACTIVE instances not heard from for ``timeout_seconds`` UNHEALTHY; returns their ids.
 
     An instance that never sent a heartbeat (activated at once by its environment) counts from
-    its last change. Each newly unhealthy instance gets a ``HEALTH`` op event; the state
-    generation is bumped so the next reconcile (a canary step) sees it.
+    its last change. Each newly unhealthy instance gets a ``HEALTH`` op event. Health is not part
+    of what a commit declares, so the state generation stays: a canary step reads its
+    instances' health afresh, and nothing else in a plan depends on it (bumping it made every
+    instance going quiet cost a full re-plan of the fleet).
     """
     i = tables.instances.c
     cutoff = now - dt.timedelta(seconds=timeout_seconds)
@@ -103,7 +103,6 @@ def mark_stale(connection: sa.Connection, now: dt.datetime, timeout_seconds: flo
             for r in rows
         ],
     )
-    fleetstate.bump_generation(connection)
     return ids
 
 
