@@ -54,7 +54,7 @@ REFRESH_SECONDS = 0.05
 _DEFAULT_WINDOW = 60.0
 
 #: How often the ledger forgets decisions past the longest loop window.
-_PRUNE_SECONDS = 10.0
+_PRUNE_SECONDS = 1.0  # each prune pops what expired since the last: ~1 s of decisions
 
 _APPROVER_PERMISSIONS = {"approvals:decide", "approvals:*", "*:*"}
 

@@ -94,3 +94,30 @@ def test_the_server_path_seeds_from_what_is_stored(git_repo: GitRepo, db_url: st
     with rec.db.connect() as connection:
         stored = connection.execute(sa.select(sa.func.count()).where(tables.op_events.c.type == "DECISION")).scalar_one()
     assert stored == 5
+
+
+def test_pruning_forgets_only_calls_older_than_the_horizon(db_url: str) -> None:
+    import datetime as dt
+
+    from reconciler.state import database, ledger
+
+    engine = database.connect(db_url)
+    database.migrate(engine)
+    book = ledger.Ledger(engine.dialect.name)
+    start = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+    with engine.connect() as connection:
+        book.seed(connection, start, horizon=60)
+    t0 = start.timestamp()
+    book.add_decisions([1, 2, 3, 4], [("acme", "i-1", "k-old", t0), ("acme", "i-1", "k-both", t0),
+                                      ("acme", "i-1", "k-both", t0 + 50), ("acme", "i-2", "k-new", t0 + 55)])  # fmt: skip
+    later = start + dt.timedelta(seconds=90)  # cutoff: t0 + 30
+    book.prune(later)
+    since = later - dt.timedelta(seconds=60)
+    assert book.repeats("acme", "i-1", "k-old", since) == 0
+    assert book.repeats("acme", "i-1", "k-both", since) == 1
+    assert book.repeats("acme", "i-2", "k-new", since) == 1
+    assert sorted(book._calls) == [("acme", "i-1", "k-both"), ("acme", "i-2", "k-new")]
+    assert book._calls[("acme", "i-1", "k-both")] == [t0 + 50]
+    book.prune(start + dt.timedelta(seconds=200))
+    assert book._calls == {}
+    engine.dispose()
