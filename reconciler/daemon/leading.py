@@ -64,12 +64,19 @@ class AdvisoryLock(Leadership):
         self.key = key
         self._connection: sa.Connection | None = None
         self._leading = False
+        # The jobs call acquire from their own threads: two of them opening a connection each
+        # after a lost session could leave the lock held by a connection nobody knows.
+        self._mutex = threading.RLock()
 
     @property
     def leading(self) -> bool:
         return self._leading
 
     def acquire(self) -> bool:
+        with self._mutex:
+            return self._acquire()
+
+    def _acquire(self) -> bool:
         try:
             if self._connection is None:
                 self._connection = self.db.connect()
@@ -93,6 +100,10 @@ class AdvisoryLock(Leadership):
         return got
 
     def release(self) -> None:
+        with self._mutex:
+            self._release()
+
+    def _release(self) -> None:
         if self._connection is not None and self._leading:
             try:
                 self._connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
@@ -127,12 +138,17 @@ class AdvisoryLock(Leadership):
                         wake()
             except Exception as exc:  # noqa: BLE001 - the driver's errors; listen again after a pause
                 log.warning("refresh notifications stopped, listening again: %s", exc)
-                raw.invalidate()
                 stop.wait(1)
             finally:
+                # Not back to the pool: it is in autocommit and still listening.
+                raw.invalidate()
                 raw.close()
 
     def _drop(self) -> None:
+        with self._mutex:
+            self._close()
+
+    def _close(self) -> None:
         self._leading = False
         if self._connection is not None:
             try:
