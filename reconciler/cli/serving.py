@@ -4,6 +4,8 @@ create | revoke`` (its credentials)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -70,12 +72,19 @@ def run(
             err=True,
         )
         daemon.start()
+        clean = False
         try:
             server.run()
         finally:
-            daemon.stop()
+            clean = daemon.stop()
     finally:
         leadership.release()
+    if not clean:
+        # A job thread is stuck (a Git host that does not answer) and would keep the interpreter
+        # from exiting; its open transaction rolls back when the process ends.
+        click.echo("armctl run: stopped without waiting for a stuck reconcile", err=True)
+        logging.shutdown()
+        os._exit(1)
     if not server.started:
         raise SystemExit(1)
 

@@ -38,7 +38,10 @@ from reconciler.daemon import hooks, leading
 from reconciler.reconcile import approving, deciding, events, metering, running
 from reconciler.state import database, fleetstate, opevents
 
-__all__ = ["Daemon"]
+__all__ = ["STOP_GRACE_SECONDS", "Daemon"]
+
+#: How long a stop waits for a running reconcile before it leaves it (Kubernetes waits 30 s).
+STOP_GRACE_SECONDS = 25.0
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +115,29 @@ class Daemon:
         self._listener.start()
         log.info("daemon started: following %s of %s every %g s", self.ref, self.reconciler.repo.display, s.poll_interval_seconds)
 
-    def stop(self) -> None:
-        """Finish a running job (a reconcile), stop the others, flush records, let go of the lead."""
+    def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> bool:
+        """Finish a running job (a reconcile), stop the others, flush records, let go of the lead.
+
+        False when a reconcile was still running after ``grace_seconds`` (a fetch from a host
+        that does not answer): the caller exits anyway; its open transaction rolls back.
+        """
         self._stopping.set()
+        finished = True
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            self.scheduler.shutdown(wait=False)
+            if self._reconciling.acquire(timeout=grace_seconds):
+                self._reconciling.release()
+            else:
+                finished = False
+                log.error("a reconcile still runs %g s after the stop was asked; leaving it", grace_seconds)
         if self._listener.is_alive():
             self._listener.join(timeout=5)
-        self.decider.close()
-        self.leadership.release()
+        try:
+            self.decider.close()
+        finally:
+            self.leadership.release()
         log.info("daemon stopped")
+        return finished
 
     def refresh(self) -> None:
         """Poll now (a webhook): at once if no poll is running, else right after the running one."""
@@ -141,14 +157,20 @@ class Daemon:
                 if self.leadership.acquire():
                     self._reconcile(advance=False, fetch=True)
                 self._follow()
-                if not self._again.is_set():
+                if not self._again.is_set() or self._stopping.is_set():
                     return
         finally:
             self._first.set()
 
     def canary(self) -> None:
-        if self.leadership.acquire():
-            self._reconcile(advance=True, fetch=False)
+        if not self.leadership.acquire():
+            return
+        if self._refused is not None and self.applied_sha:
+            # The head is an invalid commit: the last good one stays in force, and so do its
+            # canaries, which must still step, halt or roll back.
+            self._reconcile(advance=True, fetch=False, ref=self.applied_sha)
+            return
+        self._reconcile(advance=True, fetch=False)
 
     def sweep_approvals(self) -> None:
         if self.leadership.acquire():
@@ -174,13 +196,18 @@ class Daemon:
 
     # ---------------------------------------------------------------- steps
 
-    def _reconcile(self, *, advance: bool, fetch: bool) -> None:
+    def _reconcile(self, *, advance: bool, fetch: bool, ref: str | None = None) -> None:
         started = time.perf_counter()
         with self._reconciling:
+            if self._stopping.is_set():
+                return
             sha = None
             try:
                 if fetch:
                     self.reconciler.repo.fetch()
+                if ref is not None:  # the canary of the commit in force, the head being invalid
+                    self._finish_canary(self.reconciler.apply(ref, advance=advance), started)
+                    return
                 if self._refused is not None:
                     sha = self.reconciler.repo.resolve(self.ref).sha
                     if sha == self._refused:
@@ -211,6 +238,12 @@ class Daemon:
                 outcome.seconds,
                 extra={"revision": outcome.revision, "outcome": outcome.outcome},
             )
+
+    def _finish_canary(self, outcome: running.Outcome, started: float) -> None:
+        self.outcomes.inc(outcome.outcome)
+        if outcome.outcome != "UNCHANGED":
+            self.durations.observe(time.perf_counter() - started)
+            log.info("canary step on %s (the head is refused): %s", outcome.revision, outcome.outcome)
 
     def _resolved(self) -> str | None:
         try:

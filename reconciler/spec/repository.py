@@ -121,7 +121,8 @@ class Repository:
         import git
 
         try:
-            git.Repo(self._path).git.fetch("--quiet", "--prune", "origin", env=_git_env())
+            # A host that accepts the connection and never answers must not hold a poll forever.
+            git.Repo(self._path).git.fetch("--quiet", "--prune", "origin", env=_git_env(), kill_after_timeout=_FETCH_SECONDS)
         except git.GitCommandError as exc:
             raise errors.SourceError(f"cannot fetch {self.display}: {_last_line(exc.stderr)}") from exc
 
@@ -274,8 +275,16 @@ def _looks_like_url(location: str) -> bool:
     return "://" in location or re.match(r"^[\w.-]+@[\w.-]+:", location) is not None
 
 
+#: Longest a fetch may take before it is killed and reported as a SourceError.
+_FETCH_SECONDS = 120.0
+
+
 def _git_env() -> dict[str, str]:
-    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    # HTTP transfers slower than 1 kB/s for 30 s are abandoned by git itself.
+    return {
+        **os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+        "GIT_HTTP_LOW_SPEED_TIME": "30",
+    }  # fmt: skip
 
 
 def _last_line(text: str | None) -> str:

@@ -237,3 +237,47 @@ def test_the_git_poll_applies_a_canarys_first_step_and_only_the_canary_job_takes
         ] * 3
     finally:
         d.stop()
+
+
+def test_an_unhealthy_canary_rolls_back_even_while_the_head_is_an_invalid_commit(
+    git_repo: GitRepo, db_url: str, tmp_path: Path
+) -> None:
+    from tests.reconcile import test_canary
+
+    fleet = test_canary.start(git_repo, db_url, auto_rollback=True)
+    settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
+    d = scheduling.Daemon(settings, fleet.db, fleet.rec, deciding.Decider(fleet.db), leadership=_Always())
+    try:
+        d.poll()  # the canary's first step
+        fleet.heartbeat("acme:app-staging-g2-0")
+        git_repo.commit({"fleet/broken.yaml": "kind: [unclosed\n"}, message="broken")
+        d.poll()  # refused: the last good commit stays in force, and so does its canary
+        assert d.status()["lastReconcile"]["outcome"] == "FAILED"
+        fleet.go_stale("acme:app-staging-g2-0")
+        d.canary()
+        assert fleet.live_by_version() == {"app@1.0.0": 3}
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_stop_gives_up_on_a_fetch_that_never_answers_after_its_grace(
+    git_repo: GitRepo, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import time
+
+    git_repo.commit({"fleet/acme.yaml": tenant_fleet("acme")})
+    repo = repository.Repository(f"file://{git_repo.path}", cache_dir=tmp_path / "cache")
+    subprocess.run(["git", "-C", str(repo._path), "remote", "set-url", "origin", "ssh://git.example/fleet.git"], check=True)
+    monkeypatch.setenv("GIT_SSH_COMMAND", "sleep 6 #")  # a host that accepts and never answers
+    db = database.connect(db_url)
+    database.migrate(db)
+    settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
+    d = scheduling.Daemon(settings, db, running.Reconciler(db, repo, "fleet"), deciding.Decider(db), leadership=_Always())
+    d.start()
+    time.sleep(0.5)  # the first poll is fetching
+    began = time.monotonic()
+    assert d.stop(grace_seconds=1.0) is False
+    assert time.monotonic() - began < 4
+    db.dispose()
