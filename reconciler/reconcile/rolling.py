@@ -207,7 +207,8 @@ def plan_canary(ctx: context.Context, replicas: int, canary: Record, stable: Rec
         return
     if ctx.advance and canary.rollout == HALTED:
         _set_rollout(ctx, canary, "DEPLOYMENT_CANARY_RESUMED", PROGRESSING, None)
-    if ctx.advance and health.waiting == 0 and health.healthy > 0:
+    # A canary scaled to no replicas has nobody to wait for: it steps on (to completion).
+    if ctx.advance and health.waiting == 0 and (health.healthy > 0 or canary.replicas == 0):
         provisioning.report_held(ctx, canary)
         if stable is not None:
             provisioning.report_held(ctx, stable)

@@ -496,3 +496,14 @@ def test_a_database_from_before_canaries_upgrades_and_rolls_out_by_steps(git_rep
     fleet.apply()
     assert fleet.records_table()[-1] == (2, "app@2.0.0", "ACTIVE", "PROGRESSING", 0)
     assert fleet.live_by_version() == {"app@1.0.0": 2, "app@2.0.0": 1}
+
+
+def test_a_canary_scaled_to_no_replicas_completes(git_repo: GitRepo, db_url: str) -> None:
+    fleet = start(git_repo, db_url)
+    fleet.apply()
+    fleet.heartbeat("acme:app-staging-g2-0")
+    fleet.repo.commit({"fleet/deploy.yaml": canary("2.0.0", replicas=0)}, "scale to 0", author=AUTHOR)
+    for _ in range(4):
+        fleet.apply()
+    assert fleet.records_table()[-1][3] == rolling.COMPLETE
+    assert fleet.live_by_version() == {}
