@@ -115,14 +115,19 @@ def locked_heads(connection: sa.Connection, tenants: Iterable[str]) -> dict[str,
     the same head and collide on the next sequence number; a transaction-scoped advisory lock
     per tenant serialises them. SQLite writers are already serialised by its write lock.
     """
+    return _locked_heads(database.driver_cursor(connection), connection.dialect.name, tenants)
+
+
+def _locked_heads(cursor: Any, dialect: str, tenants: Iterable[str]) -> dict[str, tuple[int, str]]:
+    mark = "?" if dialect == "sqlite" else "%s"
     heads: dict[str, tuple[int, str]] = {}
-    c = tables.change_records.c
     for tenant in sorted(set(tenants)):
-        if connection.dialect.name == "postgresql":
-            connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"arm-chain:{tenant}"})
-        row = connection.execute(sa.select(c.seq, c.hash).where(c.tenant == tenant).order_by(c.seq.desc()).limit(1)).first()
+        if dialect == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"arm-chain:{tenant}"])
+        cursor.execute(f"SELECT seq, hash FROM change_records WHERE tenant = {mark} ORDER BY seq DESC LIMIT 1", [tenant])
+        row = cursor.fetchone()
         if row is not None:
-            heads[tenant] = (row.seq, row.hash)
+            heads[tenant] = (int(row[0]), row[1])
     return heads
 
 
@@ -148,15 +153,7 @@ def append_raw(cursor: Any, dialect: str, records: Iterable[Record], at: dt.date
     writer's): the same locks, heads, hashes and stored values, without SQLAlchemy."""
     records = list(records)
     mark = "?" if dialect == "sqlite" else "%s"
-    heads: dict[str, tuple[int, str]] = {}
-    for tenant in sorted({r.tenant for r in records}):
-        if dialect == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"arm-chain:{tenant}"])
-        cursor.execute(f"SELECT seq, hash FROM change_records WHERE tenant = {mark} ORDER BY seq DESC LIMIT 1", [tenant])
-        row = cursor.fetchone()
-        if row is not None:
-            heads[tenant] = (int(row[0]), row[1])
-    chain = Chain(heads)
+    chain = Chain(_locked_heads(cursor, dialect, {r.tenant for r in records}))
     rows = [chain.add(r, at) for r in records]
     when = at.astimezone(dt.UTC)
     stored_at: Any = when.replace(tzinfo=None).isoformat(" ", "microseconds") if dialect == "sqlite" else when

@@ -136,7 +136,7 @@ class AdvisoryLock(Leadership):
                     # Wakes at least every second to notice ``stop``.
                     for _ in driver.notifies(timeout=1.0):  # type: ignore[attr-defined]
                         wake()
-            except Exception as exc:  # noqa: BLE001 - the driver's errors; listen again after a pause
+            except (sa.exc.SQLAlchemyError, self.db.dialect.loaded_dbapi.Error) as exc:  # listen again after a pause
                 log.warning("refresh notifications stopped, listening again: %s", exc)
                 stop.wait(1)
             finally:

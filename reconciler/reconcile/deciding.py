@@ -202,7 +202,7 @@ class Decider:
             self._refresh_with(connection)
 
     def _refresh_with(self, connection: sa.Connection) -> None:
-        cursor = ledger_.driver_cursor(connection)
+        cursor = database.driver_cursor(connection)
         self._state_key = fleetstate.read_key(cursor)
         if self.ledger.last_id is not None:
             self.ledger.tail(cursor)
@@ -465,7 +465,7 @@ class Decider:
                 ledger.seed(connection, now, fleet.horizon)
             elif not ledger.holds(instance.tenant, request.instance):
                 ledger.seed(connection, now, fleet.horizon, (instance.tenant, request.instance))
-        ledger.tail(ledger_.driver_cursor(connection))
+        ledger.tail(database.driver_cursor(connection))
         if request.run_id is not None:
             ledger.load_run(connection, instance.tenant, request.instance, request.run_id)
 

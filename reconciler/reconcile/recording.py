@@ -33,8 +33,8 @@ import sqlalchemy as sa
 from reconciler import errors
 from reconciler.audit import chain
 from reconciler.reconcile import metering
+from reconciler.state import database, opevents
 from reconciler.state import ledger as ledger_
-from reconciler.state import opevents
 
 __all__ = ["Pending", "Writer", "not_recorded", "store", "store_raw"]
 
@@ -69,7 +69,7 @@ class Pending:
 
 def store(connection: sa.Connection, batch: list[Pending], now: dt.datetime) -> list[int]:
     """Insert ``batch`` and its DENY change records in ``connection``'s open transaction; the ids."""
-    return store_raw(ledger_.driver_cursor(connection), connection.dialect.name, batch, now)
+    return store_raw(database.driver_cursor(connection), connection.dialect.name, batch, now)
 
 
 def store_raw(cursor: Any, dialect: str, batch: list[Pending], now: dt.datetime) -> list[int]:
@@ -103,7 +103,7 @@ class _Link:
         if self.connection is None:
             connection = self.db.connect()
             if connection.dialect.name == "sqlite":
-                cursor = ledger_.driver_cursor(connection)
+                cursor = database.driver_cursor(connection)
                 # The writer thread checkpoints the WAL (CHECKPOINT_SECONDS): a commit that
                 # checkpoints itself pays a file sync, ~1 ms on average under load.
                 cursor.execute("PRAGMA wal_autocheckpoint=0")
@@ -117,7 +117,7 @@ class _Link:
             try:
                 self.connection.invalidate()
                 self.connection.close()
-            except Exception:
+            except (sa.exc.SQLAlchemyError, self.db.dialect.loaded_dbapi.Error):
                 log.debug("closing a broken connection failed", exc_info=True)
             self.connection = None
 
@@ -153,6 +153,10 @@ class Writer:
         self._cv = threading.Condition(threading.Lock())
         self._queue: list[Pending] = []
         self._stopping = False
+        # What a store failure raises: SQLAlchemy's errors and the driver's own (the writer uses
+        # the DB-API connection directly); a row also fails on a payload that cannot be encoded.
+        self._store_errors: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, db.dialect.loaded_dbapi.Error)
+        self._row_errors = (*self._store_errors, TypeError, ValueError)
         self._link = _Link(db)
         self._last_after = 0.0
         self._last_checkpoint = 0.0
@@ -208,7 +212,7 @@ class Writer:
             connection = link.connect()
             raw: Any = connection.connection.driver_connection
             raw.execute("BEGIN IMMEDIATE")
-        except Exception:
+        except self._store_errors:
             log.debug("storing decisions in the event loop failed; the writer thread takes them", exc_info=True)
             link.drop()
             for item in batch:
@@ -229,7 +233,13 @@ class Writer:
                 del self._queue[: self.max_batch]
                 stopping = self._stopping and not self._queue
             if batch:
-                self._commit(batch, self._link)
+                # The thread's one boundary: a bug past the store (the ledger, delivering) has
+                # already answered this batch's callers with an error; a dead writer would leave
+                # every later decision waiting for ever, so it logs the traceback and goes on.
+                try:
+                    self._commit(batch, self._link)
+                except Exception:
+                    log.exception("the decision writer failed on a batch; its decisions were answered with an error")
             if stopping and not batch:
                 break
             if self.after is not None and time.monotonic() - self._last_after >= (0.005 if batch else self.idle_seconds):
@@ -244,8 +254,8 @@ class Writer:
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         try:
-            ledger_.driver_cursor(self._link.connect()).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except Exception:
+            database.driver_cursor(self._link.connect()).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except self._store_errors:
             log.warning("checkpointing the SQLite WAL failed", exc_info=True)
             self._link.drop()
 
@@ -256,7 +266,7 @@ class Writer:
             self.after(connection)  # type: ignore[misc]
             if connection.dialect.name != "sqlite":
                 connection.connection.driver_connection.rollback()  # type: ignore[union-attr]  # end the read
-        except Exception:
+        except self._store_errors:
             log.warning("refreshing the decision state failed", exc_info=True)
             link.drop()
 
@@ -266,11 +276,11 @@ class Writer:
         try:
             try:
                 ids = self._store(batch, link, begun)
-            except Exception:  # noqa: BLE001 - one bad decision must not fail the batch: retry one by one
+            except self._row_errors:  # one bad decision must not fail the batch: retry one by one
                 for item in batch:
                     try:
                         (item.decision_id,) = self._store([item], link)
-                    except Exception as exc:  # noqa: BLE001 - the caller learns why and answers an error
+                    except self._row_errors as exc:  # the caller learns why and answers an error
                         item.error = exc
             else:
                 self.timer.observe(time.perf_counter() - started)
@@ -305,7 +315,7 @@ class Writer:
             try:
                 if connection.dialect.name != "sqlite" or raw.in_transaction:
                     raw.rollback()
-            except Exception:
+            except self._store_errors:
                 log.debug("rolling back a failed batch failed", exc_info=True)
             if _broken(exc):
                 link.drop()

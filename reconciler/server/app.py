@@ -471,8 +471,8 @@ async def _every(seconds: float, job: Callable[[], Any]) -> None:
             await asyncio.to_thread(job)
         except errors.ArmError as exc:
             log.warning("periodic job %s: %s", getattr(job, "__name__", job), exc)
-        except Exception:  # a periodic job must outlive one bad run
-            log.exception("periodic job %s failed", getattr(job, "__name__", job))
+        except sa.exc.SQLAlchemyError as exc:  # the store is down for a moment: next time
+            log.warning("periodic job %s: the store: %s", getattr(job, "__name__", job), getattr(exc, "orig", None) or exc)
 
 
 def _approval(row: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ __all__ = [
     "RawJSON",
     "bulk_insert",
     "connect",
+    "driver_cursor",
     "head_revision",
     "migrate",
     "reading",
@@ -93,6 +94,11 @@ def _sqlite_begin(connection: sa.Connection) -> None:
     # readers (``reading``) begin deferred and never wait for or block a writer under WAL.
     mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
     connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def driver_cursor(connection: sa.Connection) -> Any:
+    """A DB-API cursor on ``connection``'s driver connection (in its transaction, if any)."""
+    return connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
 
 def reading(engine: sa.Engine) -> sa.Connection:

@@ -33,17 +33,14 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-__all__ = ["PG_SLACK", "Ledger", "driver_cursor", "parse_at"]
+from reconciler.state import database
+
+__all__ = ["PG_SLACK", "Ledger", "parse_at"]
 
 #: PostgreSQL: ids re-read behind the newest seen, for transactions that commit out of id order.
 PG_SLACK = 1000
 
 _Instance = tuple[str, str]  # (tenant, instance)
-
-
-def driver_cursor(connection: sa.Connection) -> Any:
-    """A DB-API cursor on ``connection``'s driver connection (in its transaction, if any)."""
-    return connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
 
 
 def parse_at(value: Any) -> dt.datetime:
@@ -135,7 +132,7 @@ class Ledger:
     def seed(self, connection: sa.Connection, now: dt.datetime, horizon: float, instance: _Instance | None = None) -> None:
         """Load COST events of today and DECISION events of the last ``horizon`` seconds, of one
         instance or (None) of all of them; later rows come from the tail."""
-        cursor = driver_cursor(connection)
+        cursor = database.driver_cursor(connection)
         day = now.date()
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         since = now - dt.timedelta(seconds=horizon)
@@ -191,7 +188,7 @@ class Ledger:
 
     def load_run(self, connection: sa.Connection, tenant: str, instance: str, run_id: str) -> None:
         """Sum a run's COST events up to the tail's position; later ones come from the tail."""
-        cursor = driver_cursor(connection)
+        cursor = database.driver_cursor(connection)
         m = self._mark
         with self._lock:
             if (tenant, instance, run_id) in self._runs:
