@@ -32,7 +32,7 @@ _CALLS_SINCE = sa.select(sa.func.count()).where(
     _e.tenant == sa.bindparam("tenant"),
 )
 _COSTS = sa.select(_e.payload).where(
-    _e.tenant == sa.bindparam("tenant"), _e.instance == sa.bindparam("instance"), _e.type == "COST"
+    _e.tenant == sa.bindparam("tenant"), _e.instance == sa.bindparam("instance"), tables.COST_ONLY
 )
 _COSTS_SINCE = _COSTS.where(_e.at >= sa.bindparam("since"))
 _COSTS_BEFORE = _COSTS.where(_e.at < sa.bindparam("since"))

@@ -59,3 +59,29 @@ def test_an_unreachable_postgresql_is_a_store_error() -> None:
     engine = database.connect("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
     with pytest.raises(errors.StoreError, match="cannot reach the database"):
         database.require_current(engine)
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_declares(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    engine = database.connect(db_url)
+    database.migrate(engine)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        differences = compare_metadata(context, tables.metadata)
+    assert differences == []
+
+
+def test_decision_events_are_kept_out_of_the_cost_index(db_url: str) -> None:
+    engine = database.connect(db_url)
+    database.migrate(engine)
+    indexes = {ix["name"]: ix for ix in sa.inspect(engine).get_indexes("op_events")}
+    # Only the time index and the partial COST index: every other index would be written per decision.
+    assert set(indexes) == {"ix_op_events_at", "ix_op_events_cost_tenant_instance_at"}
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            plan = connection.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT payload FROM op_events WHERE tenant = 'a' AND instance = 'b' AND type = 'COST'"
+            ).all()
+        assert "ix_op_events_cost_tenant_instance_at" in " ".join(str(row[-1]) for row in plan)
