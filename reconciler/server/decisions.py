@@ -1,9 +1,9 @@
 """``POST /v1/decisions`` as a plain ASGI handler in front of the FastAPI application.
 
 Every tool call of every agent asks this route first, so it skips what FastAPI costs per
-request (routing, dependency solving, pydantic, a worker thread): it reads the body with
+request (its middleware, routing, dependency solving, pydantic, a worker thread): it reads the body with
 orjson, checks exactly what :class:`DecisionBody` checks (falling back to the model itself for
-anything unusual, so a 422 carries FastAPI's own ``{"detail": [...]}``), takes the principal
+anything unusual; a body past :data:`MAX_BODY` is 413, so a 422 carries FastAPI's own ``{"detail": [...]}``), takes the principal
 from the app's token cache (same 401 bodies), and asks ``Decider.decide_soon`` in the event
 loop — whose future the decision writer resolves once the decision is stored. Calls it cannot
 answer from memory go to ``Decider.decide`` in a worker thread. Answers, errors (401, 403, 422,
@@ -27,7 +27,7 @@ from fastapi import encoders
 from reconciler import errors
 from reconciler.reconcile import deciding, tokens
 
-__all__ = ["DecisionBody", "DecisionRoute", "decide", "encode", "error_status"]
+__all__ = ["MAX_BODY", "DecisionBody", "DecisionRoute", "decide", "encode", "error_status"]
 
 _FIELDS = frozenset(("instance", "tool", "args", "costEstimate", "runId"))
 
@@ -115,34 +115,43 @@ def _parse(raw: bytes) -> tuple[deciding.Request | None, list[dict[str, Any]] | 
     return deciding.Request(body.instance, body.tool, body.args, body.costEstimate, body.runId), None
 
 
+#: Largest decision body read; a runtime's call with its arguments is a few kilobytes.
+MAX_BODY = 1 << 20
+
+
 class DecisionRoute:
-    """ASGI middleware: answers ``POST /v1/decisions``, passes everything else to the app."""
+    """ASGI handler of ``POST /v1/decisions``; ``app`` calls it ahead of FastAPI's own middleware."""
 
     def __init__(
         self,
-        app: Any,
         decider: deciding.Decider,
         lookup: Callable[[str | None], Awaitable[tokens.Principal | str]],
         metrics: Any,
     ) -> None:
-        self.app = app
         self.decider = decider
         self.lookup = lookup
         self.metrics = metrics
 
+    @staticmethod
+    def handles(scope: Any) -> bool:
+        return scope["type"] == "http" and scope["path"] == "/v1/decisions" and scope["method"] == "POST"
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != "/v1/decisions" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
         chunks = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                status, body = 413, orjson.dumps({"detail": f"the request body is larger than {MAX_BODY} bytes"})
                 break
-        status, body = await self._answer(b"".join(chunks) if len(chunks) != 1 else chunks[0], scope["headers"])
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                status, body = await self._answer(b"".join(chunks) if len(chunks) != 1 else chunks[0], scope["headers"])
+                break
         self.metrics.count(self.metrics.requests, ("decisions", status))
         await send(
             {

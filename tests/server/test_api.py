@@ -554,6 +554,19 @@ def test_the_decision_route_answers_401_403_and_counts_like_the_rest(api: tuple[
     assert "arm_op_event_write_seconds_count" in metrics
 
 
+def test_an_oversized_decision_body_gets_413_and_is_not_decided(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    client, engine, made = api
+    with engine.connect() as connection:
+        before = connection.execute(sa.select(sa.func.count()).select_from(tables.op_events)).scalar_one()
+    big = {"instance": "acme:app-dev-g1-1", "tool": "crm.lookup", "args": {"blob": "x" * decisions.MAX_BODY}}
+    response = client.post("/v1/decisions", json=big, headers=auth(made["runtime"]))
+    assert response.status_code == 413
+    assert str(decisions.MAX_BODY) in response.json()["detail"]
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(tables.op_events)).scalar_one() == before
+    assert 'arm_http_requests_total{route="decisions",status="413"} 1' in client.get("/metrics").text
+
+
 def test_under_load_every_answered_decision_is_stored_and_nothing_else(
     api: tuple[httpx.Client, sa.Engine, dict[str, str]],
 ) -> None:
