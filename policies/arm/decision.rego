@@ -13,14 +13,13 @@
 #
 # Output: data.arm.decision.result = {"decision": "ALLOW" | "NEEDS_APPROVAL" | "DENY", "reasons": [...]}
 # Fleet modules add reasons with `deny contains msg` / `approval contains msg` in any package
-# under data.arm.ext; they can make a decision stricter, never lift a deny.
+# directly under data.arm.ext; they can make a decision stricter, never lift a deny. They are
+# gathered in extensions.rego.
 package arm.decision
 
 import rego.v1
 
 risk_rank := {"GREEN": 0, "YELLOW": 1, "RED": 2}
-
-held_states := {"PAUSED", "QUARANTINED", "RETIRED"}
 
 result := {"decision": "DENY", "reasons": sort(deny_reasons)} if {
 	count(deny_reasons) > 0
@@ -31,16 +30,17 @@ result := {"decision": "DENY", "reasons": sort(deny_reasons)} if {
 
 allow_reasons := ["approved request"] if input.approval.granted else := ["within the envelope"]
 
-deny_reasons := {r | some r in base_deny} | {r | some r in data.arm.ext[_].deny}
+deny_reasons := base_deny | extension_deny
 
-approval_reasons := {r | some r in base_approval} | {r | some r in data.arm.ext[_].approval}
+approval_reasons := base_approval | extension_approval
 
 # ------------------------------------------------------------------ instance
 
 base_deny contains "unknown instance" if input.instance == null
 
+# Sets and lists written inline: the engine rebuilds a rule's value on every evaluation.
 base_deny contains msg if {
-	input.instance.state in held_states
+	input.instance.state in {"PAUSED", "QUARANTINED", "RETIRED"}
 	msg := sprintf("instance %s is %s", [input.instance.id, input.instance.state])
 }
 
@@ -59,7 +59,7 @@ base_deny contains msg if {
 }
 
 base_deny contains msg if {
-	input.tool.name in object.get(input.envelope.tools, "deny", [])
+	input.tool.name in input.envelope.tools.deny
 	msg := sprintf("tool %s is denied by the envelope", [input.tool.name])
 }
 
@@ -113,7 +113,7 @@ money(x) := sprintf("%d.%02d", [floor(round(x * 100) / 100), round(x * 100) % 10
 # ------------------------------------------------------------------ approvals
 
 base_approval contains msg if {
-	input.tool.name in object.get(input.envelope.tools, "requireApproval", [])
+	input.tool.name in input.envelope.tools.requireApproval
 	msg := sprintf("tool %s requires approval", [input.tool.name])
 }
 

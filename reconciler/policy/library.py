@@ -3,19 +3,35 @@
 In a source checkout the library is the top-level ``policies/`` directory; an installed wheel
 carries the same files as ``reconciler/_policies``. Fleet modules come from the commit being
 reconciled and are loaded next to the library, never instead of it.
+
+One library file is specialised per fleet: ``extensions.rego`` gathers the ``deny`` and
+``approval`` rules of every package directly under ``data.arm.ext``. Written generally
+(``data.arm.ext[_].deny``) the engine builds each such package whole on every decision, which
+cost more than all of the library's own rules; :func:`modules_for` names the packages the
+modules declare instead, and keeps the general form when a declaration is in a shape it does not
+read. Both give the same reasons; only a test that replaces ``data.arm.ext`` with packages no
+module declares (``with data.arm.ext as {...}``) sees the difference.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import json
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from reconciler import errors
 
-__all__ = ["builtin_modules", "digest", "library_dir", "modules_for"]
+__all__ = ["EXTENSIONS", "builtin_modules", "digest", "extension_packages", "library_dir", "modules_for"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+#: The library file that gathers the fleet's reasons (see the module's docstring).
+EXTENSIONS = "policies/arm/extensions.rego"
+
+_PACKAGE_RE = re.compile(r"^[ \t]*package[ \t]+([^#\n]*?)[ \t]*(?:#.*)?$", re.MULTILINE)
+_SEGMENT_RE = re.compile(r'(?:^|\.)([A-Za-z_][A-Za-z0-9_]*)|\[[ \t]*("(?:[^"\\]|\\.)*")[ \t]*\]')
 
 
 def library_dir() -> Path:
@@ -36,7 +52,60 @@ def modules_for(fleet_modules: Mapping[str, str], *, tests: bool = True) -> dict
     modules = {**builtin_modules(), **fleet_modules}
     if not tests:
         modules = {p: t for p, t in modules.items() if not p.endswith("_test.rego")}
+    names = extension_packages(modules.values())
+    if names is not None and EXTENSIONS in modules:
+        modules[EXTENSIONS] = _named_extensions(names)
     return modules
+
+
+def extension_packages(texts: Iterable[str]) -> list[str] | None:
+    """The packages directly under ``arm.ext`` that ``texts`` declare, or None when a package
+    declaration is in a shape this does not read (the general form is kept then)."""
+    names: set[str] = set()
+    for text in texts:
+        for declaration in _PACKAGE_RE.finditer(text):
+            path = _package_path(declaration.group(1))
+            if path is None:
+                return None
+            if len(path) == 3 and path[:2] == ["arm", "ext"]:
+                names.add(path[2])
+    return sorted(names)
+
+
+def _package_path(ref: str) -> list[str] | None:
+    parts: list[str] = []
+    position = 0
+    while position < len(ref):
+        match = _SEGMENT_RE.match(ref, position)
+        if match is None or (match.group(1) is not None and parts and ref[position] != "."):
+            return None
+        if match.group(1) is not None:
+            parts.append(match.group(1))
+        else:
+            try:
+                parts.append(json.loads(match.group(2)))
+            except ValueError:
+                return None
+        position = match.end()
+    return parts or None
+
+
+def _named_extensions(names: list[str]) -> str:
+    lines = [
+        "# Generated for this fleet from the library's extensions.rego (see reconciler/policy/library.py):",
+        "# the packages directly under data.arm.ext, named one by one.",
+        "package arm.decision",
+        "",
+        "import rego.v1",
+        "",
+    ]
+    if not names:
+        lines += ["extension_deny := set()", "", "extension_approval := set()"]
+    for name in names:
+        ref = f"data.arm.ext[{json.dumps(name)}]"
+        lines += [f"extension_deny contains msg if some msg in {ref}.deny", ""]
+        lines += [f"extension_approval contains msg if some msg in {ref}.approval", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def digest(modules: Mapping[str, str]) -> str:

@@ -33,3 +33,54 @@ def test_a_failing_and_an_erroring_rego_test_are_reported() -> None:
     assert results["test_ok"].outcome == "PASS"
     assert (results["test_answer"].outcome, results["test_answer"].message) == ("FAIL", "undefined")
     assert results["test_boom"].outcome in ("FAIL", "ERROR")
+
+
+def test_the_fleets_packages_are_named_in_the_extension_index() -> None:
+    declared = [
+        "package arm.ext.acme\n",
+        'package arm.ext["billing-desk"]  # quoted\n',
+        "package arm.ext.acme.nested\n",  # not directly under arm.ext: never asked
+        "package arm.extacme\n",
+        "# package arm.ext.commented\npackage arm.decision_helpers\n",
+    ]
+    assert library.extension_packages(declared) == ["acme", "billing-desk"]
+    # A declaration this cannot read keeps the general form.
+    assert library.extension_packages(["package arm . ext . acme\n"]) is None
+    general = library.builtin_modules()[library.EXTENSIONS]
+    assert "data.arm.ext[_].deny" in general
+    named = library.modules_for(_fleet_modules(), tests=False)[library.EXTENSIONS]
+    assert 'data.arm.ext["acme"].deny' in named and "data.arm.ext[_]" not in named
+    odd = library.modules_for({"odd.rego": "package arm . ext . odd\nimport rego.v1\ndeny contains 1 if false\n"})
+    assert odd[library.EXTENSIONS] == general
+
+
+def test_the_named_and_the_general_extension_index_give_the_same_decisions() -> None:
+    from reconciler.policy import engines
+    from tests.policy.test_decision_table import CASES, make_input
+
+    fleet = _fleet_modules()
+    named = engines.EmbeddedEngine()
+    named.load(engines.Bundle(library.modules_for(fleet, tests=False), {}, "named"))
+    general = engines.EmbeddedEngine()
+    raw = {p: t for p, t in {**library.builtin_modules(), **fleet}.items() if not p.endswith("_test.rego")}
+    general.load(engines.Bundle(raw, {}, "general"))
+    documents = [document for _, document in CASES]
+    for tool, args, production in [
+        ("payments.refund", {"amount": 50}, False),
+        ("payments.refund", {"amount": 250}, False),
+        ("payments.refund", {"amount": 900}, False),
+        ("payments.refund", {"amount": "lots"}, False),
+        ("email.send", {"to": ["a@acme.example"], "cc": ["x@elsewhere.example"]}, False),
+        ("email.send", {"to": ["x@elsewhere.example"]}, True),
+        ("k8s.scale-deployment", {"replicas": 0}, True),
+        ("shell.exec", {}, True),
+    ]:
+        document = make_input(tool=tool, risk="RED" if production else "GREEN")
+        documents.append(
+            {**document, "args": args, "environment": {"name": "prod" if production else "dev", "production": production}}
+        )
+    results = [named.evaluate("data.arm.decision.result", d) for d in documents]
+    assert results == [general.evaluate("data.arm.decision.result", d) for d in documents]
+    # The fleet's rules did speak: its reasons are in the answers.
+    assert any("refunds above 500" in r for result in results for r in result["reasons"])
+    assert any("RED tool in production" in r for result in results for r in result["reasons"])
