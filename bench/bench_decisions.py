@@ -1,6 +1,7 @@
 """Benchmark: POST /v1/decisions under load, with wrk pinned to one core and the server to the other.
 
-Builds a fleet of ~1,000 instances (``fleetgen``: 334 templates, 3 replicas each), applies it
+Builds a fleet of ~1,000 instances (``fleetgen``: 334 templates, 3 replicas each) carrying the
+sample fleet's Rego rules (``fleet/policies``), applies it
 to a fresh SQLite store, creates a runtime token, starts ``armctl serve`` pinned to CPU 1 and
 drives it with ``wrk`` pinned to CPU 0 (Debian package ``wrk``): 1 connection for latency,
 16 connections for throughput and tail latency. Afterwards it checks that the number of stored
@@ -32,6 +33,7 @@ import fleetgen
 import sqlalchemy as sa
 
 WORK = Path(__file__).resolve().parent / ".work"
+ROOT = Path(__file__).resolve().parent.parent
 
 LUA = """
 local instances = {%s}
@@ -88,6 +90,22 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str,
     return figures
 
 
+def with_sample_rego(generated: Path, state: Path) -> Path:
+    """A clone of the generated fleet that also carries the sample fleet's Rego rules
+    (``fleet/policies``, tests left out): the sample fleet, scaled, evaluates them on every decision."""
+    clone = state / "fleet-repo"
+    subprocess.run(["git", "clone", "-q", str(generated), str(clone)], check=True)
+    target = clone / "fleet" / "policies"
+    target.mkdir(parents=True, exist_ok=True)
+    for module in (ROOT / "fleet" / "policies").glob("*.rego"):
+        if not module.name.endswith("_test.rego"):
+            shutil.copy(module, target / module.name)
+    git = ["git", "-C", str(clone), "-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "the sample fleet's Rego rules"], check=True)
+    return clone
+
+
 def server_answered(url: str) -> dict[str, int]:
     """Decisions the server answered, by result, from its /metrics counters."""
     import urllib.request
@@ -102,7 +120,8 @@ def engine_floor(state: Path) -> float:
     from reconciler.policy import deciding, engines, library
 
     engine = engines.EmbeddedEngine()
-    engine.load(engines.Bundle(library.modules_for({}, tests=False), {}, "floor"))
+    rules = {f"fleet/policies/{m.name}": m.read_text() for m in (ROOT / "fleet" / "policies").glob("*.rego")}
+    engine.load(engines.Bundle(library.modules_for(rules, tests=False), {}, "floor"))
     envelope = {
         "maxRisk": "RED", "approvalAbove": "YELLOW", "tools": {"allow": None, "deny": ["shell.exec"], "requireApproval": []},
         "budgets": {"perCall": 1.0, "perRun": None, "daily": 50.0}, "loop": {"threshold": 10, "windowSeconds": 60},
@@ -155,6 +174,7 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="arm-decisions-"))
     try:
         armctl(state, "init")
+        repo = with_sample_rego(repo, state)
         armctl(state, "apply", "--repo", str(repo), "--ref", "main")
         engine = sa.create_engine(f"sqlite:///{state / 'arm.db'}")
         with engine.connect() as connection:
