@@ -57,9 +57,10 @@ def build_input(
         production=bool(context.environment.get("production")),
         production_impact=bool(entry and entry.get("productionImpact")),
     )
+    # The documents are only read (serialised for the engine): shared dicts are not copied.
     document = {
-        "instance": dict(context.instance) if context.instance is not None else None,
-        "environment": dict(context.environment),
+        "instance": _plain(context.instance) if context.instance is not None else None,
+        "environment": _plain(context.environment),
         "tool": {
             "name": tool,
             "known": entry is not None,
@@ -69,13 +70,17 @@ def build_input(
             "productionImpact": bool(entry and entry.get("productionImpact")),
         },
         "risk": assessment.as_dict(),
-        "args": dict(args),
-        "envelope": dict(context.envelope),
+        "args": _plain(args),
+        "envelope": _plain(context.envelope),
         "cost": {"estimate": float(cost_estimate), "run": context.spent_run, "day": context.spent_day},
         "loop": {"count": context.same_calls},
         "approval": {"granted": context.approval_granted},
     }
     return document, assessment
+
+
+def _plain(value: Mapping[str, Any]) -> dict[str, Any]:
+    return value if type(value) is dict else dict(value)
 
 
 def evaluate(engine: engines.Engine, document: Mapping[str, Any], assessment: risk.Assessment) -> Outcome:

@@ -77,16 +77,13 @@ def assess(
     """The risk of calling a tool of ``catalog_level`` with ``args``."""
     rank = LEVELS.index(catalog_level)
     reasons: list[str] = []
-    secret = next((path for path, key, value in _walk(args) if _is_secret(key, value)), None)
+    leaves = list(_walk(args))  # once: the three checks below read the same leaves
+    secret = next((path for path, key, value in leaves if _is_secret(key, value)), None)
     if secret is not None:
         reasons.append(f"argument {secret} holds a secret-like value: RED")
         rank = 2
     target = next(
-        (
-            path
-            for path, key, value in _walk(args)
-            if isinstance(value, str) and _TARGET_KEY.search(key) and _PRODUCTION.search(value)
-        ),
+        (path for path, key, value in leaves if isinstance(value, str) and _TARGET_KEY.search(key) and _PRODUCTION.search(value)),
         None,
     )
     if target is not None:
@@ -95,15 +92,15 @@ def assess(
     elif production and production_impact:
         reasons.append("production-impacting tool called from a production environment: raised one level")
         rank = min(rank + 1, 2)
-    bulk = _bulk(args)
+    bulk = _bulk(leaves)
     if bulk is not None:
         reasons.append(f"{bulk}: raised one level")
         rank = min(rank + 1, 2)
     return Assessment(LEVELS[rank], catalog_level, tuple(reasons))
 
 
-def _bulk(args: Mapping[str, Any]) -> str | None:
-    for path, key, value in _walk(args):
+def _bulk(leaves: list[tuple[str, str, Any]]) -> str | None:
+    for path, key, value in leaves:
         if isinstance(value, str) and _DESTRUCTIVE.search(value):
             return f"argument {path} is destructive"
         if key.lower() in _BULK_KEYS and value is True:

@@ -105,6 +105,19 @@ class _Fleet:
     # generation, so a new one is seen; a used one is re-checked under lock before it allows.
     granted: frozenset[tuple[str, str, str]]
     horizon: float = 60.0  # the longest loop window of any envelope: what the ledger keeps
+    # Per instance, built on first use: the parts of the policy's input that only an apply or a
+    # state change can alter (the instance and environment documents, the envelope, its window).
+    callers: dict[str, _Caller] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Caller:
+    tenant: str
+    version: str
+    instance: dict[str, Any]
+    environment: dict[str, Any]
+    envelope: Any
+    window: dt.timedelta
 
 
 class _InFlight:
@@ -474,40 +487,33 @@ class Decider:
     ) -> tuple[deciding.Context, str | None, str | None] | None:
         """The policy's input for ``request`` from the resolution and the ledger; None when the
         ledger does not hold what is needed and there is no ``fallback`` to ask the table."""
-        instance = fleet.instances.get(request.instance)
-        if instance is None:
+        caller = fleet.callers.get(request.instance) or _caller(fleet, request.instance)
+        if caller is None:
             return deciding.Context(None, {"name": None, "production": False}, None, _EMPTY_ENVELOPE), None, None
-        tenant = instance.tenant
-        envelope = fleet.envelopes.get((tenant, instance.version)) or _MISSING
+        tenant = caller.tenant
         spent = self.ledger.spent(tenant, request.instance, request.run_id, now.date())
         if spent is None:
             if fallback is None:
                 return None
             spent = fallback.spent(tenant, request.instance, request.run_id, now)
-        since = now - dt.timedelta(seconds=_window(envelope))
+        since = now - caller.window
         repeats = self.ledger.repeats(tenant, request.instance, key, since)
         if repeats is None:
             if fallback is None:
                 return None
             repeats = fallback.repeats(tenant, request.instance, key, since)
         context = deciding.Context(
-            instance={
-                "id": instance.id,
-                "state": instance.state,
-                "tenant": tenant,
-                "template": instance.template,
-                "version": instance.version,
-            },
-            environment={"name": instance.environment, "production": fleet.production.get((tenant, instance.environment), False)},
-            tool=fleet.tools.get(tenant, {}).get(request.tool),
-            envelope=envelope,
-            spent_run=spent[0],
-            spent_day=spent[1],
+            caller.instance,
+            caller.environment,
+            fleet.tools.get(tenant, {}).get(request.tool),
+            caller.envelope,
+            spent[0],
+            spent[1],
             # Repeats still in flight in this process count: they are not stored yet.
-            same_calls=repeats + earlier,
-            approval_granted=(tenant, request.instance, key) in fleet.granted,
+            repeats + earlier,
+            (tenant, request.instance, key) in fleet.granted,
         )
-        return context, tenant, instance.version
+        return context, tenant, caller.version
 
     # ---------------------------------------------------------------- approvals
 
@@ -644,6 +650,30 @@ class _Fallback:
 
     def repeats(self, tenant: str, instance: str, key: str, since: dt.datetime) -> int:
         return opevents.calls_since(self.connection, tenant, instance, key, since)
+
+
+def _caller(fleet: _Fleet, name: str) -> _Caller | None:
+    instance = fleet.instances.get(name)
+    if instance is None:
+        return None
+    tenant = instance.tenant
+    envelope = fleet.envelopes.get((tenant, instance.version)) or _MISSING
+    caller = _Caller(
+        tenant,
+        instance.version,
+        {
+            "id": instance.id,
+            "state": instance.state,
+            "tenant": tenant,
+            "template": instance.template,
+            "version": instance.version,
+        },
+        {"name": instance.environment, "production": fleet.production.get((tenant, instance.environment), False)},
+        envelope,
+        dt.timedelta(seconds=_window(envelope)),
+    )
+    fleet.callers[name] = caller
+    return caller
 
 
 def _cleaned(request: Request) -> Request:
