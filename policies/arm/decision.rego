@@ -14,7 +14,10 @@
 # Output: data.arm.decision.result = {"decision": "ALLOW" | "NEEDS_APPROVAL" | "DENY", "reasons": [...]}
 # Fleet modules add reasons with `deny contains msg` / `approval contains msg` in any package
 # directly under data.arm.ext; they can make a decision stricter, never lift a deny. They are
-# gathered in extensions.rego.
+# gathered into deny_reasons and approval_reasons by extensions.rego.
+#
+# Written for the engine's cost: one partial set per outcome (a rule that unions two sets is
+# another evaluation), sets inline (a rule's value is rebuilt on every evaluation).
 package arm.decision
 
 import rego.v1
@@ -22,29 +25,24 @@ import rego.v1
 risk_rank := {"GREEN": 0, "YELLOW": 1, "RED": 2}
 
 result := {"decision": "DENY", "reasons": sort(deny_reasons)} if {
-	count(deny_reasons) > 0
+	deny_reasons != set()
 } else := {"decision": "NEEDS_APPROVAL", "reasons": sort(approval_reasons)} if {
-	count(approval_reasons) > 0
+	approval_reasons != set()
 	not input.approval.granted
-} else := {"decision": "ALLOW", "reasons": allow_reasons}
-
-allow_reasons := ["approved request"] if input.approval.granted else := ["within the envelope"]
-
-deny_reasons := base_deny | extension_deny
-
-approval_reasons := base_approval | extension_approval
+} else := {"decision": "ALLOW", "reasons": ["approved request"]} if {
+	input.approval.granted
+} else := {"decision": "ALLOW", "reasons": ["within the envelope"]}
 
 # ------------------------------------------------------------------ instance
 
-base_deny contains "unknown instance" if input.instance == null
+deny_reasons contains "unknown instance" if input.instance == null
 
-# Sets and lists written inline: the engine rebuilds a rule's value on every evaluation.
-base_deny contains msg if {
+deny_reasons contains msg if {
 	input.instance.state in {"PAUSED", "QUARANTINED", "RETIRED"}
 	msg := sprintf("instance %s is %s", [input.instance.id, input.instance.state])
 }
 
-base_deny contains msg if {
+deny_reasons contains msg if {
 	input.instance.state == "READONLY"
 	input.tool.writes
 	msg := sprintf("instance %s is read-only and %s writes", [input.instance.id, input.tool.name])
@@ -52,25 +50,25 @@ base_deny contains msg if {
 
 # ------------------------------------------------------------------ tool and envelope
 
-base_deny contains msg if {
+deny_reasons contains msg if {
 	input.instance != null
 	not input.tool.known
 	msg := sprintf("tool %s is not in the tool catalog", [input.tool.name])
 }
 
-base_deny contains msg if {
+deny_reasons contains msg if {
 	input.tool.name in input.envelope.tools.deny
 	msg := sprintf("tool %s is denied by the envelope", [input.tool.name])
 }
 
-base_deny contains msg if {
+deny_reasons contains msg if {
 	allowed := input.envelope.tools.allow
 	allowed != null
 	not input.tool.name in allowed
 	msg := sprintf("tool %s is not in the envelope's allow list", [input.tool.name])
 }
 
-base_deny contains msg if {
+deny_reasons contains msg if {
 	ceiling := input.envelope.maxRisk
 	ceiling != null
 	risk_rank[input.risk.level] > risk_rank[ceiling]
@@ -79,28 +77,28 @@ base_deny contains msg if {
 
 # ------------------------------------------------------------------ budgets and loops
 
-base_deny contains msg if {
+deny_reasons contains msg if {
 	limit := input.envelope.budgets.perCall
 	limit != null
 	input.cost.estimate > limit
 	msg := sprintf("BUDGET_EXCEEDED: estimated cost %s is above the per-call budget %s", [money(input.cost.estimate), money(limit)])
 }
 
-base_deny contains msg if {
+deny_reasons contains msg if {
 	limit := input.envelope.budgets.perRun
 	limit != null
 	input.cost.run + input.cost.estimate > limit
 	msg := sprintf("BUDGET_EXCEEDED: the run would spend %s, above its budget %s", [money(input.cost.run + input.cost.estimate), money(limit)])
 }
 
-base_deny contains msg if {
+deny_reasons contains msg if {
 	limit := input.envelope.budgets.daily
 	limit != null
 	input.cost.day + input.cost.estimate > limit
 	msg := sprintf("BUDGET_EXCEEDED: today would reach %s, above the daily budget %s", [money(input.cost.day + input.cost.estimate), money(limit)])
 }
 
-base_deny contains msg if {
+deny_reasons contains msg if {
 	threshold := input.envelope.loop.threshold
 	threshold != null
 	input.loop.count >= threshold
@@ -112,12 +110,12 @@ money(x) := sprintf("%d.%02d", [floor(round(x * 100) / 100), round(x * 100) % 10
 
 # ------------------------------------------------------------------ approvals
 
-base_approval contains msg if {
+approval_reasons contains msg if {
 	input.tool.name in input.envelope.tools.requireApproval
 	msg := sprintf("tool %s requires approval", [input.tool.name])
 }
 
-base_approval contains msg if {
+approval_reasons contains msg if {
 	above := input.envelope.approvalAbove
 	above != null
 	risk_rank[input.risk.level] > risk_rank[above]

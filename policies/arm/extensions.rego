@@ -8,6 +8,6 @@ package arm.decision
 
 import rego.v1
 
-extension_deny contains msg if some msg in data.arm.ext[_].deny
+deny_reasons contains msg if some msg in data.arm.ext[_].deny
 
-extension_approval contains msg if some msg in data.arm.ext[_].approval
+approval_reasons contains msg if some msg in data.arm.ext[_].approval

@@ -99,12 +99,10 @@ def _named_extensions(names: list[str]) -> str:
         "import rego.v1",
         "",
     ]
-    if not names:
-        lines += ["extension_deny := set()", "", "extension_approval := set()"]
     for name in names:
         ref = f"data.arm.ext[{json.dumps(name)}]"
-        lines += [f"extension_deny contains msg if some msg in {ref}.deny", ""]
-        lines += [f"extension_approval contains msg if some msg in {ref}.approval", ""]
+        lines += [f"deny_reasons contains msg if some msg in {ref}.deny", ""]
+        lines += [f"approval_reasons contains msg if some msg in {ref}.approval", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
