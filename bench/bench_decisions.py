@@ -211,6 +211,8 @@ def main() -> None:
             time.sleep(0.5)  # requests wrk left in flight finish
             by_result = server_answered(url)
             served = sum(by_result.values())
+            wal = state / "arm.db-wal"
+            wal_bytes = wal.stat().st_size if wal.exists() else 0
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -236,6 +238,7 @@ def main() -> None:
         print(f"  (wrk counted {answered:.0f} responses; the rest were in flight when it stopped)")
         print("  answers: " + ", ".join(f"{n} {result}" for result, n in sorted(by_result.items())))
         print(f"  embedded engine in process: {floor:,.0f} decisions/s (the floor)")
+        print(f"  SQLite WAL after the runs: {wal_bytes / 2**20:.1f} MiB (kept bounded by the decision writer's checkpoints)")
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 #: SQLite: how often the writer thread copies the WAL back into the database file.
 CHECKPOINT_SECONDS = 0.2
 
+#: SQLite: past this many WAL frames (4 KiB pages) a checkpoint makes the WAL start over.
+WAL_RESTART_FRAMES = 8192
+
+#: SQLite: how long that checkpoint waits for readers before it tries again later.
+WAL_RESTART_WAIT_MS = 20
+
 
 @dataclasses.dataclass(slots=True, eq=False)
 class Pending:
@@ -250,11 +256,27 @@ class Writer:
             self._link.connection.close()
 
     def _checkpoint(self) -> None:
-        # In this thread, off the event loop: the file sync releases the GIL.
+        # In this thread, off the event loop: the file syncs release the GIL. A PASSIVE checkpoint
+        # never holds up the loop's commits, but under a steady stream of them it never finishes
+        # either (a commit lands while it copies), so the WAL is never started over and grows
+        # without end: 3.6 GB after minutes of load, and every commit slower for it. Past
+        # WAL_RESTART_FRAMES the checkpoint takes the write lock and finishes, so the next commit
+        # writes the WAL from its start again (``journal_size_limit`` then trims the file);
+        # meanwhile the loop finds the lock taken and hands its batches to this thread, which
+        # stores them right after. It waits for readers only briefly, else tries again later.
         self._last_checkpoint = time.monotonic()
         self._dirty = False
         try:
-            database.driver_cursor(self._link.connect()).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            cursor = database.driver_cursor(self._link.connect())
+            _, frames, _ = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames > WAL_RESTART_FRAMES:
+                cursor.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
+                try:
+                    busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                finally:
+                    cursor.execute(f"PRAGMA busy_timeout={database.SQLITE_BUSY_TIMEOUT_MS}")
+                if busy:
+                    self._dirty = True  # readers held it: again at the next interval
         except self._store_errors:
             log.warning("checkpointing the SQLite WAL failed", exc_info=True)
             self._link.drop()

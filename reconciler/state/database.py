@@ -20,6 +20,8 @@ from reconciler import errors
 
 __all__ = [
     "SCHEMA_HEAD",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "SQLITE_WAL_LIMIT_BYTES",
     "RawJSON",
     "bulk_insert",
     "connect",
@@ -34,6 +36,12 @@ __all__ = [
 #: The newest migration in ``migrations/versions``; kept here so checking a database's schema
 #: needs no Alembic import (~0.2 s). A test asserts it equals Alembic's head.
 SCHEMA_HEAD = "0008"
+
+#: SQLite: how long a connection waits for another's lock before it reports the store busy.
+SQLITE_BUSY_TIMEOUT_MS = 30000
+
+#: SQLite: the size the WAL file is trimmed to when it starts over.
+SQLITE_WAL_LIMIT_BYTES = 64 * 2**20
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +93,9 @@ def _sqlite_connect(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # A WAL that grew in a burst is cut back to this size once it starts over.
+    cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_LIMIT_BYTES}")
     cursor.close()
 
 
