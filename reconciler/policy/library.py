@@ -8,8 +8,8 @@ One library file is specialised per fleet: ``extensions.rego`` gathers the ``den
 ``approval`` rules of every package directly under ``data.arm.ext``. Written generally
 (``data.arm.ext[_].deny``) the engine builds each such package whole on every decision, which
 cost more than all of the library's own rules; :func:`modules_for` names the packages the
-modules declare instead, and keeps the general form when a declaration is in a shape it does not
-read. Both give the same reasons; only a test that replaces ``data.arm.ext`` with packages no
+modules declare instead, and keeps the general form unless it reads exactly one declaration in
+every module. Both give the same reasons; only a test that replaces ``data.arm.ext`` with packages no
 module declares (``with data.arm.ext as {...}``) sees the difference.
 """
 
@@ -30,7 +30,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 #: The library file that gathers the fleet's reasons (see the module's docstring).
 EXTENSIONS = "policies/arm/extensions.rego"
 
-_PACKAGE_RE = re.compile(r"^[ \t]*package[ \t]+([^#\n]*?)[ \t]*(?:#.*)?$", re.MULTILINE)
+# A declaration: ``package`` first on a line, its path after any whitespace (newlines too).
+_PACKAGE_RE = re.compile(r"^[ \t]*package\s+([^#\n]*?)\s*(?:#[^\n]*)?$", re.MULTILINE)
 _SEGMENT_RE = re.compile(r'(?:^|\.)([A-Za-z_][A-Za-z0-9_]*)|\[[ \t]*("(?:[^"\\]|\\.)*")[ \t]*\]')
 
 
@@ -59,16 +60,19 @@ def modules_for(fleet_modules: Mapping[str, str], *, tests: bool = True) -> dict
 
 
 def extension_packages(texts: Iterable[str]) -> list[str] | None:
-    """The packages directly under ``arm.ext`` that ``texts`` declare, or None when a package
-    declaration is in a shape this does not read (the general form is kept then)."""
+    """The packages directly under ``arm.ext`` that ``texts`` declare, or None when a module's
+    declaration is not exactly one this reads (the general form is kept then: it costs time,
+    while a package left out would silently drop its rules)."""
     names: set[str] = set()
     for text in texts:
-        for declaration in _PACKAGE_RE.finditer(text):
-            path = _package_path(declaration.group(1))
-            if path is None:
-                return None
-            if len(path) == 3 and path[:2] == ["arm", "ext"]:
-                names.add(path[2])
+        declarations = list(_PACKAGE_RE.finditer(text))
+        if len(declarations) != 1:
+            return None
+        path = _package_path(declarations[0].group(1))
+        if path is None:
+            return None
+        if len(path) == 3 and path[:2] == ["arm", "ext"]:
+            names.add(path[2])
     return sorted(names)
 
 

@@ -442,8 +442,9 @@ _TOKEN_CACHE_SIZE = 10_000
 
 class _Api(fastapi.FastAPI):
     """The FastAPI application, with ``POST /v1/decisions`` answered before its middleware stack
-    (error pages, telemetry, body limit, request counting: ~50 µs a request, a third of what a
-    decision may cost). ``decisions.DecisionRoute`` handles its own errors, limit and counters."""
+    (error pages, telemetry, the body-limit layer, request counting: ~50 µs a request, a third of
+    what a decision may cost). ``decisions.DecisionRoute`` handles its own errors, its own body
+    limit and its counters."""
 
     decision_route: decisions.DecisionRoute | None = None
 

@@ -1,15 +1,15 @@
 """``POST /v1/decisions`` as a plain ASGI handler in front of the FastAPI application.
 
 Every tool call of every agent asks this route first, so it skips what FastAPI costs per
-request (its middleware, routing, dependency solving, pydantic, a worker thread): it reads the body with
-orjson, checks exactly what :class:`DecisionBody` checks (falling back to the model itself for
-anything unusual; a body past :data:`MAX_BODY` is 413, so a 422 carries FastAPI's own ``{"detail": [...]}``), takes the principal
-from the app's token cache (same 401 bodies), and asks ``Decider.decide_soon`` in the event
-loop — whose future the decision writer resolves once the decision is stored. Calls it cannot
-answer from memory go to ``Decider.decide`` in a worker thread. Answers, errors (401, 403, 422,
-503) and the /metrics counters are those of the FastAPI route, which ``app`` keeps declared for
-the OpenAPI document. Works with ``server.app``, which builds it; decides through
-``reconcile.deciding``.
+request (its middleware, routing, dependency solving, pydantic, a worker thread): it reads the
+body with orjson, checks exactly what :class:`DecisionBody` checks (falling back to the model
+itself for anything unusual, so a 422 carries FastAPI's own ``{"detail": [...]}``), takes the
+principal from the app's token cache (same 401 bodies), and asks ``Decider.decide_soon`` in the
+event loop — whose future the decision writer resolves once the decision is stored. Calls it
+cannot answer from memory go to ``Decider.decide`` in a worker thread. Answers, errors (401,
+403, 422, 503) and the /metrics counters are those of the FastAPI route, which ``app`` keeps
+declared for the OpenAPI document; a body past :data:`MAX_BODY` is this route's own 413. Works
+with ``server.app``, which calls it first; decides through ``reconcile.deciding``.
 """
 
 from __future__ import annotations

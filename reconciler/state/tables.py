@@ -212,16 +212,18 @@ op_events = sa.Table(
     sa.Column("type", sa.String(48), nullable=False),
     sa.Column("instance", sa.String(300), nullable=True),
     sa.Column("payload", JSON, nullable=False),
-    # DECISION events: the call's identity (tool and arguments), so loop detection counts in the index.
+    # DECISION events: the call's identity (tool and arguments), which loop detection counts.
     sa.Column("call_key", sa.String(32), nullable=True),
     # Decisions are most of the rows and are written on the request path: they are in the time
     # index only, which every insert appends to. An index led by the instance would put each
     # insert on another page, and each such page is rewritten to the WAL on every commit (four
     # such indexes made a stored decision cost ~60 µs instead of ~10). Windows of decisions
-    # (loop detection, the ledger's seed) are read through the time index.
+    # (the ledger's seed; a one-shot ``armctl decide`` counting repeats) are read through the
+    # time index: the server counts them in memory.
     sa.Index(None, "at"),
-    # Budgets sum an instance's COST events without reading its decisions. Partial: a query uses
-    # it only when it says ``type = 'COST'`` as a literal (``COST_ONLY``), not as a parameter.
+    # Budgets sum an instance's COST events without reading its decisions. Partial: queries say
+    # ``type = 'COST'`` as a literal (``COST_ONLY``), since a plan made for any parameter value
+    # (PostgreSQL's generic plans) cannot use it.
     sa.Index(
         "ix_op_events_cost_tenant_instance_at",
         "tenant",

@@ -44,14 +44,30 @@ def test_the_fleets_packages_are_named_in_the_extension_index() -> None:
         "# package arm.ext.commented\npackage arm.decision_helpers\n",
     ]
     assert library.extension_packages(declared) == ["acme", "billing-desk"]
-    # A declaration this cannot read keeps the general form.
+    # The path may follow on the next line, and lines may end in CRLF.
+    assert library.extension_packages(["package\n  arm.ext.acme\n", "package\r\narm.ext.crlf\r\n"]) == ["acme", "crlf"]
+    # Anything but exactly one declaration it reads keeps the general form: a package it missed
+    # would silently lose its rules.
     assert library.extension_packages(["package arm . ext . acme\n"]) is None
+    assert library.extension_packages(["import rego.v1\n"]) is None
+    assert library.extension_packages(["package arm.ext.a\nx := `\npackage arm.ext.b\n`\n"]) is None
     general = library.builtin_modules()[library.EXTENSIONS]
     assert "data.arm.ext[_].deny" in general
     named = library.modules_for(_fleet_modules(), tests=False)[library.EXTENSIONS]
     assert 'data.arm.ext["acme"].deny' in named and "data.arm.ext[_]" not in named
     odd = library.modules_for({"odd.rego": "package arm . ext . odd\nimport rego.v1\ndeny contains 1 if false\n"})
     assert odd[library.EXTENSIONS] == general
+
+
+def test_a_fleet_package_declared_across_lines_still_denies() -> None:
+    from reconciler.policy import engines
+    from tests.policy.test_decision_table import make_input
+
+    fleet = {"fleet/split.rego": 'package\n  arm.ext.split\n\nimport rego.v1\n\ndeny contains "split says no" if true\n'}
+    engine = engines.EmbeddedEngine()
+    engine.load(engines.Bundle(library.modules_for(fleet, tests=False), {}, "split"))
+    result = engine.evaluate("data.arm.decision.result", make_input())
+    assert result == {"decision": "DENY", "reasons": ["split says no"]}
 
 
 def test_the_named_and_the_general_extension_index_give_the_same_decisions() -> None:
