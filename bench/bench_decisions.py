@@ -157,6 +157,28 @@ def _allowed_calls(rows: list[Any], catalog: dict[str, Any], mix: str) -> list[t
     return calls
 
 
+def prepare(state: Path, mix: str) -> tuple[list[tuple[str, str]], str]:
+    """Apply the scaled fleet (with the sample fleet's Rego) to a fresh SQLite store in ``state``;
+    the (instance, tool) calls of ``mix`` and a runtime token for their tenant."""
+    armctl(state, "init")
+    repo = with_sample_rego(fleetgen.cached(WORK, 334), state)
+    armctl(state, "apply", "--repo", str(repo), "--ref", "main")
+    engine = sa.create_engine(f"sqlite:///{state / 'arm.db'}")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT i.id, v.envelope FROM instances i JOIN agent_versions v"
+                " ON v.tenant = i.tenant AND v.name = i.version WHERE i.state != 'RETIRED' ORDER BY i.id"
+            )
+        ).all()
+        tenant = connection.execute(sa.text("SELECT name FROM tenants LIMIT 1")).scalar_one()
+        catalog = json.loads(connection.execute(sa.text("SELECT spec FROM tool_catalogs LIMIT 1")).scalar_one())
+    engine.dispose()
+    calls = _allowed_calls(rows, catalog, mix)
+    token = armctl(state, "token", "create", "--name", "bench", "--kind", "runtime", "--tenant", tenant).strip()
+    return calls, token
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
@@ -170,25 +192,11 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
-    repo = fleetgen.cached(WORK, 334)
     state = Path(tempfile.mkdtemp(prefix="arm-decisions-"))
     try:
-        armctl(state, "init")
-        repo = with_sample_rego(repo, state)
-        armctl(state, "apply", "--repo", str(repo), "--ref", "main")
+        calls, token = prepare(state, args.mix)
         engine = sa.create_engine(f"sqlite:///{state / 'arm.db'}")
-        with engine.connect() as connection:
-            rows = connection.execute(
-                sa.text(
-                    "SELECT i.id, v.envelope FROM instances i JOIN agent_versions v"
-                    " ON v.tenant = i.tenant AND v.name = i.version WHERE i.state != 'RETIRED' ORDER BY i.id"
-                )
-            ).all()
-            tenant = connection.execute(sa.text("SELECT name FROM tenants LIMIT 1")).scalar_one()
-            catalog = json.loads(connection.execute(sa.text("SELECT spec FROM tool_catalogs LIMIT 1")).scalar_one())
-        calls = _allowed_calls(rows, catalog, args.mix)
         instances, tools = [c[0] for c in calls], [c[1] for c in calls]
-        token = armctl(state, "token", "create", "--name", "bench", "--kind", "runtime", "--tenant", tenant).strip()
         script = state / "decisions.lua"
         script.write_text(LUA % (",".join(f'"{i}"' for i in instances), ",".join(f'"{t}"' for t in tools), token))
         port = free_port()
