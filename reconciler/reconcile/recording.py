@@ -148,6 +148,8 @@ class Writer:
         *,
         max_batch: int = 512,
         idle_seconds: float = 0.05,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        wal_restart_frames: int = WAL_RESTART_FRAMES,
     ) -> None:
         self.db = db
         self.ledger = ledger
@@ -156,6 +158,8 @@ class Writer:
         self.after = after
         self.max_batch = max_batch
         self.idle_seconds = idle_seconds
+        self.checkpoint_seconds = checkpoint_seconds
+        self.wal_restart_frames = wal_restart_frames
         self._cv = threading.Condition(threading.Lock())
         self._queue: list[Pending] = []
         self._stopping = False
@@ -231,6 +235,26 @@ class Writer:
     # ---------------------------------------------------------------- the thread
 
     def _run(self) -> None:
+        finished = False
+        try:
+            self._serve()
+            finished = True
+        finally:
+            if not finished:
+                # Store errors are handled batch by batch (the callers get an error); only a bug
+                # ends the loop early. Its traceback goes to the thread's excepthook; here nothing
+                # queued is left waiting, and what comes next is refused (503, treated as DENY).
+                log.critical("the decision writer stopped on an unexpected error; decisions are refused until restart")
+                with self._cv:
+                    self._stopping = True
+                    queued, self._queue = self._queue, []
+                for item in queued:
+                    item.error = errors.StoreError("the decision writer stopped; nothing was decided")
+                self._deliver(queued)
+            if self._link.connection is not None:
+                self._link.connection.close()
+
+    def _serve(self) -> None:
         while True:
             with self._cv:
                 if not self._queue and not self._stopping:
@@ -239,21 +263,13 @@ class Writer:
                 del self._queue[: self.max_batch]
                 stopping = self._stopping and not self._queue
             if batch:
-                # The thread's one boundary: a bug past the store (the ledger, delivering) has
-                # already answered this batch's callers with an error; a dead writer would leave
-                # every later decision waiting for ever, so it logs the traceback and goes on.
-                try:
-                    self._commit(batch, self._link)
-                except Exception:
-                    log.exception("the decision writer failed on a batch; its decisions were answered with an error")
+                self._commit(batch, self._link)
             if stopping and not batch:
-                break
+                return
             if self.after is not None and time.monotonic() - self._last_after >= (0.005 if batch else self.idle_seconds):
                 self._after(self._link)
-            if self._inline and self._dirty and time.monotonic() - self._last_checkpoint >= CHECKPOINT_SECONDS:
+            if self._inline and self._dirty and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds:
                 self._checkpoint()
-        if self._link.connection is not None:
-            self._link.connection.close()
 
     def _checkpoint(self) -> None:
         # In this thread, off the event loop: the file syncs release the GIL. A PASSIVE checkpoint
@@ -269,7 +285,7 @@ class Writer:
         try:
             cursor = database.driver_cursor(self._link.connect())
             _, frames, _ = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if frames > WAL_RESTART_FRAMES:
+            if frames > self.wal_restart_frames:
                 cursor.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
                 try:
                     busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()

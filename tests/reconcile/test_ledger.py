@@ -124,38 +124,3 @@ def test_pruning_forgets_only_calls_older_than_the_horizon(db_url: str) -> None:
     book.prune(start + dt.timedelta(seconds=200))
     assert book._calls == {}
     engine.dispose()
-
-
-def test_under_a_steady_stream_of_commits_the_wal_stays_bounded(
-    replicas: tuple[deciding.Decider, deciding.Decider], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from pathlib import Path
-
-    from reconciler.reconcile import recording
-
-    server, _ = replicas
-    if server.db.dialect.name != "sqlite":
-        pytest.skip("the WAL is SQLite's")
-    monkeypatch.setattr(recording, "WAL_RESTART_FRAMES", 256)  # 1 MiB
-    monkeypatch.setattr(recording, "CHECKPOINT_SECONDS", 0.05)
-    wal = Path(f"{server.db.url.database}-wal")
-    server.decide(deciding.Request(INSTANCE, "crm.lookup", {"warm": "up"}))
-    soon(server, deciding.Request(INSTANCE, "crm.lookup", {"warm": "server"}))
-
-    async def stream(seconds: float) -> int:
-        # The server's path, one decision after another: each commits while the writer thread
-        # checkpoints, so a PASSIVE checkpoint alone never lets the WAL start over.
-        loop, n, until = asyncio.get_running_loop(), 0, time.monotonic() + seconds
-        while time.monotonic() < until:
-            future = server.decide_soon(deciding.Request(INSTANCE, "crm.lookup", {"n": n}), None, loop)
-            assert future is not None
-            assert (await future).decision == "ALLOW"
-            n += 1
-        return n
-
-    made = asyncio.run(stream(2.0))
-    # Every decision wrote at least one 4 KiB page to the WAL: unbounded, it would hold them all
-    # (measured: 133 MB after these 2 s); started over, it holds what came since the last restart.
-    written = made * 4096
-    assert written > 8 * 2**20, f"too few decisions ({made}) to tell a bounded WAL from an unbounded one"
-    assert wal.stat().st_size < written / 2
