@@ -136,18 +136,7 @@ def _step(ctx: context.Context, canary: Record, stable: Record | None, index: in
         "instances": 0 if index is None else canary_count(replicas, weights[index]),
     }
     after = {"generation": canary.generation, "weight": weights[to], "step": to + 1, "instances": count, "rollout": rollout}
-    ctx.add(
-        Action(
-            "record-rollout",
-            "Deployment",
-            canary.tenant,
-            canary.name,
-            "DEPLOYMENT_CANARY_STEPPED",
-            before,
-            after,
-            data={"generation": canary.generation, "columns": {"rollout": rollout, "canary_step": to}},
-        )
-    )
+    _record_rollout(ctx, canary, "DEPLOYMENT_CANARY_STEPPED", before, after, {"rollout": rollout, "canary_step": to})
     provisioning.scale_to(ctx, canary, count)
     if stable is not None:
         if last:
@@ -240,18 +229,15 @@ def _set_rollout(ctx: context.Context, canary: Record, record_type: str, rollout
     after: dict[str, Any] = {"generation": canary.generation, "rollout": rollout, "weight": weight}
     if reason is not None:
         after["reason"] = reason
-    ctx.add(
-        Action(
-            "record-rollout",
-            "Deployment",
-            canary.tenant,
-            canary.name,
-            record_type,
-            before,
-            after,
-            data={"generation": canary.generation, "columns": {"rollout": rollout}},
-        )
-    )
+    _record_rollout(ctx, canary, record_type, before, after, {"rollout": rollout})
+
+
+def _record_rollout(
+    ctx: context.Context, canary: Record, record_type: str, before: dict[str, Any], after: dict[str, Any], columns: dict[str, Any]
+) -> None:
+    """Set ``columns`` of the canary's record, written as a ``record_type`` change record."""
+    data = {"generation": canary.generation, "columns": columns}
+    ctx.add(Action("record-rollout", "Deployment", canary.tenant, canary.name, record_type, before, after, data=data))
 
 
 # ------------------------------------------------------------------ going back
