@@ -36,7 +36,7 @@ from reconciler import errors
 from reconciler import settings as settings_
 from reconciler.daemon import hooks, leading
 from reconciler.reconcile import approving, deciding, events, metering, running
-from reconciler.state import database, fleetstate, opevents
+from reconciler.state import database, opevents
 
 __all__ = ["STOP_GRACE_SECONDS", "Daemon"]
 
@@ -265,9 +265,7 @@ class Daemon:
         """Serve what is applied: note its SHA and load its policy (an OPA gets it pushed)."""
         try:
             with database.reading(self.db) as connection:
-                state = fleetstate.read(connection) or {}
-                if state.get("applied_sha"):
-                    self.decider.ensure_policy(connection)
+                state = self.decider.ensure_policy(connection)
         except (errors.ArmError, sa.exc.SQLAlchemyError) as exc:
             log.warning("cannot read the applied commit: %s", exc)
             return

@@ -52,6 +52,7 @@ REFRESH_SECONDS = 0.05
 
 #: The loop window of an envelope that states none, and the least the ledger keeps.
 _DEFAULT_WINDOW = 60.0
+_NO_REVISION = "none"  # the engine's revision while no commit is applied (the library alone)
 
 #: How often the ledger forgets decisions past the longest loop window.
 _PRUNE_SECONDS = 1.0  # each prune pops what expired since the last: ~1 s of decisions
@@ -192,12 +193,13 @@ class Decider:
         if self._writer is not None:
             self._writer.close()
 
-    def ensure_policy(self, connection: sa.Connection) -> None:
+    def ensure_policy(self, connection: sa.Connection) -> dict[str, Any]:
         """Load the applied commit's policy into the engine if it is not loaded yet (and take
-        the state row as read: an apply in this process is served at once)."""
+        the state row as read: an apply in this process is served at once); the state row."""
         state = fleetstate.read(connection) or {}
         self._state_key = fleetstate.key_of(state)
         self._policy(connection, state.get("applied_sha"))
+        return state
 
     def policy_status(self) -> dict[str, Any]:
         """Which engine answers, the revision it has loaded and the last failed load, for status."""
@@ -224,17 +226,18 @@ class Decider:
                 self.ledger.prune(now)
 
     def _policy(self, connection: sa.Connection, revision: str | None) -> None:
-        if revision is not None and self.engine.revision == revision:
+        loaded = revision or _NO_REVISION  # with nothing applied: the library alone, loaded once
+        if self.engine.revision == loaded:
             return
         with self._policy_lock:
-            if revision is not None and self.engine.revision == revision:
+            if self.engine.revision == loaded:
                 return
             if self.engine.revision is not None and self.clock.monotonic() < self._retry_at:
                 return  # the last load failed moments ago: stay on the last good revision
             c = tables.policy_modules.c
             fleet = {row.path: row.text for row in connection.execute(sa.select(c.path, c.text))}
             try:
-                self.engine.load(engines.Bundle(library.modules_for(fleet, tests=False), {}, revision or "none"))
+                self.engine.load(engines.Bundle(library.modules_for(fleet, tests=False), {}, loaded))
             except errors.PolicyError as exc:
                 # The engine keeps the last good revision (an OPA push restores it); decisions go on
                 # with it and say so in policyRevision. With no good revision at all, nothing is decided.
