@@ -470,17 +470,18 @@ class Decider:
             return self._fleet
 
     def _load_ledger(self, connection: sa.Connection, fleet: _Fleet, request: Request, now: dt.datetime) -> None:
-        """Make the ledger hold what deciding ``request`` asks of it, exactly as stored now."""
+        """Make the ledger hold what deciding ``request`` asks of it, exactly as stored now.
+
+        Only a server (a decider with a writer) keeps a ledger; a process that decides once asks
+        the table (``_Fallback``), which costs less than seeding."""
         instance = fleet.instances.get(request.instance)
-        if instance is None:
+        if instance is None or self._writer is None:
             return
         ledger = self.ledger
         with self._seed_lock:
-            if self._writer is not None and (ledger.horizon < fleet.horizon or not ledger.holds_all):
-                # The server keeps every instance: seeded once (again when a longer window appears).
+            if ledger.horizon < fleet.horizon or not ledger.holds_all:
+                # Every instance, seeded once (again when a longer window appears).
                 ledger.seed(connection, now, fleet.horizon)
-            elif not ledger.holds(instance.tenant, request.instance):
-                ledger.seed(connection, now, fleet.horizon, (instance.tenant, request.instance))
         ledger.tail(database.driver_cursor(connection))
         if request.run_id is not None:
             ledger.load_run(connection, instance.tenant, request.instance, request.run_id)

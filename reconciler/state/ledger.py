@@ -6,8 +6,8 @@ Asking ``op_events`` each time costs two queries a decision; the ledger answers 
 and is kept current from the same table:
 
 - **seeded** from ``op_events`` (COST events since the start of the day, DECISION events within
-  the largest loop window), for all instances at once (the server) or per instance on first use
-  (a one-shot ``armctl decide``);
+  the largest loop window), for all instances at once; a process that decides once (``armctl
+  decide``) does not seed it and asks the table instead;
 - fed at once with what this process commits (``add_decisions``: the writer knows the ids);
 - **tailed** for rows other processes wrote: ``id > last seen``, only the columns a DECISION or
   COST needs, skipping ids this process wrote. On PostgreSQL ids are taken before commit, so a
@@ -16,8 +16,8 @@ and is kept current from the same table:
 - A run's cost before today is not seeded: a run asked for the first time is summed from the
   table once (``load_run``), then kept current like the rest.
 
-Every answer says None when the ledger does not hold what was asked (an instance not seeded, a
-day or window older than the seed, a run not loaded); the caller then loads it or asks the table.
+Every answer says None when the ledger does not hold what was asked (nothing seeded, a day or
+window older than the seed, a run not loaded); the caller then loads it or asks the table.
 Thread-safe: the decider's writer thread feeds and tails it while requests read it.
 """
 
@@ -39,8 +39,6 @@ __all__ = ["PG_SLACK", "Ledger", "parse_at"]
 
 #: PostgreSQL: ids re-read behind the newest seen, for transactions that commit out of id order.
 PG_SLACK = 1000
-
-_Instance = tuple[str, str]  # (tenant, instance)
 
 
 def parse_at(value: Any) -> dt.datetime:
@@ -78,9 +76,8 @@ class Ledger:
         # left instead of scanning every call (a server holds ~100,000 within a minute's window,
         # and a full scan held the event loop for tens of milliseconds)
         self._expiry: collections.deque[tuple[float, tuple[str, str, str]]] = collections.deque()
-        # (first day, first decision timestamp) the ledger holds, for all instances or per instance
+        # (first day, first decision timestamp) the ledger holds; None until it is seeded
         self._all: tuple[dt.date, float] | None = None
-        self._seeded: dict[_Instance, tuple[dt.date, float]] = {}
         self._horizon = 0.0
         self.pruned_at = 0.0  # when prune last ran (timestamp of its ``now``)
         self.last_id: int | None = None  # newest id the tail has taken into account
@@ -96,7 +93,7 @@ class Ledger:
     def spent(self, tenant: str, instance: str, run_id: str | None, day: dt.date) -> tuple[float, float] | None:
         """(spent in ``run_id``, spent on ``day``), or None when the ledger does not hold it."""
         with self._lock:
-            seed = self._all or self._seeded.get((tenant, instance))
+            seed = self._all
             if seed is None or day < seed[0]:
                 return None
             run = 0.0
@@ -111,7 +108,7 @@ class Ledger:
         """Decisions on the same call since ``since``, or None when that is older than the seed."""
         moment = since.timestamp()
         with self._lock:
-            seed = self._all or self._seeded.get((tenant, instance))
+            seed = self._all
             if seed is None or moment < seed[1]:
                 return None
             times = self._calls.get((tenant, instance, key))
@@ -120,10 +117,6 @@ class Ledger:
             if isinstance(times, list):
                 return len(times) - bisect.bisect_left(times, moment)
             return int(times >= moment)
-
-    def holds(self, tenant: str, instance: str) -> bool:
-        with self._lock:
-            return self._all is not None or (tenant, instance) in self._seeded
 
     @property
     def holds_all(self) -> bool:
@@ -135,9 +128,9 @@ class Ledger:
 
     # ---------------------------------------------------------------- loading
 
-    def seed(self, connection: sa.Connection, now: dt.datetime, horizon: float, instance: _Instance | None = None) -> None:
-        """Load COST events of today and DECISION events of the last ``horizon`` seconds, of one
-        instance or (None) of all of them; later rows come from the tail."""
+    def seed(self, connection: sa.Connection, now: dt.datetime, horizon: float) -> None:
+        """Load COST events of today and DECISION events of the last ``horizon`` seconds; later
+        rows come from the tail."""
         cursor = database.driver_cursor(connection)
         day = now.date()
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -148,14 +141,9 @@ class Ledger:
                 cursor.execute(self._max_sql)
                 self.last_id = int(cursor.fetchone()[0])
             upto = self.last_id
-            where = f"id <= {m}"
-            params: list[Any] = [upto]
-            if instance is not None:
-                where += f" AND tenant = {m} AND instance = {m}"
-                params += list(instance)
             cursor.execute(
-                f"SELECT id, tenant, instance, at, payload FROM op_events WHERE {where} AND type = 'COST' AND at >= {m}",
-                [*params, self._bind_at(day_start)],
+                f"SELECT id, tenant, instance, at, payload FROM op_events WHERE id <= {m} AND type = 'COST' AND at >= {m}",
+                [upto, self._bind_at(day_start)],
             )
             day_totals: dict[tuple[str, str, dt.date], float] = {}
             for row_id, tenant, name, at, payload in cursor.fetchall():
@@ -164,8 +152,8 @@ class Ledger:
                 ident = (tenant, name, when)
                 day_totals[ident] = day_totals.get(ident, 0.0) + _amount(payload)[0]
             cursor.execute(
-                f"SELECT id, tenant, instance, call_key, at FROM op_events WHERE {where} AND type = 'DECISION' AND at >= {m}",
-                [*params, self._bind_at(since)],
+                f"SELECT id, tenant, instance, call_key, at FROM op_events WHERE id <= {m} AND type = 'DECISION' AND at >= {m}",
+                [upto, self._bind_at(since)],
             )
             calls: dict[tuple[str, str, str], list[float]] = {}
             for row_id, tenant, name, key, at in cursor.fetchall():
@@ -176,22 +164,10 @@ class Ledger:
                 times.sort()
             fresh = sorted((times[-1], call) for call, times in calls.items())
             found = {call: times[0] if len(times) == 1 else times for call, times in calls.items()}
-            if instance is None:
-                self._day, self._calls, self._runs = day_totals, found, {}
-                self._expiry = collections.deque(fresh)
-                self._all = (day, since.timestamp())
-                self._seeded.clear()
-            else:
-                tenant, name = instance
-                for old_day in [k for k in self._day if k[:2] == instance]:
-                    del self._day[old_day]
-                for old_call in [k for k in self._calls if k[:2] == instance]:
-                    del self._calls[old_call]
-                self._day.update(day_totals)
-                self._calls.update(found)
-                self._expiry.extend(fresh)
-                self._seeded[instance] = (day, since.timestamp())
-            self._horizon = max(self._horizon, horizon) if instance is not None else horizon
+            self._day, self._calls, self._runs = day_totals, found, {}
+            self._expiry = collections.deque(fresh)
+            self._all = (day, since.timestamp())
+            self._horizon = horizon
 
     def load_run(self, connection: sa.Connection, tenant: str, instance: str, run_id: str) -> None:
         """Sum a run's COST events up to the tail's position; later ones come from the tail."""
@@ -220,6 +196,8 @@ class Ledger:
     def add_decisions(self, ids: Iterable[int], rows: Iterable[tuple[str, str, str | None, float]]) -> None:
         """This process committed these DECISION rows ((tenant, instance, call key, at timestamp))."""
         with self._lock:
+            if self._all is None:
+                return  # not seeded: the ledger answers nothing yet, and its seed reads these rows
             for tenant, instance, key, moment in rows:
                 if key is None:
                     continue
@@ -290,7 +268,7 @@ class Ledger:
             return taken
 
     def _take(self, kind: str, tenant: str, instance: str, at: Any, key: str | None, payload: Any) -> None:
-        seed = self._all or self._seeded.get((tenant, instance))
+        seed = self._all
         when = parse_at(at)
         if kind == "DECISION":
             if seed is None or key is None:
@@ -329,8 +307,6 @@ class Ledger:
                 del self._day[past]
             if self._all is not None:
                 self._all = (max(self._all[0], today), max(self._all[1], cutoff))
-            for instance, (day, since) in list(self._seeded.items()):
-                self._seeded[instance] = (max(day, today), max(since, cutoff))
 
     def _bind_at(self, value: dt.datetime) -> Any:
         value = value.astimezone(dt.UTC)
