@@ -119,7 +119,7 @@ def locked_heads(connection: sa.Connection, tenants: Iterable[str]) -> dict[str,
 
 
 def _locked_heads(cursor: Any, dialect: str, tenants: Iterable[str]) -> dict[str, tuple[int, str]]:
-    mark = "?" if dialect == "sqlite" else "%s"
+    mark = database.placeholder(dialect)
     heads: dict[str, tuple[int, str]] = {}
     for tenant in sorted(set(tenants)):
         if dialect == "postgresql":
@@ -152,11 +152,10 @@ def append_raw(cursor: Any, dialect: str, records: Iterable[Record], at: dt.date
     """:func:`append` through a DB-API cursor in an open write transaction (the decision
     writer's): the same locks, heads, hashes and stored values, without SQLAlchemy."""
     records = list(records)
-    mark = "?" if dialect == "sqlite" else "%s"
+    mark = database.placeholder(dialect)
     chain = Chain(_locked_heads(cursor, dialect, {r.tenant for r in records}))
     rows = [chain.add(r, at) for r in records]
-    when = at.astimezone(dt.UTC)
-    stored_at: Any = when.replace(tzinfo=None).isoformat(" ", "microseconds") if dialect == "sqlite" else when
+    stored_at = database.bind_at(at, dialect)
     json_mark = "?" if dialect == "sqlite" else "%s::jsonb"
     cursor.executemany(
         "INSERT INTO change_records (tenant, seq, sha, author, operator, type, object_kind, object_name, before, after,"

@@ -9,6 +9,7 @@ whose schema is behind, with a message that says what to run.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,14 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "SQLITE_WAL_LIMIT_BYTES",
     "RawJSON",
+    "bind_at",
     "bulk_insert",
     "connect",
     "driver_cursor",
     "head_revision",
     "migrate",
+    "parse_at",
+    "placeholder",
     "reading",
     "require_current",
     "schema_revision",
@@ -109,6 +113,25 @@ def _sqlite_begin(connection: sa.Connection) -> None:
 def driver_cursor(connection: sa.Connection) -> Any:
     """A DB-API cursor on ``connection``'s driver connection (in its transaction, if any)."""
     return connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def placeholder(dialect: str) -> str:
+    """The DB-API parameter mark for raw SQL: ``?`` on SQLite, ``%s`` on psycopg."""
+    return "?" if dialect == "sqlite" else "%s"
+
+
+def bind_at(value: dt.datetime, dialect: str) -> Any:
+    """A timestamp as a raw DB-API parameter, stored as ``tables.UTCDateTime`` stores it: in
+    UTC, on SQLite as ``YYYY-MM-DD HH:MM:SS.ffffff`` text."""
+    value = value.astimezone(dt.UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds") if dialect == "sqlite" else value
+
+
+def parse_at(value: Any) -> dt.datetime:
+    """A stored timestamp read through a raw cursor, as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def reading(engine: sa.Engine) -> sa.Connection:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
 
-from reconciler.state import tables
+from reconciler.state import database, tables
 
 __all__ = ["bump_generation", "key_of", "read", "read_key"]
 
@@ -35,12 +34,7 @@ def read_key(cursor: Any) -> tuple[Any, ...]:
     row = cursor.fetchone()
     if row is None:
         return (None, None, None)
-    at = row[1]
-    if isinstance(at, str):
-        at = dt.datetime.fromisoformat(at)
-    if at is not None:
-        at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
-    return (row[0], at, row[2])
+    return (row[0], None if row[1] is None else database.parse_at(row[1]), row[2])
 
 
 def key_of(state: dict[str, Any]) -> tuple[Any, ...]:

@@ -35,17 +35,10 @@ import sqlalchemy as sa
 
 from reconciler.state import database
 
-__all__ = ["PG_SLACK", "Ledger", "parse_at"]
+__all__ = ["PG_SLACK", "Ledger"]
 
 #: PostgreSQL: ids re-read behind the newest seen, for transactions that commit out of id order.
 PG_SLACK = 1000
-
-
-def parse_at(value: Any) -> dt.datetime:
-    """A stored ``at`` as an aware UTC datetime (SQLite keeps ``YYYY-MM-DD HH:MM:SS.ffffff`` text)."""
-    if isinstance(value, str):
-        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def _amount(payload: Any) -> tuple[float, Any]:
@@ -62,7 +55,7 @@ def _amount(payload: Any) -> tuple[float, Any]:
 class Ledger:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
-        mark = "?" if dialect == "sqlite" else "%s"
+        mark = database.placeholder(dialect)
         self._mark = mark
         self._lock = threading.Lock()
         self._day: dict[tuple[str, str, dt.date], float] = {}
@@ -143,23 +136,23 @@ class Ledger:
             upto = self.last_id
             cursor.execute(
                 f"SELECT id, tenant, instance, at, payload FROM op_events WHERE id <= {m} AND type = 'COST' AND at >= {m}",
-                [upto, self._bind_at(day_start)],
+                [upto, database.bind_at(day_start, self.dialect)],
             )
             day_totals: dict[tuple[str, str, dt.date], float] = {}
             for row_id, tenant, name, at, payload in cursor.fetchall():
                 self._saw(row_id)
-                when = parse_at(at).date()
+                when = database.parse_at(at).date()
                 ident = (tenant, name, when)
                 day_totals[ident] = day_totals.get(ident, 0.0) + _amount(payload)[0]
             cursor.execute(
                 f"SELECT id, tenant, instance, call_key, at FROM op_events WHERE id <= {m} AND type = 'DECISION' AND at >= {m}",
-                [upto, self._bind_at(since)],
+                [upto, database.bind_at(since, self.dialect)],
             )
             calls: dict[tuple[str, str, str], list[float]] = {}
             for row_id, tenant, name, key, at in cursor.fetchall():
                 self._saw(row_id)
                 if key is not None:
-                    calls.setdefault((tenant, name, key), []).append(parse_at(at).timestamp())
+                    calls.setdefault((tenant, name, key), []).append(database.parse_at(at).timestamp())
             for times in calls.values():
                 times.sort()
             fresh = sorted((times[-1], call) for call, times in calls.items())
@@ -269,7 +262,7 @@ class Ledger:
 
     def _take(self, kind: str, tenant: str, instance: str, at: Any, key: str | None, payload: Any) -> None:
         seed = self._all
-        when = parse_at(at)
+        when = database.parse_at(at)
         if kind == "DECISION":
             if seed is None or key is None:
                 return
@@ -307,7 +300,3 @@ class Ledger:
                 del self._day[past]
             if self._all is not None:
                 self._all = (max(self._all[0], today), max(self._all[1], cutoff))
-
-    def _bind_at(self, value: dt.datetime) -> Any:
-        value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds") if self.dialect == "sqlite" else value

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from reconciler.state import tables
+from reconciler.state import database, tables
 
 __all__ = ["add", "archive_and_prune", "calls_since", "insert_decisions", "spent"]
 
@@ -64,7 +64,7 @@ def insert_decisions(cursor: Any, dialect: str, rows: list[tuple[str, dt.datetim
         cursor.executemany(
             "INSERT INTO op_events (id, tenant, at, type, instance, payload, call_key) VALUES (?, ?, ?, 'DECISION', ?, ?, ?)",
             [
-                (i, tenant, at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds"), instance, payload, key)
+                (i, tenant, database.bind_at(at, "sqlite"), instance, payload, key)
                 for i, (tenant, at, instance, payload, key) in zip(ids, rows, strict=True)
             ],
         )
