@@ -143,15 +143,12 @@ def create_app(
 
     @app.exception_handler(errors.ArmError)
     def _arm_error(request: fastapi.Request, exc: errors.ArmError) -> responses.JSONResponse:
-        status = decisions.error_status(exc)
-        return responses.JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status)
+        return responses.JSONResponse(decisions.error_body(exc), status_code=decisions.error_status(exc))
 
     @app.exception_handler(sa.exc.OperationalError)
     def _store_down(request: fastapi.Request, exc: sa.exc.OperationalError) -> responses.JSONResponse:
         # A decision that cannot be recorded is not given: the runtime must treat this as DENY.
-        return responses.JSONResponse(
-            {"error": "StoreError", "message": "the store is unavailable; nothing was decided"}, status_code=503
-        )
+        return responses.JSONResponse(decisions.STORE_DOWN, status_code=503)
 
     known: dict[str, tuple[float, tokens.Principal | str]] = {}
 
@@ -198,11 +195,9 @@ def create_app(
 
     @app.post("/v1/decisions")
     async def decide(body: DecisionBody, who: Who) -> responses.Response:
-        """Documents the route; requests are served by ``decisions.DecisionRoute`` in front of the app."""
-        request = deciding.Request(body.instance, body.tool, body.args, body.costEstimate, body.runId)
-        decision = await decisions.decide(decider, request, who)
-        metrics.count(metrics.decisions, decision.decision)
-        return responses.Response(decisions.encode(decision), media_type="application/json")
+        """Documents the route in the OpenAPI document. ``_Api`` hands every such request to
+        ``decisions.DecisionRoute`` before FastAPI routes it, so this never runs."""
+        raise RuntimeError("POST /v1/decisions is answered by decisions.DecisionRoute")
 
     # ---------------------------------------------------------------- approvals
 

@@ -27,7 +27,7 @@ from fastapi import encoders
 from reconciler import errors
 from reconciler.reconcile import deciding, tokens
 
-__all__ = ["MAX_BODY", "DecisionBody", "DecisionRoute", "decide", "encode", "error_status"]
+__all__ = ["MAX_BODY", "STORE_DOWN", "DecisionBody", "DecisionRoute", "decide", "encode", "error_body", "error_status"]
 
 _FIELDS = frozenset(("instance", "tool", "args", "costEstimate", "runId"))
 
@@ -39,6 +39,14 @@ class DecisionBody(pydantic.BaseModel):
     args: dict[str, Any] = {}
     costEstimate: float = pydantic.Field(default=0.0, ge=0)
     runId: str | None = None
+
+
+#: What a request gets when the store cannot be reached: nothing was decided, the runtime DENYs.
+STORE_DOWN = {"error": "StoreError", "message": "the store is unavailable; nothing was decided"}
+
+
+def error_body(exc: errors.ArmError) -> dict[str, str]:
+    return {"error": type(exc).__name__, "message": str(exc)}
 
 
 def error_status(exc: errors.ArmError) -> int:
@@ -175,9 +183,9 @@ class DecisionRoute:
                 return 422, orjson.dumps({"detail": invalid})
             decision = await decide(self.decider, request, who)
         except errors.ArmError as exc:
-            return error_status(exc), orjson.dumps({"error": type(exc).__name__, "message": str(exc)})
+            return error_status(exc), orjson.dumps(error_body(exc))
         except sa.exc.OperationalError:
             # A decision that cannot be recorded is not given: the runtime must treat this as DENY.
-            return 503, orjson.dumps({"error": "StoreError", "message": "the store is unavailable; nothing was decided"})
+            return 503, orjson.dumps(STORE_DOWN)
         self.metrics.count(self.metrics.decisions, decision.decision)
         return 200, encode(decision)
