@@ -18,7 +18,7 @@ import regorus
 
 from reconciler import errors
 
-__all__ = ["check_modules", "engine_message", "ref_path"]
+__all__ = ["check_modules", "engine_message", "packages", "ref_path"]
 
 _LOCATION_RE = re.compile(r"-->\s*(?P<file>[^\n]+?):(?P<line>\d+):(?P<col>\d+)")
 _ERROR_RE = re.compile(r"^error:\s*(?P<message>.*)$", re.MULTILINE)
@@ -90,6 +90,32 @@ def _entry_points(ast: list[dict[str, Any]]) -> set[str]:
             if path:
                 points.add("data." + ".".join(package + path[:1]))
     return points
+
+
+def packages(modules: Mapping[str, str]) -> list[list[str] | None] | None:
+    """The package each of ``modules`` declares, as regorus parses it: its segments, or None for
+    one indexed by anything but a string. None when a module does not parse (``check_modules``
+    says why)."""
+    engine = regorus.Engine()
+    try:
+        for path, text in modules.items():
+            engine.add_policy(path, text)
+    except RuntimeError:
+        return None
+    return [_exact_path(m["ast"]["package"]["refr"]) for m in json.loads(engine.get_ast_as_json())]
+
+
+def _exact_path(ref: dict[str, Any]) -> list[str] | None:
+    ((kind, node),) = ref.items()
+    if kind == "Var":
+        return [str(node["value"])]
+    inner = _exact_path(node["refr"]) if kind in ("RefDot", "RefBrack") else None
+    if inner is None:
+        return None
+    if kind == "RefDot":
+        return [*inner, str(node["field"][1])]
+    index = node["index"]
+    return [*inner, str(index["String"]["value"])] if "String" in index else None
 
 
 def ref_path(ref: dict[str, Any]) -> list[str]:

@@ -8,8 +8,8 @@ One library file is specialised per fleet: ``extensions.rego`` gathers the ``den
 ``approval`` rules of every package directly under ``data.arm.ext``. Written generally
 (``data.arm.ext[_].deny``) the engine builds each such package whole on every decision, which
 cost more than all of the library's own rules; :func:`modules_for` names the packages the
-modules declare instead, and keeps the general form unless it reads exactly one declaration in
-every module. Both give the same reasons; only a test that replaces ``data.arm.ext`` with packages no
+modules declare instead (as the engine parses them), and keeps the general form when a module
+does not parse. Both give the same reasons; only a test that replaces ``data.arm.ext`` with packages no
 module declares (``with data.arm.ext as {...}``) sees the difference.
 """
 
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler import errors
+from reconciler.policy import compiling
 
 __all__ = ["EXTENSIONS", "builtin_modules", "digest", "extension_packages", "library_dir", "modules_for"]
 
@@ -29,10 +29,6 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 #: The library file that gathers the fleet's reasons (see the module's docstring).
 EXTENSIONS = "policies/arm/extensions.rego"
-
-# A declaration: ``package`` first on a line, its path after any whitespace (newlines too).
-_PACKAGE_RE = re.compile(r"^[ \t]*package\s+([^#\n]*?)\s*(?:#[^\n]*)?$", re.MULTILINE)
-_SEGMENT_RE = re.compile(r'(?:^|\.)([A-Za-z_][A-Za-z0-9_]*)|\[[ \t]*("(?:[^"\\]|\\.)*")[ \t]*\]')
 
 
 def library_dir() -> Path:
@@ -53,45 +49,20 @@ def modules_for(fleet_modules: Mapping[str, str], *, tests: bool = True) -> dict
     modules = {**builtin_modules(), **fleet_modules}
     if not tests:
         modules = {p: t for p, t in modules.items() if not p.endswith("_test.rego")}
-    names = extension_packages(modules.values())
+    names = extension_packages(modules)
     if names is not None and EXTENSIONS in modules:
         modules[EXTENSIONS] = _named_extensions(names)
     return modules
 
 
-def extension_packages(texts: Iterable[str]) -> list[str] | None:
-    """The packages directly under ``arm.ext`` that ``texts`` declare, or None when a module's
-    declaration is not exactly one this reads (the general form is kept then: it costs time,
-    while a package left out would silently drop its rules)."""
-    names: set[str] = set()
-    for text in texts:
-        declarations = list(_PACKAGE_RE.finditer(text))
-        if len(declarations) != 1:
-            return None
-        path = _package_path(declarations[0].group(1))
-        if path is None:
-            return None
-        if len(path) == 3 and path[:2] == ["arm", "ext"]:
-            names.add(path[2])
-    return sorted(names)
-
-
-def _package_path(ref: str) -> list[str] | None:
-    parts: list[str] = []
-    position = 0
-    while position < len(ref):
-        match = _SEGMENT_RE.match(ref, position)
-        if match is None or (match.group(1) is not None and parts and ref[position] != "."):
-            return None
-        if match.group(1) is not None:
-            parts.append(match.group(1))
-        else:
-            try:
-                parts.append(json.loads(match.group(2)))
-            except ValueError:
-                return None
-        position = match.end()
-    return parts or None
+def extension_packages(modules: Mapping[str, str]) -> list[str] | None:
+    """The packages directly under ``arm.ext`` that ``modules`` declare, as the engine parses
+    them; None when a module does not parse (the general form is kept, and the compile check
+    reports the module)."""
+    declared = compiling.packages(modules)
+    if declared is None:
+        return None
+    return sorted({path[2] for path in declared if path is not None and len(path) == 3 and path[:2] == ["arm", "ext"]})
 
 
 def _named_extensions(names: list[str]) -> str:

@@ -36,27 +36,26 @@ def test_a_failing_and_an_erroring_rego_test_are_reported() -> None:
 
 
 def test_the_fleets_packages_are_named_in_the_extension_index() -> None:
-    declared = [
-        "package arm.ext.acme\n",
-        'package arm.ext["billing-desk"]  # quoted\n',
-        "package arm.ext.acme.nested\n",  # not directly under arm.ext: never asked
-        "package arm.extacme\n",
-        "# package arm.ext.commented\npackage arm.decision_helpers\n",
-    ]
-    assert library.extension_packages(declared) == ["acme", "billing-desk"]
-    # The path may follow on the next line, and lines may end in CRLF.
-    assert library.extension_packages(["package\n  arm.ext.acme\n", "package\r\narm.ext.crlf\r\n"]) == ["acme", "crlf"]
-    # Anything but exactly one declaration it reads keeps the general form: a package it missed
-    # would silently lose its rules.
-    assert library.extension_packages(["package arm . ext . acme\n"]) is None
-    assert library.extension_packages(["import rego.v1\n"]) is None
-    assert library.extension_packages(["package arm.ext.a\nx := `\npackage arm.ext.b\n`\n"]) is None
+    declared = {
+        "a.rego": "package arm.ext.acme\n",
+        "b.rego": 'package arm.ext["billing-desk"]  # quoted\n',
+        "c.rego": 'package arm.ext["with.dot"]\n',  # one segment, dots and all
+        "d.rego": "package arm.ext.acme.nested\n",  # not directly under arm.ext: never asked
+        "e.rego": "package arm.extacme\n",
+        "f.rego": "# package arm.ext.commented\npackage arm.decision_helpers\n",
+        "g.rego": "package\n  arm.ext.split\n",  # the path may follow on the next line
+        "h.rego": "package\r\narm.ext.crlf\r\n",
+        "i.rego": "package arm.ext.raw\nx := `\npackage arm.ext.inside\n`\n",  # a string, not a declaration
+    }
+    assert library.extension_packages(declared) == ["acme", "billing-desk", "crlf", "raw", "split", "with.dot"]
+    # A module that does not parse keeps the general form (the compile check reports it).
+    assert library.extension_packages({"x.rego": "import rego.v1\n"}) is None
     general = library.builtin_modules()[library.EXTENSIONS]
     assert "data.arm.ext[_].deny" in general
     named = library.modules_for(_fleet_modules(), tests=False)[library.EXTENSIONS]
     assert 'data.arm.ext["acme"].deny' in named and "data.arm.ext[_]" not in named
-    odd = library.modules_for({"odd.rego": "package arm . ext . odd\nimport rego.v1\ndeny contains 1 if false\n"})
-    assert odd[library.EXTENSIONS] == general
+    broken = library.modules_for({"broken.rego": "package arm.ext.broken\nimport rego.v1\ndeny contains if\n"})
+    assert broken[library.EXTENSIONS] == general
 
 
 def test_a_fleet_package_declared_across_lines_still_denies() -> None:
