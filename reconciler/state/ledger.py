@@ -130,9 +130,7 @@ class Ledger:
         since = now - dt.timedelta(seconds=horizon)
         m = self._mark
         with self._lock:
-            if self.last_id is None:
-                cursor.execute(self._max_sql)
-                self.last_id = int(cursor.fetchone()[0])
+            self._start(cursor)
             upto = self.last_id
             cursor.execute(
                 f"SELECT id, tenant, instance, at, payload FROM op_events WHERE id <= {m} AND type = 'COST' AND at >= {m}",
@@ -169,9 +167,7 @@ class Ledger:
         with self._lock:
             if (tenant, instance, run_id) in self._runs:
                 return
-            if self.last_id is None:
-                cursor.execute(self._max_sql)
-                self.last_id = int(cursor.fetchone()[0])
+            self._start(cursor)
             cursor.execute(
                 f"SELECT id, payload FROM op_events WHERE tenant = {m} AND instance = {m} AND type = 'COST' AND id <= {m}",
                 [tenant, instance, self.last_id],
@@ -197,6 +193,12 @@ class Ledger:
                 call = (tenant, instance, key)
                 self._call_at(call, moment)
             self._mine(ids)
+
+    def _start(self, cursor: Any) -> None:
+        """Where the tail starts: the newest id when the ledger first reads (its lock held)."""
+        if self.last_id is None:
+            cursor.execute(self._max_sql)
+            self.last_id = int(cursor.fetchone()[0])
 
     def _call_at(self, call: tuple[str, str, str], moment: float) -> None:
         times = self._calls.get(call)
@@ -241,7 +243,8 @@ class Ledger:
             for ident, kind, tenant, instance, at, key, payload in rows:
                 if ident in own:
                     own.discard(ident)
-                    seen.add(ident) if self._slack else None
+                    if self._slack:
+                        seen.add(ident)
                     continue
                 if self._slack:
                     if ident in seen:
@@ -296,7 +299,8 @@ class Ledger:
                     del times[: bisect.bisect_left(times, cutoff)]
                     if len(times) == 1:
                         self._calls[call] = times[0]
-            for past in [k for k in self._day if k[2] < today]:
-                del self._day[past]
             if self._all is not None:
+                if today > self._all[0]:  # a new day: yesterday's costs go (once, not every prune)
+                    for past in [k for k in self._day if k[2] < today]:
+                        del self._day[past]
                 self._all = (max(self._all[0], today), max(self._all[1], cutoff))
