@@ -316,49 +316,48 @@ class Decider:
         key = deciding.call_key(request.tool, request.args)
         ident = (request.instance, key)
         earlier = self._inflight.enter(ident)
+        handed = False  # to the writer, which lets the call leave the count once it is stored
         try:
             assessed = self._assess(fleet, request, key, earlier, now, None)
             if assessed is None:
-                self._inflight.leave(ident)
                 return None
             context, tenant, version = assessed
             if authorize is not None:
                 authorize(tenant)
             if context.approval_granted:
-                self._inflight.leave(ident)
                 return None
             outcome = self._evaluate(request, context, version)
             if outcome.decision == "NEEDS_APPROVAL":
-                self._inflight.leave(ident)
                 return None
             revision = self.engine.revision if applied else None
             pending = self._pending(request, key, tenant, version, revision, now, outcome, None)
-        except BaseException:
-            self._inflight.leave(ident)
-            raise
-        future: asyncio.Future[Decision] = loop.create_future()
+            future: asyncio.Future[Decision] = loop.create_future()
 
-        def done(item: recording.Pending) -> None:
-            if future.done():
-                return
-            if item.decision_id is None:
-                future.set_exception(recording.not_recorded(item.error))
-            else:
-                future.set_result(
-                    Decision(
-                        outcome.decision,
-                        outcome.reasons,
-                        item.decision_id,
-                        revision,
-                        None,
-                        context.envelope,
-                        outcome.risk.as_dict(),
+            def done(item: recording.Pending) -> None:
+                if future.done():
+                    return
+                if item.decision_id is None:
+                    future.set_exception(recording.not_recorded(item.error))
+                else:
+                    future.set_result(
+                        Decision(
+                            outcome.decision,
+                            outcome.reasons,
+                            item.decision_id,
+                            revision,
+                            None,
+                            context.envelope,
+                            outcome.risk.as_dict(),
+                        )
                     )
-                )
 
-        pending.release, pending.loop, pending.done = (lambda: self._inflight.leave(ident)), loop, done
-        writer.submit_soon(pending)  # on failure it lets the call leave the count itself
-        return future
+            pending.release, pending.loop, pending.done = (lambda: self._inflight.leave(ident)), loop, done
+            handed = True
+            writer.submit_soon(pending)  # on failure it lets the call leave the count itself
+            return future
+        finally:
+            if not handed:
+                self._inflight.leave(ident)
 
     def _decide_locked(
         self,
