@@ -120,10 +120,10 @@ def _weights(record: Record) -> list[int]:
 
 def first_step(ctx: context.Context, record: Record, base: Record) -> None:
     """The reconcile that sees the new version takes the first step (``record`` is being created)."""
-    _step(ctx, record, base, None, 0)
+    _step(ctx, record, base, None, 0, healthy=0)  # a record being created has no instances yet
 
 
-def _step(ctx: context.Context, canary: Record, stable: Record | None, index: int | None, to: int) -> None:
+def _step(ctx: context.Context, canary: Record, stable: Record | None, index: int | None, to: int, healthy: int) -> None:
     weights = _weights(canary)
     replicas = canary.replicas
     count = canary_count(replicas, weights[to])
@@ -144,15 +144,7 @@ def _step(ctx: context.Context, canary: Record, stable: Record | None, index: in
         else:
             provisioning.scale_to(ctx, stable, replicas - count)
     if not last:
-        ctx.wait(_progressing(canary._replace(canary_step=to), stable, _Health(healthy=_healthy_now(ctx, canary))))
-
-
-def _healthy_now(ctx: context.Context, canary: Record) -> int:
-    return sum(
-        1
-        for i in ctx.actual.instances.get(canary.id, [])
-        if i.state == "ACTIVE" and not provisioning.is_held(i) and ctx.health.get(i.id) == "HEALTHY"
-    )
+        ctx.wait(_progressing(canary._replace(canary_step=to), stable, _Health(healthy=healthy)))
 
 
 def hold(ctx: context.Context, canary: Record, stable: Record | None) -> None:
@@ -201,7 +193,7 @@ def plan_canary(ctx: context.Context, replicas: int, canary: Record, stable: Rec
         provisioning.report_held(ctx, canary)
         if stable is not None:
             provisioning.report_held(ctx, stable)
-        _step(ctx, canary, stable, index, index + 1)
+        _step(ctx, canary, stable, index, index + 1, health.healthy)
         return
     ctx.wait(_progressing(canary, stable, health))
     hold(ctx, canary, stable)
@@ -246,15 +238,7 @@ def _record_rollout(
 def _roll_back(ctx: context.Context, canary: Record, stable: Record | None, health: _Health) -> None:
     """autoRollback: the canary record rolls back and retires; the previous one serves every replica."""
     weight = _weights(canary)[canary.canary_step or 0]
-    reason = f"canary unhealthy: {health.summary()}"
-    provisioning.record_state(
-        ctx, canary.tenant, canary.name, "DEPLOYMENT_ROLLED_BACK", canary.generation, canary.state, "ROLLING_BACK",
-        canary.version, stable.version if stable else None, rollout=ROLLED_BACK, reason=reason,
-    )  # fmt: skip
-    if stable is not None:
-        provisioning.report_held(ctx, stable)
-        provisioning.resize(ctx, stable, canary.replicas)
-    provisioning.retire_record(ctx, canary, "ROLLING_BACK", ROLLED_BACK)
+    _back_to_stable(ctx, canary, stable, canary.replicas, ROLLED_BACK, f"canary unhealthy: {health.summary()}")
     back_to = f" to {stable.version}" if stable is not None else ""
     ctx.wait(
         Condition(
@@ -273,13 +257,21 @@ def plan_revert(ctx: context.Context, replicas: int, canary: Record, stable: Rec
     """The manifest went back to the previous version (a ``git revert``) before the canary
     completed: the canary rolls back at once, whatever its health, and the previous record
     serves every replica again."""
+    _back_to_stable(ctx, canary, stable, replicas, ABORTED, f"spec.version is {stable.version} again")
+
+
+def _back_to_stable(
+    ctx: context.Context, canary: Record, stable: Record | None, replicas: int, rollout: str, reason: str
+) -> None:
+    """The canary record rolls back (``rollout`` says why) and retires; ``stable`` serves ``replicas``."""
     provisioning.record_state(
         ctx, canary.tenant, canary.name, "DEPLOYMENT_ROLLED_BACK", canary.generation, canary.state, "ROLLING_BACK",
-        canary.version, stable.version, rollout=ABORTED, reason=f"spec.version is {stable.version} again",
+        canary.version, stable.version if stable else None, rollout=rollout, reason=reason,
     )  # fmt: skip
-    provisioning.report_held(ctx, stable)
-    provisioning.resize(ctx, stable, replicas)
-    provisioning.retire_record(ctx, canary, "ROLLING_BACK", ABORTED)
+    if stable is not None:
+        provisioning.report_held(ctx, stable)
+        provisioning.resize(ctx, stable, replicas)
+    provisioning.retire_record(ctx, canary, "ROLLING_BACK", rollout)
 
 
 def keep_rolled_back(ctx: context.Context, tenant: str, name: str, version: str, environment: str, template: str) -> bool:
