@@ -146,23 +146,21 @@ class AdvisoryLock(Leadership):
 
     def _drop(self) -> None:
         with self._mutex:
-            self._close()
-
-    def _close(self) -> None:
-        self._leading = False
-        if self._connection is not None:
-            try:
-                self._connection.invalidate()
-                self._connection.close()
-            except sa.exc.DBAPIError:
-                pass
-            self._connection = None
+            self._leading = False
+            if self._connection is not None:
+                try:
+                    self._connection.invalidate()
+                    self._connection.close()
+                except sa.exc.DBAPIError:
+                    pass
+                self._connection = None
 
 
 class FileLock(Leadership):
     """An exclusive ``flock`` next to a SQLite database: taken at start or refused."""
 
     def __init__(self, database_file: Path) -> None:
+        self.database_file = database_file
         self.path = database_file.with_name(database_file.name + ".daemon.lock")
         self._fd: int | None = None
 
@@ -181,7 +179,7 @@ class FileLock(Leadership):
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise errors.ConfigError(
-                f"another 'armctl run' (pid {holder}) already runs on {database_name(self.path)}; "
+                f"another 'armctl run' (pid {holder}) already runs on {self.database_file}; "
                 "on SQLite only one daemon may use a database: stop it, or use PostgreSQL (ARM_DATABASE_URL) for replicas"
             ) from None
         os.ftruncate(fd, 0)
@@ -194,10 +192,6 @@ class FileLock(Leadership):
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-
-
-def database_name(lock_path: Path) -> Path:
-    return lock_path.with_name(lock_path.name.removesuffix(".daemon.lock"))
 
 
 def for_database(db: sa.Engine) -> Leadership:
