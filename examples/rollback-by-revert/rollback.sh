@@ -11,31 +11,8 @@
 # Needs git, python3 and armctl on PATH (`. .venv/bin/activate`).
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-sample="${ARM_SAMPLE_FLEET:-$here/../../fleet}"
-work="${1:-${ARM_EXAMPLE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/arm-rollback.XXXXXX")}}"
-mkdir -p "$work"
-work="$(cd "$work" && pwd)"
-export ARM_STATE_DIR="${2:-${ARM_STATE_DIR:-$work/state}}"
-# The scenario makes its own database: never touch one configured for real use.
-unset ARM_DATABASE_URL ARM_REPO ARM_REF ARM_PATH ARM_OPA_URL
-repo="$work/fleet-repo"
-origin="$work/origin.git"
+. "$(dirname "${BASH_SOURCE[0]}")/../git-scenario.sh" rollback "$@"
 deployment="support-agent-dev"
-
-if [ -e "$repo" ] || [ -e "$origin" ]; then
-  echo "rollback.sh: $work already holds a fleet repository; give an empty WORK_DIR" >&2
-  exit 1
-fi
-
-step() { printf '\n== %s\n' "$*"; }
-
-git_as() {
-  local name="$1" email="$2"
-  shift 2
-  GIT_AUTHOR_NAME="$name" GIT_AUTHOR_EMAIL="$email" GIT_COMMITTER_NAME="$name" GIT_COMMITTER_EMAIL="$email" \
-    git -C "$repo" -c commit.gpgsign=false "$@"
-}
 
 apply_main() {
   git -C "$repo" push -q origin main
@@ -43,12 +20,7 @@ apply_main() {
 }
 
 step "1. A fleet repository: the sample fleet, pushed to a bare origin, applied"
-git init -q -b main "$repo"
-cp -R "$sample" "$repo/fleet"
-git_as "Sam Okafor" sam.okafor@acme.example add -A
-git_as "Sam Okafor" sam.okafor@acme.example commit -qm "The Acme fleet"
-git init -q --bare "$origin"
-git -C "$repo" remote add origin "$origin"
+new_fleet_repository
 armctl init
 apply_main
 
