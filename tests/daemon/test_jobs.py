@@ -261,16 +261,20 @@ def test_an_unhealthy_canary_rolls_back_even_while_the_head_is_an_invalid_commit
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_a_stop_gives_up_on_a_fetch_that_never_answers_after_its_grace(
-    git_repo: GitRepo, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_stop_gives_up_on_a_fetch_that_never_answers_after_its_grace(git_repo: GitRepo, db_url: str, tmp_path: Path) -> None:
+    import socket
     import subprocess
+    import threading
     import time
 
     git_repo.commit({"fleet/acme.yaml": tenant_fleet("acme")})
     repo = repository.Repository(f"file://{git_repo.path}", cache_dir=tmp_path / "cache")
-    subprocess.run(["git", "-C", str(repo._path), "remote", "set-url", "origin", "ssh://git.example/fleet.git"], check=True)
-    monkeypatch.setenv("GIT_SSH_COMMAND", "sleep 6 #")  # a host that accepts and never answers
+    # A git host on loopback that accepts connections and never answers them.
+    host = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(host.accept()[0]), daemon=True).start()
+    url = f"git://127.0.0.1:{host.getsockname()[1]}/fleet.git"
+    subprocess.run(["git", "-C", str(repo._path), "remote", "set-url", "origin", url], check=True)
     db = database.connect(db_url)
     database.migrate(db)
     settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
@@ -280,4 +284,7 @@ def test_a_stop_gives_up_on_a_fetch_that_never_answers_after_its_grace(
     began = time.monotonic()
     assert d.stop(grace_seconds=1.0) is False
     assert time.monotonic() - began < 4
+    assert len(held) == 1  # the fetch did reach the host
     db.dispose()
+    for connection in [*held, host]:
+        connection.close()
