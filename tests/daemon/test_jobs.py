@@ -260,7 +260,6 @@ def test_an_unhealthy_canary_rolls_back_even_while_the_head_is_an_invalid_commit
         d.stop()
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_stop_gives_up_on_a_fetch_that_never_answers_after_its_grace(git_repo: GitRepo, db_url: str, tmp_path: Path) -> None:
     import socket
     import subprocess

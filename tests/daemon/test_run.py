@@ -63,7 +63,6 @@ def _policy_revision(d: procs.Daemon, token: str) -> str:
     return str(response.json()["policyRevision"])
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_the_daemon_follows_pushes_by_poll_and_exits_0_on_sigterm(
     remote: procs.Remote, migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
 ) -> None:
@@ -82,7 +81,6 @@ def test_the_daemon_follows_pushes_by_poll_and_exits_0_on_sigterm(
     assert "daemon stopped" in d.log
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_signed_webhook_applies_a_push_at_once_and_a_forged_one_is_refused(
     remote: procs.Remote, migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
 ) -> None:
@@ -103,7 +101,6 @@ def test_a_signed_webhook_applies_a_push_at_once_and_a_forged_one_is_refused(
     assert took <= 1.0
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_bad_commit_keeps_the_last_good_one_served_and_shows_in_status_and_metrics(
     remote: procs.Remote, migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
 ) -> None:
@@ -189,7 +186,6 @@ def test_a_webhook_sent_to_a_follower_wakes_the_leader(
         assert took <= 1.0
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_sigterm_during_the_first_reconcile_lets_it_finish_and_exits_0(
     migrated: str, tmp_path: Path, daemons: list[procs.Daemon]
 ) -> None:
