@@ -179,7 +179,7 @@ def running_armctl(
                 yield url, process
                 return
         finally:
-            _stop(process)
+            stop(process)
         if attempt == attempts - 1:
             raise AssertionError(f"armctl {args(port)[0]} did not become ready on {url}:\n{log.read_text(errors='replace')}")
 
@@ -212,7 +212,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> 
     return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[Any]) -> None:
+    """Terminate ``process`` and wait for it; kill it if it does not go within 10 s."""
     if process.poll() is None:
         process.terminate()
         try:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import yaml
 
 from reconciler.state import tables
-from tests.examples.conftest import EXAMPLES, Served, free_port, http_status
+from tests.examples.conftest import EXAMPLES, Served, free_port, http_status, stop
 
 SIDECAR = EXAMPLES / "opa-sidecar"
 CONFIG = SIDECAR / "opa-config.yaml"
@@ -191,9 +191,4 @@ def test_a_real_opa_sidecar_decides_with_the_bundle_and_uploads_its_decision_log
         assert entry.payload["bundles"]["arm"]["revision"] == served.fleet.sha
         assert entry.payload["result"] == EXPECTED
     finally:
-        opa.terminate()
-        try:
-            opa.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            opa.kill()
-            opa.wait(timeout=10)
+        stop(opa)
