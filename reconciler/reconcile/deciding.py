@@ -79,6 +79,13 @@ class Decision:
     envelope: Mapping[str, Any] | None = None
     risk: Mapping[str, Any] | None = None
 
+    @classmethod
+    def of(
+        cls, outcome: deciding.Outcome, decision_id: int, revision: str | None, approval_id: int | None, envelope: Any
+    ) -> Decision:
+        """The answer to a stored decision."""
+        return cls(outcome.decision, outcome.reasons, decision_id, revision, approval_id, envelope, outcome.risk.as_dict())
+
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "decision": self.decision,
@@ -289,7 +296,7 @@ class Decider:
         finally:
             if not handed:
                 self._inflight.leave(ident)
-        return Decision(outcome.decision, outcome.reasons, decision_id, revision, None, context.envelope, outcome.risk.as_dict())
+        return Decision.of(outcome, decision_id, revision, None, context.envelope)
 
     def decide_soon(
         self, request: Request, authorize: Callable[[str | None], None] | None, loop: asyncio.AbstractEventLoop
@@ -339,17 +346,7 @@ class Decider:
                 if item.decision_id is None:
                     future.set_exception(recording.not_recorded(item.error))
                 else:
-                    future.set_result(
-                        Decision(
-                            outcome.decision,
-                            outcome.reasons,
-                            item.decision_id,
-                            revision,
-                            None,
-                            context.envelope,
-                            outcome.risk.as_dict(),
-                        )
-                    )
+                    future.set_result(Decision.of(outcome, item.decision_id, revision, None, context.envelope))
 
             pending.release, pending.loop, pending.done = (lambda: self._inflight.leave(ident)), loop, done
             handed = True
@@ -379,9 +376,7 @@ class Decider:
             (decision_id,) = recording.store(connection, [pending], now)
         self.write_seconds.observe(time.perf_counter() - started)
         self.ledger.add_decisions([decision_id], [(pending.tenant, pending.instance, key, now.timestamp())])
-        return Decision(
-            outcome.decision, outcome.reasons, decision_id, revision, approval_id, context.envelope, outcome.risk.as_dict()
-        )
+        return Decision.of(outcome, decision_id, revision, approval_id, context.envelope)
 
     def _store_alone(self, pending: recording.Pending, now: dt.datetime) -> int:
         started = time.perf_counter()
