@@ -273,9 +273,7 @@ class Decider:
         handed = False  # to the writer, which lets the call leave the count once it is stored
         try:
             with database.reading(self.db) as connection:
-                state = fleetstate.read(connection) or {}
-                self._state_key = fleetstate.key_of(state)
-                self._policy(connection, state.get("applied_sha"))
+                state = self.ensure_policy(connection)
                 revision = self.engine.revision if state.get("applied_sha") else None
                 fleet = self._resolution(connection, state)
                 self._load_ledger(connection, fleet, request, now)
