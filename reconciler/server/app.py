@@ -159,19 +159,25 @@ def create_app(
             except errors.Forbidden as exc:
                 return str(exc)
 
+    def peek(authorization: str | None) -> tokens.Principal | str | None:
+        """What :func:`lookup` answers when that needs no query, else None."""
+        token = _bearer(authorization)
+        if not token:
+            return _NO_TOKEN
+        cached = known.get(token)
+        return cached[1] if cached is not None and cached[0] > clock.monotonic() else None
+
     async def lookup(authorization: str | None) -> tokens.Principal | str:
         """The principal of an ``Authorization`` header, or why there is none (a 401 message)."""
-        token = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else ""
-        if not token:
-            return "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)"
         # Tokens are looked up at most once per _TOKEN_CACHE_SECONDS: a revocation or expiry takes
         # effect within that time, and a decision does not wait for a token query.
-        cached = known.get(token)
-        if cached is None or cached[0] <= clock.monotonic():
-            if len(known) >= _TOKEN_CACHE_SIZE:
-                known.clear()
-            cached = (clock.monotonic() + _TOKEN_CACHE_SECONDS, await asyncio.to_thread(resolve_token, token))
-            known[token] = cached
+        who = peek(authorization)
+        if who is not None:
+            return who
+        if len(known) >= _TOKEN_CACHE_SIZE:
+            known.clear()
+        token = _bearer(authorization)
+        known[token] = cached = (clock.monotonic() + _TOKEN_CACHE_SECONDS, await asyncio.to_thread(resolve_token, token))
         return cached[1]
 
     async def principal(authorization: Annotated[str | None, fastapi.Header()] = None) -> tokens.Principal:
@@ -416,7 +422,7 @@ def create_app(
         return "\n".join(lines) + "\n"
 
     app.add_middleware(_CountRequests, metrics=metrics)
-    app.decision_route = decisions.DecisionRoute(decider=decider, lookup=lookup, metrics=metrics)
+    app.decision_route = decisions.DecisionRoute(decider=decider, lookup=lookup, peek=peek, metrics=metrics)
     return app
 
 
@@ -428,6 +434,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value
+
+
+_NO_TOKEN = "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)"
+
+
+def _bearer(authorization: str | None) -> str:
+    return authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else ""
 
 
 #: How long a looked-up API token is trusted before it is looked up again (revocation delay).

@@ -1,4 +1,4 @@
-"""``POST /v1/decisions`` as a plain ASGI handler in front of the FastAPI application.
+"""``POST /v1/decisions``, answered ahead of the FastAPI application.
 
 Every tool call of every agent asks this route first, so it skips what FastAPI costs per
 request (its middleware, routing, dependency solving, pydantic, a worker thread): it reads the
@@ -8,15 +8,19 @@ principal from the app's token cache (same 401 bodies), and asks ``Decider.decid
 event loop — whose future the decision writer resolves once the decision is stored. Calls it
 cannot answer from memory go to ``Decider.decide`` in a worker thread. Answers, errors (401,
 403, 422, 503) and the /metrics counters are those of the FastAPI route, which ``app`` keeps
-declared for the OpenAPI document; a body past :data:`MAX_BODY` is this route's own 413. Works
-with ``server.app``, which calls it first; decides through ``reconcile.deciding``.
+declared for the OpenAPI document; a body past :data:`MAX_BODY` is this route's own 413.
+
+:meth:`DecisionRoute.answer_soon` is the route without its transport: ``server.app`` calls the
+route as ASGI before its middleware, and ``server.protocol`` hands it requests straight from
+uvicorn's HTTP parser. Decides through ``reconcile.deciding``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -27,7 +31,9 @@ from fastapi import encoders
 from reconciler import errors
 from reconciler.reconcile import deciding, tokens
 
-__all__ = ["MAX_BODY", "STORE_DOWN", "DecisionBody", "DecisionRoute", "decide", "encode", "error_body", "error_status"]
+__all__ = ["MAX_BODY", "STORE_DOWN", "DecisionBody", "DecisionRoute", "Reply", "encode", "error_body", "error_status"]
+
+log = logging.getLogger(__name__)
 
 _FIELDS = frozenset(("instance", "tool", "args", "costEstimate", "runId"))
 
@@ -62,20 +68,6 @@ def error_status(exc: errors.ArmError) -> int:
 
 def encode(decision: deciding.Decision) -> bytes:
     return orjson.dumps(decision.as_dict())
-
-
-async def decide(decider: deciding.Decider, request: deciding.Request, who: tokens.Principal) -> deciding.Decision:
-    """Decide ``request`` for ``who``: from memory in this event loop when the decider can, else
-    in a worker thread; either way the decision is stored before this returns."""
-
-    def authorize(tenant: str | None) -> None:
-        if tenant is not None and not who.may_act_on(tenant, request.instance):
-            raise errors.Forbidden(f"token {who.name!r} may not ask decisions for instance {request.instance!r}")
-
-    soon = decider.decide_soon(request, authorize, asyncio.get_running_loop())
-    if soon is not None:
-        return await soon
-    return await asyncio.to_thread(decider.decide, request, authorize)
 
 
 def _parse(raw: bytes) -> tuple[deciding.Request | None, list[dict[str, Any]] | None]:
@@ -126,19 +118,30 @@ def _parse(raw: bytes) -> tuple[deciding.Request | None, list[dict[str, Any]] | 
 #: Largest decision body read; a runtime's call with its arguments is a few kilobytes.
 MAX_BODY = 1 << 20
 
+#: The answer to a body past :data:`MAX_BODY`.
+TOO_LARGE = orjson.dumps({"detail": f"the request body is larger than {MAX_BODY} bytes"})
+
+#: Where a request's answer goes: ``reply(status, body)``, called once, in the event loop.
+Reply = Callable[[int, bytes], None]
+
 
 class DecisionRoute:
-    """ASGI handler of ``POST /v1/decisions``; ``app`` calls it ahead of FastAPI's own middleware."""
+    """``POST /v1/decisions``: as an ASGI handler (``app`` calls it ahead of FastAPI's own
+    middleware) and, through :meth:`answer_soon`, for ``server.protocol``, which answers the
+    request straight from uvicorn's HTTP protocol."""
 
     def __init__(
         self,
         decider: deciding.Decider,
         lookup: Callable[[str | None], Awaitable[tokens.Principal | str]],
+        peek: Callable[[str | None], tokens.Principal | str | None],
         metrics: Any,
     ) -> None:
         self.decider = decider
-        self.lookup = lookup
+        self.lookup = lookup  # the principal of an Authorization header, or a 401 message
+        self.peek = peek  # the same when it is known without a query, else None
         self.metrics = metrics
+        self._tasks: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references
 
     @staticmethod
     def handles(scope: Any) -> bool:
@@ -154,13 +157,15 @@ class DecisionRoute:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY:
-                status, body = 413, orjson.dumps({"detail": f"the request body is larger than {MAX_BODY} bytes"})
+                status, body = self.refuse_too_large()
                 break
             chunks.append(chunk)
             if not message.get("more_body"):
-                status, body = await self._answer(b"".join(chunks) if len(chunks) != 1 else chunks[0], scope["headers"])
+                answered, reply = _awaited()
+                authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+                self.answer_soon(b"".join(chunks) if len(chunks) != 1 else chunks[0], authorization, reply)
+                status, body = await answered
                 break
-        self.metrics.count(self.metrics.requests, ("decisions", status))
         await send(
             {
                 "type": "http.response.start",
@@ -170,22 +175,104 @@ class DecisionRoute:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def _answer(self, raw: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    def refuse_too_large(self) -> tuple[int, bytes]:
+        self.metrics.count(self.metrics.requests, ("decisions", 413))
+        return 413, TOO_LARGE
+
+    def answer_soon(self, raw: bytes, authorization: str | None, reply: Reply) -> None:
+        """Answer the request body ``raw`` through ``reply``, from the running event loop: at once
+        when it is refused, once stored when it is decided. The usual call (a known token, a
+        decision from memory) makes no task: ``reply`` runs from the stored decision's callback."""
+
+        def answer(status: int, body: bytes) -> None:
+            self.metrics.count(self.metrics.requests, ("decisions", status))
+            reply(status, body)
+
         request, invalid = _parse(raw)
         if invalid is not None and invalid[0]["type"] == "json_invalid":
-            return 422, orjson.dumps({"detail": invalid})  # FastAPI reads the body before it authenticates
-        authorization = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), None)
+            answer(422, orjson.dumps({"detail": invalid}))  # FastAPI reads the body before it authenticates
+            return
+        who = self.peek(authorization)
+        if who is None:  # a token to look up, off the loop; then as below
+            self._task(self._looked_up(request, invalid, authorization)).add_done_callback(lambda done: answer(*_settled(done)))
+        elif isinstance(who, str):
+            answer(401, orjson.dumps({"detail": who}))
+        elif invalid is not None or request is None:
+            answer(422, orjson.dumps({"detail": invalid}))
+        else:
+            self._decide(request, who, answer)
+
+    async def _looked_up(
+        self, request: deciding.Request | None, invalid: list[dict[str, Any]] | None, authorization: str | None
+    ) -> tuple[int, bytes]:
+        who = await self.lookup(authorization)
+        if isinstance(who, str):
+            return 401, orjson.dumps({"detail": who})
+        if invalid is not None or request is None:
+            return 422, orjson.dumps({"detail": invalid})
+        answered, reply = _awaited()
+        self._decide(request, who, reply)
+        return await answered
+
+    def _decide(self, request: deciding.Request, who: tokens.Principal, reply: Reply) -> None:
+        def authorize(tenant: str | None) -> None:
+            if tenant is not None and not who.may_act_on(tenant, request.instance):
+                raise errors.Forbidden(f"token {who.name!r} may not ask decisions for instance {request.instance!r}")
+
         try:
-            who = await self.lookup(authorization)
-            if isinstance(who, str):
-                return 401, orjson.dumps({"detail": who})
-            if invalid is not None or request is None:
-                return 422, orjson.dumps({"detail": invalid})
-            decision = await decide(self.decider, request, who)
-        except errors.ArmError as exc:
-            return error_status(exc), orjson.dumps(error_body(exc))
-        except sa.exc.OperationalError:
-            # A decision that cannot be recorded is not given: the runtime must treat this as DENY.
-            return 503, orjson.dumps(STORE_DOWN)
-        self.metrics.count(self.metrics.decisions, decision.decision)
-        return 200, encode(decision)
+            soon: asyncio.Future[deciding.Decision] | None = self.decider.decide_soon(
+                request, authorize, asyncio.get_running_loop()
+            )
+        except (errors.ArmError, sa.exc.OperationalError) as exc:
+            reply(*_refusal(exc))
+            return
+        if soon is None:  # the decider's exact path, which reads the store: in a worker thread
+            soon = self._task(asyncio.to_thread(self.decider.decide, request, authorize))
+
+        def decided(future: asyncio.Future[deciding.Decision]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                decision = future.result()
+                self.metrics.count(self.metrics.decisions, decision.decision)
+                reply(200, encode(decision))
+            else:
+                reply(*_settled(future))
+
+        soon.add_done_callback(decided)
+
+    def _task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _awaited() -> tuple[asyncio.Future[tuple[int, bytes]], Reply]:
+    """A future of an answer and the reply that settles it (unless its waiter was cancelled)."""
+    answered: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+
+    def reply(status: int, body: bytes) -> None:
+        if not answered.done():
+            answered.set_result((status, body))
+
+    return answered, reply
+
+
+def _settled(future: asyncio.Future[Any]) -> tuple[int, bytes]:
+    """The answer a finished future of ``(status, body)`` gives, or its failure's answer."""
+    if future.cancelled():
+        return 503, orjson.dumps({"error": "StoreError", "message": "the request was cancelled; nothing was decided"})
+    exc = future.exception()
+    if exc is None:
+        return future.result()  # type: ignore[no-any-return]
+    if isinstance(exc, (errors.ArmError, sa.exc.OperationalError)):
+        return _refusal(exc)
+    # A bug: a 500, as uvicorn answers an ASGI application that raised, with the traceback logged.
+    log.error("answering a decision request failed", exc_info=exc)
+    return 500, orjson.dumps({"error": "InternalError", "message": "the request failed; nothing was decided"})
+
+
+def _refusal(exc: errors.ArmError | sa.exc.OperationalError) -> tuple[int, bytes]:
+    if isinstance(exc, errors.ArmError):
+        return error_status(exc), orjson.dumps(error_body(exc))
+    # A decision that cannot be recorded is not given: the runtime must treat this as DENY.
+    return 503, orjson.dumps(STORE_DOWN)
