@@ -56,7 +56,7 @@ def run(
     from reconciler.cli import reconciling
     from reconciler.daemon import leading, scheduling
     from reconciler.reconcile import deciding
-    from reconciler.server import app
+    from reconciler.server import app, protocol
 
     overrides: dict[str, Any] = {"repo": repo, "ref": ref, "path": path, "poll_interval_seconds": poll_interval}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
@@ -71,7 +71,7 @@ def run(
         daemon = scheduling.Daemon(settings, db, reconciler, decider, leadership=leadership)
         application = app.create_app(db, decider=decider, sweep_seconds=None, policy_seconds=0.5, runner=daemon)
         server = uvicorn.Server(
-            uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+            uvicorn.Config(application, host=host, port=port, timeout_graceful_shutdown=10, **protocol.options(application))
         )
         _tune_process()
         # uvicorn handles SIGTERM while it serves (stops taking requests, answers those in flight)
@@ -112,13 +112,13 @@ def serve(settings: settings_.Settings, host: str, port: int) -> None:
 
     from reconciler.cli import deciding as deciding_cli
     from reconciler.reconcile import deciding
-    from reconciler.server import app
+    from reconciler.server import app, protocol
 
     db = running.open_database(settings.database)
     decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
     application = app.create_app(db, decider=decider)
     _tune_process()
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(application, host=host, port=port, **protocol.options(application))
 
 
 @click.group()

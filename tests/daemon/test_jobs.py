@@ -25,7 +25,7 @@ from reconciler.reconcile import deciding, events, reporting, running
 from reconciler.spec import repository
 from reconciler.state import database, opevents, tables
 from tests.conftest import GitRepo
-from tests.server.test_api import tenant_fleet
+from tests.server.serving import tenant_fleet
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 

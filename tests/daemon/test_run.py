@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.daemon import procs
-from tests.server.test_api import tenant_fleet
+from tests.server.serving import tenant_fleet
 
 FLEET = {"fleet/acme.yaml": tenant_fleet("acme")}
 

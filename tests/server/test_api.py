@@ -3,140 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import fastapi
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
-from reconciler.reconcile import running, tokens
+from reconciler.reconcile import tokens
 from reconciler.server import app as server_app
 from reconciler.server import decisions
 from reconciler.state import database, tables
-from tests.conftest import GitRepo
-from tests.reconcile import scenario
-
-NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
-
-
-def tenant_fleet(tenant: str) -> str:
-    return f"""\
-apiVersion: arm/v1
-kind: Tenant
-metadata: {{name: {tenant}}}
----
-apiVersion: arm/v1
-kind: Project
-metadata: {{name: apps, tenant: {tenant}}}
----
-apiVersion: arm/v1
-kind: Role
-metadata: {{name: oncall, tenant: {tenant}}}
-spec: {{permissions: ["approvals:decide", "instances:*"]}}
----
-apiVersion: arm/v1
-kind: Operator
-metadata: {{name: olga, tenant: {tenant}}}
-spec: {{email: olga@{tenant}.example, roles: [oncall]}}
----
-apiVersion: arm/v1
-kind: Operator
-metadata: {{name: vic, tenant: {tenant}}}
-spec: {{email: vic@{tenant}.example}}
----
-apiVersion: arm/v1
-kind: Environment
-metadata: {{name: dev, tenant: {tenant}}}
----
-apiVersion: arm/v1
-kind: ToolCatalog
-metadata: {{name: tools, tenant: {tenant}}}
-spec:
-  tools: [{{name: crm.lookup, risk: GREEN}}, {{name: payments.refund, risk: RED, writes: true}}]
----
-apiVersion: arm/v1
-kind: PolicyEnvelope
-metadata: {{name: rules, tenant: {tenant}}}
-spec:
-  scope: {{kind: Tenant, name: {tenant}}}
-  approvalAbove: YELLOW
-  budgets: {{daily: 1.0}}
----
-apiVersion: arm/v1
-kind: AgentTemplate
-metadata: {{name: app, tenant: {tenant}}}
-spec: {{project: apps, role: helps, owner: team@{tenant}.example}}
----
-apiVersion: arm/v1
-kind: AgentVersion
-metadata: {{name: app@1.0.0, tenant: {tenant}}}
-spec:
-  template: app
-  genome: {{model: {{provider: p, name: m}}}}
----
-apiVersion: arm/v1
-kind: Deployment
-metadata: {{name: app-dev, tenant: {tenant}}}
-spec: {{template: app, environment: dev, version: app@1.0.0, replicas: 2}}
-"""
-
-
-class Server:
-    """uvicorn serving the app on an ephemeral loopback port, in a thread; stopped by the fixture."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-@pytest.fixture
-def api(git_repo: GitRepo, db_url: str) -> Iterator[tuple[httpx.Client, sa.Engine, dict[str, str]]]:
-    git_repo.commit(
-        {"fleet/acme.yaml": tenant_fleet("acme"), "fleet/globex.yaml": tenant_fleet("globex")}, author=scenario.AUTHOR
-    )
-    engine = database.connect(db_url)
-    database.migrate(engine)
-    with engine.begin() as connection:
-        pass
-    with Server(server_app.create_app(engine)) as base, httpx.Client(base_url=base, timeout=10) as client:
-        assert client.get("/readyz").status_code == 503  # nothing applied yet
-        running.Reconciler(
-            engine, __import__("reconciler.spec.repository", fromlist=["Repository"]).Repository(git_repo.path), "fleet"
-        ).apply("main")
-        with engine.begin() as connection:
-            made = {
-                "runtime": tokens.create(connection, "rt", "runtime", "acme", NOW),
-                "scoped": tokens.create(connection, "one", "runtime", "acme", NOW, instances=["acme:app-dev-g1-0"]),
-                "operator": tokens.create(connection, "ops", "operator", "acme", NOW, operator="olga"),
-                "viewer": tokens.create(connection, "vic", "operator", "acme", NOW, operator="vic"),
-                "globex": tokens.create(connection, "gx", "runtime", "globex", NOW),
-                "globex-operator": tokens.create(connection, "gxo", "operator", "globex", NOW, operator="olga"),
-                "expired": tokens.create(connection, "old", "runtime", "acme", NOW - dt.timedelta(days=10), ttl_days=1),
-                "revoked": tokens.create(connection, "gone", "runtime", "acme", NOW),
-            }
-            tokens.revoke(connection, "gone", NOW)
-        yield client, engine, made
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.server.serving import NOW, TRANSPORTS, Server, auth
 
 
 def test_health_readiness_and_openapi(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
@@ -150,6 +29,7 @@ def test_health_readiness_and_openapi(api: tuple[httpx.Client, sa.Engine, dict[s
     )
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 @pytest.mark.parametrize(
     ("headers", "detail"),
     [
@@ -172,6 +52,7 @@ def test_requests_without_a_usable_token_get_401_saying_why(
     assert response.json()["detail"].startswith(detail)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 def test_decisions_for_own_instances_only(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
     client, engine, made = api
     ask = {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": {"q": 1}}
@@ -387,6 +268,7 @@ def test_the_opa_bundle_data_api_and_decision_logs(api: tuple[httpx.Client, sa.E
     assert stored.tenant == "acme" and stored.payload["input"]["args"]["password"] == "[REDACTED]"
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 def test_concurrent_decisions_are_all_stored_before_they_are_answered(
     api: tuple[httpx.Client, sa.Engine, dict[str, str]],
 ) -> None:
@@ -468,6 +350,7 @@ def test_the_server_expires_approvals_past_their_ttl(api: tuple[httpx.Client, sa
     assert expired == [str(approval_id)]
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 def test_a_revoked_token_is_refused_within_a_second(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
     client, engine, made = api
     ask = {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup"}
@@ -489,6 +372,7 @@ def _mirrored(body: decisions.DecisionBody) -> None:
     """FastAPI's own validation of the decision body, to compare the raw route's 422s with."""
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
@@ -531,6 +415,7 @@ def test_invalid_decision_requests_get_fastapis_422(
         assert httpx.post(f"{mirror}/v1/decisions", content=content, headers=headers).json()["detail"] == got
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 def test_the_decision_route_answers_401_403_and_counts_like_the_rest(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
     client, _, made = api
     ask = {"instance": "acme:app-dev-g1-1", "tool": "crm.lookup"}
@@ -554,6 +439,7 @@ def test_the_decision_route_answers_401_403_and_counts_like_the_rest(api: tuple[
     assert "arm_op_event_write_seconds_count" in metrics
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 def test_an_oversized_decision_body_gets_413_and_is_not_decided(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
     client, engine, made = api
     with engine.connect() as connection:
@@ -567,6 +453,7 @@ def test_an_oversized_decision_body_gets_413_and_is_not_decided(api: tuple[httpx
     assert 'arm_http_requests_total{route="decisions",status="413"} 1' in client.get("/metrics").text
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
 def test_under_load_every_answered_decision_is_stored_and_nothing_else(
     api: tuple[httpx.Client, sa.Engine, dict[str, str]],
 ) -> None:
@@ -580,7 +467,7 @@ def test_under_load_every_answered_decision_is_stored_and_nothing_else(
         with httpx.Client(base_url=base, timeout=30) as own:
             body = {"instance": f"acme:app-dev-g1-{n % 2}", "tool": tools[n % 4], "args": {"n": n % 40}}
             response = own.post("/v1/decisions", json=body, headers=auth(made["runtime"]))
-            assert response.status_code == 200
+            assert response.status_code == 200, response.text
             return response.json()  # type: ignore[no-any-return]
 
     with ThreadPoolExecutor(max_workers=16) as pool:

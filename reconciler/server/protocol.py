@@ -1,0 +1,138 @@
+"""The HTTP server: uvicorn (uvloop, httptools), with ``POST /v1/decisions`` answered by its protocol.
+
+A decision is what every tool call waits for; going through ASGI costs a task, an event, message
+dicts and header checks per request, about 15 µs of the ~170 a decision may cost at the
+throughput the service is built for. :class:`DecisionProtocol` is uvicorn's own httptools
+protocol that, for the plainest form of that request — HTTP/1.1, exactly ``POST
+/v1/decisions``, no ``Expect``/upgrade, nothing else in flight on the connection — collects the
+body itself, hands it to ``DecisionRoute.answer_soon`` and writes the answer to the transport.
+Anything else, including a request pipelined behind one in flight, takes uvicorn's ASGI path to
+the same application, where ``app`` calls the same route: the answers are the same either way.
+
+The class leans on uvicorn's protocol internals (``cycle``, ``pipeline``, ``on_response_complete``):
+``pyproject.toml`` pins uvicorn to the release it was written against, and tests/server runs the
+API through it and through plain ASGI. :func:`options` is how ``armctl serve``, ``armctl run``
+and the tests configure uvicorn.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from uvicorn.protocols.http import httptools_impl
+
+from reconciler.server import decisions
+
+__all__ = ["DecisionProtocol", "options"]
+
+log = logging.getLogger(__name__)
+
+_PATH = b"/v1/decisions"
+_HEAD = b"content-type: application/json\r\ncontent-length: "
+
+
+def options(application: Any) -> dict[str, Any]:
+    """uvicorn's options (``uvicorn.Config``, ``uvicorn.run``) for ``application`` (``app.create_app``)."""
+    route = getattr(application, "decision_route", None)
+    http: Any = "httptools" if route is None else type("DecisionProtocol", (DecisionProtocol,), {"route": route})
+    return {"http": http, "log_level": "warning", "access_log": False}
+
+
+class _NoEvent:
+    @staticmethod
+    def set() -> None:
+        pass
+
+
+class _Exchange:
+    """A decision request the protocol answers itself. It stands in for uvicorn's per-request
+    cycle, with the attributes the protocol reads of one (so a request pipelined behind it waits,
+    a shutdown closes the connection after it, a lost connection marks it)."""
+
+    __slots__ = ("chunks", "disconnected", "keep_alive", "response_complete", "size")
+    message_event = _NoEvent
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.disconnected = False
+
+
+class DecisionProtocol(httptools_impl.HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering plain decision requests through ``route``."""
+
+    route: decisions.DecisionRoute
+    _exchange: _Exchange | None = None
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        cycle = self.cycle
+        if (
+            self.url == _PATH
+            and parser.get_method() == b"POST"
+            and parser.get_http_version() == "1.1"
+            and not self.expect_100_continue
+            and not parser.should_upgrade()
+            and (cycle is None or cycle.response_complete)
+            and not self.flow.write_paused
+            and self.limit_concurrency is None
+        ):
+            self._exchange = self.cycle = _Exchange(parser.should_keep_alive())  # type: ignore[assignment]
+            return
+        self._exchange = None
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            super().on_body(body)
+            return
+        if exchange.response_complete:
+            return  # refused as too large: the rest is read and dropped, as uvicorn does
+        exchange.size += len(body)
+        if exchange.size > decisions.MAX_BODY:
+            self._reply(exchange, *self.route.refuse_too_large())
+            return
+        exchange.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self._exchange
+        if exchange is None:
+            super().on_message_complete()
+            return
+        self._exchange = None
+        if exchange.response_complete:
+            return
+        chunks = exchange.chunks
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        authorization = next((v.decode("latin-1") for k, v in self.headers if k == b"authorization"), None)
+        reply = functools.partial(self._reply, exchange)
+        try:
+            self.route.answer_soon(raw, authorization, reply)
+        except Exception:  # a bug: answered like uvicorn answers an ASGI application that raised
+            log.exception("answering a decision request failed")
+            exchange.keep_alive = False
+            self._reply(exchange, 500, b'{"error":"InternalError","message":"the request failed; nothing was decided"}')
+
+    def _reply(self, exchange: _Exchange, status: int, body: bytes) -> None:
+        if exchange.response_complete:
+            return
+        exchange.response_complete = True
+        transport = self.transport
+        if exchange.disconnected or transport.is_closing():
+            return
+        head = [httptools_impl.STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += (name, b": ", value, b"\r\n")
+        head += (_HEAD, str(len(body)).encode(), b"\r\n")
+        if not exchange.keep_alive:
+            head.append(b"connection: close\r\n")
+        head += (b"\r\n", body)
+        transport.write(b"".join(head))
+        if not exchange.keep_alive:
+            transport.close()
+        self.on_response_complete()

@@ -1,0 +1,226 @@
+"""``server.protocol``: decisions answered by uvicorn's HTTP protocol, checked on the wire.
+
+A raw socket on loopback sends exactly the bytes a test needs (pipelined requests, HTTP/1.0,
+``Expect: 100-continue``, chunked bodies, a client that leaves) and reads the answers back.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import sqlalchemy as sa
+
+from reconciler.server import app as server_app
+from reconciler.server import decisions
+from reconciler.state import tables
+from tests.server.serving import Server
+
+Api = tuple[httpx.Client, sa.Engine, dict[str, str]]
+
+
+def decision_request(token: str, n: int, *, version: str = "1.1", target: str = "/v1/decisions", headers: str = "") -> bytes:
+    body = json.dumps({"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": {"n": n}}).encode()
+    return (
+        f"POST {target} HTTP/{version}\r\nHost: arm\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
+    ).encode() + body
+
+
+class Wire:
+    """One raw HTTP connection to the server under test."""
+
+    def __init__(self, base: str) -> None:
+        url = urlsplit(base)
+        self.sock = socket.create_connection((url.hostname, url.port), timeout=10)
+        self.buffer = b""
+
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        """The next response: status, headers (lower-case names), body."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+        length = int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            self._fill()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(status_line.split()[1]), headers, body
+
+    def closed(self) -> bool:
+        """Whether the server closed the connection (nothing more to read)."""
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection; unread: {self.buffer!r}")
+        self.buffer += chunk
+
+
+def stored_decisions(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(sa.select(sa.func.count()).where(tables.op_events.c.type == "DECISION")).scalar_one()
+
+
+def test_pipelined_requests_are_answered_in_order_on_a_kept_alive_connection(api: Api) -> None:
+    client, engine, made = api
+    token = made["runtime"]
+    with Wire(str(client.base_url)) as wire:
+        wire.send(decision_request(token, 1) + b"GET /healthz HTTP/1.1\r\nHost: arm\r\n\r\n" + decision_request(token, 2))
+        first, health, second = wire.response(), wire.response(), wire.response()
+        assert first[0] == 200 and json.loads(first[2])["decision"] == "ALLOW"
+        assert health[0] == 200 and json.loads(health[2]) == {"status": "ok"}
+        assert second[0] == 200 and json.loads(second[2])["decisionId"] > json.loads(first[2])["decisionId"]
+        assert first[1]["content-type"] == "application/json" and "date" in first[1] and "connection" not in first[1]
+        wire.send(decision_request(token, 3))  # the connection stays open for the next call
+        assert wire.response()[0] == 200
+    assert stored_decisions(engine) == 3
+
+
+def test_connection_close_and_http_1_0_close_the_connection_an_oversized_body_does_not(api: Api) -> None:
+    client, engine, made = api
+    token = made["runtime"]
+    base = str(client.base_url)
+    with Wire(base) as wire:
+        wire.send(decision_request(token, 1, headers="Connection: close\r\n"))
+        status, headers, _ = wire.response()
+        assert (status, headers["connection"]) == (200, "close") and wire.closed()
+    with Wire(base) as wire:
+        wire.send(decision_request(token, 2, version="1.0"))
+        assert wire.response()[0] == 200 and wire.closed()
+    with Wire(base) as wire:
+        wire.send(
+            f"POST /v1/decisions HTTP/1.1\r\nHost: arm\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Length: {decisions.MAX_BODY + 10}\r\n\r\n".encode()
+            + b"x" * (decisions.MAX_BODY + 10)
+        )
+        status, _, body = wire.response()
+        assert status == 413 and str(decisions.MAX_BODY) in body.decode()
+        wire.send(decision_request(token, 3))  # the rest of the refused body was read and dropped
+        assert wire.response()[0] == 200
+    assert stored_decisions(engine) == 3
+
+
+def test_expect_100_continue_and_chunked_bodies_are_decided(api: Api) -> None:
+    client, engine, made = api
+    token = made["runtime"]
+    request = decision_request(token, 1, headers="Expect: 100-continue\r\n")
+    head, body = request.split(b"\r\n\r\n", 1)
+    with Wire(str(client.base_url)) as wire:
+        wire.send(head + b"\r\n\r\n")
+        assert wire.response()[0] == 100
+        wire.send(body)
+        assert wire.response()[0] == 200
+        payload = json.dumps({"instance": "acme:app-dev-g1-1", "tool": "crm.lookup"}).encode()
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (payload[:10], payload[10:])) + b"0\r\n\r\n"
+        wire.send(
+            f"POST /v1/decisions HTTP/1.1\r\nHost: arm\r\nAuthorization: Bearer {token}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+            + chunked
+        )
+        status, _, answer = wire.response()
+        assert status == 200 and json.loads(answer)["decision"] == "ALLOW"
+    assert stored_decisions(engine) == 2
+
+
+def test_a_decision_whose_caller_left_is_still_stored_and_the_server_goes_on(api: Api) -> None:
+    client, engine, made = api
+    with Wire(str(client.base_url)) as wire:
+        wire.send(decision_request(made["runtime"], 1))
+    deadline = time.monotonic() + 10
+    while stored_decisions(engine) < 1:
+        assert time.monotonic() < deadline, "the decision of a caller that left was never stored"
+        time.sleep(0.02)
+    answer = client.post(
+        "/v1/decisions",
+        json={"instance": "acme:app-dev-g1-0", "tool": "crm.lookup"},
+        headers={"Authorization": f"Bearer {made['runtime']}"},
+    )
+    assert answer.status_code == 200 and stored_decisions(engine) == 2
+
+
+def test_the_protocol_answers_only_plain_decision_requests_and_hands_on_the_rest(api: Api) -> None:
+    _, engine, made = api
+    token = made["runtime"]
+    seen: list[str] = []
+
+    def server() -> Server:
+        application = server_app.create_app(engine)
+
+        async def elsewhere(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            """What uvicorn's ASGI path reaches: here it only notes that it was reached (and
+            passes the lifespan on, which closes the application's decision writer)."""
+            if scope["type"] != "http":
+                await application(scope, receive, send)
+                return
+            seen.append(f"{scope['method']} {scope['path']} {scope['http_version']}")
+            while (await receive()).get("more_body"):
+                pass
+            await send({"type": "http.response.start", "status": 418, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+
+        return Server(application, asgi=elsewhere)
+
+    with server() as base, Wire(base) as wire:
+        wire.send(decision_request(token, 1))
+        assert wire.response()[0] == 200  # answered by the protocol itself
+        for request in (
+            decision_request(token, 2, target="/v1/decisions?trace=1"),
+            b"GET /v1/decisions HTTP/1.1\r\nHost: arm\r\n\r\n",
+            b"POST /v1/events HTTP/1.1\r\nHost: arm\r\nContent-Length: 2\r\n\r\n{}",
+        ):
+            wire.send(request)
+            assert wire.response()[0] == 418
+        head, body = decision_request(token, 3, headers="Expect: 100-continue\r\n").split(b"\r\n\r\n", 1)
+        wire.send(head + b"\r\n\r\n" + body)
+        assert [wire.response()[0], wire.response()[0]] == [100, 418]
+    with server() as base, Wire(base) as wire:
+        wire.send(decision_request(token, 4, version="1.0"))
+        assert wire.response()[0] == 418
+    assert seen == [
+        "POST /v1/decisions 1.1",
+        "GET /v1/decisions 1.1",
+        "POST /v1/events 1.1",
+        "POST /v1/decisions 1.1",
+        "POST /v1/decisions 1.0",
+    ]
+    assert stored_decisions(engine) == 1
+
+
+def test_a_fault_in_the_route_answers_500_and_closes_like_uvicorn_does(api: Api, caplog: Any) -> None:
+    _, engine, made = api
+    application: Any = server_app.create_app(engine)
+
+    class Faulty(decisions.DecisionRoute):
+        """A bug cannot be made on demand: this route raises where the real one decides."""
+
+        def answer_soon(self, raw: bytes, authorization: str | None, reply: decisions.Reply) -> None:
+            raise RuntimeError("a bug in the decision route")
+
+    route = application.decision_route
+    application.decision_route = Faulty(route.decider, route.lookup, route.peek, route.metrics)
+    with Server(application) as base, Wire(base) as wire:
+        wire.send(decision_request(made["runtime"], 1))
+        status, headers, body = wire.response()
+        assert (status, headers["connection"]) == (500, "close") and json.loads(body)["error"] == "InternalError"
+        assert wire.closed()
+    assert any(r.exc_info and "a bug in the decision route" in str(r.exc_info[1]) for r in caplog.records)
+    assert stored_decisions(engine) == 0
