@@ -7,7 +7,10 @@ protocol that, for the plainest form of that request — HTTP/1.1, exactly ``POS
 /v1/decisions``, no ``Expect``/upgrade, nothing else in flight on the connection — collects the
 body itself, hands it to ``DecisionRoute.answer_soon`` and writes the answer to the transport.
 Anything else, including a request pipelined behind one in flight, takes uvicorn's ASGI path to
-the same application, where ``app`` calls the same route: the answers are the same either way.
+the same application, where ``app`` calls the same route: the answers are the same either way,
+down to the 500 of a fault. (One difference: for ASGI uvicorn adds a chunked body's trailers to
+the request's headers; the protocol reads the token with the headers, so one sent as a trailer
+does not count.)
 
 The class leans on uvicorn's protocol internals (``cycle``, ``pipeline``, ``on_response_complete``):
 ``pyproject.toml`` pins uvicorn to the release it was written against, and tests/server runs the
@@ -18,7 +21,6 @@ and the tests configure uvicorn.
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 from uvicorn.protocols.http import httptools_impl
@@ -27,10 +29,10 @@ from reconciler.server import decisions
 
 __all__ = ["DecisionProtocol", "options"]
 
-log = logging.getLogger(__name__)
-
 _PATH = b"/v1/decisions"
-_HEAD = b"content-type: application/json\r\ncontent-length: "
+_JSON = b"application/json"
+#: What uvicorn answers when an ASGI application raises.
+_FAILED = (500, b"Internal Server Error", b"text/plain; charset=utf-8")
 
 
 def options(application: Any) -> dict[str, Any]:
@@ -51,10 +53,11 @@ class _Exchange:
     cycle, with the attributes the protocol reads of one (so a request pipelined behind it waits,
     a shutdown closes the connection after it, a lost connection marks it)."""
 
-    __slots__ = ("chunks", "disconnected", "keep_alive", "response_complete", "size")
+    __slots__ = ("authorization", "chunks", "disconnected", "keep_alive", "response_complete", "size")
     message_event = _NoEvent
 
-    def __init__(self, keep_alive: bool) -> None:
+    def __init__(self, keep_alive: bool, authorization: str | None) -> None:
+        self.authorization = authorization  # read with the headers: a chunked body's trailers do not count
         self.chunks: list[bytes] = []
         self.size = 0
         self.keep_alive = keep_alive
@@ -69,6 +72,10 @@ class DecisionProtocol(httptools_impl.HttpToolsProtocol):
     _exchange: _Exchange | None = None
 
     def on_headers_complete(self) -> None:
+        # A request is under way: no keep-alive timeout. uvicorn cancels it only when data
+        # arrives, but an answer given while the data is parsed (a 401, a 422) starts it again
+        # with this request, which came in the same data, still to answer.
+        self._unset_keepalive_if_required()
         parser = self.parser
         cycle = self.cycle
         if (
@@ -80,8 +87,10 @@ class DecisionProtocol(httptools_impl.HttpToolsProtocol):
             and (cycle is None or cycle.response_complete)
             and not self.flow.write_paused
             and self.limit_concurrency is None
+            and not self.root_path
         ):
-            self._exchange = self.cycle = _Exchange(parser.should_keep_alive())  # type: ignore[assignment]
+            authorization = next((v.decode("latin-1") for k, v in self.headers if k == b"authorization"), None)
+            self._exchange = self.cycle = _Exchange(parser.should_keep_alive(), authorization)  # type: ignore[assignment]
             return
         self._exchange = None
         super().on_headers_complete()
@@ -106,19 +115,22 @@ class DecisionProtocol(httptools_impl.HttpToolsProtocol):
             return
         self._exchange = None
         if exchange.response_complete:
+            # Refused before its body ended (413): the data that followed cancelled the
+            # keep-alive timeout its answer started; start it again unless a request is under way.
+            if self.cycle is exchange and not self.transport.is_closing():
+                self._unset_keepalive_if_required()
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
             return
         chunks = exchange.chunks
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        authorization = next((v.decode("latin-1") for k, v in self.headers if k == b"authorization"), None)
-        reply = functools.partial(self._reply, exchange)
         try:
-            self.route.answer_soon(raw, authorization, reply)
-        except Exception:  # a bug: answered like uvicorn answers an ASGI application that raised
-            log.exception("answering a decision request failed")
+            self.route.answer_soon(raw, exchange.authorization, functools.partial(self._reply, exchange))
+        except Exception:  # a bug: answered as uvicorn answers an ASGI application that raised
+            self.logger.exception("Exception in the decision route")  # uvicorn's error log, as for ASGI
             exchange.keep_alive = False
-            self._reply(exchange, 500, b'{"error":"InternalError","message":"the request failed; nothing was decided"}')
+            self._reply(exchange, *_FAILED)
 
-    def _reply(self, exchange: _Exchange, status: int, body: bytes) -> None:
+    def _reply(self, exchange: _Exchange, status: int, body: bytes, content_type: bytes = _JSON) -> None:
         if exchange.response_complete:
             return
         exchange.response_complete = True
@@ -128,7 +140,7 @@ class DecisionProtocol(httptools_impl.HttpToolsProtocol):
         head = [httptools_impl.STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += (name, b": ", value, b"\r\n")
-        head += (_HEAD, str(len(body)).encode(), b"\r\n")
+        head += (b"content-type: ", content_type, b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n")
         if not exchange.keep_alive:
             head.append(b"connection: close\r\n")
         head += (b"\r\n", body)

@@ -6,19 +6,23 @@ A raw socket on loopback sends exactly the bytes a test needs (pipelined request
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from reconciler.server import app as server_app
 from reconciler.server import decisions
 from reconciler.state import tables
-from tests.server.serving import Server
+from tests.server.serving import TRANSPORTS, Server
 
 Api = tuple[httpx.Client, sa.Engine, dict[str, str]]
 
@@ -81,6 +85,8 @@ def stored_decisions(engine: sa.Engine) -> int:
 
 
 def test_pipelined_requests_are_answered_in_order_on_a_kept_alive_connection(api: Api) -> None:
+    # The first decision is the protocol's; the requests behind it wait for its answer and then
+    # take uvicorn's ASGI path (the protocol answers only with nothing else in flight).
     client, engine, made = api
     token = made["runtime"]
     with Wire(str(client.base_url)) as wire:
@@ -205,7 +211,8 @@ def test_the_protocol_answers_only_plain_decision_requests_and_hands_on_the_rest
     assert stored_decisions(engine) == 1
 
 
-def test_a_fault_in_the_route_answers_500_and_closes_like_uvicorn_does(api: Api, caplog: Any) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
+def test_a_fault_in_the_route_answers_uvicorns_500_and_closes(api: Api, transport: str, caplog: Any) -> None:
     _, engine, made = api
     application: Any = server_app.create_app(engine)
 
@@ -217,10 +224,56 @@ def test_a_fault_in_the_route_answers_500_and_closes_like_uvicorn_does(api: Api,
 
     route = application.decision_route
     application.decision_route = Faulty(route.decider, route.lookup, route.peek, route.metrics)
-    with Server(application) as base, Wire(base) as wire:
+    server = Server(application, transport)  # configures uvicorn's logging, dropping handlers
+    uvicorn_log = logging.getLogger("uvicorn.error")  # both paths report there; it does not propagate
+    uvicorn_log.addHandler(caplog.handler)
+    with contextlib.ExitStack() as stack:
+        stack.callback(uvicorn_log.removeHandler, caplog.handler)
+        wire = stack.enter_context(Wire(stack.enter_context(server)))
         wire.send(decision_request(made["runtime"], 1))
         status, headers, body = wire.response()
-        assert (status, headers["connection"]) == (500, "close") and json.loads(body)["error"] == "InternalError"
+        assert (status, headers["connection"], body) == (500, "close", b"Internal Server Error")
+        assert headers["content-type"] == "text/plain; charset=utf-8"
         assert wire.closed()
     assert any(r.exc_info and "a bug in the decision route" in str(r.exc_info[1]) for r in caplog.records)
+    assert stored_decisions(engine) == 0
+
+
+def test_an_answer_given_while_parsing_leaves_no_keep_alive_timeout_on_the_next_request(api: Api) -> None:
+    # A 401 is answered while uvicorn still parses the data it came in; a slow request right
+    # behind it in the same data must not be cut off by the keep-alive timeout that answer started.
+    _, engine, _ = api
+    application = server_app.create_app(engine)
+
+    async def slow_or_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/slow":
+            await asyncio.sleep(1.5)
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await application(scope, receive, send)
+
+    with Server(application, asgi=slow_or_app, timeout_keep_alive=0.5) as base, Wire(base) as wire:
+        wire.send(
+            decision_request("arm_unknown", 1).replace(b"Authorization: Bearer arm_unknown\r\n", b"")
+            + b"GET /slow HTTP/1.1\r\nHost: arm\r\n\r\n"
+        )
+        assert [wire.response()[0], wire.response()[0]] == [401, 200]
+        time.sleep(1.0)  # and once idle, the keep-alive timeout closes the connection
+        assert wire.closed()
+
+
+def test_a_token_in_a_chunked_bodys_trailer_does_not_count(api: Api) -> None:
+    # uvicorn adds a chunked body's trailers to the request's headers before an ASGI application
+    # runs, for every route; the protocol reads the token with the headers.
+    client, engine, made = api
+    payload = json.dumps({"instance": "acme:app-dev-g1-1", "tool": "crm.lookup"}).encode()
+    with Wire(str(client.base_url)) as wire:
+        wire.send(
+            b"POST /v1/decisions HTTP/1.1\r\nHost: arm\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n0\r\n" % (len(payload), payload)
+            + f"Authorization: Bearer {made['runtime']}\r\n\r\n".encode()
+        )
+        status, _, body = wire.response()
+        assert status == 401 and "missing bearer token" in json.loads(body)["detail"]
     assert stored_decisions(engine) == 0
