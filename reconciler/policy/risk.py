@@ -53,16 +53,23 @@ class Assessment:
         return {"level": self.level, "catalogLevel": self.catalog_level, "reasons": list(self.reasons)}
 
 
-def _walk(value: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
-    """(path, key, value) for every leaf of nested mappings and lists."""
+def _leaf_key(key: str) -> str:
+    """The name the key patterns read: a key's last dotted part, before any index (so that
+    ``{"db.password": ...}`` and ``{"password[0]": ...}`` read as ``password``). Assessing and
+    redacting both use it, so a value one calls a secret the other redacts."""
+    return key.rsplit(".", 1)[-1].split("[", 1)[0]
+
+
+def _walk(value: Any, path: str = "", key: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(path, key, value) for every leaf of nested mappings and lists; a list's items have its key."""
     if isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _walk(item, f"{path}.{key}" if path else str(key))
+        for name, item in value.items():
+            yield from _walk(item, f"{path}.{name}" if path else str(name), _leaf_key(str(name)))
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            yield from _walk(item, f"{path}[{i}]")
+            yield from _walk(item, f"{path}[{i}]", key)
     else:
-        yield path, path.rsplit(".", 1)[-1].split("[", 1)[0], value
+        yield path, key, value
 
 
 def _is_secret(key: str, value: Any) -> bool:
@@ -118,7 +125,7 @@ def _bulk(leaves: list[tuple[str, str, Any]]) -> str | None:
 def redact(value: Any, key: str = "") -> Any:
     """A copy of ``value`` with secret-like values replaced by ``[REDACTED]``."""
     if isinstance(value, Mapping):
-        return {k: redact(v, str(k)) for k, v in value.items()}
+        return {k: redact(v, _leaf_key(str(k))) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v, key) for v in value]
     if _is_secret(key, value):
