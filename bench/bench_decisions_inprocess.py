@@ -1,9 +1,10 @@
 """Benchmark: the decision route's own cost, driven in process without sockets or HTTP parsing.
 
-``bench_decisions.py`` measures what a runtime sees through ``wrk``; this one calls the same
-ASGI application (``server.app.create_app``: the raw decision route, the decider, the group
-commit into SQLite, the embedded engine) directly from coroutines on uvloop, on the same fleet,
-so the difference between the two is what HTTP and the kernel's loopback cost. It prints
+``bench_decisions.py`` measures what a runtime sees through ``wrk``; this one hands request
+bodies to the same application (``server.app.create_app``: the decision route as the server's
+HTTP protocol calls it, the decider, the group commit into SQLite, the embedded engine) from
+coroutines on uvloop, on the same fleet, so the difference between the two is what HTTP and the
+kernel's loopback cost. It prints
 decisions/s and the process's CPU time per decision with 1 and with 16 concurrent callers, and
 checks that every decision was stored. Pin it to a core (``taskset -c 1``) to compare with the
 server's figures. A figure printer, not a test.
@@ -31,30 +32,21 @@ import uvloop
 
 
 async def drive(application: Any, calls: list[tuple[str, str]], token: str, seconds: float) -> dict[str, Any]:
-    headers = [(b"host", b"bench"), (b"content-type", b"application/json"), (b"authorization", f"Bearer {token}".encode())]
+    route = application.decision_route  # what the server's HTTP protocol hands each request body
+    authorization = f"Bearer {token}"
     counter = {"n": 0}
+    loop = asyncio.get_running_loop()
 
     async def one() -> None:
         counter["n"] += 1
         n = counter["n"]
         instance, tool = calls[n % len(calls)]
         body = f'{{"instance":"{instance}","tool":"{tool}","args":{{"n":{n}}},"costEstimate":0.01}}'.encode()
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": "/v1/decisions", "raw_path": b"/v1/decisions", "query_string": b"", "root_path": "",
-            "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
-        }  # fmt: skip
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await application(scope, receive, send)
-        if sent[0]["status"] != 200:
-            raise SystemExit(f"a decision failed: {sent}")
+        answered: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        route.answer_soon(body, authorization, lambda status, answer: answered.set_result((status, answer)))
+        status, answer = await answered
+        if status != 200:
+            raise SystemExit(f"a decision failed: {status} {answer!r}")
 
     async def caller(until: float) -> None:
         while time.perf_counter() < until:
