@@ -266,7 +266,7 @@ def _settled(future: asyncio.Future[Any]) -> tuple[int, bytes]:
         return future.result()  # type: ignore[no-any-return]
     if isinstance(exc, (errors.ArmError, sa.exc.OperationalError)):
         return _refusal(exc)
-    # A bug: a 500, as uvicorn answers an ASGI application that raised, with the traceback logged.
+    # A bug after the request was taken in (in the decider's thread, say): a 500, the traceback logged.
     log.error("answering a decision request failed", exc_info=exc)
     return 500, orjson.dumps({"error": "InternalError", "message": "the request failed; nothing was decided"})
 
