@@ -60,9 +60,18 @@ def _leaf_key(key: str) -> str:
     return key.rsplit(".", 1)[-1].split("[", 1)[0]
 
 
+#: JSON's leaves: told apart by type at once (``isinstance(x, Mapping)`` is a slow ABC check, and
+#: these functions run on every decision's arguments).
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _is_mapping(value: Any) -> bool:
+    return type(value) is dict or (type(value) not in _SCALARS and isinstance(value, Mapping))
+
+
 def _walk(value: Any, path: str = "", key: str = "") -> Iterator[tuple[str, str, Any]]:
     """(path, key, value) for every leaf of nested mappings and lists; a list's items have its key."""
-    if isinstance(value, Mapping):
+    if _is_mapping(value):
         for name, item in value.items():
             yield from _walk(item, f"{path}.{name}" if path else str(name), _leaf_key(str(name)))
     elif isinstance(value, list | tuple):
@@ -124,7 +133,7 @@ def _bulk(leaves: list[tuple[str, str, Any]]) -> str | None:
 
 def redact(value: Any, key: str = "") -> Any:
     """A copy of ``value`` with secret-like values replaced by ``[REDACTED]``."""
-    if isinstance(value, Mapping):
+    if _is_mapping(value):
         return {k: redact(v, _leaf_key(str(k))) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v, key) for v in value]
@@ -137,7 +146,7 @@ def clean(value: Any) -> Any:
     """``value`` with NUL characters replaced: JSON columns on PostgreSQL cannot store them."""
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, Mapping):
+    if _is_mapping(value):
         return {clean(k): clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [clean(v) for v in value]

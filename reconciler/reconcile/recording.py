@@ -104,6 +104,8 @@ class _Link:
         self.db = db
         self.busy_timeout_ms = busy_timeout_ms
         self.connection: sa.Connection | None = None
+        self.raw: Any = None  # its DB-API connection, which the writer uses directly
+        self.dialect = db.dialect.name
 
     def connect(self) -> sa.Connection:
         if self.connection is None:
@@ -116,6 +118,7 @@ class _Link:
                 if self.busy_timeout_ms is not None:
                     cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             self.connection = connection
+            self.raw = connection.connection.driver_connection
         return self.connection
 
     def drop(self) -> None:
@@ -126,6 +129,7 @@ class _Link:
             except (sa.exc.SQLAlchemyError, self.db.dialect.loaded_dbapi.Error):
                 log.debug("closing a broken connection failed", exc_info=True)
             self.connection = None
+            self.raw = None
 
 
 class Writer:
@@ -219,9 +223,8 @@ class Writer:
         link = self._loop_link
         assert link is not None
         try:
-            connection = link.connect()
-            raw: Any = connection.connection.driver_connection
-            raw.execute("BEGIN IMMEDIATE")
+            link.connect()
+            link.raw.execute("BEGIN IMMEDIATE")
         except self._store_errors:
             log.debug("storing decisions in the event loop failed; the writer thread takes them", exc_info=True)
             link.drop()
@@ -336,22 +339,22 @@ class Writer:
 
     def _store(self, batch: list[Pending], link: _Link, begun: bool = False) -> list[int]:
         # No SQLAlchemy transaction: BEGIN, an executemany or two, COMMIT on the driver connection.
-        connection = link.connect()
-        raw: Any = connection.connection.driver_connection
+        link.connect()
+        raw, dialect = link.raw, link.dialect
         now = self.now()
         try:
-            if connection.dialect.name == "sqlite":
+            if dialect == "sqlite":
                 cursor = raw.cursor()
                 if not begun:
                     cursor.execute("BEGIN IMMEDIATE")
                 ids = store_raw(cursor, "sqlite", batch, now)
                 cursor.execute("COMMIT")
             else:
-                ids = store_raw(raw.cursor(), connection.dialect.name, batch, now)
+                ids = store_raw(raw.cursor(), dialect, batch, now)
                 raw.commit()
         except BaseException as exc:
             try:
-                if connection.dialect.name != "sqlite" or raw.in_transaction:
+                if dialect != "sqlite" or raw.in_transaction:
                     raw.rollback()
             except self._store_errors:
                 log.debug("rolling back a failed batch failed", exc_info=True)
