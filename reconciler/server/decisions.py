@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import orjson
@@ -31,7 +31,17 @@ from fastapi import encoders
 from reconciler import errors
 from reconciler.reconcile import deciding, tokens
 
-__all__ = ["MAX_BODY", "STORE_DOWN", "DecisionBody", "DecisionRoute", "Reply", "encode", "error_body", "error_status"]
+__all__ = [
+    "MAX_BODY",
+    "STORE_DOWN",
+    "DecisionBody",
+    "DecisionRoute",
+    "Reply",
+    "authorization",
+    "encode",
+    "error_body",
+    "error_status",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,11 @@ def error_status(exc: errors.ArmError) -> int:
         errors.StoreError: 503,
         errors.PolicyError: 503,  # no policy revision to decide with: the runtime treats it as DENY
     }.get(type(exc), 409)
+
+
+def authorization(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The ``Authorization`` header of a request's (lower-cased) headers, as ASGI lists them."""
+    return next((value.decode("latin-1") for name, value in headers if name == b"authorization"), None)
 
 
 def encode(decision: deciding.Decision) -> bytes:
@@ -162,8 +177,7 @@ class DecisionRoute:
             chunks.append(chunk)
             if not message.get("more_body"):
                 answered, reply = _awaited()
-                authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
-                self.answer_soon(b"".join(chunks) if len(chunks) != 1 else chunks[0], authorization, reply)
+                self.answer_soon(b"".join(chunks) if len(chunks) != 1 else chunks[0], authorization(scope["headers"]), reply)
                 status, body = await answered
                 break
         await send(

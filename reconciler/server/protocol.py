@@ -89,7 +89,7 @@ class DecisionProtocol(httptools_impl.HttpToolsProtocol):
             and self.limit_concurrency is None
             and not self.root_path
         ):
-            authorization = next((v.decode("latin-1") for k, v in self.headers if k == b"authorization"), None)
+            authorization = decisions.authorization(self.headers)
             self._exchange = self.cycle = _Exchange(parser.should_keep_alive(), authorization)  # type: ignore[assignment]
             return
         self._exchange = None
