@@ -43,6 +43,18 @@ def _at_least(kind: type[int] | type[float], minimum: float) -> Any:
     return convert
 
 
+def _at_most(convert: Any, maximum: float) -> Any:
+    """``convert``, then no larger than ``maximum``."""
+
+    def bounded(value: object) -> int | float:
+        number = convert(value)
+        if number > maximum:
+            raise ValueError(f"{number} is above the maximum of {maximum:g}")
+        return number
+
+    return bounded
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     #: where the SQLite database, parse cache and Git mirrors live
@@ -77,6 +89,9 @@ class Settings:
     approval_sweep_seconds: float = 30.0
     #: ``armctl run``: seconds between op-event retention runs (archive, then delete)
     retention_interval_seconds: float = 3600.0
+    #: ``armctl serve``/``run``: after answering a decision, poll for the next request this long
+    #: before the core sleeps (0: sleep at once); costs up to this much CPU per decision at a trickle
+    idle_poll_microseconds: int = 200
 
     _CONVERT: ClassVar[dict[str, Any]] = {
         "state_dir": Path,
@@ -88,6 +103,7 @@ class Settings:
         "canary_step_seconds": _at_least(float, 0.1),
         "approval_sweep_seconds": _at_least(float, 0.1),
         "retention_interval_seconds": _at_least(float, 1.0),
+        "idle_poll_microseconds": _at_most(_at_least(int, 0), 1_000_000),
     }
 
     @classmethod

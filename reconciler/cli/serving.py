@@ -36,6 +36,12 @@ def _tune_process() -> None:
     gc.freeze()
 
 
+def _http_options(application: Any, settings: settings_.Settings) -> dict[str, Any]:
+    from reconciler.server import protocol
+
+    return protocol.options(application, idle_poll_seconds=settings.idle_poll_microseconds / 1e6)
+
+
 @click.command()
 @output.source_options
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -56,7 +62,7 @@ def run(
     from reconciler.cli import reconciling
     from reconciler.daemon import leading, scheduling
     from reconciler.reconcile import deciding
-    from reconciler.server import app, protocol
+    from reconciler.server import app
 
     overrides: dict[str, Any] = {"repo": repo, "ref": ref, "path": path, "poll_interval_seconds": poll_interval}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
@@ -71,7 +77,9 @@ def run(
         daemon = scheduling.Daemon(settings, db, reconciler, decider, leadership=leadership)
         application = app.create_app(db, decider=decider, sweep_seconds=None, policy_seconds=0.5, runner=daemon)
         server = uvicorn.Server(
-            uvicorn.Config(application, host=host, port=port, timeout_graceful_shutdown=10, **protocol.options(application))
+            uvicorn.Config(
+                application, host=host, port=port, timeout_graceful_shutdown=10, **_http_options(application, settings)
+            )
         )
         _tune_process()
         # uvicorn handles SIGTERM while it serves (stops taking requests, answers those in flight)
@@ -112,13 +120,13 @@ def serve(settings: settings_.Settings, host: str, port: int) -> None:
 
     from reconciler.cli import deciding as deciding_cli
     from reconciler.reconcile import deciding
-    from reconciler.server import app, protocol
+    from reconciler.server import app
 
     db = running.open_database(settings.database)
     decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
     application = app.create_app(db, decider=decider)
     _tune_process()
-    uvicorn.run(application, host=host, port=port, **protocol.options(application))
+    uvicorn.run(application, host=host, port=port, **_http_options(application, settings))
 
 
 @click.group()

@@ -25,6 +25,10 @@ def test_defaults_environment_and_overrides() -> None:
     assert settings.state_dir == Path("/srv/arm") and settings.cache_dir == Path("/srv/arm/cache")
     assert settings.ref == "release" and settings.path == "fleet"
     assert settings.max_file_bytes == 2048
+    assert (
+        Settings().idle_poll_microseconds == 200
+        and Settings.from_env({"ARM_IDLE_POLL_MICROSECONDS": "0"}).idle_poll_microseconds == 0
+    )
     assert settings.database == "postgresql+psycopg://db/arm"
     assert Settings.from_env({"ARM_STATE_DIR": "st"}).database == "sqlite:///st/arm.db"
 
@@ -38,6 +42,9 @@ def test_defaults_environment_and_overrides() -> None:
         ({"ARM_POLL_INTERVAL_SECONDS": "0"}, "ARM_POLL_INTERVAL_SECONDS: 0.0 is below the minimum of 0.1"),
         ({"ARM_CANARY_STEP_SECONDS": "nan"}, "ARM_CANARY_STEP_SECONDS: nan is not finite"),
         ({"ARM_HEARTBEAT_TIMEOUT_SECONDS": "inf"}, "ARM_HEARTBEAT_TIMEOUT_SECONDS: inf is not finite"),
+        ({"ARM_IDLE_POLL_MICROSECONDS": "-1"}, "ARM_IDLE_POLL_MICROSECONDS: -1 is below the minimum of 0"),
+        ({"ARM_IDLE_POLL_MICROSECONDS": "2000000"}, "ARM_IDLE_POLL_MICROSECONDS: 2000000 is above the maximum of 1e\\+06"),
+        ({"ARM_IDLE_POLL_MICROSECONDS": "0.5"}, "ARM_IDLE_POLL_MICROSECONDS: '0.5' is not a whole number"),
     ],
 )
 def test_a_bad_value_is_a_config_error_naming_the_variable(environ: dict[str, str], message: str) -> None:

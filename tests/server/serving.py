@@ -82,13 +82,19 @@ spec: {{template: app, environment: dev, version: app@1.0.0, replicas: 2}}
 class Server:
     """uvicorn serving the app on an ephemeral loopback port, in a thread; stopped by the fixture."""
 
-    def __init__(self, app: Any, transport: str = "protocol", asgi: Any = None, **config: Any) -> None:
+    def __init__(
+        self, app: Any, transport: str = "protocol", asgi: Any = None, idle_poll_seconds: float = 0.0, **config: Any
+    ) -> None:
         """``transport``: "protocol" serves as ``armctl serve`` does (``server.protocol``: the
         decision route answered by uvicorn's protocol); "asgi" through uvicorn's plain ASGI path.
         ``asgi``: what uvicorn hands the requests the protocol does not answer (default ``app``);
+        ``idle_poll_seconds``: the protocol's idle polling (off: it only costs the tests CPU);
         ``config``: more of uvicorn's options."""
-        options = protocol.options(app) if transport == "protocol" else {"log_level": "warning", "access_log": False}
-        self.server = uvicorn.Server(uvicorn.Config(asgi or app, host="127.0.0.1", port=0, **options, **config))
+        if transport == "protocol":
+            self.options = protocol.options(app, idle_poll_seconds=idle_poll_seconds)
+        else:
+            self.options = {"log_level": "warning", "access_log": False}
+        self.server = uvicorn.Server(uvicorn.Config(asgi or app, host="127.0.0.1", port=0, **self.options, **config))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

@@ -277,3 +277,40 @@ def test_a_token_in_a_chunked_bodys_trailer_does_not_count(api: Api) -> None:
         status, _, body = wire.response()
         assert status == 401 and "missing bearer token" in json.loads(body)["detail"]
     assert stored_decisions(engine) == 0
+
+
+def test_after_a_decision_the_loop_polls_for_the_idle_poll_time_then_sleeps(api: Api) -> None:
+    _, engine, made = api
+    server = Server(server_app.create_app(engine), idle_poll_seconds=0.3)
+    poll = server.options["http"].idle_poll
+    assert Server(server_app.create_app(engine)).options["http"].idle_poll is None  # 0: no polling
+
+    def polled_for() -> float:
+        """From the answer until the loop stops polling, in seconds."""
+        answered = time.monotonic()
+        while poll.polling:
+            assert time.monotonic() - answered < 10, "the loop never stopped polling"
+            time.sleep(0.005)
+        return time.monotonic() - answered
+
+    with server as base, Wire(base) as wire:
+        assert (poll.rounds, poll.polling) == (0, False)
+        wire.send(decision_request(made["runtime"], 1))
+        assert wire.response()[0] == 200
+        deadline = time.monotonic() + 5
+        while poll.rounds == 0:  # it starts right after the answer is written
+            assert time.monotonic() < deadline, "the loop did not poll after the answer"
+            time.sleep(0.001)
+        assert polled_for() > 0.2  # the answer came moments before the window started
+        rounds = poll.rounds
+        assert rounds > 10  # it went round the loop again and again, not once
+        time.sleep(0.1)
+        assert poll.rounds == rounds and not poll.polling  # then it sleeps: nothing runs
+        wire.send(decision_request(made["runtime"], 2))  # the next decision polls again
+        assert wire.response()[0] == 200
+        deadline = time.monotonic() + 5
+        while poll.rounds == rounds:
+            assert time.monotonic() < deadline, "the loop did not poll after the second answer"
+            time.sleep(0.001)
+        assert polled_for() > 0.2
+    assert stored_decisions(engine) == 2
