@@ -14,7 +14,7 @@ reads the state row and catches the ledger up with the table on every call: exac
 ``decide_soon`` (the server's event loop) reads nothing: it resolves from the cached
 resolution and the state row the writer last read, counts spend and repeats from the ledger
 (``state.ledger``), evaluates, and hands the decision to the writer (``reconcile.recording``),
-whose group commit resolves its future. What it cannot answer from memory — an unknown instance
+whose group commit calls back with it once stored. What it cannot answer from memory — an unknown instance
 or run, a changed state row, an approval to request or use — goes through ``decide``.
 """
 
@@ -297,26 +297,31 @@ class Decider:
         return Decision.of(outcome, decision_id, revision, None, context.envelope)
 
     def decide_soon(
-        self, request: Request, authorize: Callable[[str | None], None] | None, loop: asyncio.AbstractEventLoop
-    ) -> asyncio.Future[Decision] | None:
+        self,
+        request: Request,
+        authorize: Callable[[str | None], None] | None,
+        loop: asyncio.AbstractEventLoop,
+        then: Callable[[Decision | None, BaseException | None], None],
+    ) -> bool:
         """The server's path, in its event loop: decide from memory and hand the decision to the
-        writer; the future resolves once it is stored. None when this call needs :meth:`decide`
-        instead (nothing cached yet, state changed, unknown instance or run, an approval).
+        writer, which calls ``then(decision, None)`` in ``loop`` once it is stored, or ``then(None,
+        error)`` if it was not. False when this call needs :meth:`decide` instead (nothing cached
+        yet, state changed, unknown instance or run, an approval); ``then`` is not called then.
 
         It answers from the state row as the writer last read it: a change made by another
         process (an apply, a control) is seen within REFRESH_SECONDS plus one batch; a change
         made through this process calls :meth:`invalidate` and is seen at once."""
         writer, state_key, fleet = self._writer, self._state_key, self._fleet
         if writer is None or state_key is None or fleet is None or fleet.key != state_key:
-            return None
+            return False
         if not isinstance(self.engine, engines.EmbeddedEngine):
-            return None  # an OPA answers over HTTP: that blocks, so not in the event loop
+            return False  # an OPA answers over HTTP: that blocks, so not in the event loop
         applied = state_key[0]
         if applied is not None and self.engine.revision != applied:
-            return None  # a new revision to load (or a failed load to retry): the slow path does it
+            return False  # a new revision to load (or a failed load to retry): the slow path does it
         request = _cleaned(request)
         if request.instance not in fleet.instances:
-            return None  # unknown here: the slow path reads the state row first, then denies
+            return False  # unknown here: the slow path reads the state row first, then denies
         now = self.clock.now()
         key = deciding.call_key(request.tool, request.args)
         ident = (request.instance, key)
@@ -325,31 +330,28 @@ class Decider:
         try:
             assessed = self._assess(fleet, request, key, earlier, now, None)
             if assessed is None:
-                return None
+                return False
             context, tenant, version = assessed
             if authorize is not None:
                 authorize(tenant)
             if context.approval_granted:
-                return None
+                return False
             outcome = self._evaluate(request, context, version)
             if outcome.decision == "NEEDS_APPROVAL":
-                return None
+                return False
             revision = self.engine.revision if applied else None
             pending = self._pending(request, key, tenant, version, revision, now, outcome, None)
-            future: asyncio.Future[Decision] = loop.create_future()
 
             def done(item: recording.Pending) -> None:
-                if future.done():
-                    return
                 if item.decision_id is None:
-                    future.set_exception(recording.not_recorded(item.error))
+                    then(None, recording.not_recorded(item.error))
                 else:
-                    future.set_result(Decision.of(outcome, item.decision_id, revision, None, context.envelope))
+                    then(Decision.of(outcome, item.decision_id, revision, None, context.envelope), None)
 
             pending.release, pending.loop, pending.done = (lambda: self._inflight.leave(ident)), loop, done
             handed = True
             writer.submit_soon(pending)  # on failure it lets the call leave the count itself
-            return future
+            return True
         finally:
             if not handed:
                 self._inflight.leave(ident)

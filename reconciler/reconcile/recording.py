@@ -407,7 +407,10 @@ def not_recorded(error: BaseException | None) -> errors.StoreError:
 def _answer(items: list[Pending]) -> None:
     for item in items:
         if item.done is not None:
-            item.done(item)
+            try:
+                item.done(item)
+            except Exception:  # a bug in one answer must not leave the rest of the batch unanswered
+                log.exception("answering a stored decision failed")
 
 
 def _broken(exc: BaseException) -> bool:

@@ -233,25 +233,28 @@ class DecisionRoute:
             if tenant is not None and not who.may_act_on(tenant, request.instance):
                 raise errors.Forbidden(f"token {who.name!r} may not ask decisions for instance {request.instance!r}")
 
-        try:
-            soon: asyncio.Future[deciding.Decision] | None = self.decider.decide_soon(
-                request, authorize, asyncio.get_running_loop()
-            )
-        except (errors.ArmError, sa.exc.OperationalError) as exc:
-            reply(*_refusal(exc))
-            return
-        if soon is None:  # the decider's exact path, which reads the store: in a worker thread
-            soon = self._task(asyncio.to_thread(self.decider.decide, request, authorize))
-
-        def decided(future: asyncio.Future[deciding.Decision]) -> None:
-            if not future.cancelled() and future.exception() is None:
-                decision = future.result()
+        def decided(decision: deciding.Decision | None, error: BaseException | None) -> None:
+            if decision is not None:
                 self.metrics.count(self.metrics.decisions, decision.decision)
                 reply(200, encode(decision))
             else:
-                reply(*_settled(future))
+                reply(*_failed(error))
 
-        soon.add_done_callback(decided)
+        try:
+            if self.decider.decide_soon(request, authorize, asyncio.get_running_loop(), decided):
+                return  # the writer calls ``decided`` once the decision is stored
+        except (errors.ArmError, sa.exc.OperationalError) as exc:
+            reply(*_refusal(exc))
+            return
+
+        # The decider's exact path, which reads the store: in a worker thread.
+        def finished(task: asyncio.Task[deciding.Decision]) -> None:
+            if task.cancelled() or task.exception() is not None:
+                decided(None, None if task.cancelled() else task.exception())
+            else:
+                decided(task.result(), None)
+
+        self._task(asyncio.to_thread(self.decider.decide, request, authorize)).add_done_callback(finished)
 
     def _task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -273,11 +276,15 @@ def _awaited() -> tuple[asyncio.Future[tuple[int, bytes]], Reply]:
 
 def _settled(future: asyncio.Future[Any]) -> tuple[int, bytes]:
     """The answer a finished future of ``(status, body)`` gives, or its failure's answer."""
-    if future.cancelled():
-        return 503, orjson.dumps({"error": "StoreError", "message": "the request was cancelled; nothing was decided"})
-    exc = future.exception()
+    if future.cancelled() or future.exception() is not None:
+        return _failed(None if future.cancelled() else future.exception())
+    return future.result()  # type: ignore[no-any-return]
+
+
+def _failed(exc: BaseException | None) -> tuple[int, bytes]:
+    """The answer to a request whose handling failed with ``exc`` (None: it was cancelled)."""
     if exc is None:
-        return future.result()  # type: ignore[no-any-return]
+        return 503, orjson.dumps({"error": "StoreError", "message": "the request was cancelled; nothing was decided"})
     if isinstance(exc, (errors.ArmError, sa.exc.OperationalError)):
         return _refusal(exc)
     # A bug after the request was taken in (in the decider's thread, say): a 500, the traceback logged.

@@ -50,7 +50,8 @@ def insert_decisions(cursor: Any, dialect: str, rows: list[tuple[str, dt.datetim
 
     Each row is ``(tenant, at, instance, payload JSON text, call key)``. The ids are taken up
     front, so one ``executemany`` writes the lot without a RETURNING per row: on SQLite the
-    transaction holds the write lock (``BEGIN IMMEDIATE``), so ``max(id) + 1 ...`` are free; on
+    transaction holds the write lock (``BEGIN IMMEDIATE``), so ``max(id) + 1 ...`` are free (a
+    single row is inserted alone and its rowid read back: the same id, one statement less); on
     PostgreSQL they come from the column's sequence. Values are stored exactly as SQLAlchemy
     stores them (``at`` in UTC, on SQLite as ``YYYY-MM-DD HH:MM:SS.ffffff``), so they read back
     the same through the tables.
@@ -58,6 +59,13 @@ def insert_decisions(cursor: Any, dialect: str, rows: list[tuple[str, dt.datetim
     if not rows:
         return []
     if dialect == "sqlite":
+        if len(rows) == 1:  # the usual batch when decisions come one at a time: one statement
+            tenant, at, instance, payload, key = rows[0]
+            cursor.execute(
+                "INSERT INTO op_events (tenant, at, type, instance, payload, call_key) VALUES (?, ?, 'DECISION', ?, ?, ?)",
+                (tenant, database.bind_at(at, "sqlite"), instance, payload, key),
+            )
+            return [int(cursor.lastrowid)]  # ``id`` is the rowid: max(id) + 1, as below
         cursor.execute("SELECT coalesce(max(id), 0) FROM op_events")
         first = int(cursor.fetchone()[0]) + 1
         ids = list(range(first, first + len(rows)))

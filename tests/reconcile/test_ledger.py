@@ -35,8 +35,16 @@ def soon(decider: deciding.Decider, request: deciding.Request, within: float = 2
     """Ask through the server's path, as the event loop does; the slow path only to warm it up."""
 
     async def ask() -> deciding.Decision:
-        future = decider.decide_soon(request, None, asyncio.get_running_loop())
-        if future is None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[deciding.Decision] = loop.create_future()
+
+        def then(decision: deciding.Decision | None, error: BaseException | None) -> None:
+            if decision is not None:
+                future.set_result(decision)
+            else:
+                future.set_exception(error or RuntimeError("neither a decision nor an error"))
+
+        if not decider.decide_soon(request, None, loop, then):
             raise LookupError("not answerable from memory")
         return await future
 
