@@ -2,16 +2,19 @@
 
 :class:`EmbeddedEngine` runs regorus in process (NOTES.md: ~36 µs a decision). A regorus engine
 belongs to the thread that made it — calling it from another thread raises pyo3's
-``PanicException``, a ``BaseException`` — so each thread builds its own from the current
-:class:`Bundle`. ``load`` swaps the bundle in one assignment: a thread picks the new revision up
-on its next evaluation and never sees a half-loaded one. Other engines (OPA over HTTP) implement
+``PanicException``, a ``BaseException``, and dropping it on another thread is an error too — so
+each thread builds its own from the current :class:`Bundle` and keeps it in a thread-local of
+this module, which each thread clears itself. ``load`` swaps the bundle in one assignment: a
+thread picks the new revision up on its next evaluation and never sees a half-loaded one. Other engines (OPA over HTTP) implement
 the same :class:`Engine` protocol.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -21,7 +24,7 @@ import regorus
 from reconciler import errors
 from reconciler.policy import compiling
 
-__all__ = ["Bundle", "EmbeddedEngine", "Engine"]
+__all__ = ["Bundle", "EmbeddedEngine", "Engine", "built_here"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +51,23 @@ class Engine(Protocol):
         gives it; None when undefined or when the path names nothing."""
 
 
+#: Per thread, the regorus engines it built: {EmbeddedEngine key: (weak ref to it, bundle, engine)}.
+#: Kept here, not in a thread-local of each EmbeddedEngine: collecting one of those drops every
+#: thread's engine on whichever thread collects it. Here a thread drops its own engines: those of
+#: collected EmbeddedEngines when it next builds one, and the rest when it ends.
+_THREAD = threading.local()
+_KEYS = itertools.count()
+
+
+def built_here() -> list[regorus.Engine]:
+    """The regorus engines this thread holds (for tests)."""
+    return [engine for _, _, engine in getattr(_THREAD, "engines", {}).values()]
+
+
 class EmbeddedEngine:
     def __init__(self) -> None:
         self._bundle: Bundle | None = None
-        self._local = threading.local()
+        self._key = next(_KEYS)
 
     @property
     def revision(self) -> str | None:
@@ -65,11 +81,16 @@ class EmbeddedEngine:
         bundle = self._bundle
         if bundle is None:
             raise errors.PolicyError("no policy is loaded yet")
-        local = self._local
-        if getattr(local, "bundle", None) is not bundle:
-            local.engine = _build(bundle)
-            local.bundle = bundle
-        return local.engine
+        try:
+            built = _THREAD.engines
+        except AttributeError:
+            built = _THREAD.engines = {}
+        entry = built.get(self._key)
+        if entry is None or entry[1] is not bundle:
+            for key in [key for key, (owner, _, _) in built.items() if owner() is None]:
+                del built[key]  # an EmbeddedEngine that is gone: its engine is dropped here, where it was built
+            entry = built[self._key] = (weakref.ref(self), bundle, _build(bundle))
+        return entry[2]
 
     def evaluate(self, rule: str, input: Mapping[str, Any]) -> Any:
         return self._run(rule, input, lambda engine: engine.eval_rule(rule))

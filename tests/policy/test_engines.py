@@ -1,0 +1,72 @@
+"""The embedded engine across threads: each thread evaluates with an engine it built, and every
+regorus engine is dropped on the thread that built it (pyo3 panics, as an unraisable error,
+when one is dropped elsewhere)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gc
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from reconciler.policy import engines
+
+MODULE = """package t
+
+import rego.v1
+
+answer := input.x * 2
+"""
+
+
+def loaded(revision: str) -> engines.EmbeddedEngine:
+    engine = engines.EmbeddedEngine()
+    engine.load(engines.Bundle({"t.rego": MODULE}, {}, revision))
+    return engine
+
+
+@pytest.fixture
+def unraisable(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """What would have been reported as unraisable errors (an engine dropped on the wrong thread)."""
+    seen: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: seen.append(f"{report.exc_type.__name__}: {report.exc_value}"))
+    yield seen
+
+
+def test_an_engine_collected_on_another_thread_drops_nothing_there(unraisable: list[str]) -> None:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
+        engine = loaded("r1")
+        assert worker.submit(engine.evaluate, "data.t.answer", {"x": 2}).result() == 4
+        assert engine.evaluate("data.t.answer", {"x": 3}) == 6  # and one on this thread
+        del engine
+        gc.collect()  # here, on the main thread: the worker's regorus engine must not be dropped here
+        assert unraisable == []
+        # The worker drops it itself when it next builds one, and evaluates on as before.
+        other = loaded("r2")
+        assert worker.submit(other.evaluate, "data.t.answer", {"x": 5}).result() == 10
+        assert worker.submit(lambda: len(engines.built_here())).result() == 1
+    assert unraisable == []
+
+
+def test_each_thread_builds_its_own_engine_and_a_new_revision_replaces_it(unraisable: list[str]) -> None:
+    engine = loaded("r1")
+    ids: dict[str, Any] = {}
+
+    def evaluate(label: str, x: int) -> int:
+        value = engine.evaluate("data.t.answer", {"x": x})
+        ids[label] = id(engines.built_here()[-1])
+        return value  # type: ignore[no-any-return]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
+        assert worker.submit(evaluate, "worker", 1).result() == 2
+        assert evaluate("main", 2) == 4
+        assert ids["worker"] != ids["main"]  # one engine per thread
+        first = ids["main"]
+        assert evaluate("main", 3) == 6 and ids["main"] == first  # kept while the revision is the same
+        engine.load(engines.Bundle({"t.rego": MODULE.replace("* 2", "* 3")}, {}, "r2"))
+        assert evaluate("main", 3) == 9  # the new revision, in a new engine
+        assert worker.submit(evaluate, "worker", 3).result() == 9
+    assert unraisable == []
