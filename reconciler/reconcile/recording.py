@@ -210,6 +210,10 @@ class Writer:
         """Store what is queued, then stop the thread and close the connections."""
         with self._cv:
             self._stopping = True
+            # What the event loop queued for its next turn goes to the thread, which stores
+            # everything queued before it stops: the loop's connection is closed below.
+            self._queue.extend(self._soon)
+            self._soon = []
             self._cv.notify()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
@@ -220,6 +224,8 @@ class Writer:
 
     def _flush_soon(self) -> None:
         batch, self._soon = self._soon, []
+        if not batch:
+            return  # taken by close()
         link = self._loop_link
         assert link is not None
         try:

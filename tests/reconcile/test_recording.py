@@ -96,3 +96,26 @@ def test_a_bug_stops_the_writer_closed_and_leaves_nobody_waiting(sqlite_db: sa.E
         threading.excepthook = previous
         writer.close()
     assert _stored(sqlite_db) == 1
+
+
+def test_closing_stores_what_the_event_loop_queued_and_had_not_committed_yet(sqlite_db: sa.Engine) -> None:
+    # A shutdown can close the writer in the same turn of the loop as a decision arrived (its
+    # caller gone, so nothing waits on its connection): the loop's commit has not run yet.
+    writer = _writer(sqlite_db, ledger_.Ledger("sqlite"))
+    answered: list[int | None] = []
+
+    async def arrive_and_close() -> list[recording.Pending]:
+        loop = asyncio.get_running_loop()
+        items = [_pending(n) for n in range(3)]
+        for item in items:
+            item.loop, item.done = loop, lambda stored: answered.append(stored.decision_id)
+            writer.submit_soon(item)
+        writer.close()  # before the loop's next turn
+        assert _stored(sqlite_db) == 3  # close returns once everything queued is stored
+        await asyncio.sleep(0.05)  # the thread's answers arrive through the loop
+        return items
+
+    items = asyncio.run(arrive_and_close())
+    assert _stored(sqlite_db) == 3
+    assert all(item.decision_id is not None for item in items)
+    assert sorted(answered) == sorted(item.decision_id for item in items)  # type: ignore[type-var]
