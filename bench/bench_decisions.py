@@ -228,9 +228,11 @@ def main() -> None:
             stored = connection.execute(sa.text("SELECT count(*) FROM op_events WHERE type = 'DECISION'")).scalar_one()
         answered = one["requests"] - one["errors"] + many["requests"] - many["errors"]
         floor = engine_floor(state)
+        idle_poll = os.environ.get("ARM_IDLE_POLL_MICROSECONDS", "200 (the default)")
         print(
             f"POST /v1/decisions ({args.mix} mix), {len(instances)} instances, SQLite, server on CPU 1, wrk on CPU 0, {args.seconds} s per run"
         )
+        print(f"  server's idle polling after a decision: {idle_poll} µs (ARM_IDLE_POLL_MICROSECONDS)")
 
         def ms(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.3f} ms"

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from reconciler.server import app as server_app
-from reconciler.server import decisions
+from reconciler.server import decisions, protocol
 from reconciler.state import tables
 from tests.server.serving import TRANSPORTS, Server
 
@@ -281,9 +281,10 @@ def test_a_token_in_a_chunked_bodys_trailer_does_not_count(api: Api) -> None:
 
 def test_after_a_decision_the_loop_polls_for_the_idle_poll_time_then_sleeps(api: Api) -> None:
     _, engine, made = api
-    server = Server(server_app.create_app(engine), idle_poll_seconds=0.3)
+    application = server_app.create_app(engine)
+    server = Server(application, idle_poll_seconds=0.3)
     poll = server.options["http"].idle_poll
-    assert Server(server_app.create_app(engine)).options["http"].idle_poll is None  # 0: no polling
+    assert protocol.options(application)["http"].idle_poll is None  # 0: no polling
 
     def polled_for() -> float:
         """From the answer until the loop stops polling, in seconds."""
