@@ -124,6 +124,9 @@ def _build(bundle: Bundle) -> regorus.Engine:
             engine.add_policy(path, text)
         engine.add_data_json(orjson.dumps(bundle.data, option=orjson.OPT_NON_STR_KEYS).decode())
     except RuntimeError as exc:
+        # The error's traceback keeps this frame, and the error may be dropped on another thread:
+        # the half-built engine goes now, on the thread that built it.
+        del engine
         file, line, message = compiling.engine_message(exc)
         where = f"{file}:{line}: " if file else ""
         raise errors.PolicyError(f"policy revision {bundle.revision} does not load: {where}{message}") from exc

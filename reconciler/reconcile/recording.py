@@ -178,6 +178,11 @@ class Writer:
         self._inline = db.dialect.name == "sqlite"
         self._loop_link = _Link(db, busy_timeout_ms=0) if self._inline else None
         self._soon: list[Pending] = []
+        # Guards the loop's batch, its connection and ``_soon_closed`` against close(), which
+        # may run on another thread (the application's shutdown closes the decider in a worker
+        # thread). Re-entrant: the answers given under it may hand the loop more decisions.
+        self._soon_lock = threading.RLock()
+        self._soon_closed = False
         self._thread = threading.Thread(target=self._run, name="arm-decision-writer", daemon=True)
         self._thread.start()
 
@@ -186,6 +191,7 @@ class Writer:
             if self._stopping:
                 if item.release is not None:
                     item.release()
+                    item.release = None
                 raise errors.StoreError("the decision writer is stopped; nothing was decided")
             self._queue.append(item)
             if len(self._queue) == 1:
@@ -193,12 +199,14 @@ class Writer:
 
     def submit_soon(self, item: Pending) -> None:
         """Store ``item`` (whose ``loop`` is the running loop) and call its ``done`` there."""
-        if not self._inline or self._stopping:
-            self.submit(item)
-            return
-        self._soon.append(item)
-        if len(self._soon) == 1:
-            item.loop.call_soon(self._flush_soon)  # type: ignore[union-attr]
+        if self._inline:
+            with self._soon_lock:
+                if not self._soon_closed and not self._stopping:
+                    self._soon.append(item)
+                    if len(self._soon) == 1:
+                        item.loop.call_soon(self._flush_soon)  # type: ignore[union-attr]
+                    return
+        self.submit(item)
 
     def wait(self, item: Pending) -> int:
         """Submit ``item`` and block until it is stored (its id) or failed (raises)."""
@@ -208,38 +216,52 @@ class Writer:
 
     def close(self) -> None:
         """Store what is queued, then stop the thread and close the connections."""
-        with self._cv:
-            self._stopping = True
+        with self._soon_lock:  # waits for a batch the loop is storing
             # What the event loop queued for its next turn goes to the thread, which stores
-            # everything queued before it stops: the loop's connection is closed below.
-            self._queue.extend(self._soon)
-            self._soon = []
-            self._cv.notify()
+            # everything queued before it stops; the loop stores nothing more.
+            self._soon_closed = True
+            handed, self._soon = self._soon, []
+            with self._cv:
+                self._stopping = True
+                self._queue.extend(handed)
+                self._cv.notify()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
-        if self._loop_link is not None and self._loop_link.connection is not None:
-            self._loop_link.connection.close()
+        with self._soon_lock:
+            if self._loop_link is not None and self._loop_link.connection is not None:
+                self._loop_link.connection.close()
 
     # ---------------------------------------------------------------- in the event loop
 
     def _flush_soon(self) -> None:
-        batch, self._soon = self._soon, []
-        if not batch:
-            return  # taken by close()
-        link = self._loop_link
-        assert link is not None
-        try:
-            link.connect()
-            link.raw.execute("BEGIN IMMEDIATE")
-        except self._store_errors:
-            log.debug("storing decisions in the event loop failed; the writer thread takes them", exc_info=True)
-            link.drop()
-            for item in batch:
+        with self._soon_lock:
+            batch, self._soon = self._soon, []
+            if not batch or self._soon_closed:
+                return  # close() took the batch to the thread
+            link = self._loop_link
+            assert link is not None
+            try:
+                link.connect()
+                link.raw.execute("BEGIN IMMEDIATE")
+            except self._store_errors:
+                log.debug("storing decisions in the event loop failed; the writer thread takes them", exc_info=True)
+                link.drop()
+                self._hand_over(batch)
+                return
+            self._commit(batch, link, begun=True)
+            if self.after is not None and time.monotonic() - self._last_after >= 0.005:
+                self._after(link)
+
+    def _hand_over(self, batch: list[Pending]) -> None:
+        """Give ``batch`` to the thread; if it has stopped (a bug), each caller gets the error."""
+        refused = []
+        for item in batch:
+            try:
                 self.submit(item)
-            return
-        self._commit(batch, link, begun=True)
-        if self.after is not None and time.monotonic() - self._last_after >= 0.005:
-            self._after(link)
+            except errors.StoreError as exc:
+                item.error = exc
+                refused.append(item)
+        self._deliver(refused)
 
     # ---------------------------------------------------------------- the thread
 

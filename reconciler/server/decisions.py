@@ -5,7 +5,7 @@ request (its middleware, routing, dependency solving, pydantic, a worker thread)
 body with orjson, checks exactly what :class:`DecisionBody` checks (falling back to the model
 itself for anything unusual, so a 422 carries FastAPI's own ``{"detail": [...]}``), takes the
 principal from the app's token cache (same 401 bodies), and asks ``Decider.decide_soon`` in the
-event loop — whose future the decision writer resolves once the decision is stored. Calls it
+event loop, whose decision writer calls back with the decision once it is stored. Calls it
 cannot answer from memory go to ``Decider.decide`` in a worker thread. Answers, errors (401,
 403, 422, 503) and the /metrics counters are those of the FastAPI route, which ``app`` keeps
 declared for the OpenAPI document; a body past :data:`MAX_BODY` is this route's own 413.

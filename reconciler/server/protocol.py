@@ -69,21 +69,25 @@ class IdlePoll:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.until = 0.0
-        self.polling = False
         self.rounds = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop polling now, if any
+
+    @property
+    def polling(self) -> bool:
+        return self._loop is not None
 
     def answered(self, loop: asyncio.AbstractEventLoop) -> None:
         self.until = time.perf_counter() + self.seconds
-        if not self.polling:
-            self.polling = True
+        if self._loop is not loop:  # not polling, or a loop that stopped mid-window left it set
+            self._loop = loop
             loop.call_soon(self._poll, loop)
 
     def _poll(self, loop: asyncio.AbstractEventLoop) -> None:
         self.rounds += 1
         if time.perf_counter() < self.until:
             loop.call_soon(self._poll, loop)
-        else:
-            self.polling = False
+        elif self._loop is loop:
+            self._loop = None
 
 
 class _NoEvent:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,12 @@ def test_daemon_settings_are_read_and_secrets_stay_out_of_reprs() -> None:
     )
     assert (settings.poll_interval_seconds, settings.poll_jitter_seconds, settings.webhook_secret) == (2.5, 1.0, "hook-s3cret")
     assert "s3cret" not in repr(settings)
+
+
+def test_the_idle_poll_setting_reaches_the_servers_protocol() -> None:
+    from reconciler.cli import serving
+
+    application = types.SimpleNamespace(decision_route=object())  # all the options read of an app
+    options = serving._http_options(application, Settings(idle_poll_microseconds=150))
+    assert options["http"].idle_poll.seconds == pytest.approx(150e-6)
+    assert serving._http_options(application, Settings(idle_poll_microseconds=0))["http"].idle_poll is None

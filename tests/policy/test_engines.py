@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from reconciler import errors
 from reconciler.policy import engines
 
 MODULE = """package t
@@ -70,3 +71,15 @@ def test_each_thread_builds_its_own_engine_and_a_new_revision_replaces_it(unrais
         assert evaluate("main", 3) == 9  # the new revision, in a new engine
         assert worker.submit(evaluate, "worker", 3).result() == 9
     assert unraisable == []
+
+
+def test_a_revision_that_does_not_load_leaves_no_engine_in_its_error(unraisable: list[str]) -> None:
+    engine = loaded("r1")
+    broken = engines.Bundle({"t.rego": "package t\n\nanswer := \n"}, {}, "r2")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
+        failed = worker.submit(engine.load, broken).exception()
+    assert isinstance(failed, errors.PolicyError) and "r2 does not load" in str(failed)
+    del failed
+    gc.collect()  # the error, built on the worker, is dropped here
+    assert unraisable == []
+    assert engine.revision == "r1" and engine.evaluate("data.t.answer", {"x": 1}) == 2

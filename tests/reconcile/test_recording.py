@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -119,3 +121,89 @@ def test_closing_stores_what_the_event_loop_queued_and_had_not_committed_yet(sql
     assert _stored(sqlite_db) == 3
     assert all(item.decision_id is not None for item in items)
     assert sorted(answered) == sorted(item.decision_id for item in items)  # type: ignore[type-var]
+
+
+def test_closing_from_another_thread_while_the_loop_stores_keeps_every_decision_once(sqlite_db: sa.Engine) -> None:
+    # The application's shutdown closes the writer in a worker thread while the event loop may
+    # still be handing it decisions: each one is stored exactly once and answered exactly once
+    # (with its id, or with an error if it came after the close).
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # thread switches as often as they can be made: the race is wide open
+    try:
+        for trial in range(60):
+            _stream_while_closing(sqlite_db, f"acme:trial-{trial}")
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _stream_while_closing(db: sa.Engine, instance: str) -> None:
+    writer = _writer(db, ledger_.Ledger("sqlite"))
+    answers: dict[int, list[int | None]] = {}
+
+    def answered(n: int, decision_id: int | None) -> None:
+        answers.setdefault(n, []).append(decision_id)
+
+    async def stream() -> int:
+        loop = asyncio.get_running_loop()
+        closing = asyncio.ensure_future(asyncio.to_thread(writer.close))
+        n = 0
+        while not closing.done():
+            item = recording.Pending("acme", instance, dt.datetime.now(dt.UTC), {"n": n}, f"key-{n}", None, "crm.lookup", [])
+            item.loop, item.done = loop, lambda stored, n=n: answered(n, stored.decision_id)
+            try:
+                writer.submit_soon(item)
+            except errors.StoreError:
+                answered(n, None)
+            n += 1
+            await asyncio.sleep(0)
+        await closing
+        await asyncio.sleep(0.02)  # answers the thread sent through the loop
+        return n
+
+    made = asyncio.run(stream())
+    assert sorted(answers) == list(range(made)), f"{instance}: a decision was never answered"
+    assert all(len(given) == 1 for given in answers.values()), f"{instance}: a decision was answered twice"
+    e = tables.op_events.c
+    with db.connect() as connection:
+        rows = connection.execute(sa.select(e.id, e.payload).where(e.instance == instance)).all()
+    assert sorted(r.id for r in rows) == sorted(i for (i,) in answers.values() if i is not None), instance
+    assert len({r.payload["n"] for r in rows}) == len(rows), f"{instance}: a decision was stored twice"
+
+
+class _SlowQueue(list[recording.Pending]):
+    """The writer thread's queue, slow to take a batch in: it holds close() at the moment it hands
+    the loop's batch over, so the loop's own commit of that batch, due next, runs meanwhile.
+    A test double only to widen that window, which a real run opens for microseconds."""
+
+    def __init__(self, started: threading.Event) -> None:
+        super().__init__()
+        self.started = started
+
+    def extend(self, items: Any) -> None:
+        self.started.set()
+        time.sleep(0.05)
+        super().extend(items)
+
+
+def test_a_batch_close_hands_to_the_thread_is_not_also_stored_by_the_loop(sqlite_db: sa.Engine) -> None:
+    writer = _writer(sqlite_db, ledger_.Ledger("sqlite"))
+    started = threading.Event()
+    writer._queue = _SlowQueue(started)
+    answers: list[int | None] = []
+
+    async def close_while_the_loop_commits() -> None:
+        loop = asyncio.get_running_loop()
+        for n in range(3):
+            item = _pending(n)
+            item.loop, item.done = loop, lambda stored: answers.append(stored.decision_id)
+            writer.submit_soon(item)  # the loop commits them at its next turn...
+        closer = threading.Thread(target=writer.close)
+        closer.start()
+        assert started.wait(5)  # ...but close() is taking them to the thread right now
+        await asyncio.sleep(0)  # the loop's turn
+        await asyncio.to_thread(closer.join)
+        await asyncio.sleep(0.05)  # answers the thread sent through the loop
+
+    asyncio.run(close_while_the_loop_commits())
+    assert _stored(sqlite_db) == 3
+    assert len(answers) == 3 and None not in answers and len(set(answers)) == 3
