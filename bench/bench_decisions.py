@@ -63,13 +63,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: int, server: int) -> dict[str, float]:
+    """wrk's figures, and the server's (pid ``server``) CPU per request while it ran."""
+    before = cpu_seconds(server)
     out = subprocess.run(
         ["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    after = cpu_seconds(server)
     figures: dict[str, float] = {}
     for label, key in (("50%", "p50"), ("99%", "p99")):
         m = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
@@ -80,6 +90,9 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str,
     figures["requests"] = float(m.group(1)) if m else 0
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     figures["rps"] = float(m.group(1)) if m else 0
+    if figures["requests"]:
+        figures["user_us"] = (after[0] - before[0]) / figures["requests"] * 1e6
+        figures["sys_us"] = (after[1] - before[1]) / figures["requests"] * 1e6
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     figures["errors"] = float(m.group(1)) if m else 0
     m = re.search(r"Socket errors: (.*)$", out, re.MULTILINE)
@@ -214,8 +227,8 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.1)
-            one = run_wrk(url, script, 1, args.seconds)
-            many = run_wrk(url, script, 16, args.seconds)
+            one = run_wrk(url, script, 1, args.seconds, server.pid)
+            many = run_wrk(url, script, 16, args.seconds, server.pid)
             time.sleep(0.5)  # requests wrk left in flight finish
             by_result = server_answered(url)
             served = sum(by_result.values())
@@ -228,11 +241,14 @@ def main() -> None:
             stored = connection.execute(sa.text("SELECT count(*) FROM op_events WHERE type = 'DECISION'")).scalar_one()
         answered = one["requests"] - one["errors"] + many["requests"] - many["errors"]
         floor = engine_floor(state)
-        idle_poll = os.environ.get("ARM_IDLE_POLL_MICROSECONDS", "200 (the default)")
+        idle_poll = os.environ.get("ARM_IDLE_POLL_MICROSECONDS")
         print(
             f"POST /v1/decisions ({args.mix} mix), {len(instances)} instances, SQLite, server on CPU 1, wrk on CPU 0, {args.seconds} s per run"
         )
-        print(f"  server's idle polling after a decision: {idle_poll} µs (ARM_IDLE_POLL_MICROSECONDS)")
+        polling = (
+            f"{idle_poll} µs (ARM_IDLE_POLL_MICROSECONDS)" if idle_poll else "200 µs (the default; ARM_IDLE_POLL_MICROSECONDS)"
+        )
+        print(f"  the server's idle polling after a decision: {polling}")
 
         def ms(value: float | None) -> str:
             return "n/a" if value is None else f"{value:.3f} ms"
@@ -240,6 +256,11 @@ def main() -> None:
         print(f"  c=1   {one['rps']:8.0f} decisions/s  p50 {ms(one.get('p50'))}  (target <= 0.3 ms)  errors {one['errors']:.0f}")
         print(
             f"  c=16  {many['rps']:8.0f} decisions/s  p99 {ms(many.get('p99'))}  (targets >= 6000/s, <= 7 ms)  errors {many['errors']:.0f}"
+        )
+        print(
+            "  server CPU per request (user + system): "
+            + ", ".join(f"c={c} {f.get('user_us', 0):.0f} + {f.get('sys_us', 0):.0f} µs" for c, f in ((1, one), (16, many)))
+            + " (at c=1 it includes the idle polling)"
         )
         # wrk stops with requests in flight: the server answers (and stores) those too, after wrk
         # stopped counting. The server's own count of answered decisions is the one to compare.
