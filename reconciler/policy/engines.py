@@ -5,8 +5,8 @@ belongs to the thread that made it — calling it from another thread raises pyo
 ``PanicException``, a ``BaseException``, and dropping it on another thread is an error too — so
 each thread builds its own from the current :class:`Bundle` and keeps it in a thread-local of
 this module, which each thread clears itself. ``load`` swaps the bundle in one assignment: a
-thread picks the new revision up on its next evaluation and never sees a half-loaded one. Other engines (OPA over HTTP) implement
-the same :class:`Engine` protocol.
+thread picks the new revision up on its next evaluation and never sees a half-loaded one. Other
+engines (OPA over HTTP) implement the same :class:`Engine` protocol.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ reads the state row and catches the ledger up with the table on every call: exac
 ``decide_soon`` (the server's event loop) reads nothing: it resolves from the cached
 resolution and the state row the writer last read, counts spend and repeats from the ledger
 (``state.ledger``), evaluates, and hands the decision to the writer (``reconcile.recording``),
-whose group commit calls back with it once stored. What it cannot answer from memory — an unknown instance
-or run, a changed state row, an approval to request or use — goes through ``decide``.
+whose group commit calls back with it once stored. What it cannot answer from memory — an
+unknown instance or run, a changed state row, an approval to request or use — goes through
+``decide``.
 """
 
 from __future__ import annotations
