@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import pytest
@@ -67,10 +66,20 @@ def test_daemon_settings_are_read_and_secrets_stay_out_of_reprs() -> None:
     assert "s3cret" not in repr(settings)
 
 
-def test_the_idle_poll_setting_reaches_the_servers_protocol() -> None:
+def test_the_idle_poll_setting_reaches_the_servers_protocol(tmp_path: Path) -> None:
     from reconciler.cli import serving
+    from reconciler.reconcile import deciding
+    from reconciler.server import app
+    from reconciler.state import database
 
-    application = types.SimpleNamespace(decision_route=object())  # all the options read of an app
-    options = serving._http_options(application, Settings(idle_poll_microseconds=150))
-    assert options["http"].idle_poll.seconds == pytest.approx(150e-6)
-    assert serving._http_options(application, Settings(idle_poll_microseconds=0))["http"].idle_poll is None
+    db = database.connect(f"sqlite:///{tmp_path / 'arm.db'}")
+    database.migrate(db)
+    decider = deciding.Decider(db, group_commit=True)
+    try:
+        application = app.create_app(db, decider=decider)
+        options = serving._http_options(application, Settings(idle_poll_microseconds=150))
+        assert options["http"].idle_poll.seconds == pytest.approx(150e-6)
+        assert serving._http_options(application, Settings(idle_poll_microseconds=0))["http"].idle_poll is None
+    finally:
+        decider.close()
+        db.dispose()

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -168,42 +167,3 @@ def _stream_while_closing(db: sa.Engine, instance: str) -> None:
         rows = connection.execute(sa.select(e.id, e.payload).where(e.instance == instance)).all()
     assert sorted(r.id for r in rows) == sorted(i for (i,) in answers.values() if i is not None), instance
     assert len({r.payload["n"] for r in rows}) == len(rows), f"{instance}: a decision was stored twice"
-
-
-class _SlowQueue(list[recording.Pending]):
-    """The writer thread's queue, slow to take a batch in: it holds close() at the moment it hands
-    the loop's batch over, so the loop's own commit of that batch, due next, runs meanwhile.
-    A test double only to widen that window, which a real run opens for microseconds."""
-
-    def __init__(self, started: threading.Event) -> None:
-        super().__init__()
-        self.started = started
-
-    def extend(self, items: Any) -> None:
-        self.started.set()
-        time.sleep(0.05)
-        super().extend(items)
-
-
-def test_a_batch_close_hands_to_the_thread_is_not_also_stored_by_the_loop(sqlite_db: sa.Engine) -> None:
-    writer = _writer(sqlite_db, ledger_.Ledger("sqlite"))
-    started = threading.Event()
-    writer._queue = _SlowQueue(started)
-    answers: list[int | None] = []
-
-    async def close_while_the_loop_commits() -> None:
-        loop = asyncio.get_running_loop()
-        for n in range(3):
-            item = _pending(n)
-            item.loop, item.done = loop, lambda stored: answers.append(stored.decision_id)
-            writer.submit_soon(item)  # the loop commits them at its next turn...
-        closer = threading.Thread(target=writer.close)
-        closer.start()
-        assert started.wait(5)  # ...but close() is taking them to the thread right now
-        await asyncio.sleep(0)  # the loop's turn
-        await asyncio.to_thread(closer.join)
-        await asyncio.sleep(0.05)  # answers the thread sent through the loop
-
-    asyncio.run(close_while_the_loop_commits())
-    assert _stored(sqlite_db) == 3
-    assert len(answers) == 3 and None not in answers and len(set(answers)) == 3
