@@ -49,6 +49,9 @@ WAL_RESTART_FRAMES = 8192
 #: SQLite: how long that checkpoint waits for readers before it tries again later.
 WAL_RESTART_WAIT_MS = 20
 
+#: In the event loop: how long a batch still growing may wait for one more turn of the loop.
+GATHER_SECONDS = 0.0005
+
 
 @dataclasses.dataclass(slots=True, eq=False)
 class Pending:
@@ -140,6 +143,13 @@ class Writer:
     turn, with no thread hop and no GIL hand-off — on one core that is the cheapest way. If
     another process holds the write lock, the batch goes to the thread rather than block the
     loop. Elsewhere (PostgreSQL: a commit is a network round trip) the thread stores them.
+
+    A batch that grew after its callback was scheduled waits one more turn of the loop while it
+    keeps growing, for at most ``gather_seconds``. The requests whose answers went out last in
+    the previous commit reach the server while the loop decides the others; the extra turn (a
+    poll that does not block) decides them into this batch rather than leave them waiting for
+    the whole next one. With several connections busy, each request then waits about one batch,
+    not two; a lone caller's batch never grows and is stored at once.
     """
 
     def __init__(
@@ -154,6 +164,7 @@ class Writer:
         idle_seconds: float = 0.05,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         wal_restart_frames: int = WAL_RESTART_FRAMES,
+        gather_seconds: float = GATHER_SECONDS,
     ) -> None:
         self.db = db
         self.ledger = ledger
@@ -164,6 +175,7 @@ class Writer:
         self.idle_seconds = idle_seconds
         self.checkpoint_seconds = checkpoint_seconds
         self.wal_restart_frames = wal_restart_frames
+        self.gather_seconds = gather_seconds
         self._cv = threading.Condition(threading.Lock())
         self._queue: list[Pending] = []
         self._stopping = False
@@ -178,6 +190,8 @@ class Writer:
         self._inline = db.dialect.name == "sqlite"
         self._loop_link = _Link(db, busy_timeout_ms=0) if self._inline else None
         self._soon: list[Pending] = []
+        self._soon_seen = 0  # how many of _soon its callback saw the last time it ran
+        self._soon_until = 0.0  # when a growing _soon stops waiting for more (0: not growing yet)
         # Guards the loop's batch, its connection and ``_soon_closed`` against close(), which
         # may run on another thread (the application's shutdown closes the decider in a worker
         # thread). Re-entrant: the answers given under it may hand the loop more decisions.
@@ -204,6 +218,7 @@ class Writer:
                 if not self._soon_closed and not self._stopping:
                     self._soon.append(item)
                     if len(self._soon) == 1:
+                        self._soon_seen, self._soon_until = 1, 0.0
                         item.loop.call_soon(self._flush_soon)  # type: ignore[union-attr]
                     return
         self.submit(item)
@@ -235,9 +250,14 @@ class Writer:
 
     def _flush_soon(self) -> None:
         with self._soon_lock:
-            batch, self._soon = self._soon, []
+            batch = self._soon
             if not batch or self._soon_closed:
                 return  # close() took the batch to the thread
+            if self._soon_seen < len(batch) < self.max_batch and self._gathering():
+                self._soon_seen = len(batch)
+                batch[0].loop.call_soon(self._flush_soon)  # type: ignore[union-attr]
+                return
+            self._soon = []
             link = self._loop_link
             assert link is not None
             try:
@@ -251,6 +271,13 @@ class Writer:
             self._commit(batch, link, begun=True)
             if self.after is not None and time.monotonic() - self._last_after >= 0.005:
                 self._after(link)
+
+    def _gathering(self) -> bool:
+        """Whether the growing batch may wait one more turn of the loop (see the class)."""
+        now = time.perf_counter()
+        if not self._soon_until:
+            self._soon_until = now + self.gather_seconds
+        return now < self._soon_until
 
     def _hand_over(self, batch: list[Pending]) -> None:
         """Give ``batch`` to the thread; if it has stopped (a bug), each caller gets the error."""

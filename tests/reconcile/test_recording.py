@@ -167,3 +167,77 @@ def _stream_while_closing(db: sa.Engine, instance: str) -> None:
         rows = connection.execute(sa.select(e.id, e.payload).where(e.instance == instance)).all()
     assert sorted(r.id for r in rows) == sorted(i for (i,) in answers.values() if i is not None), instance
     assert len({r.payload["n"] for r in rows}) == len(rows), f"{instance}: a decision was stored twice"
+
+
+def _in_loop(item: recording.Pending, loop: asyncio.AbstractEventLoop, answered: list[int | None]) -> recording.Pending:
+    item.loop, item.done = loop, lambda stored: answered.append(stored.decision_id)
+    return item
+
+
+def test_a_lone_decision_is_stored_and_answered_at_the_loops_next_turn(sqlite_db: sa.Engine) -> None:
+    # One runtime calling: its batch never grows, so it waits for no further turn of the loop.
+    writer = _writer(sqlite_db, ledger_.Ledger("sqlite"), gather_seconds=10.0)
+    answered: list[int | None] = []
+
+    async def one() -> None:
+        writer.submit_soon(_in_loop(_pending(1), asyncio.get_running_loop(), answered))
+        await asyncio.sleep(0)
+        assert answered == [1]
+
+    try:
+        asyncio.run(one())
+    finally:
+        writer.close()
+
+
+def test_decisions_arriving_while_a_batch_grows_join_its_commit(sqlite_db: sa.Engine) -> None:
+    # As in the server with several connections busy: two requests decided in one turn of the
+    # loop, and one more whose request was read at the next turn's poll. The batch grew after
+    # its callback was scheduled, so it waits that turn and the late one commits with it,
+    # instead of waiting for a commit of its own.
+    writer = _writer(sqlite_db, ledger_.Ledger("sqlite"), gather_seconds=10.0)
+    answered: list[int | None] = []
+
+    async def arrive() -> None:
+        loop = asyncio.get_running_loop()
+        writer.submit_soon(_in_loop(_pending(1), loop, answered))
+        writer.submit_soon(_in_loop(_pending(2), loop, answered))
+        loop.call_soon(writer.submit_soon, _in_loop(_pending(3), loop, answered))  # the next turn
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert sorted(answered) == [1, 2, 3]  # type: ignore[type-var]
+
+    try:
+        asyncio.run(arrive())
+        assert writer.timer.count == 1  # one commit for the three
+    finally:
+        writer.close()
+
+
+def test_a_batch_that_never_stops_growing_is_stored_when_its_wait_is_up(sqlite_db: sa.Engine) -> None:
+    # A new decision at every turn of the loop: the batch would grow for ever (or to max_batch,
+    # set out of reach here) if only growth counted. It is stored gather_seconds after it first
+    # waited, and the next one after it.
+    writer = _writer(sqlite_db, ledger_.Ledger("sqlite"), gather_seconds=0.02, max_batch=10**9)
+    answered: list[int | None] = []
+    stream_seconds = 1.0
+
+    async def stream() -> float:
+        loop, n, started = asyncio.get_running_loop(), 0, time.monotonic()
+        first = None
+        while time.monotonic() - started < stream_seconds:
+            for _ in range(2):  # more than the batch held when its callback last looked
+                writer.submit_soon(_in_loop(_pending(n), loop, answered))
+                n += 1
+            await asyncio.sleep(0)
+            if first is None and answered:
+                first = time.monotonic() - started
+        assert first is not None, "nothing was stored while decisions kept coming"
+        return first
+
+    try:
+        first = asyncio.run(stream())
+    finally:
+        writer.close()
+    assert first < 0.5 * stream_seconds
+    assert writer.timer.count > 5  # stored batch after batch, not once at the end
