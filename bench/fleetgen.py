@@ -279,7 +279,7 @@ def _scaffold_documents() -> dict[str, list[dict[str, Any]]]:
             "release-manager",
             {
                 "description": "Approves promotions and production deployments",
-                "permissions": ["approvals:decide", "versions:promote", "deployments:approve"],
+                "permissions": ["approvals:decide", "versions:approve", "deployments:approve"],
             },
         ),
         _doc(

@@ -8,6 +8,7 @@ error, not a silently ignored field. ``loading`` turns parsed YAML into these mo
 
 from __future__ import annotations
 
+import difflib
 import enum
 from typing import Annotated, Any, Literal
 
@@ -20,7 +21,38 @@ API_VERSION = kinds.API_VERSION
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(@[0-9A-Za-z.+_-]+)?$"
 Name = Annotated[str, pydantic.StringConstraints(pattern=NAME_PATTERN, max_length=253)]
 LabelKey = Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z0-9]([A-Za-z0-9./_-]*[A-Za-z0-9])?$", max_length=253)]
-Permission = Annotated[str, pydantic.StringConstraints(pattern=r"^([a-z][a-z-]*|\*):([a-z][a-z-]*|\*)$")]
+
+#: What a Role may grant, ``resource:action``: what the reconciler checks before an operator
+#: acts. ``resource:*``, ``*:action`` and ``*:*`` are wildcards over it.
+PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "approvals": ("decide", "read"),
+    "audit": ("read",),
+    "deployments": ("approve", "read"),
+    "instances": ("pause", "resume", "quarantine", "read-only", "drain", "read"),
+    "tenants": ("pause", "quarantine", "resume"),
+    "versions": ("approve", "read"),
+}
+
+
+def _known_permission(value: str) -> str:
+    resource, _, action = value.partition(":")
+    if resource == "*":
+        known = action == "*" or any(action in actions for actions in PERMISSIONS.values())
+    else:
+        known = resource in PERMISSIONS and (action == "*" or action in PERMISSIONS[resource])
+    if known:
+        return value
+    every = [f"{r}:{a}" for r, actions in PERMISSIONS.items() for a in actions]
+    close = difflib.get_close_matches(value, every, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(f"unknown permission {value!r}: {hint}known: {', '.join(every)}, and wildcards such as 'instances:*'")
+
+
+Permission = Annotated[
+    str,
+    pydantic.StringConstraints(pattern=r"^([a-z][a-z-]*|\*):([a-z][a-z-]*|\*)$"),
+    pydantic.AfterValidator(_known_permission),
+]
 Email = Annotated[str, pydantic.StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
 Money = Annotated[float, pydantic.Field(ge=0)]
 
