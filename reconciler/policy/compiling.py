@@ -61,6 +61,7 @@ def check_modules(modules: Mapping[str, str], compile_only: Collection[str] | No
     policy_modules = {p: t for p, t in modules.items() if not p.endswith("_test.rego")}
     checked = set(policy_modules) if compile_only is None else set(compile_only) & set(policy_modules)
     ast = [m for m in json.loads(engine.get_ast_as_json()) if m["source"]["file"] in checked]
+    problems.extend(_unconsulted(ast, policy_modules))
     entry_points = _entry_points(ast)
     if not entry_points:
         return []
@@ -75,18 +76,52 @@ def check_modules(modules: Mapping[str, str], compile_only: Collection[str] | No
     return problems
 
 
+#: Rules the decision gathers from fleet packages directly under ``arm.ext``.
+_GATHERED = ("deny", "approval")
+_PACKAGE_RE = re.compile(r"^\s*package\b", re.MULTILINE)
+
+
+def _unconsulted(ast: list[dict[str, Any]], texts: Mapping[str, str]) -> list[errors.Problem]:
+    """``deny``/``approval`` rules the decision would never see: declared in a package other
+    than ``arm.ext.<name>``, they would be silently ignored, so the commit is refused instead.
+    A module of helpers (no such rules) may live in any package."""
+    problems = []
+    for module in ast:
+        package = ref_path(module["ast"]["package"]["refr"])
+        if package[:1] == ["arm"] and (package[1:2] != ["ext"] or len(package) == 3):
+            continue  # the library's own packages, or a fleet extension it gathers
+        heads = {path[0] for rule in module["ast"]["rules"] if (path := _head_path(rule))}
+        found = sorted(heads & set(_GATHERED))
+        if found:
+            file = module["source"]["file"]
+            match = _PACKAGE_RE.search(texts.get(file, ""))
+            line = texts[file].count("\n", 0, match.start()) + 1 if match else None
+            problems.append(
+                errors.Problem(
+                    file,
+                    line=line,
+                    message=f"package {'.'.join(package)} declares {' and '.join(found)} rules, but the decision gathers"
+                    " them only from packages directly under arm.ext: name the package arm.ext.<name>",
+                )
+            )
+    return problems
+
+
+def _head_path(rule: dict[str, Any]) -> list[str]:
+    """The path a rule's head defines; empty for a function."""
+    spec = rule.get("Spec")
+    if spec is None:
+        return []
+    ((head_kind, head),) = spec["head"].items()
+    return [] if head_kind == "Func" else ref_path(head["refr"])
+
+
 def _entry_points(ast: list[dict[str, Any]]) -> set[str]:
     points: set[str] = set()
     for module in ast:
         package = ref_path(module["ast"]["package"]["refr"])
         for rule in module["ast"]["rules"]:
-            spec = rule.get("Spec")
-            if spec is None:
-                continue
-            ((head_kind, head),) = spec["head"].items()
-            if head_kind == "Func":
-                continue  # functions are compiled through the rules that call them
-            path = ref_path(head["refr"])
+            path = _head_path(rule)  # functions are compiled through the rules that call them
             if path:
                 points.add("data." + ".".join(package + path[:1]))
     return points

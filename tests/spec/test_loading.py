@@ -341,6 +341,37 @@ REFERENCE_CASES = [
         {"fleet/policies/fn.rego": "package arm.ext.fn\nimport rego.v1\ndeny contains msg if {\n  msg := nonesuch(input.x)\n}\n"},
         [("fleet/policies/fn.rego", None, None, "Rego does not compile: Unknown function: 'nonesuch'")],
     ),
+    (
+        "Rego deny rules in a package the decision never consults",
+        {"fleet/policies/team.rego": 'package acme.rules\nimport rego.v1\ndeny contains "no" if input.tool.name == "x"\n'},
+        [
+            (
+                "fleet/policies/team.rego",
+                None,
+                None,
+                "package acme.rules declares deny rules, but the decision gathers them only from packages directly"
+                " under arm.ext: name the package arm.ext.<name>",
+            )
+        ],
+    ),
+    (
+        "Rego approval rules in a package nested below arm.ext",
+        {"fleet/policies/pay.rego": 'package arm.ext.team.payments\nimport rego.v1\napproval contains "ask" if true\n'},
+        [
+            (
+                "fleet/policies/pay.rego",
+                None,
+                None,
+                "package arm.ext.team.payments declares approval rules, but the decision gathers them only from packages"
+                " directly under arm.ext: name the package arm.ext.<name>",
+            )
+        ],
+    ),
+    (
+        "a Rego module of helpers in a package of its own",
+        {"fleet/policies/lib.rego": "package acme.lib\nimport rego.v1\nbig(x) if x > 10\n"},
+        [],
+    ),
 ]
 
 
