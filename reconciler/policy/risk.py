@@ -1,46 +1,268 @@
-"""Risk of one tool call: the catalog's level, raised by what the arguments show.
+"""Risk of one tool call: the catalog's level, raised by what the arguments show; and redaction.
 
-A tool's catalog entry gives its base level (GREEN < YELLOW < RED). The arguments of the call
-can raise it, each raise with a reason the decision reports:
+A tool's catalog entry gives its base level (GREEN < YELLOW < RED). What the arguments show
+raises it, each kind of finding once, with a reason naming the argument's path (``to[0]``,
+``filters.env``):
 
-- a secret-like value (API keys, tokens, private keys, passwords) → RED;
-- a production target (an argument naming a production environment, or a call from an
-  instance in a production environment to a tool flagged ``productionImpact``) → one level up;
-- a bulk or destructive operation (delete/drop/truncate, ``force``, ``all``, very large
-  counts) → one level up.
+- a secret → RED: any value under a secret-named key (``password``, ``api_key``, ``client_secret``,
+  ``cookie``, ``aws_secret_access_key``; read word by word, so ``token_count`` and ``secretary``
+  are not), or a string that looks like one under any key (provider key formats, JWTs, bearer
+  tokens, private keys, credentials inside a URL, ``password=`` in a connection string);
+- a production target → one level up: an environment-like field (``env``, ``stage``, ``cluster``,
+  ``namespace``, ``database`` …) naming prod/production/prd/live, a host-like field or any URL
+  whose host names prod/production/prd (not ``non-prod``, ``pre-prod``, ``products``); or a
+  ``productionImpact`` tool called from a production environment;
+- a destructive operation → one level up: an operation-like field (``action``, ``operation``,
+  ``method``, ``command`` …) naming delete/drop/truncate/…, a destructive SQL statement under
+  ``sql``/``query``/``statement``, or a flag such as ``force``, ``cascade``, ``recursive`` or
+  ``delete_*`` set to true. Free text is not read for verbs: a search for "how do I delete my
+  account?" is not destructive;
+- a bulk operation → one level up: a list of ``_BULK_ITEMS`` or more items (not a vector of
+  fractions, which is data), a count-like field (``limit``, ``count``, ``batch_size`` …) of
+  ``_BULK_COUNT`` or more or negative (no limit), ``all: true``, a wildcard (``users/*``), or
+  arguments too large to read in full.
 
-The same patterns drive :func:`redact`, which every stored payload goes through. Pure.
+:func:`assess` runs on every decision, so it is cheap: key names are classified once (cached),
+one walk reads every value for every kind, a long list of scalars is checked for secrets with one
+regex search over its joined text and otherwise sampled, and the walk stops after
+``_MAX_VALUES`` values (a bulk raise: what is not read is not called safe).
+
+:func:`redact` (every stored payload: ``reconcile.deciding``, ``reconcile.events``,
+``reconcile.approving``, ``server.app``) replaces the values :func:`assess` calls secrets, by the
+same tests, and all of them however large the arguments. :func:`redact_args` also returns the values it removed,
+so that :func:`redact_text` can take them, and secret-like patterns, out of free text that is
+stored next to them (a decision's reasons may quote an argument). :func:`clean` removes NULs.
+Pure.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["LEVELS", "REDACTED", "Assessment", "assess", "clean", "redact"]
+__all__ = ["LEVELS", "REDACTED", "Assessment", "assess", "clean", "redact", "redact_args", "redact_text"]
 
 LEVELS = ("GREEN", "YELLOW", "RED")
 REDACTED = "[REDACTED]"
 
-_SECRET_KEY = re.compile(
-    r"(pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|auth(orization)?|session[_-]?key)$", re.I
+_BULK_ITEMS = 100  # a list naming this many things is a bulk operation
+_BULK_COUNT = 1000  # a limit/count this high is (a page size of 100 is not)
+_SAMPLE = 16  # items of a long list read for targets, verbs and wildcards
+_MAX_VALUES = 1000  # values assess reads before it calls the arguments bulk and stops
+
+# ---------------------------------------------------------------- key names, by word
+
+
+def _vocabulary(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+_SECRET_WORDS = _vocabulary(
+    "password passwords passwd pwd passphrase secret secrets token tokens apikey apikeys cookie cookies"
+    " credential credentials auth authorization privatekey otp cvv cvc"
 )
+_NUMBER_SECRET_WORDS = _vocabulary("password passwords passwd pwd pass passphrase secret otp cvv cvc")
+_KEY_QUALIFIERS = _vocabulary("api private secret access signing encryption master session client ssh")
+# Tokens that count or page, not authenticate: max_tokens, prompt_tokens, next_page_token.
+_NOT_SECRET_QUALIFIERS = _vocabulary("max num input output prompt completion total page next continuation sync")
+_ENV_WORDS = _vocabulary("env environment stage tier target cluster namespace workspace database db")
+_HOST_WORDS = _vocabulary("host hostname server endpoint domain origin url uri dsn")
+_OP_WORDS = _vocabulary("action actions operation op method verb mode command cmd commands script")
+_SQL_WORDS = _vocabulary("sql query queries statement statements stmt")
+_FLAG_WORDS = _vocabulary("force cascade recursive purge prune overwrite wipe permanent")
+_DESTRUCTIVE_VERBS = _vocabulary(
+    "delete del remove rm rmdir drop truncate destroy purge wipe erase terminate kill shutdown uninstall"
+    " deprovision overwrite mkfs"
+)
+_OP_VERBS = _DESTRUCTIVE_VERBS | {"force"}  # ``git push --force`` in a command
+_COUNT_WORDS = _vocabulary("limit count batch max top rows records results")
+_SIZE_QUALIFIERS = _vocabulary("batch page chunk bulk")  # batch_size is a count; size is not
+
+# Key classes, as bits.
+_SECRET, _NUMBER_SECRET, _ENV, _HOST, _OP, _SQL, _FLAG, _ALL, _COUNT = (1 << i for i in range(9))
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")  # where camelCase splits
+_NOT_WORD = re.compile(r"[^a-z0-9]+")
+
+
+_CACHED_LENGTH = 64  # longer names and values are read each time: the caches hold short text only
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """``text`` as lower-case words: ``secretAccessKey`` and ``x-api-key`` read as their parts."""
+    return _cached_words(text) if len(text) <= _CACHED_LENGTH else _split(text)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    if not text.islower():
+        text = _CAMEL.sub(" ", text).lower()
+    return tuple(_NOT_WORD.sub(" ", text).split())
+
+
+_cached_words = functools.lru_cache(maxsize=8192)(_split)
+
+
+def _leaf_key(key: str) -> str:
+    """The name the key patterns read: a key's last dotted part, before any index (so that
+    ``{"db.password": ...}`` and ``{"password[0]": ...}`` read as ``password``)."""
+    return key.rsplit(".", 1)[-1].split("[", 1)[0]
+
+
+def _key_class(key: str) -> int:
+    """What a key's name says its value is (bits); assessing and redacting both read it."""
+    return _cached_class(key) if len(key) <= _CACHED_LENGTH else _classify(key)
+
+
+def _classify(key: str) -> int:
+    words = _words(_leaf_key(key))
+    if not words:
+        return 0
+    last, before = words[-1], (words[-2] if len(words) > 1 else "")
+    bits = 0
+    if words == ("pass",) or (before not in _NOT_SECRET_QUALIFIERS and last in _SECRET_WORDS):
+        bits |= _SECRET  # "pass" alone, not boarding_pass
+    elif last in ("key", "keys") and before in _KEY_QUALIFIERS:
+        bits |= _SECRET
+    if bits & _SECRET and last in _NUMBER_SECRET_WORDS:
+        bits |= _NUMBER_SECRET  # {"password": 12345} is one; {"auth": 1} and {"max_tokens": 4096} are not
+    bits |= _ENV if last in _ENV_WORDS else 0
+    bits |= _HOST if last in _HOST_WORDS else 0
+    bits |= _OP if last in _OP_WORDS else 0
+    bits |= _SQL if last in _SQL_WORDS else 0
+    if last in _FLAG_WORDS or words[0] in _DESTRUCTIVE_VERBS or last in _DESTRUCTIVE_VERBS:
+        bits |= _FLAG  # force, cascade, delete_branch, hard_delete: destructive when true
+    bits |= _ALL if last == "all" else 0
+    if last in _COUNT_WORDS or (last == "size" and before in _SIZE_QUALIFIERS) or (last, before) == ("page", "per"):
+        bits |= _COUNT
+    return bits
+
+
+_cached_class = functools.lru_cache(maxsize=8192)(_classify)
+
+
+# ---------------------------------------------------------------- values
+
 _SECRET_VALUE = re.compile(
-    r"(sk-[A-Za-z0-9_-]{16,}"  # OpenAI-style keys
-    r"|AKIA[0-9A-Z]{16}"  # AWS access key ids
-    r"|gh[pousr]_[A-Za-z0-9]{30,}"  # GitHub tokens
+    r"sk-[A-Za-z0-9_-]{16,}"  # OpenAI/Anthropic-style keys
+    r"|[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
+    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key ids
+    r"|AIza[0-9A-Za-z_-]{35}"  # Google API keys
+    r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"  # GitHub tokens
+    r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab tokens
     r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack tokens
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[\s\S]*)"
     r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"  # JWTs
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/-]{20,})"
+    r"|(?:[Bb]earer|BEARER)\s+[A-Za-z0-9._~+/-]{20,}=*"
+    r"|(?P<url>://[^\s/:@]+:)[^\s/@]+@"  # scheme://user:password@host
+    # password=… in a connection or query string; "password: …" in prose is not taken for one.
+    r"|(?P<pair>(?i:password|passwd|pwd)=)[^\s;&'\"]+"
+    r"|(?P<param>[?&](?i:access_token|token|api_?key|key|secret|client_secret|sig|signature)=)[^&\s#]+"
 )
-_PRODUCTION = re.compile(r"(^|[^a-z])(prod|production|live)([^a-z]|$)", re.I)
-_TARGET_KEY = re.compile(r"(env(ironment)?|target|cluster|host|stage|namespace|database|db)$", re.I)
-_DESTRUCTIVE = re.compile(r"\b(delete|drop|truncate|destroy|purge|wipe|rm\s+-rf|terminate)\b", re.I)
-_BULK_KEYS = {"all", "force", "recursive", "cascade"}
-_BULK_COUNT = 1000
+# Text every match of _SECRET_VALUE holds: one search for these literals runs at C speed (~4 ns a
+# character) where the pattern above costs ~50, so only text holding one of them is searched.
+_SECRET_MARKER = re.compile(
+    "|".join(
+        map(
+            re.escape,
+            (
+                *("sk-", "k_live_", "k_test_", "AKIA", "ASIA", "AIza", "ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+                *("github_pat_", "glpat-", "xox", "-----BEGIN", "eyJ", "earer", "EARER", "://", "="),
+            ),
+        )
+    )
+)
+_PROD_ENV = re.compile(r"(?<![a-z0-9])(?<!non[-_.])(?<!pre[-_.])(?:prod|production|prd|live)(?![a-z])", re.I)
+_PROD_HOST = re.compile(r"(?<![a-z0-9])(?<!non[-_.])(?<!pre[-_.])(?:prod|production|prd)(?![a-z])", re.I)
+_URL_HOST = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@\s]*@)?([^/?#\s]*)")
+_SQL_DESTRUCTIVE = re.compile(
+    r"(?:^|;)\s*(?P<sql>delete\s+from\s+[\w.\"`\[\]]+\s*(?:;|$|where\b|returning\b|using\b)"
+    r"|drop\s+(?:table|database|schema|index|view|user|role|column)\b"
+    r"|truncate\s+(?:table\b|[\w.\"`\[\]]+\s*(?:;|$|cascade\b|restart\b))"
+    r"|alter\s+table\s+\S+\s+drop\b"
+    r"|update\s+\S+\s+set\b(?![^;]*\bwhere\b))",  # an UPDATE of every row
+    re.I,
+)
+# A wildcard in an identifier-like value (``users/*``, ``prod-*``, ``*.log``, ``*``): not markdown
+# emphasis (``**bold**``) nor arithmetic (``2*3``); a value with spaces is prose.
+_WILDCARD = re.compile(r"(?:^|[/.:_-]|(?<=[A-Za-z0-9]))\*(?:$|[/.:_-])")
+_SPACE = re.compile(r"\s")
+_TRUE = frozenset(("true", "yes"))
+_SCALARS = frozenset((str, int, float, bool, type(None)))  # JSON's leaves, told apart by type at once
+_NUMBERS = frozenset((int, float))
+
+
+def _is_mapping(value: Any) -> bool:
+    # ``isinstance(x, Mapping)`` is a slow ABC check: plain dicts and scalars are told by type.
+    return type(value) is dict or (type(value) not in _SCALARS and isinstance(value, Mapping))
+
+
+def _looks_secret(text: str) -> bool:
+    return _SECRET_MARKER.search(text) is not None and _SECRET_VALUE.search(text) is not None
+
+
+def _is_secret(bits: int, value: Any) -> bool:
+    if type(value) is str:
+        return bool(bits & _SECRET and value) or _looks_secret(value)
+    return bool(bits & _NUMBER_SECRET) and type(value) in _NUMBERS
+
+
+def _may_hold_secret(items: list[Any] | tuple[Any, ...], kinds: set[type], bits: int) -> bool:
+    """Whether a list of scalars of ``kinds`` may hold a secret, without a call per item: False is
+    certain; True is checked item by item (the joined text can match across two items)."""
+    if bits & _NUMBER_SECRET and kinds & _NUMBERS:
+        return True
+    if str not in kinds:
+        return False
+    return bool(bits & _SECRET) or _looks_secret("\0".join(i for i in items if type(i) is str))
+
+
+def _production(bits: int, value: str) -> bool:
+    if bits & _ENV and _PROD_ENV.search(value):
+        return True
+    if bits & _HOST or "://" in value:
+        url = _URL_HOST.match(value)
+        if url is not None:
+            return _PROD_HOST.search(url.group(1)) is not None
+        return bool(bits & _HOST) and _PROD_HOST.search(value) is not None
+    return False
+
+
+def _destructive(bits: int, value: Any) -> str | None:
+    """What makes ``value`` under a key of ``bits`` destructive, or None."""
+    if bits & _FLAG and (value is True or (type(value) is str and value.lower() in _TRUE)):
+        return "set to true"
+    if type(value) is not str:
+        return None
+    if bits & _OP:
+        verbs = [w for w in _words(value) if w in _OP_VERBS]
+        if verbs:
+            return verbs[0]
+    if bits & _SQL:
+        statement = _SQL_DESTRUCTIVE.search(value)
+        if statement is not None:
+            return f"{statement.group('sql').split()[0].upper()} statement"
+    return None
+
+
+def _bulk(bits: int, value: Any) -> str | None:
+    """What makes the scalar ``value`` under a key of ``bits`` bulk, or None."""
+    kind = type(value)
+    if bits & _ALL and (value is True or (kind is str and value.lower() in _TRUE)):
+        return "asks for all"
+    if bits & _COUNT and kind is int:
+        if value >= _BULK_COUNT:
+            return f"is a bulk count ({value})"
+        if value < 0:
+            return f"asks for no limit ({value})"
+    if kind is str and "*" in value and _WILDCARD.search(value) and not _SPACE.search(value):
+        return "is a wildcard"
+    return None
+
+
+# ---------------------------------------------------------------- assessing
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (~0.1 µs a field), and
@@ -55,38 +277,16 @@ class Assessment:
         return {"level": self.level, "catalogLevel": self.catalog_level, "reasons": list(self.reasons)}
 
 
-def _leaf_key(key: str) -> str:
-    """The name the key patterns read: a key's last dotted part, before any index (so that
-    ``{"db.password": ...}`` and ``{"password[0]": ...}`` read as ``password``). Assessing and
-    redacting both use it, so a value one calls a secret the other redacts."""
-    return key.rsplit(".", 1)[-1].split("[", 1)[0]
+@dataclasses.dataclass(slots=True)
+class _Findings:
+    """The first finding of each kind (the path of a secret or a target, the reason of the others)
+    and how many more values assessing reads."""
 
-
-#: JSON's leaves: told apart by type at once (``isinstance(x, Mapping)`` is a slow ABC check, and
-#: these functions run on every decision's arguments).
-_SCALARS = frozenset((str, int, float, bool, type(None)))
-
-
-def _is_mapping(value: Any) -> bool:
-    return type(value) is dict or (type(value) not in _SCALARS and isinstance(value, Mapping))
-
-
-def _walk(value: Any, path: str = "", key: str = "") -> Iterator[tuple[str, str, Any]]:
-    """(path, key, value) for every leaf of nested mappings and lists; a list's items have its key."""
-    if _is_mapping(value):
-        for name, item in value.items():
-            yield from _walk(item, f"{path}.{name}" if path else str(name), _leaf_key(str(name)))
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield from _walk(item, f"{path}[{i}]", key)
-    else:
-        yield path, key, value
-
-
-def _is_secret(key: str, value: Any) -> bool:
-    if isinstance(value, str) and _SECRET_VALUE.search(value):
-        return True
-    return bool(_SECRET_KEY.search(key)) and isinstance(value, str) and len(value) >= 6
+    secret: str | None = None
+    target: str | None = None
+    destructive: str | None = None
+    bulk: str | None = None
+    budget: int = _MAX_VALUES
 
 
 def assess(
@@ -94,53 +294,139 @@ def assess(
 ) -> Assessment:
     """The risk of calling a tool of ``catalog_level`` with ``args``."""
     rank = LEVELS.index(catalog_level)
+    found = _Findings()
+    _scan_mapping(found, args, "")
+    if found.budget < 0 and found.bulk is None:
+        found.bulk = f"arguments hold more than {_MAX_VALUES} values, not all read"
     reasons: list[str] = []
-    leaves = list(_walk(args))  # once: the three checks below read the same leaves
-    secret = next((path for path, key, value in leaves if _is_secret(key, value)), None)
-    if secret is not None:
-        reasons.append(f"argument {secret} holds a secret-like value: RED")
+    if found.secret is not None:
+        reasons.append(f"argument {found.secret} holds a secret-like value: RED")
         rank = 2
-    target = next(
-        (path for path, key, value in leaves if isinstance(value, str) and _TARGET_KEY.search(key) and _PRODUCTION.search(value)),
-        None,
-    )
-    if target is not None:
-        reasons.append(f"argument {target} targets production: raised one level")
-        rank = min(rank + 1, 2)
+    if found.target is not None:
+        reasons.append(f"argument {found.target} targets production: raised one level")
     elif production and production_impact:
         reasons.append("production-impacting tool called from a production environment: raised one level")
-        rank = min(rank + 1, 2)
-    bulk = _bulk(leaves)
-    if bulk is not None:
-        reasons.append(f"{bulk}: raised one level")
-        rank = min(rank + 1, 2)
+    if found.destructive is not None:
+        reasons.append(f"{found.destructive}: raised one level")
+    if found.bulk is not None:
+        reasons.append(f"{found.bulk}: raised one level")
+    raises = len(reasons) - (found.secret is not None)  # each reason but the secret's is one level
+    rank = min(rank + raises, 2)
     return Assessment(LEVELS[rank], catalog_level, tuple(reasons))
 
 
-def _bulk(leaves: list[tuple[str, str, Any]]) -> str | None:
-    for path, key, value in leaves:
-        if isinstance(value, str) and _DESTRUCTIVE.search(value):
-            return f"argument {path} is destructive"
-        if key.lower() in _BULK_KEYS and value is True:
-            return f"argument {path} asks for a bulk operation"
-        if (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and key.lower() in {"limit", "count", "batch", "size"}
-            and value >= _BULK_COUNT
-        ):
-            return f"argument {path} is a bulk count ({value})"
-    return None
+def _scan(found: _Findings, value: Any, path: str, bits: int) -> None:
+    if type(value) is dict or (type(value) not in _SCALARS and _is_mapping(value)):
+        _scan_mapping(found, value, path)
+    elif type(value) is list or type(value) is tuple:
+        _scan_list(found, value, path, bits)
+    else:
+        found.budget -= 1
+        _scan_scalar(found, value, path, bits)
+
+
+def _scan_mapping(found: _Findings, value: Mapping[Any, Any], path: str) -> None:
+    for name, item in value.items():
+        if found.budget < 0:
+            return
+        name = name if type(name) is str else str(name)
+        _scan(found, item, f"{path}.{name}" if path else name, _key_class(name))
+
+
+def _scan_list(found: _Findings, items: list[Any] | tuple[Any, ...], path: str, bits: int) -> None:
+    if len(items) < _BULK_ITEMS:
+        for i, item in enumerate(items):
+            if found.budget < 0:
+                return
+            _scan(found, item, f"{path}[{i}]", bits)
+        return
+    kinds = set(map(type, items))
+    if found.bulk is None and kinds != {float}:  # a vector of fractions (an embedding) is data
+        found.bulk = f"argument {path} lists {len(items)} items"
+    if found.secret is None and kinds <= _SCALARS and _may_hold_secret(items, kinds, bits):  # every item
+        first = next((i for i, item in enumerate(items) if _is_secret(bits, item)), None)
+        found.secret = f"{path}[{first}]" if first is not None else None
+    for i, item in enumerate(items[:_SAMPLE]):
+        _scan(found, item, f"{path}[{i}]", bits)
+
+
+def _scan_scalar(found: _Findings, value: Any, path: str, bits: int) -> None:
+    if found.secret is None and _is_secret(bits, value):
+        found.secret = path
+    if found.target is None and type(value) is str and _production(bits, value):
+        found.target = path
+    if found.destructive is None and bits & (_OP | _SQL | _FLAG):
+        what = _destructive(bits, value)
+        if what is not None:
+            found.destructive = f"argument {path} asks for a destructive operation ({what})"
+    if found.bulk is None:
+        what = _bulk(bits, value)
+        if what is not None:
+            found.bulk = f"argument {path} {what}"
+
+
+# ---------------------------------------------------------------- redacting
 
 
 def redact(value: Any, key: str = "") -> Any:
     """A copy of ``value`` with secret-like values replaced by ``[REDACTED]``."""
-    if _is_mapping(value):
-        return {k: redact(v, _leaf_key(str(k))) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v, key) for v in value]
-    if _is_secret(key, value):
-        return REDACTED
+    return _redact(value, _key_class(key) if key else 0, [])
+
+
+def redact_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
+    """``args`` redacted, and the values taken out (as text) for :func:`redact_text`."""
+    taken: list[str] = []
+    redacted = _redact(args, 0, taken)
+    return redacted, frozenset(taken)
+
+
+def redact_text(text: str, known: Iterable[str] = ()) -> str:
+    """``text`` without secrets: every occurrence of the ``known`` secret values, and anything
+    secret-like. A URL keeps its scheme, user and host, a ``password=`` pair its name: the reader
+    sees what was there, not what it was."""
+    spans = _secret_spans(text, known)
+    if not spans:
+        return text
+    spans.sort()
+    parts: list[str] = []
+    end = 0
+    for start, stop in spans:  # one mark per region: replacing one secret must not reveal another
+        if start >= end:
+            parts += (text[end:start], REDACTED)
+        end = max(end, stop)
+    parts.append(text[end:])
+    return "".join(parts)
+
+
+def _secret_spans(text: str, known: Iterable[str]) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    if _SECRET_MARKER.search(text):
+        for match in _SECRET_VALUE.finditer(text):
+            keep = match.group("url") or match.group("pair") or match.group("param") or ""
+            spans.append((match.start() + len(keep), match.end() - (match.group("url") is not None)))
+    for secret in known:
+        start = text.find(secret) if secret else -1
+        while start != -1:
+            spans.append((start, start + len(secret)))
+            start = text.find(secret, start + 1)
+    return spans
+
+
+def _redact(value: Any, bits: int, taken: list[str]) -> Any:
+    kind = type(value)
+    if kind is str or kind in _NUMBERS:
+        if (bits or kind is str) and _is_secret(bits, value):  # a number is one only by its key
+            taken.append(str(value))
+            return REDACTED
+        return value
+    if kind is dict or (kind not in _SCALARS and _is_mapping(value)):
+        return {k: _redact(v, _key_class(k if type(k) is str else str(k)), taken) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        if len(value) >= _BULK_ITEMS:
+            kinds = set(map(type, value))
+            if kinds <= _SCALARS and not _may_hold_secret(value, kinds, bits):
+                return list(value)
+        return [_redact(v, bits, taken) for v in value]
     return value
 
 

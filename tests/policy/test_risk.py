@@ -1,4 +1,4 @@
-"""Risk assessment and redaction agree on what a secret is."""
+"""How arguments raise a call's risk, and how what is stored loses its secrets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,207 @@ import pytest
 from reconciler.policy import risk
 
 SECRET = "hunter22-not-a-key"
+GITHUB = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
+OPENAI = "sk-abcdefghijklmnopqrstuvwx"
+
+
+def secret(path: str) -> str:
+    return f"argument {path} holds a secret-like value: RED"
+
+
+def production(path: str) -> str:
+    return f"argument {path} targets production: raised one level"
+
+
+def destructive(path: str, what: str) -> str:
+    return f"argument {path} asks for a destructive operation ({what}): raised one level"
+
+
+def bulk(path: str, what: str) -> str:
+    return f"argument {path} {what}: raised one level"
+
+
+# (what the row shows, the arguments, the reasons a GREEN tool's call gets). The level follows:
+# RED with a secret, else one level up for each reason.
+TABLE: list[tuple[str, dict[str, Any], list[str]]] = [
+    # ---- secrets, by key (read word by word) and by value
+    ("a secret_key is a secret", {"secret_key": "abcdefghijklmnop"}, [secret("secret_key")]),
+    (
+        "an aws_secret_access_key is a secret",
+        {"aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},
+        [secret("aws_secret_access_key")],
+    ),
+    (
+        "credentials inside a URL are a secret under any key",
+        {"connection_string": "postgresql://admin:hunter2@db.internal/app"},
+        [secret("connection_string")],
+    ),
+    ("a cookie is a secret", {"cookie": "session=abc123def456"}, [secret("cookie")]),
+    ("a short password is still a secret", {"password": "12345"}, [secret("password")]),
+    ("a numeric password is a secret", {"password": 12345}, [secret("password")]),
+    ("a camelCase apiKey is a secret", {"apiKey": "k-1"}, [secret("apiKey")]),
+    (
+        "a nested authorization header is a secret",
+        {"headers": {"Authorization": "Basic dXNlcjpwYXNz"}},
+        [secret("headers.Authorization")],
+    ),
+    ("an X-Api-Key header is a secret", {"headers": {"X-Api-Key": "k-1"}}, [secret("headers.X-Api-Key")]),
+    ("a refresh_token is a secret", {"refresh_token": "r-1"}, [secret("refresh_token")]),
+    ("a GitHub token inside an address is a secret", {"to": [f"{GITHUB}@evil.com"]}, [secret("to[0]")]),
+    ("a provider key inside prose is a secret", {"note": f"use {OPENAI} for now"}, [secret("note")]),
+    (
+        "a token in a URL's query is a secret",
+        {"callback": "https://hooks.acme.example/x?access_token=abc123"},
+        [secret("callback")],
+    ),
+    ("a password= pair is a secret", {"dsn": "Server=db;User Id=sa;Password=hunter2;"}, [secret("dsn")]),
+    ("a token_count is a number, not a secret", {"token_count": 5}, []),
+    ("max_tokens counts tokens", {"max_tokens": 4096}, []),
+    ("a secretary is not a secret", {"secretary": "Jane Doe"}, []),
+    ("a page token pages, it does not authenticate", {"next_page_token": "CAESBggDEAEYAQ"}, []),
+    ("a secret's name is not the secret", {"secret_name": "db-credentials"}, []),
+    ("a boarding pass is not a password", {"boarding_pass": "BA-0117"}, []),
+    ("an empty password hides nothing", {"password": ""}, []),
+    ("a bare key is a lookup key", {"key": "customer-123"}, []),
+    ("a token type names a scheme", {"token_type": "Bearer"}, []),
+    ("a URL with an ordinary query is not a secret", {"url": "https://acme.example/search?q=shoes&page=2"}, []),
+    # ---- production targets
+    ("an environment named production is a production target", {"env": "production"}, [production("env")]),
+    ("an environment prod-eu is a production target", {"environment": "prod-eu"}, [production("environment")]),
+    ("a prod cluster is a production target", {"cluster": "gke-prod-1"}, [production("cluster")]),
+    ("a live stage is a production target", {"stage": "live"}, [production("stage")]),
+    (
+        "a nested prd namespace is a production target",
+        {"target": {"namespace": "payments-prd"}},
+        [production("target.namespace")],
+    ),
+    ("a URL on a prod host is a production target", {"url": "https://api.prod.acme.example"}, [production("url")]),
+    (
+        "any URL on a production host is a production target",
+        {"webhook": "https://hooks.production.acme.example/x"},
+        [production("webhook")],
+    ),
+    ("a prod database host is a production target", {"host": "db-prod.acme.internal:5432"}, [production("host")]),
+    ("staging is not production", {"env": "staging"}, []),
+    ("non-prod is not production", {"env": "non-prod"}, []),
+    ("pre-prod is not production", {"environment": "pre-prod"}, []),
+    ("a products host is not production", {"host": "products.acme.example"}, []),
+    ("prod in a URL's path is not its host", {"url": "https://shop.acme.example/products/prod-123"}, []),
+    ("production in a search is free text", {"q": "production outage report"}, []),
+    ("a field that is no target may say prod", {"product": "prod"}, []),
+    # ---- destructive operations
+    ("a delete action is destructive", {"action": "delete"}, [destructive("action", "delete")]),
+    ("a deleteUser operation is destructive", {"operation": "deleteUser"}, [destructive("operation", "delete")]),
+    ("an HTTP DELETE is destructive", {"request": {"method": "DELETE"}}, [destructive("request.method", "delete")]),
+    ("rm -rf in a command is destructive", {"command": "rm -rf /var/data"}, [destructive("command", "rm")]),
+    ("a forced push is destructive", {"cmd": "git push --force origin main"}, [destructive("cmd", "force")]),
+    ("DROP TABLE is destructive", {"sql": "DROP TABLE users"}, [destructive("sql", "DROP statement")]),
+    ("DELETE FROM is destructive", {"query": "DELETE FROM orders WHERE id = 7"}, [destructive("query", "DELETE statement")]),
+    (
+        "an UPDATE of every row is destructive",
+        {"statement": "UPDATE users SET active = false"},
+        [destructive("statement", "UPDATE statement")],
+    ),
+    ("a later TRUNCATE is destructive", {"sql": "SELECT 1; truncate audit_log;"}, [destructive("sql", "TRUNCATE statement")]),
+    ("force set is destructive", {"force": True}, [destructive("force", "set to true")]),
+    ("cascade set as text is destructive", {"options": {"cascade": "true"}}, [destructive("options.cascade", "set to true")]),
+    ("a recursive flag is destructive", {"recursive": True}, [destructive("recursive", "set to true")]),
+    ("a delete_branch flag is destructive", {"delete_branch": True}, [destructive("delete_branch", "set to true")]),
+    ("how to delete an account is a question", {"q": "how do I delete my account?"}, []),
+    ("a question in a query field is not SQL", {"query": "how do I delete from my account?"}, []),
+    ("a subject may say drop table", {"subject": "Please drop the table booking"}, []),
+    ("a SELECT is not destructive", {"sql": "SELECT * FROM users WHERE deleted = false"}, []),
+    ("an UPDATE with a WHERE is not destructive", {"statement": "UPDATE users SET name = 'x' WHERE id = 1"}, []),
+    ("force unset is not destructive", {"force": False}, []),
+    ("a GET is not destructive", {"method": "GET"}, []),
+    ("force_refresh refreshes", {"force_refresh": True}, []),
+    ("include_deleted reads", {"include_deleted": True}, []),
+    # ---- bulk operations
+    ("five thousand ids are bulk", {"ids": list(range(5000))}, [bulk("ids", "lists 5000 items")]),
+    ("150 recipients are bulk", {"to": [f"u{i}@acme.example" for i in range(150)]}, [bulk("to", "lists 150 items")]),
+    ("a limit of 5000 is bulk", {"limit": 5000}, [bulk("limit", "is a bulk count (5000)")]),
+    ("a batch_size of 1000 is bulk", {"batch_size": 1000}, [bulk("batch_size", "is a bulk count (1000)")]),
+    ("a negative limit is no limit", {"limit": -1}, [bulk("limit", "asks for no limit (-1)")]),
+    ("all set is bulk", {"all": True}, [bulk("all", "asks for all")]),
+    ("select_all set as text is bulk", {"select_all": "true"}, [bulk("select_all", "asks for all")]),
+    ("a path wildcard is bulk", {"paths": ["logs/*"]}, [bulk("paths[0]", "is a wildcard")]),
+    ("a bare star is bulk", {"pattern": "*"}, [bulk("pattern", "is a wildcard")]),
+    ("a key prefix wildcard is bulk", {"keys": "user:*"}, [bulk("keys", "is a wildcard")]),
+    ("a page of 100 is not bulk", {"limit": 100}, []),
+    ("99 ids are not bulk", {"ids": list(range(99))}, []),
+    ("an embedding is data, not bulk", {"embedding": [0.1] * 1536}, []),
+    ("an image size is no count", {"size": 4096}, []),
+    ("arithmetic is no wildcard", {"expression": "2*3"}, []),
+    ("markdown emphasis is no wildcard", {"text": "**important**"}, []),
+    ("a star in prose is no wildcard", {"q": "find * in docs"}, []),
+    ("all unset is not bulk", {"all": False}, []),
+    # ---- raises add up, each with its reason
+    (
+        "a bulk delete is raised twice",
+        {"action": "delete", "ids": list(range(500))},
+        [destructive("action", "delete"), bulk("ids", "lists 500 items")],
+    ),
+    (
+        "a secret sent to production is RED with both reasons",
+        {"env": "prod", "token": SECRET},
+        [secret("token"), production("env")],
+    ),
+    ("a plain lookup is not raised", {"customer": "c-1", "fields": ["name", "email"]}, []),
+]
+
+
+@pytest.mark.parametrize(("args", "reasons"), [pytest.param(a, r, id=name) for name, a, r in TABLE])
+def test_arguments_raise_the_risk_for_what_they_show_each_raise_with_its_reason(args: dict[str, Any], reasons: list[str]) -> None:
+    assessed = risk.assess("GREEN", args)
+    expected = "RED" if any("secret-like" in r for r in reasons) else risk.LEVELS[min(len(reasons), 2)]
+    assert (assessed.level, list(assessed.reasons)) == (expected, reasons)
+
+
+def test_raises_stop_at_red() -> None:
+    assessed = risk.assess("YELLOW", {"env": "production", "action": "drop", "all": True})
+    assert assessed.level == "RED" and len(assessed.reasons) == 3 and assessed.catalog_level == "YELLOW"
+
+
+def test_a_production_impacting_tool_called_from_production_is_raised_once() -> None:
+    flagged = risk.assess("GREEN", {}, production=True, production_impact=True)
+    assert (flagged.level, flagged.reasons) == (
+        "YELLOW",
+        ("production-impacting tool called from a production environment: raised one level",),
+    )
+    named = risk.assess("GREEN", {"env": "prod"}, production=True, production_impact=True)
+    assert (named.level, named.reasons) == ("YELLOW", (production("env"),))
+    assert risk.assess("GREEN", {}, production=True).level == "GREEN"
+
+
+def test_a_secret_anywhere_in_a_long_list_is_found_and_redacted() -> None:
+    ids: list[Any] = [f"cus_{i:08d}" for i in range(5000)]
+    ids[4000] = OPENAI
+    assert risk.assess("GREEN", {"ids": ids}).reasons == (secret("ids[4000]"), bulk("ids", "lists 5000 items"))
+    redacted = risk.redact({"ids": ids})["ids"]
+    assert redacted[4000] == risk.REDACTED and redacted[:4000] == ids[:4000] and OPENAI not in redacted
+    pins = {"passwords": list(range(200))}
+    assert risk.assess("GREEN", pins).level == "RED" and risk.redact(pins) == {"passwords": [risk.REDACTED] * 200}
+
+
+def test_what_assessment_does_not_read_it_calls_bulk() -> None:
+    many = {f"field{i}": "x" for i in range(1500)}
+    assert risk.assess("GREEN", many).reasons == ("arguments hold more than 1000 values, not all read: raised one level",)
+    assert risk.redact(many) == many  # redaction reads everything, however large
+
+
+def test_stored_text_loses_known_secrets_and_secret_like_text_but_keeps_the_rest() -> None:
+    reason = f"not {GITHUB}@evil.com nor 12345; see postgresql://admin:hunter2@db/app?key=abc&page=2"
+    assert risk.redact_text(reason, {"12345"}) == (
+        "not [REDACTED]@evil.com nor [REDACTED]; see postgresql://admin:[REDACTED]@db/app?key=[REDACTED]&page=2"
+    )
+    assert risk.redact_text("within the envelope") == "within the envelope"
+    assert risk.redact_text("password=hunter2;", {"hunter", "hunter2"}) == "password=[REDACTED];"  # longest first
+
+
+def test_redact_args_returns_what_it_took_out() -> None:
+    redacted, taken = risk.redact_args({"password": 12345, "to": [f"{GITHUB}@evil.com"], "n": 1})
+    assert redacted == {"password": risk.REDACTED, "to": [risk.REDACTED], "n": 1}
+    assert taken == {"12345", f"{GITHUB}@evil.com"}
 
 
 @pytest.mark.parametrize(
@@ -25,10 +226,14 @@ SECRET = "hunter22-not-a-key"
         {"password": [SECRET, {"note": "x"}]},
         {"items": [{"secret": SECRET}]},
         {"p[0].token": SECRET},
-        {"note": "sk-abcdefghijklmnopqrstuvwx"},
+        {"note": OPENAI},
         {"password": "short"},
         {"customer": SECRET},
-    ],
+        {"password": 12345},
+        {"max_tokens": 4096},
+        {"ids": [*range(300), OPENAI]},
+    ]
+    + [args for _, args, _ in TABLE],
 )
 def test_a_value_assessed_as_a_secret_is_exactly_one_that_is_redacted(args: dict[str, Any]) -> None:
     assessed = risk.assess("GREEN", args)
