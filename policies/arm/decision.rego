@@ -12,6 +12,10 @@
 #    "approval": {"granted": bool}}                            # an approved request for exactly this call
 #
 # Output: data.arm.decision.result = {"decision": "ALLOW" | "NEEDS_APPROVAL" | "DENY", "reasons": [...]}
+# Every field above is required (the tool's "external" and "productionImpact", the environment's
+# name and the risk's "catalogLevel" and "reasons" excepted): an input that lacks one or holds one
+# of the wrong type is DENY with a reason naming it ("input.tool.name is missing"), and so is an
+# unknown instance, for that alone. The decision fails closed.
 # Fleet modules add reasons with `deny contains msg` / `approval contains msg` in any package
 # directly under data.arm.ext; they can make a decision stricter, never lift a deny. They are
 # gathered into deny_reasons and approval_reasons by extensions.rego.
@@ -24,7 +28,17 @@ import rego.v1
 
 risk_rank := {"GREEN": 0, "YELLOW": 1, "RED": 2}
 
-result := {"decision": "DENY", "reasons": sort(deny_reasons)} if {
+result := {"decision": "DENY", "reasons": sort(problems)} if {
+	not well_formed
+	problems := input_problems
+	problems != set()
+} else := unchecked
+
+# The decision for an input known to be well formed, without checking it: for such an input it is
+# result. The reconciler asks it for the inputs it builds itself (reconciler/policy/deciding.py:
+# well formed by construction; an unknown instance's goes to result), which saves ~25 µs a
+# decision. Ask result for any other input: one missing a field can be ALLOWed here.
+unchecked := {"decision": "DENY", "reasons": sort(deny_reasons)} if {
 	deny_reasons != set()
 } else := {"decision": "NEEDS_APPROVAL", "reasons": sort(approval_reasons)} if {
 	approval_reasons != set()
@@ -32,6 +46,131 @@ result := {"decision": "DENY", "reasons": sort(deny_reasons)} if {
 } else := {"decision": "ALLOW", "reasons": ["approved request"]} if {
 	input.approval.granted
 } else := {"decision": "ALLOW", "reasons": ["within the envelope"]}
+
+# ------------------------------------------------------------------ the input itself
+
+# Fail closed. A rule below whose field is missing does not fire (an undefined expression leaves
+# its body undefined, not false), so an input lacking a field the decision reads would be allowed.
+# well_formed is the check result pays for on every input: each expression of a body costs the
+# engine about a microsecond, so the types are compared as one array. Only an input that fails it
+# (or names no instance) has its fields looked at one by one, and is denied for its problems
+# alone: the rules below are not asked what they make of it. An engine that evaluates every rule
+# anyway (regorus under `with`, a query of the whole package) must not fail on one either, so the
+# rules that compute with input values check the types of what they compute with.
+
+well_formed if {
+	instance := input.instance
+	tool := input.tool
+	envelope := input.envelope
+	[
+		type_name(instance.id), type_name(instance.tenant), type_name(instance.template), type_name(instance.version),
+		type_name(input.environment.production), type_name(tool.name), type_name(tool.known), type_name(tool.writes),
+		type_name(input.args), type_name(envelope.tools.deny), type_name(envelope.tools.requireApproval),
+		type_name(input.cost.estimate), type_name(input.cost.run), type_name(input.cost.day), type_name(input.loop.count),
+		type_name(input.approval.granted),
+	] == [
+		"string", "string", "string", "string",
+		"boolean", "string", "boolean", "boolean",
+		"object", "array", "array",
+		"number", "number", "number", "number",
+		"boolean",
+	]
+	type_name(envelope.tools.allow) in {"array", "null"}
+	type_name(envelope.budgets.perCall) in {"number", "null"}
+	type_name(envelope.budgets.perRun) in {"number", "null"}
+	type_name(envelope.budgets.daily) in {"number", "null"}
+	type_name(envelope.loop.threshold) in {"number", "null"}
+	instance.state in {"PROVISIONING", "ACTIVE", "PAUSED", "READONLY", "DRAINING", "QUARANTINED", "RETIRED"}
+	tool.risk in {"GREEN", "YELLOW", "RED"}
+	input.risk.level in {"GREEN", "YELLOW", "RED"}
+	envelope.maxRisk in {"GREEN", "YELLOW", "RED", null}
+	envelope.approvalAbove in {"GREEN", "YELLOW", "RED", null}
+}
+
+# Why an input is not well formed, field by field. An unknown instance (null) is denied for that
+# alone: nothing else about the call matters.
+input_problems contains "input is missing or not an object" if not is_object(input)
+
+input_problems contains "unknown instance" if input.instance == null
+
+input_problems contains msg if {
+	is_object(input)
+	some field in [
+		[["instance"], {"object", "null"}],
+		[["environment", "production"], {"boolean"}],
+		[["tool", "name"], {"string"}],
+		[["tool", "known"], {"boolean"}],
+		[["tool", "writes"], {"boolean"}],
+		[["args"], {"object"}],
+		[["envelope", "tools", "allow"], {"array", "null"}],
+		[["envelope", "tools", "deny"], {"array"}],
+		[["envelope", "tools", "requireApproval"], {"array"}],
+		[["envelope", "budgets", "perCall"], {"number", "null"}],
+		[["envelope", "budgets", "perRun"], {"number", "null"}],
+		[["envelope", "budgets", "daily"], {"number", "null"}],
+		[["envelope", "loop", "threshold"], {"number", "null"}],
+		[["cost", "estimate"], {"number"}],
+		[["cost", "run"], {"number"}],
+		[["cost", "day"], {"number"}],
+		[["loop", "count"], {"number"}],
+		[["approval", "granted"], {"boolean"}],
+	]
+	[path, types] := field
+	value := object.get(input, path, set()) # set(): no JSON input holds one, so it marks a missing field
+	not type_name(value) in types
+	msg := malformed(path, value, concat(" or ", sort(types)))
+}
+
+input_problems contains msg if {
+	is_object(input)
+	some field in [
+		[["tool", "risk"], {"GREEN", "YELLOW", "RED"}],
+		[["risk", "level"], {"GREEN", "YELLOW", "RED"}],
+		[["envelope", "maxRisk"], {"GREEN", "YELLOW", "RED", null}],
+		[["envelope", "approvalAbove"], {"GREEN", "YELLOW", "RED", null}],
+	]
+	[path, values] := field
+	value := object.get(input, path, set())
+	not value in values
+	msg := malformed(path, value, one_of(values))
+}
+
+input_problems contains msg if {
+	is_object(input.instance)
+	some field in ["id", "tenant", "template", "version"]
+	value := object.get(input.instance, field, set())
+	not is_string(value)
+	msg := malformed(["instance", field], value, "string")
+}
+
+input_problems contains msg if {
+	is_object(input.instance)
+	states := {"PROVISIONING", "ACTIVE", "PAUSED", "READONLY", "DRAINING", "QUARANTINED", "RETIRED"}
+	value := object.get(input.instance, "state", set())
+	not value in states
+	msg := malformed(["instance", "state"], value, one_of(states))
+}
+
+# The field at path is missing (or a part of its path is, or is no object), else its value is wrong.
+malformed(path, value, want) := missing(array.slice(path, 0, gone)) if {
+	is_set(value)
+	gone := [n | some n in numbers.range(1, count(path)); is_set(object.get(input, array.slice(path, 0, n), set()))][0]
+} else := sprintf("input.%s must be %s, not %s", [concat(".", path), want, shown(value)])
+
+missing(part) := sprintf("input.%s must be an object, not %s", [concat(".", parent), shown(value)]) if {
+	parent := array.slice(part, 0, count(part) - 1)
+	parent != []
+	value := object.get(input, parent, set())
+	not is_object(value)
+} else := sprintf("input.%s is missing", [concat(".", part)])
+
+one_of(values) := concat(" ", ["one of", concat(", ", sort([shown(v) | some v in values]))])
+
+# Strings as JSON, other values by their type: a value may be long, and engines format numbers
+# differently (NOTES.md).
+shown(value) := json.marshal(value) if {
+	is_string(value)
+} else := type_name(value)
 
 # ------------------------------------------------------------------ instance
 
@@ -51,7 +190,6 @@ deny_reasons contains msg if {
 # ------------------------------------------------------------------ tool and envelope
 
 deny_reasons contains msg if {
-	input.instance != null
 	not input.tool.known
 	msg := sprintf("tool %s is not in the tool catalog", [input.tool.name])
 }
@@ -79,28 +217,34 @@ deny_reasons contains msg if {
 
 deny_reasons contains msg if {
 	limit := input.envelope.budgets.perCall
-	limit != null
+	is_number(limit)
+	is_number(input.cost.estimate)
 	input.cost.estimate > limit
 	msg := sprintf("BUDGET_EXCEEDED: estimated cost %s is above the per-call budget %s", [money(input.cost.estimate), money(limit)])
 }
 
 deny_reasons contains msg if {
 	limit := input.envelope.budgets.perRun
-	limit != null
+	is_number(limit)
+	is_number(input.cost.run)
+	is_number(input.cost.estimate)
 	input.cost.run + input.cost.estimate > limit
 	msg := sprintf("BUDGET_EXCEEDED: the run would spend %s, above its budget %s", [money(input.cost.run + input.cost.estimate), money(limit)])
 }
 
 deny_reasons contains msg if {
 	limit := input.envelope.budgets.daily
-	limit != null
+	is_number(limit)
+	is_number(input.cost.day)
+	is_number(input.cost.estimate)
 	input.cost.day + input.cost.estimate > limit
 	msg := sprintf("BUDGET_EXCEEDED: today would reach %s, above the daily budget %s", [money(input.cost.day + input.cost.estimate), money(limit)])
 }
 
 deny_reasons contains msg if {
 	threshold := input.envelope.loop.threshold
-	threshold != null
+	is_number(threshold)
+	is_number(input.loop.count)
 	input.loop.count >= threshold
 	msg := sprintf("LOOP_DETECTED: the same call was made %d times in the loop window (threshold %d)", [input.loop.count, threshold])
 }

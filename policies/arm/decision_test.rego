@@ -85,3 +85,92 @@ test_budgets_and_loops if {
 	looping := decision.result with input as object.union(call("crm.lookup", "GREEN"), {"loop": {"count": 5}}) with data.arm.ext as {}
 	looping.reasons == ["LOOP_DETECTED: the same call was made 5 times in the loop window (threshold 5)"]
 }
+
+# ------------------------------------------------------------------ a malformed input is denied
+
+# A field the decision reads, missing: DENY, naming the field (the other rules are not asked).
+test_each_missing_field_is_denied_by_name if {
+	every path in [
+		"instance", "instance/id", "instance/state", "instance/tenant", "instance/template", "instance/version",
+		"environment", "environment/production", "tool", "tool/name", "tool/known", "tool/risk", "tool/writes",
+		"risk", "risk/level", "args", "envelope", "envelope/tools", "envelope/tools/allow", "envelope/tools/deny",
+		"envelope/tools/requireApproval", "envelope/budgets", "envelope/budgets/perCall", "envelope/budgets/perRun",
+		"envelope/budgets/daily", "envelope/loop", "envelope/loop/threshold", "envelope/maxRisk",
+		"envelope/approvalAbove", "cost", "cost/estimate", "cost/run", "cost/day", "loop", "loop/count",
+		"approval", "approval/granted",
+	] {
+		r := decision.result with input as json.remove(call("crm.lookup", "GREEN"), [path]) with data.arm.ext as {}
+		r == {"decision": "DENY", "reasons": [sprintf("input.%s is missing", [replace(path, "/", ".")])]}
+	}
+}
+
+test_no_input_at_all_is_denied if {
+	decision.result == {"decision": "DENY", "reasons": ["input is missing or not an object"]} with data.arm.ext as {}
+	r := decision.result with input as "crm.lookup" with data.arm.ext as {}
+	r.reasons == ["input is missing or not an object"]
+}
+
+test_an_empty_input_is_denied_for_every_part_it_lacks if {
+	r := decision.result with input as {} with data.arm.ext as {}
+	r.decision == "DENY"
+	r.reasons == [
+		"input.approval is missing", "input.args is missing", "input.cost is missing", "input.envelope is missing",
+		"input.environment is missing", "input.instance is missing", "input.loop is missing", "input.risk is missing",
+		"input.tool is missing",
+	]
+}
+
+# A runtime that sends the decision API's request body to the Data API is not allowed through.
+test_a_request_body_instead_of_an_input_is_denied if {
+	r := decision.result with input as {"instance": "acme:support-agent-dev-g1-0", "tool": "shell.exec"} with data.arm.ext as {}
+	r.decision == "DENY"
+	"input.instance must be null or object, not \"acme:support-agent-dev-g1-0\"" in r.reasons
+	"input.tool must be an object, not \"shell.exec\"" in r.reasons
+	"input.envelope is missing" in r.reasons
+}
+
+test_fields_of_the_wrong_type_are_denied_by_name if {
+	every case in [
+		[{"instance": {"state": "SLEEPING"}}, "input.instance.state must be one of \"ACTIVE\", \"DRAINING\", \"PAUSED\", \"PROVISIONING\", \"QUARANTINED\", \"READONLY\", \"RETIRED\", not \"SLEEPING\""],
+		[{"instance": {"id": 7}}, "input.instance.id must be string, not number"],
+		[{"tool": {"name": ["crm.lookup"]}}, "input.tool.name must be string, not array"],
+		[{"tool": {"known": "yes"}}, "input.tool.known must be boolean, not \"yes\""],
+		[{"tool": {"writes": null}}, "input.tool.writes must be boolean, not null"],
+		[{"tool": {"risk": "green"}}, "input.tool.risk must be one of \"GREEN\", \"RED\", \"YELLOW\", not \"green\""],
+		[{"risk": {"level": "PURPLE"}}, "input.risk.level must be one of \"GREEN\", \"RED\", \"YELLOW\", not \"PURPLE\""],
+		[{"environment": {"production": "false"}}, "input.environment.production must be boolean, not \"false\""],
+		[{"args": []}, "input.args must be object, not array"],
+		[{"envelope": {"maxRisk": "PURPLE"}}, "input.envelope.maxRisk must be one of \"GREEN\", \"RED\", \"YELLOW\", null, not \"PURPLE\""],
+		[{"envelope": {"approvalAbove": 1}}, "input.envelope.approvalAbove must be one of \"GREEN\", \"RED\", \"YELLOW\", null, not number"],
+		[{"envelope": {"tools": {"deny": "shell.exec"}}}, "input.envelope.tools.deny must be array, not \"shell.exec\""],
+		[{"envelope": {"tools": {"allow": {}}}}, "input.envelope.tools.allow must be array or null, not object"],
+		[{"envelope": {"budgets": {"perCall": "1.00"}}}, "input.envelope.budgets.perCall must be null or number, not \"1.00\""],
+		[{"envelope": {"loop": {"threshold": true}}}, "input.envelope.loop.threshold must be null or number, not boolean"],
+		[{"cost": {"estimate": "0.10"}}, "input.cost.estimate must be number, not \"0.10\""],
+		[{"loop": {"count": null}}, "input.loop.count must be number, not null"],
+		[{"approval": {"granted": "yes"}}, "input.approval.granted must be boolean, not \"yes\""],
+	] {
+		r := decision.result with input as object.union(call("crm.lookup", "GREEN"), case[0]) with data.arm.ext as {}
+		r == {"decision": "DENY", "reasons": [case[1]]}
+	}
+}
+
+test_a_part_that_is_no_object_is_named_once if {
+	r := decision.result with input as object.union(call("crm.lookup", "GREEN"), {"envelope": {"tools": ["crm.lookup"]}}) with data.arm.ext as {}
+	r.reasons == ["input.envelope.tools must be an object, not array"]
+}
+
+# An unknown instance (null) is denied for that alone, and for what else is malformed.
+test_an_unknown_instance_is_denied_for_that_and_the_inputs_other_problems_only if {
+	unknown := object.union(call("shell.exec", "GREEN"), {"instance": null})
+	r := decision.result with input as unknown with data.arm.ext as {"f": {"deny": {"fleet says no"}}}
+	r == {"decision": "DENY", "reasons": ["unknown instance"]}
+	r2 := decision.result with input as json.remove(unknown, ["tool/name"]) with data.arm.ext as {}
+	r2.reasons == ["input.tool.name is missing", "unknown instance"]
+}
+
+# A fleet rule cannot lift the denial of a malformed input, nor is it asked about one.
+test_a_malformed_input_is_denied_whatever_the_fleet_says if {
+	r := decision.result with input as json.remove(call("crm.lookup", "GREEN"), ["cost"]) with data.arm.ext as {"f": {"deny": {"fleet says no"}}}
+	r.reasons == ["input.cost is missing"]
+}

@@ -14,9 +14,13 @@ from reconciler import errors
 from reconciler.policy import engines, risk
 from reconciler.spec import genome
 
-__all__ = ["DECISION_RULE", "Context", "Outcome", "build_input", "call_key", "evaluate"]
+__all__ = ["UNCHECKED_RULE", "DECISION_RULE", "Context", "Outcome", "build_input", "call_key", "evaluate"]
 
 DECISION_RULE = "data.arm.decision.result"
+#: The same decision for an input known to be well formed, without checking it (~25 µs less):
+#: what :func:`evaluate` asks for the inputs :func:`build_input` makes, which are well formed by
+#: construction. An unknown instance's goes to DECISION_RULE, so its reasons are every engine's.
+UNCHECKED_RULE = "data.arm.decision.unchecked"
 DECISIONS = ("ALLOW", "NEEDS_APPROVAL", "DENY")
 
 
@@ -88,7 +92,9 @@ def _plain(value: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def evaluate(engine: engines.Engine, document: Mapping[str, Any], assessment: risk.Assessment) -> Outcome:
-    result = engine.evaluate(DECISION_RULE, document)
+    """The decision on ``document``, made by :func:`build_input`."""
+    rule = UNCHECKED_RULE if document["instance"] is not None else DECISION_RULE
+    result = engine.evaluate(rule, document)
     if not isinstance(result, dict) or result.get("decision") not in DECISIONS:
-        raise errors.PolicyError(f"{DECISION_RULE} gave no decision ({result!r}): the decision library is missing or broken")
+        raise errors.PolicyError(f"{rule} gave no decision ({result!r}): the decision library is missing or broken")
     return Outcome(result["decision"], [str(r) for r in result.get("reasons", [])], assessment)

@@ -1,10 +1,17 @@
-"""The OPA bundle of the applied commit: policies and data any OPA sidecar can pull.
+"""The applied commit's policy as engines and OPA sidecars load it: modules, data, revision.
 
-``bundle(connection)`` builds a gzipped tar in OPA's bundle format: ``.manifest`` (revision =
-the applied commit SHA, roots ``arm``), the built-in library and the fleet's modules, and
-``data.json`` with what decisions need from the tenant's fleet (each version's effective
-envelope and the tool catalog, under ``data.arm.fleet``): one bundle per tenant. Bytes are deterministic for a revision
-(fixed mtimes, sorted entries), so the SHA doubles as the ETag.
+:func:`fleet_data` is the one source of the policy's data: what decisions need from the fleet
+(each version's effective envelope and the tool catalog, keyed by tenant, under
+``data.arm.fleet``). The decider's engine loads every tenant's (``reconcile.deciding``; an OPA
+engine gets it pushed); a tenant's bundle and the Data API carry that tenant's alone, so a fleet
+rule that reads its own tenant's entries (``data.arm.fleet.envelopes[input.instance.tenant]``)
+decides alike everywhere, and no tenant sees another's.
+
+:func:`bundle` builds a gzipped tar in OPA's bundle format: ``.manifest`` (revision = the applied
+commit SHA, roots ``arm``), the built-in library and the fleet's modules, and ``data.json``. Bytes
+are deterministic for a revision (fixed mtimes, sorted entries), so the SHA doubles as the ETag.
+:class:`TenantEngines` evaluates a tenant's bundle in process: what the server's Data API answers,
+the same as that tenant's sidecars.
 """
 
 from __future__ import annotations
@@ -13,44 +20,53 @@ import gzip
 import io
 import json
 import tarfile
+import threading
 from typing import Any
 
 import sqlalchemy as sa
 
-from reconciler.policy import library
+from reconciler.policy import engines, library
 from reconciler.state import fleetstate, tables
 
-__all__ = ["bundle", "fleet_data"]
+__all__ = ["TenantEngines", "bundle", "fleet_data", "policy"]
 
 
-def fleet_data(connection: sa.Connection, tenant: str) -> dict[str, Any]:
-    """One tenant's data: a bundle never carries another tenant's envelopes or catalog."""
+def fleet_data(connection: sa.Connection, tenant: str | None = None) -> dict[str, Any]:
+    """The policy's data, of one tenant or (None) of every tenant:
+    ``{"arm": {"fleet": {"envelopes": {tenant: {version: envelope}}, "tools": {tenant: {tool: entry}}}}}``."""
     v, t = tables.agent_versions.c, tables.tool_catalogs.c
+    versions = sa.select(v.tenant, v.name, v.envelope).where(v.status == "ACTIVE").order_by(v.tenant, v.name)
+    catalogs = sa.select(t.tenant, t.spec).where(t.status == "ACTIVE").order_by(t.tenant, t.name)
+    if tenant is not None:
+        versions, catalogs = versions.where(v.tenant == tenant), catalogs.where(t.tenant == tenant)
     envelopes: dict[str, dict[str, Any]] = {}
-    query = sa.select(v.tenant, v.name, v.envelope).where(v.status == "ACTIVE", v.tenant == tenant).order_by(v.name)
-    for row in connection.execute(query):
+    for row in connection.execute(versions):
         if row.envelope is not None:
             envelopes.setdefault(row.tenant, {})[row.name] = row.envelope
     tools: dict[str, dict[str, Any]] = {}
-    for catalog in connection.execute(
-        sa.select(t.tenant, t.spec).where(t.status == "ACTIVE", t.tenant == tenant).order_by(t.name)
-    ):
+    for catalog in connection.execute(catalogs):
         for entry in catalog.spec.get("tools", []):
             tools.setdefault(catalog.tenant, {})[entry["name"]] = entry
     return {"arm": {"fleet": {"envelopes": envelopes, "tools": tools}}}
 
 
-def bundle(connection: sa.Connection, tenant: str) -> tuple[bytes, str | None]:
-    """(gzipped tar bytes, revision) of the applied commit's policy bundle for one tenant."""
-    state = fleetstate.read(connection) or {}
-    revision = state.get("applied_sha")
+def policy(connection: sa.Connection, tenant: str | None) -> engines.Bundle:
+    """The applied commit's policy: the library and the fleet's modules (tests left out), the data
+    of ``tenant`` (None: every tenant), and the applied SHA as revision ("" before any apply)."""
     c = tables.policy_modules.c
     fleet = {row.path: row.text for row in connection.execute(sa.select(c.path, c.text))}
+    revision = (fleetstate.read(connection) or {}).get("applied_sha") or ""
+    return engines.Bundle(library.modules_for(fleet, tests=False), fleet_data(connection, tenant), revision)
+
+
+def bundle(connection: sa.Connection, tenant: str) -> tuple[bytes, str | None]:
+    """(gzipped tar bytes, revision) of the applied commit's policy bundle for one tenant."""
+    contents = policy(connection, tenant)
     files: dict[str, bytes] = {
-        ".manifest": json.dumps({"revision": revision or "", "roots": ["arm"]}, sort_keys=True).encode(),
-        "data.json": json.dumps(fleet_data(connection, tenant), sort_keys=True, separators=(",", ":")).encode(),
+        ".manifest": json.dumps({"revision": contents.revision, "roots": ["arm"]}, sort_keys=True).encode(),
+        "data.json": json.dumps(contents.data, sort_keys=True, separators=(",", ":")).encode(),
     }
-    for path, text in library.modules_for(fleet, tests=False).items():
+    for path, text in contents.modules.items():
         files[path] = text.encode()
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -60,4 +76,28 @@ def bundle(connection: sa.Connection, tenant: str) -> tuple[bytes, str | None]:
             info.mtime = 0
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(files[name]))
-    return gzip.compress(raw.getvalue(), mtime=0), revision
+    return gzip.compress(raw.getvalue(), mtime=0), contents.revision or None
+
+
+class TenantEngines:
+    """Per tenant, an embedded engine loaded with that tenant's bundle, reloaded when a commit is
+    applied (the applied SHA or time changes): the modules and data are read once per apply and
+    tenant, not per query."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[str, tuple[tuple[Any, ...], engines.EmbeddedEngine]] = {}
+
+    def engine(self, connection: sa.Connection, tenant: str) -> engines.EmbeddedEngine:
+        state = fleetstate.read(connection) or {}
+        key = (state.get("applied_sha"), state.get("applied_at"))
+        loaded = self._loaded.get(tenant)
+        if loaded is not None and loaded[0] == key:
+            return loaded[1]
+        with self._lock:
+            loaded = self._loaded.get(tenant)
+            if loaded is None or loaded[0] != key:
+                engine = engines.EmbeddedEngine()
+                engine.load(policy(connection, tenant))
+                loaded = self._loaded[tenant] = (key, engine)
+        return loaded[1]

@@ -3,7 +3,9 @@
 The table is ~170 cases: hand-written rows that pin the semantics, plus generated combinations
 of instance state, tool flags, risk, envelope limits, spend, repeats and approvals. Each case's
 expected answer comes from a small reference model of the documented rules (below), written
-independently of the Rego; every engine must give exactly that answer. The OPA engine runs
+independently of the Rego; every engine must give exactly that answer. Malformed inputs (a field
+the decision reads missing or of the wrong type) are rows of their own, each denied with the
+reason that names the field; and every engine answers the Data API's queries alike. The OPA engine runs
 against the project's OPA-protocol test double (no OPA binary can be installed here), and
 against a real ``opa`` too when one is on PATH.
 """
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 
 from reconciler import errors
-from reconciler.policy import engines, library, opa
+from reconciler.policy import deciding, engines, library, opa
 from tests.policy.opa_double import OpaDouble
 
 RANK = {"GREEN": 0, "YELLOW": 1, "RED": 2}
@@ -76,14 +78,13 @@ def reference(i: dict[str, Any]) -> dict[str, Any]:
     deny: list[str] = []
     instance, tool, env = i["instance"], i["tool"], i["envelope"]
     if instance is None:
-        deny.append("unknown instance")
-    else:
-        if instance["state"] in HELD:
-            deny.append(f"instance {instance['id']} is {instance['state']}")
-        if instance["state"] == "READONLY" and tool["writes"]:
-            deny.append(f"instance {instance['id']} is read-only and {tool['name']} writes")
-        if not tool["known"]:
-            deny.append(f"tool {tool['name']} is not in the tool catalog")
+        return {"decision": "DENY", "reasons": ["unknown instance"]}  # for that alone
+    if instance["state"] in HELD:
+        deny.append(f"instance {instance['id']} is {instance['state']}")
+    if instance["state"] == "READONLY" and tool["writes"]:
+        deny.append(f"instance {instance['id']} is read-only and {tool['name']} writes")
+    if not tool["known"]:
+        deny.append(f"tool {tool['name']} is not in the tool catalog")
     if tool["name"] in env["tools"]["deny"]:
         deny.append(f"tool {tool['name']} is denied by the envelope")
     if env["tools"]["allow"] is not None and tool["name"] not in env["tools"]["allow"]:
@@ -168,6 +169,102 @@ def generated(count: int = 150, seed: int = 20261122) -> list[tuple[str, dict[st
 CASES = [(name, make_input(**kw)) for name, kw, _ in PINNED] + [(name, make_input(**kw)) for name, kw in generated()]
 
 
+def _without(path: str, **kw: Any) -> dict[str, Any]:
+    document = make_input(**kw)
+    *parents, last = path.split(".")
+    node = document
+    for key in parents:
+        node = node[key]
+    del node[last]
+    return document
+
+
+def _with(path: str, value: Any, **kw: Any) -> dict[str, Any]:
+    document = make_input(**kw)
+    *parents, last = path.split(".")
+    node = document
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return document
+
+
+LEVELS = '"GREEN", "RED", "YELLOW"'
+STATES = '"ACTIVE", "DRAINING", "PAUSED", "PROVISIONING", "QUARANTINED", "READONLY", "RETIRED"'
+
+#: (name, input, reasons): each denied for exactly these reasons, whatever else it would be.
+MALFORMED: list[tuple[str, Any, list[str]]] = [
+    ("an empty input", {}, [f"input.{part} is missing" for part in sorted(make_input())]),
+    (
+        "the decision request's body",
+        {"instance": "acme:support-agent-dev-g1-0", "tool": "shell.exec"},
+        [
+            "input.approval is missing",
+            "input.args is missing",
+            "input.cost is missing",
+            "input.envelope is missing",
+            "input.environment is missing",
+            'input.instance must be null or object, not "acme:support-agent-dev-g1-0"',
+            "input.loop is missing",
+            "input.risk is missing",
+            'input.tool must be an object, not "shell.exec"',
+        ],
+    ),
+    ("no instance", _without("instance"), ["input.instance is missing"]),
+    ("no instance state", _without("instance.state", state="PAUSED"), ["input.instance.state is missing"]),
+    ("no instance id", _without("instance.id", state="PAUSED"), ["input.instance.id is missing"]),
+    ("an unknown state", _with("instance.state", "ON_HOLD"), [f'input.instance.state must be one of {STATES}, not "ON_HOLD"']),
+    ("no tool", _without("tool", deny=("crm.lookup",)), ["input.tool is missing"]),
+    ("no tool name", _without("tool.name", deny=("crm.lookup",)), ["input.tool.name is missing"]),
+    ("no tool risk", _without("tool.risk"), ["input.tool.risk is missing"]),
+    ("a tool name that is no string", _with("tool.name", 42), ["input.tool.name must be string, not number"]),
+    ("known as a string", _with("tool.known", "false"), ['input.tool.known must be boolean, not "false"']),
+    ("no writes flag", _without("tool.writes", state="READONLY"), ["input.tool.writes is missing"]),
+    ("no risk level", _without("risk.level", max_risk="GREEN", risk="RED"), ["input.risk.level is missing"]),
+    ("a risk level in lower case", _with("risk.level", "red"), [f'input.risk.level must be one of {LEVELS}, not "red"']),
+    ("no envelope", _without("envelope"), ["input.envelope is missing"]),
+    ("no deny list", _without("envelope.tools.deny"), ["input.envelope.tools.deny is missing"]),
+    (
+        "a maxRisk not a level",
+        _with("envelope.maxRisk", "AMBER"),
+        [f'input.envelope.maxRisk must be one of {LEVELS}, null, not "AMBER"'],
+    ),
+    (
+        "a budget as a string",
+        _with("envelope.budgets.perCall", "1.00"),
+        ['input.envelope.budgets.perCall must be null or number, not "1.00"'],
+    ),
+    ("no cost", _without("cost", per_call=1.0), ["input.cost is missing"]),
+    ("a cost as a string", _with("cost.estimate", "5", per_call=1.0), ['input.cost.estimate must be number, not "5"']),
+    ("no loop count", _without("loop.count", threshold=1), ["input.loop.count is missing"]),
+    ("no approval", _without("approval"), ["input.approval is missing"]),
+    (
+        "granted as a string",
+        _with("approval.granted", "no", require=("crm.lookup",)),
+        ['input.approval.granted must be boolean, not "no"'],
+    ),
+    (
+        "an unknown instance with no tool name",
+        _without("tool.name", state=None),
+        ["input.tool.name is missing", "unknown instance"],
+    ),
+]
+
+#: (path, input) the Data API is asked: every engine must answer alike.
+QUERIES: list[tuple[list[str], Any]] = [
+    (["arm", "decision", "result"], make_input()),
+    (["arm", "decision", "result"], {}),
+    (["arm", "decision", "result"], None),
+    (["arm"], None),
+    (["arm", "fleet"], None),
+    (["arm", "fleet", "envelopes", "acme", "t@1", "tools", "deny", "0"], None),
+    (["arm", "decision", "risk_rank", "RED"], None),
+    (["arm", "no", "such", "rule"], {}),
+    (["", "arm", "", "decision", "risk_rank"], None),
+    ([], None),
+]
+
+
 def test_the_reference_agrees_with_the_pinned_rows() -> None:
     assert [reference(make_input(**kw))["decision"] for _, kw, _ in PINNED] == [expected for _, _, expected in PINNED]
     assert len(CASES) >= 100
@@ -175,7 +272,9 @@ def test_the_reference_agrees_with_the_pinned_rows() -> None:
 
 
 def _bundle() -> engines.Bundle:
-    return engines.Bundle(library.modules_for({}, tests=False), {}, "table")
+    envelope = make_input(deny=("shell.exec",))["envelope"]
+    data = {"arm": {"fleet": {"envelopes": {"acme": {"t@1": envelope}}, "tools": {"acme": {"crm.lookup": {"risk": "GREEN"}}}}}}
+    return engines.Bundle(library.modules_for({}, tests=False), data, "table")
 
 
 def _free_port() -> int:
@@ -233,8 +332,38 @@ def engine(request: pytest.FixtureRequest) -> Iterator[engines.Engine]:
 def test_every_engine_gives_the_reference_answer_for_every_case(engine: engines.Engine) -> None:
     wrong = []
     for name, document in CASES:
-        got = engine.evaluate("data.arm.decision.result", document)
         want = reference(document)
+        got = engine.evaluate(deciding.DECISION_RULE, document)
         if got != want:
             wrong.append((name, got, want))
+        # What the reconciler asks for the inputs it builds: the same answer, unchecked.
+        if document["instance"] is not None and (unchecked := engine.evaluate(deciding.UNCHECKED_RULE, document)) != want:
+            wrong.append((f"{name} (unchecked)", unchecked, want))
     assert wrong == []
+
+
+def test_every_engine_denies_a_malformed_input_naming_what_is_wrong(engine: engines.Engine) -> None:
+    wrong = []
+    for name, document, reasons in MALFORMED:
+        got = engine.evaluate("data.arm.decision.result", document)
+        if got != {"decision": "DENY", "reasons": reasons}:
+            wrong.append((name, got, reasons))
+    assert wrong == []
+
+
+def test_every_engine_answers_the_data_api_as_the_embedded_one_does(engine: engines.Engine) -> None:
+    reference_engine = engines.EmbeddedEngine()
+    reference_engine.load(_bundle())
+    answers = [engine.query(path, given) for path, given in QUERIES]
+    assert answers == [reference_engine.query(path, given) for path, given in QUERIES]
+    by_path = dict(zip([tuple(path) for path, _ in QUERIES], answers, strict=False))
+    assert by_path[("arm", "fleet", "envelopes", "acme", "t@1", "tools", "deny", "0")] == {"result": "shell.exec"}
+    assert by_path[("arm", "no", "such", "rule")] == {}
+    assert by_path[("arm", "decision", "risk_rank", "RED")] == {"result": 2}
+    assert answers[2] == {"result": {"decision": "DENY", "reasons": ["input is missing or not an object"]}}
+    assert answers[-1]["result"]["arm"]["fleet"] == _bundle().data["arm"]["fleet"]
+    # The whole package, every rule of it, for a malformed input: no rule fails on one.
+    for name, document, reasons in MALFORMED:
+        package = engine.query(["arm", "decision"], document)
+        assert package == reference_engine.query(["arm", "decision"], document), name
+        assert package["result"]["result"] == {"decision": "DENY", "reasons": reasons}, name

@@ -72,3 +72,24 @@ def test_a_revision_that_does_not_load_leaves_no_engine_in_its_error() -> None:
     del failed
     gc.collect()  # the error, built on the worker, is dropped here
     assert engine.revision == "r1" and engine.evaluate("data.t.answer", {"x": 1}) == 2
+
+
+def test_a_query_with_no_input_sees_none_though_the_thread_evaluated_with_one() -> None:
+    engine = engines.EmbeddedEngine()
+    engine.load(engines.Bundle({"t.rego": MODULE + "\ngiven := input\n"}, {"t": {"limit": 3}}, "r1"))
+    assert engine.query(["t", "given"], {"x": 1}) == {"result": {"x": 1}}
+    assert engine.query(["t", "given"], None) == {}  # no input: undefined, as in OPA
+    assert engine.query(["t"], None) == {"result": {"limit": 3}}
+    assert engine.query(["t", "answer"], {"x": 4}) == {"result": 8}
+    assert engine.query([], None) == {"result": {"t": {"limit": 3}}}
+    assert engine.query(["t", "nothing"], {}) == {}
+
+
+def test_a_query_that_fails_on_a_worker_leaves_no_engine_in_its_error() -> None:
+    engine = engines.EmbeddedEngine()
+    engine.load(engines.Bundle({"t.rego": 'package t\n\nimport rego.v1\n\nboom := to_number("many")\n'}, {}, "r1"))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
+        failed = [worker.submit(engine.query, ["t", "boom"], given).exception() for given in (None, {})]
+    assert all(isinstance(e, errors.PolicyError) and 'data["t"]["boom"]' in str(e) for e in failed)
+    del failed
+    gc.collect()  # the errors, raised on the worker, are dropped here
