@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
@@ -27,11 +28,24 @@ def policy_engine(settings: settings_.Settings) -> engines.Engine:
     return engines.EmbeddedEngine()
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", ctx, param)
+    return value
+
+
 @click.command()
 @click.option("--instance", required=True, help="The instance making the call.")
 @click.option("--tool", required=True, help="The tool it wants to call.")
 @click.option("--args", "args_json", default="{}", show_default=True, help="The call's arguments as a JSON object.")
-@click.option("--cost", type=float, default=0.0, show_default=True, help="Estimated cost of the call.")
+@click.option(
+    "--cost",
+    type=click.FloatRange(min=0),
+    callback=_finite,
+    default=0.0,
+    show_default=True,
+    help="Estimated cost of the call (zero or more, as the API's costEstimate).",
+)
 @click.option("--run", "run_id", default=None, help="The run the call belongs to (for per-run budgets).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
@@ -57,5 +71,5 @@ def decide(
         for reason in decision.reasons:
             click.echo(f"  {reason}")
         if decision.approval_id is not None:
-            click.echo(f"  approval {decision.approval_id}: 'armctl approvals approve {decision.approval_id} --as OPERATOR'")
+            click.echo(f"  approval {decision.approval_id}: 'armctl approvals approve {decision.approval_id} --as OPERATOR -m WHY'")
     sys.exit(EXIT_CODES[decision.decision])

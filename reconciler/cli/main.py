@@ -43,7 +43,9 @@ class LazyGroup(click.Group):
         "decide": "reconciler.cli.deciding:decide",
         "serve": "reconciler.cli.serving:serve",
         "run": "reconciler.cli.serving:run",
-        "token": "reconciler.cli.serving:token",
+        "token": "reconciler.cli.tokens:token",
+        "instance": "reconciler.cli.controlling:instance",
+        "tenant": "reconciler.cli.controlling:tenant",
         "events": "reconciler.cli.eventing:events",
     }
 

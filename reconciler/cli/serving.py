@@ -1,5 +1,4 @@
-"""``armctl run`` (the daemon), ``armctl serve`` (the HTTP API alone) and ``armctl token
-create | revoke`` (its credentials)."""
+"""``armctl run`` (the daemon) and ``armctl serve`` (the HTTP API alone)."""
 
 from __future__ import annotations
 
@@ -13,12 +12,11 @@ from typing import Any
 
 import click
 
-from reconciler import clock
 from reconciler import settings as settings_
 from reconciler.cli import output
-from reconciler.reconcile import running, tokens
+from reconciler.reconcile import running
 
-__all__ = ["run", "serve", "token"]
+__all__ = ["run", "serve"]
 
 #: Decisions hop between the event loop and worker threads: a short GIL switch interval keeps
 #: one busy thread (a reconcile, a commit) from holding the others' answers for the default 5 ms.
@@ -127,52 +125,3 @@ def serve(settings: settings_.Settings, host: str, port: int) -> None:
     application = app.create_app(db, decider=decider)
     _tune_process()
     uvicorn.run(application, host=host, port=port, **_http_options(application, settings))
-
-
-@click.group()
-def token() -> None:
-    """Create and revoke API tokens (stored hashed; shown once)."""
-
-
-@token.command("create")
-@click.option("--name", required=True, help="A name to recognise and revoke it by.")
-@click.option("--kind", type=click.Choice(["runtime", "operator"]), required=True)
-@click.option("--tenant", required=True)
-@click.option("--operator", default=None, help="For operator tokens: the Operator (metadata.name) it acts as.")
-@click.option("--instance", "instances", multiple=True, help="For runtime tokens: limit it to these instances.")
-@click.option("--ttl-days", type=click.IntRange(1, 3650), default=None, help="Expire after this many days.")
-@click.pass_obj
-def create(
-    settings: settings_.Settings,
-    name: str,
-    kind: str,
-    tenant: str,
-    operator: str | None,
-    instances: tuple[str, ...],
-    ttl_days: int | None,
-) -> None:
-    """Create a token and print it (it cannot be shown again)."""
-    db = running.open_database(settings.database)
-    with db.begin() as connection:
-        value = tokens.create(
-            connection,
-            name,
-            kind,
-            tenant,
-            clock.SystemClock().now(),
-            operator=operator,
-            instances=list(instances),
-            ttl_days=ttl_days,
-        )
-    click.echo(value)
-
-
-@token.command("revoke")
-@click.option("--name", required=True)
-@click.pass_obj
-def revoke(settings: settings_.Settings, name: str) -> None:
-    """Revoke every live token of that name."""
-    db = running.open_database(settings.database)
-    with db.begin() as connection:
-        count = tokens.revoke(connection, name, clock.SystemClock().now())
-    click.echo(f"Revoked {count} token(s) named {name!r}.")

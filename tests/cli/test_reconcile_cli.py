@@ -80,7 +80,7 @@ def test_plan_apply_status_history_approve(armctl: Armctl, git_repo: GitRepo) ->
 
     approvals = armctl.json("approvals", "list")
     (request,) = approvals  # type: ignore[misc]
-    denied = armctl("approvals", "approve", str(request["id"]), "--as", "victor")
+    denied = armctl("approvals", "approve", str(request["id"]), "--as", "victor", "-m", "lgtm")
     assert denied.returncode == 1
     assert denied.stderr.startswith("Forbidden: operator 'victor' holds viewer; approval")
     ok = armctl("approvals", "approve", str(request["id"]), "--as", "alice", "-m", "looks good")

@@ -1,0 +1,87 @@
+"""``armctl token create | revoke``: the API's credentials, stored hashed and shown once.
+
+Checks what only the command line can get wrong (an operator token without ``--operator``) as a
+usage error before it opens the database; :mod:`reconciler.reconcile.tokens` checks the rest
+against the applied fleet (tenant, operator, instances).
+"""
+
+from __future__ import annotations
+
+import click
+import sqlalchemy as sa
+
+from reconciler import clock, errors
+from reconciler import settings as settings_
+from reconciler.cli import planview
+from reconciler.reconcile import running, tokens
+from reconciler.state import tables
+
+__all__ = ["token"]
+
+FORMATS = click.Choice(["text", "json"])
+
+
+@click.group()
+def token() -> None:
+    """Create and revoke API tokens (stored hashed; shown once)."""
+
+
+@token.command("create")
+@click.option("--name", required=True, help="A name to recognise and revoke it by.")
+@click.option("--kind", type=click.Choice(["runtime", "operator"]), required=True)
+@click.option("--tenant", required=True)
+@click.option("--operator", default=None, help="For operator tokens (required): the Operator (metadata.name) it acts as.")
+@click.option("--instance", "instances", multiple=True, help="For runtime tokens: limit it to these instances (each must exist).")
+@click.option("--ttl-days", type=click.IntRange(1, 3650), default=None, help="Expire after this many days.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="text prints the bare token.")
+@click.pass_obj
+def create(
+    settings: settings_.Settings,
+    name: str,
+    kind: str,
+    tenant: str,
+    operator: str | None,
+    instances: tuple[str, ...],
+    ttl_days: int | None,
+    fmt: str,
+) -> None:
+    """Create a token and print it (it cannot be shown again)."""
+    if kind == "operator" and not operator:
+        raise click.UsageError("--operator is required for operator tokens: name the Operator the token acts as")
+    db = running.open_database(settings.database)
+    with db.begin() as connection:
+        value = tokens.create(
+            connection,
+            name,
+            kind,
+            tenant,
+            clock.SystemClock().now(),
+            operator=operator,
+            instances=list(instances),
+            ttl_days=ttl_days,
+        )
+    if fmt == "json":
+        click.echo(planview.dumps({"name": name, "kind": kind, "tenant": tenant, "token": value}))
+        return
+    click.echo(value)
+
+
+@token.command("revoke")
+@click.option("--name", required=True)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def revoke(settings: settings_.Settings, name: str, fmt: str) -> None:
+    """Revoke every live token of that name; exit 1 when no token has that name."""
+    db = running.open_database(settings.database)
+    with db.begin() as connection:
+        count = tokens.revoke(connection, name, clock.SystemClock().now())
+        k = tables.api_tokens.c
+        if count == 0 and connection.execute(sa.select(k.id).where(k.name == name)).first() is None:
+            raise errors.NotFound(f"no token is named {name!r} (see the --name it was created with)")
+    if fmt == "json":
+        click.echo(planview.dumps({"name": name, "revoked": count}))
+        return
+    if count == 0:
+        click.echo(f"Every token named {name!r} is already revoked; nothing to do.")
+        return
+    click.echo(f"Revoked {count} token(s) named {name!r}.")
