@@ -14,7 +14,9 @@ handled::
     ├── PolicyError            the policy engine refused a module or an evaluation
     ├── StoreError             the database is unreachable or its schema is not this version's
     ├── NotFound               an object named on the command line or API does not exist
-    ├── Forbidden              the caller may not do this (role, scope, state)
+    ├── Forbidden              the caller may not do this (role, scope)
+    ├── Conflict               the object is not in a state that allows this (already decided,
+    │                          not held); asking again will not help
     └── Unauthenticated        the caller did not prove who it is (token, webhook signature)
 
 Lower layers raise these; nothing below ``cli`` prints.
@@ -28,6 +30,7 @@ from collections.abc import Iterable
 __all__ = [
     "ArmError",
     "ConfigError",
+    "Conflict",
     "Forbidden",
     "NotFound",
     "PlanError",
@@ -66,6 +69,10 @@ class NotFound(ArmError):
 
 class Forbidden(ArmError):
     """The caller is not allowed to do this."""
+
+
+class Conflict(ArmError):
+    """The object named is not in a state that allows this (an approval already decided)."""
 
 
 class Unauthenticated(ArmError):

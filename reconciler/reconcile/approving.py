@@ -2,8 +2,17 @@
 
 A decision is refused unless the operator is declared in the applied commit, is active, holds one
 of the approval's roles, and the approval is still pending; an operator decides once. Each
-decision writes ``APPROVAL_DECIDED`` to the tenant's chain and bumps the fleet's state
-generation, so the next reconcile of the same commit takes the step the approval unblocked.
+decision needs a justification (what the audit trail will say), and writes ``APPROVAL_DECIDED``
+to the tenant's chain and bumps the fleet's state generation, so the next reconcile of the same
+commit takes the step the approval unblocked. Deciding one that is no longer pending is a
+:class:`~reconciler.errors.Conflict`, not a refusal of the operator.
+
+What an approver decides is shown with the approval: for a tool call, the call as
+``reconcile.deciding`` recorded it (:func:`requested_call`: instance, tool, redacted arguments,
+cost estimate, run) and the reasons it needs approval. They live in the ``after`` of the
+request's ``APPROVAL_REQUESTED`` change record, written in the same transaction as the approval:
+append-only and hash-chained, so what an approver saw is what the audit trail says was asked,
+and never pruned (op events, which hold the same call, are).
 
 :func:`sweep` is the periodic job (the server runs it; so does ``armctl approvals sweep``): a
 pending request past its TTL becomes EXPIRED (``APPROVAL_EXPIRED``), and one undecided past its
@@ -15,15 +24,32 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Collection
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from reconciler import errors
 from reconciler.audit import chain
+from reconciler.policy import risk
 from reconciler.state import fleetstate, tables
 
-__all__ = ["Decision", "Swept", "decide", "list_approvals", "roles_of", "sweep"]
+__all__ = [
+    "STATUSES",
+    "Decision",
+    "Swept",
+    "check_status",
+    "decide",
+    "list_approvals",
+    "requested_call",
+    "roles_of",
+    "sweep",
+]
+
+#: Every status an approval can have: PENDING until decided (or EXPIRED); a tool call's approval
+#: becomes USED by the one call it allows.
+STATUSES = ("PENDING", "APPROVED", "DENIED", "EXPIRED", "USED")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,18 +61,76 @@ class Decision:
     subject_kind: str = ""  # ToolCall for a runtime's call, else the kind of the gated object
 
 
+def requested_call(instance: str, tool: str, args: Any, cost_estimate: float, run_id: str | None) -> dict[str, Any]:
+    """A tool call as its approval request records it: the arguments redacted (again, if the
+    caller did: never a secret stored) and as JSON stores them (a non-finite number, which JSON
+    cannot hold, becomes null), so the hash-chained record reads back exactly as it was hashed."""
+    call = {"instance": instance, "tool": tool, "args": risk.redact(args), "costEstimate": cost_estimate, "runId": run_id}
+    stored: dict[str, Any] = orjson.loads(orjson.dumps(call, option=orjson.OPT_NON_STR_KEYS))
+    return stored
+
+
+def check_status(status: str) -> str:
+    """``status`` as stored (upper case); ``errors.ConfigError`` names the allowed ones."""
+    if status.upper() not in STATUSES:
+        allowed = ", ".join(s.lower() for s in STATUSES)
+        raise errors.ConfigError(f"status {status!r} is not one of {allowed} (or all)")
+    return status.upper()
+
+
 def list_approvals(
-    connection: sa.Connection, status: str | None = "PENDING", tenant: str | None = None, approval_id: int | None = None
+    connection: sa.Connection,
+    status: str | None = "PENDING",
+    tenant: str | None = None,
+    approval_id: int | None = None,
+    instances: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Approvals by id, each with ``request`` (the tool call asked; None for a gate's approval)
+    and ``reasons``. ``instances``: only the tool calls of these instances (a scoped token)."""
     a = tables.approvals.c
     query = sa.select(tables.approvals).order_by(a.id)
     if approval_id is not None:
         query = query.where(a.id == approval_id)
     if status:
-        query = query.where(a.status == status.upper())
+        query = query.where(a.status == check_status(status))
     if tenant:
         query = query.where(a.tenant == tenant)
-    return [dict(row) for row in connection.execute(query).mappings()]
+    if instances is not None:
+        query = query.where(a.subject_kind == "ToolCall", a.subject_name.in_(sorted(instances)))
+    rows = [dict(row) for row in connection.execute(query).mappings()]
+    requested = _requested(connection, [r for r in rows if r["subject_kind"] == "ToolCall"])
+    for row in rows:
+        after = requested.get((row["tenant"], str(row["id"])))
+        if row["subject_kind"] != "ToolCall":
+            row["request"] = None
+        elif after is not None and "request" in after:
+            row["request"] = after["request"]
+        else:  # requested before calls were recorded with their approval: what the record names
+            subject = (after or {}).get("subject") or {}
+            tool = subject.get("tool")
+            row["request"] = {"instance": row["subject_name"], "tool": tool, "args": None, "costEstimate": None, "runId": None}
+        reasons = (after or {}).get("reasons")
+        row["reasons"] = list(reasons) if reasons is not None else [row["reason"]] if row["reason"] else []
+    return rows
+
+
+#: Approval ids looked up per query (well under SQLite's and PostgreSQL's bound parameters).
+_CHUNK = 500
+
+
+def _requested(connection: sa.Connection, rows: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """The ``after`` of each tool-call approval's ``APPROVAL_REQUESTED`` record, by (tenant, id)."""
+    c = tables.change_records.c
+    found: dict[tuple[str, str], Any] = {}
+    for start in range(0, len(rows), _CHUNK):
+        names = sorted({str(r["id"]) for r in rows[start : start + _CHUNK]})
+        tenants = sorted({r["tenant"] for r in rows[start : start + _CHUNK]})
+        query = sa.select(c.tenant, c.object_name, c.after).where(
+            c.object_kind == "Approval", c.object_name.in_(names), c.type == "APPROVAL_REQUESTED", c.tenant.in_(tenants)
+        )
+        for record in connection.execute(query):
+            found.setdefault((record.tenant, record.object_name), record.after)
+    return found
 
 
 def roles_of(row: Any) -> list[str]:
@@ -73,27 +157,34 @@ def decide(
     justification: str,
     now: dt.datetime,
 ) -> Decision:
-    """Record ``operator``'s APPROVE or DENY on a pending approval, in the caller's transaction."""
+    """Record ``operator``'s APPROVE or DENY, with why, on a pending approval, in the caller's
+    transaction. ``errors.Conflict`` when the approval is no longer pending (or this operator
+    has decided it already); ``errors.Forbidden`` when the operator may not decide it."""
     decision = decision.upper()
     if decision not in ("APPROVE", "DENY"):
         raise errors.ConfigError(f"a decision is APPROVE or DENY, not {decision!r}")
+    justification = justification.strip()
+    if not justification:
+        raise errors.ConfigError("justification: say why the request is approved or denied (it may not be blank)")
     a = tables.approvals
     row = connection.execute(sa.select(a).where(a.c.id == approval_id).with_for_update()).mappings().first()
     if row is None:
         raise errors.NotFound(f"approval {approval_id} does not exist")
-    if row["status"] != "PENDING":
-        raise errors.Forbidden(f"approval {approval_id} is {row['status']}, not PENDING")
-    if row["expires_at"] is not None and row["expires_at"] <= now:
-        raise errors.Forbidden(f"approval {approval_id} expired at {row['expires_at'].isoformat()}")
+    # Who may decide first: an operator without a permitted role is refused (403) whatever the
+    # approval's state; one who may decide learns that it cannot be decided any more (409).
     roles = operator_roles(connection, row["tenant"], operator)
     allowed = set(roles_of(row))
     if not allowed & set(roles):
         raise errors.Forbidden(
             f"operator {operator!r} holds {', '.join(roles) or 'no roles'}; approval {approval_id} needs one of {', '.join(sorted(allowed))}"
         )
+    if row["status"] != "PENDING":
+        raise errors.Conflict(f"approval {approval_id} is {row['status']}, not PENDING")
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        raise errors.Conflict(f"approval {approval_id} expired at {row['expires_at'].isoformat()}")
     decisions = list(row["decisions"])
     if any(d["operator"] == operator for d in decisions):
-        raise errors.Forbidden(f"operator {operator!r} has already decided approval {approval_id}")
+        raise errors.Conflict(f"operator {operator!r} has already decided approval {approval_id}")
     decisions.append({"operator": operator, "decision": decision, "justification": justification, "at": now.isoformat()})
     approvers = {d["operator"] for d in decisions if d["decision"] == "APPROVE"}
     if decision == "DENY":

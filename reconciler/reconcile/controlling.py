@@ -4,7 +4,15 @@ Controls win over Git: a held instance keeps its state until an operator release
 reconciler reports the difference from Git as held drift instead of undoing it. Each control is
 authorised by the operator's roles (permission ``instances:<control>``, or a wildcard), checked
 against the instance lifecycle, and recorded: ``EMERGENCY_PAUSE`` / ``EMERGENCY_QUARANTINE`` for
-those two, ``INSTANCE_TRANSITIONED`` for the rest. A whole tenant can be paused at once.
+those two, ``INSTANCE_TRANSITIONED`` for the rest.
+
+A whole tenant can be paused or quarantined at once (the kill switch, permission
+``tenants:<control>``): every instance it is legal for is held (``held_by`` ``tenant-pause`` /
+``tenant-quarantine``), and the hold itself is kept (``tenant_holds``; recorded on the Tenant
+as ``EMERGENCY_PAUSE`` / ``EMERGENCY_QUARANTINE``, its release as ``EMERGENCY_RELEASE``), so the decider denies
+every call of the tenant's instances, those created after the switch was pulled included.
+Resuming the tenant releases the hold and the instances it held; an instance an operator held
+on its own stays held.
 """
 
 from __future__ import annotations
@@ -19,7 +27,15 @@ from reconciler.audit import chain
 from reconciler.lifecycle import machines
 from reconciler.state import fleetstate, tables
 
-__all__ = ["CONTROLS", "Controlled", "control_instance", "control_tenant", "operator_permissions"]
+__all__ = [
+    "CONTROLS",
+    "TENANT_CONTROLS",
+    "Controlled",
+    "control_instance",
+    "control_tenant",
+    "operator_permissions",
+    "tenant_holds",
+]
 
 #: control → (target state, change-record type, whether the instance is then held)
 CONTROLS: dict[str, tuple[str, str, bool]] = {
@@ -51,9 +67,18 @@ def operator_permissions(connection: sa.Connection, tenant: str, operator: str) 
     return permissions
 
 
-def _allowed(permissions: set[str], control: str) -> bool:
-    wanted = f"instances:{control}"
-    return bool(permissions & {wanted, "instances:*", "*:*", f"*:{control}"})
+#: What the kill switch does to a tenant.
+TENANT_CONTROLS = ("pause", "quarantine", "resume")
+
+
+def _allowed(permissions: set[str], resource: str, control: str) -> bool:
+    return bool(permissions & {f"{resource}:{control}", f"{resource}:*", "*:*", f"*:{control}"})
+
+
+def tenant_holds(connection: sa.Connection) -> dict[str, str]:
+    """Tenants whose kill switch is pulled → the instance state it holds them in."""
+    h = tables.tenant_holds.c
+    return {row.tenant: CONTROLS[row.control][0] for row in connection.execute(sa.select(h.tenant, h.control))}
 
 
 def control_instance(
@@ -65,7 +90,7 @@ def control_instance(
     row = connection.execute(sa.select(i).where(i.c.id == instance_id).with_for_update()).mappings().first()
     if row is None:
         raise errors.NotFound(f"instance {instance_id!r} does not exist")
-    if not _allowed(operator_permissions(connection, row["tenant"], operator), control):
+    if not _allowed(operator_permissions(connection, row["tenant"], operator), "instances", control):
         raise errors.Forbidden(f"operator {operator!r} lacks permission instances:{control} in tenant {row['tenant']!r}")
     target, record_type, held = CONTROLS[control]
     machines.INSTANCE.check(row["state"], target)
@@ -77,20 +102,44 @@ def control_instance(
 def control_tenant(
     connection: sa.Connection, tenant: str, control: str, operator: str, reason: str, now: dt.datetime
 ) -> list[Controlled]:
-    """The kill switch: apply ``control`` to every instance of ``tenant`` it is legal for."""
-    if control not in ("pause", "quarantine", "resume"):
-        raise errors.ConfigError("a tenant-wide control is pause, quarantine or resume")
-    if not _allowed(operator_permissions(connection, tenant, operator), control):
-        raise errors.Forbidden(f"operator {operator!r} lacks permission instances:{control} in tenant {tenant!r}")
-    target, record_type, held = CONTROLS[control]
+    """The kill switch: hold ``tenant`` (pause, quarantine) or release it (resume); the
+    instances changed. See the module docstring."""
+    if control not in TENANT_CONTROLS:
+        raise errors.ConfigError(f"a tenant-wide control is {', '.join(TENANT_CONTROLS)}, not {control!r}")
+    if not _allowed(operator_permissions(connection, tenant, operator), "tenants", control):
+        raise errors.Forbidden(f"operator {operator!r} lacks permission tenants:{control} in tenant {tenant!r}")
+    h = tables.tenant_holds
+    before = connection.execute(sa.select(h.c.control).where(h.c.tenant == tenant).with_for_update()).scalar_one_or_none()
+    if control == "resume" and before is None:
+        raise errors.Conflict(f"tenant {tenant!r} is not held by its kill switch; resume its instances one by one")
+    connection.execute(h.delete().where(h.c.tenant == tenant))
+    if control != "resume":
+        connection.execute(h.insert().values(tenant=tenant, control=control, operator=operator, reason=reason, held_at=now))
+    target, record_type, _ = CONTROLS[control]
+    chain.append(
+        connection,
+        [
+            chain.Record(
+                tenant=tenant,
+                type="EMERGENCY_RELEASE" if control == "resume" else record_type,
+                object_kind="Tenant",
+                object_name=tenant,
+                before={"hold": before},
+                after={"hold": None if control == "resume" else control, "reason": reason},
+                operator=operator,
+            )
+        ],
+        now,
+    )
     i = tables.instances
+    query = sa.select(i).where(i.c.tenant == tenant, i.c.state != "RETIRED")
+    if control == "resume":  # only what the switch held: an instance held on its own stays held
+        query = query.where(i.c.held_by.in_([f"tenant-{c}" for c in TENANT_CONTROLS]))
     done = []
-    for row in connection.execute(
-        sa.select(i).where(i.c.tenant == tenant, i.c.state != "RETIRED").order_by(i.c.id).with_for_update()
-    ).mappings():
+    for row in connection.execute(query.order_by(i.c.id).with_for_update()).mappings():
         if not machines.INSTANCE.is_legal(row["state"], target):
             continue
-        _write(connection, row, target, record_type, held, control, operator, reason, now)
+        _write(connection, row, target, record_type, control != "resume", f"tenant-{control}", operator, reason, now)
         done.append(Controlled(row["id"], row["state"], target))
     fleetstate.bump_generation(connection)
     return done

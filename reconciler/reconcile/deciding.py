@@ -4,8 +4,8 @@
 applied commit, takes the version's effective envelope (stored at apply), assesses the call's
 risk, counts what the instance spent and how often it made this very call, and evaluates
 ``data.arm.decision.result``. In the same transaction it records the decision as an op event
-(arguments redacted), a DENY also as a change record (``BUDGET_EXCEEDED``, ``LOOP_DETECTED`` or
-``POLICY_EVALUATED``), and a NEEDS_APPROVAL as an approval request the runtime can poll; an
+(secrets redacted from arguments and reasons), a DENY also as a change record
+(``BUDGET_EXCEEDED``, ``LOOP_DETECTED`` or ``POLICY_EVALUATED``), and a NEEDS_APPROVAL as an approval request the runtime can poll; an
 approved request allows exactly that call, once. Nothing is answered that was not committed.
 The policy is the applied commit's: the library plus the fleet modules stored at apply.
 
@@ -36,7 +36,7 @@ from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.audit import chain
 from reconciler.policy import deciding, engines, library, risk
-from reconciler.reconcile import metering, recording
+from reconciler.reconcile import approving, bundling, controlling, metering, recording
 from reconciler.state import database, fleetstate, opevents, tables
 from reconciler.state import ledger as ledger_
 
@@ -118,6 +118,9 @@ class _Fleet:
     # generation, so a new one is seen; a used one is re-checked under lock before it allows.
     granted: frozenset[tuple[str, str, str]]
     horizon: float = 60.0  # the longest loop window of any envelope: what the ledger keeps
+    # Tenants whose kill switch is pulled → the state it holds their instances in, those created
+    # after it was pulled included (controlling.control_tenant).
+    holds: dict[str, str] = dataclasses.field(default_factory=dict)
     # Per instance, built on first use: the parts of the policy's input that only an apply or a
     # state change can alter (the instance and environment documents, the envelope, its window).
     callers: dict[str, _Caller] = dataclasses.field(default_factory=dict)
@@ -249,7 +252,8 @@ class Decider:
             c = tables.policy_modules.c
             fleet = {row.path: row.text for row in connection.execute(sa.select(c.path, c.text))}
             try:
-                self.engine.load(engines.Bundle(library.modules_for(fleet, tests=False), {}, loaded))
+                # Every tenant's data, as each tenant's bundle carries its own (reconcile.bundling).
+                self.engine.load(engines.Bundle(library.modules_for(fleet, tests=False), bundling.fleet_data(connection), loaded))
             except errors.PolicyError as exc:
                 # The engine keeps the last good revision (an OPA push restores it); decisions go on
                 # with it and say so in policyRevision. With no good revision at all, nothing is decided.
@@ -411,12 +415,19 @@ class Decider:
         outcome: deciding.Outcome,
         approval_id: int | None,
     ) -> recording.Pending:
+        # What is stored holds no secret, reasons included: a policy's reason may quote an
+        # argument, and a DENY's change record is append-only. The answer (Decision.of) keeps the
+        # reasons as the policy wrote them: it goes back to the caller, whose arguments they quote.
+        args, secrets = risk.redact_args(request.args)
+        reasons = [risk.redact_text(reason, secrets) for reason in outcome.reasons]
+        assessed = outcome.risk.as_dict()
+        assessed["reasons"] = [risk.redact_text(reason, secrets) for reason in assessed["reasons"]]
         payload = {
             "tool": request.tool,
-            "args": risk.redact(dict(request.args)),
+            "args": args,
             "decision": outcome.decision,
-            "reasons": outcome.reasons,
-            "risk": outcome.risk.as_dict(),
+            "reasons": reasons,
+            "risk": assessed,
             "callKey": key,
             "runId": request.run_id,
             "costEstimate": request.cost_estimate,
@@ -425,7 +436,7 @@ class Decider:
             "version": version,
         }
         deny = _deny_type(outcome.reasons) if outcome.decision == "DENY" and tenant is not None else None
-        return recording.Pending(tenant or "", request.instance, now, payload, key, deny, request.tool, outcome.reasons)
+        return recording.Pending(tenant or "", request.instance, now, payload, key, deny, request.tool, reasons)
 
     # ---------------------------------------------------------------- resolving
 
@@ -465,7 +476,8 @@ class Decider:
                 )
             )
             horizon = max([_window(env) for env in envelopes.values() if env], default=_DEFAULT_WINDOW)
-            self._fleet = _Fleet(key, instances, envelopes, production, tools, granted, max(horizon, _DEFAULT_WINDOW))
+            holds = controlling.tenant_holds(connection)
+            self._fleet = _Fleet(key, instances, envelopes, production, tools, granted, max(horizon, _DEFAULT_WINDOW), holds)
             return self._fleet
 
     def _load_ledger(self, connection: sa.Connection, fleet: _Fleet, request: Request, now: dt.datetime) -> None:
@@ -566,6 +578,11 @@ class Decider:
         roles = rules.get("approverRoles") or self._approver_roles(connection, tenant)
         ttl = rules.get("ttlSeconds") or 3600
         escalate, escalate_to = rules.get("escalateAfterSeconds"), rules.get("escalateTo")
+        # What the approver is shown: the call (arguments redacted) and why it needs approval;
+        # a reason may quote an argument, so the values taken out of them are taken out of it.
+        args, secrets = risk.redact_args(request.args)
+        reasons = [risk.redact_text(reason, secrets) for reason in outcome.reasons]
+        call = approving.requested_call(request.instance, request.tool, args, request.cost_estimate, request.run_id)
         approval_id = int(
             connection.execute(
                 a.insert().returning(a.c.id),
@@ -578,7 +595,7 @@ class Decider:
                     "approver_roles": roles,
                     "status": "PENDING",
                     "decisions": [],
-                    "reason": "; ".join(outcome.reasons),
+                    "reason": "; ".join(reasons),
                     "requested_sha": None,
                     "created_at": now,
                     "expires_at": now + dt.timedelta(seconds=ttl),
@@ -597,7 +614,8 @@ class Decider:
                     object_name=str(approval_id),
                     after={
                         "subject": {"kind": "ToolCall", "instance": request.instance, "tool": request.tool},
-                        "reasons": outcome.reasons,
+                        "request": call,
+                        "reasons": reasons,
                         "roles": roles,
                     },
                 )
@@ -655,18 +673,25 @@ class _Fallback:
         return opevents.calls_since(self.connection, tenant, instance, key, since)
 
 
+#: States a tenant's kill switch does not change in a decision: they deny everything already.
+_HELD_ALREADY = frozenset(("PAUSED", "QUARANTINED", "RETIRED"))
+
+
 def _caller(fleet: _Fleet, name: str) -> _Caller | None:
     instance = fleet.instances.get(name)
     if instance is None:
         return None
     tenant = instance.tenant
     envelope = fleet.envelopes.get((tenant, instance.version)) or _MISSING
+    state = instance.state
+    if tenant in fleet.holds and state not in _HELD_ALREADY:
+        state = fleet.holds[tenant]
     caller = _Caller(
         tenant,
         instance.version,
         {
             "id": instance.id,
-            "state": instance.state,
+            "state": state,
             "tenant": tenant,
             "template": instance.template,
             "version": instance.version,

@@ -16,7 +16,44 @@ import sqlalchemy as sa
 from reconciler.state import actual as actual_
 from reconciler.state import fleetstate, tables
 
-__all__ = ["fleet_conditions", "history", "status"]
+__all__ = ["fleet_conditions", "history", "instances", "status"]
+
+#: The columns an instance is listed with (``GET /v1/instances``, ``armctl instance list``).
+INSTANCE_COLUMNS = (
+    "id",
+    "tenant",
+    "deployment",
+    "environment",
+    "template",
+    "version",
+    "state",
+    "held_by",
+    "health",
+    "last_heartbeat",
+)
+
+
+def instances(
+    connection: sa.Connection,
+    *,
+    tenant: str | None = None,
+    environment: str | None = None,
+    deployment: str | None = None,
+    state: str | None = None,
+) -> list[dict[str, Any]]:
+    """Instances matching the filters (every state but RETIRED unless ``state``), by tenant and
+    id, times as ISO 8601 text."""
+    i = tables.instances.c
+    query = sa.select(*(i[name] for name in INSTANCE_COLUMNS))
+    if tenant:
+        query = query.where(i.tenant == tenant)
+    if environment:
+        query = query.where(i.environment == environment)
+    if deployment:
+        query = query.where(i.deployment == deployment)
+    query = query.where(i.state == state.upper()) if state else query.where(i.state != "RETIRED")
+    rows = connection.execute(query.order_by(i.tenant, i.id)).mappings()
+    return [{k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()} for row in rows]
 
 
 def status(connection: sa.Connection, runs: int = 5, tenant: str | None = None) -> dict[str, Any]:

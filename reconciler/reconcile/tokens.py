@@ -33,9 +33,17 @@ class Principal:
     instances: frozenset[str] | None  # None: every instance of the tenant
 
     def may_act_on(self, tenant: str, instance: str | None = None) -> bool:
-        if tenant != self.tenant:
+        """Whether this token may ask decisions and send events for ``instance`` of ``tenant``:
+        only a runtime token of that tenant, within its scope. An operator stops an instance
+        with a control, not with cost ticks, whatever its roles."""
+        if self.kind != "runtime" or tenant != self.tenant:
             return False
         return instance is None or self.instances is None or instance in self.instances
+
+    def runtime_only(self, what: str) -> None:
+        """Refuse an operator token ``what`` (asking decisions, sending events) with the reason."""
+        if self.kind != "runtime":
+            raise errors.Forbidden(f"token {self.name!r} is an {self.kind} token; {what} needs a runtime token")
 
 
 def hash_token(token: str) -> str:
@@ -67,6 +75,14 @@ def create(
             is None
         ):
             raise errors.NotFound(f"operator {operator!r} is not declared in tenant {tenant!r}")
+    if instances:
+        i = tables.instances.c
+        known = set(connection.execute(sa.select(i.id).where(i.tenant == tenant, i.id.in_(instances))).scalars())
+        missing = sorted(set(instances) - known)
+        if missing:
+            listed = ", ".join(repr(m) for m in missing)
+            noun, verb = ("instance", "does") if len(missing) == 1 else ("instances", "do")
+            raise errors.NotFound(f"{noun} {listed} {verb} not exist in tenant {tenant!r}")
     token = PREFIX + secrets.token_urlsafe(32)
     scope: dict[str, Any] = {"instances": sorted(instances)} if instances else {}
     connection.execute(

@@ -44,10 +44,32 @@ _MAX_LOG_BYTES = 16 * 1024 * 1024
 DecisionBody = decisions.DecisionBody
 
 
+def _justified(text: str) -> str:
+    if not text.strip():
+        raise ValueError("say why the request is approved or denied; a justification may not be blank")
+    return text.strip()
+
+
 class ApprovalDecisionBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     decision: Literal["APPROVE", "DENY"]
-    justification: str = ""
+    #: Required for both: it is what the audit trail says about the decision.
+    justification: Annotated[str, pydantic.AfterValidator(_justified)]
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+#: ``GET /v1/approvals?status=``: any case; every status of ``approving.STATUSES``, or ALL.
+ApprovalStatus = Annotated[Literal["PENDING", "APPROVED", "DENIED", "EXPIRED", "USED", "ALL"], pydantic.BeforeValidator(_upper)]
+
+
+#: ``GET /v1/instances?state=``: any case; one of the instance lifecycle's states.
+InstanceState = Annotated[
+    Literal["PROVISIONING", "ACTIVE", "PAUSED", "READONLY", "DRAINING", "QUARANTINED", "RETIRED"],
+    pydantic.BeforeValidator(_upper),
+]
 
 
 class ControlBody(pydantic.BaseModel):
@@ -207,27 +229,45 @@ def create_app(
 
     # ---------------------------------------------------------------- approvals
 
+    def unseen(approval_id: int, who: tokens.Principal) -> errors.NotFound:
+        # The same answer whether the approval does not exist or the token may not see it.
+        if who.instances is not None:
+            return errors.NotFound(f"approval {approval_id} does not exist for the instances of token {who.name!r}")
+        return errors.NotFound(f"approval {approval_id} does not exist in tenant {who.tenant!r}")
+
     @app.get("/v1/approvals")
-    def list_approvals(who: Who, status: str | None = "PENDING") -> list[dict[str, Any]]:
+    def list_approvals(who: Who, status: ApprovalStatus = "PENDING") -> list[dict[str, Any]]:
+        """The approvals the token may see (an instance-scoped token: its instances' tool calls),
+        each with the call asked (``request``: tool, redacted args, cost estimate, run) and
+        ``reasons``; pending ones unless ``status`` says otherwise (``all``: every one)."""
         with database.reading(db) as connection:
-            rows = approving.list_approvals(connection, None if status in (None, "ALL", "all") else status, who.tenant)
+            rows = approving.list_approvals(connection, None if status == "ALL" else status, who.tenant, instances=who.instances)
         return [_approval(r) for r in rows]
 
     @app.get("/v1/approvals/{approval_id}")
     def get_approval(approval_id: int, who: Who) -> dict[str, Any]:
         with database.reading(db) as connection:
-            rows = approving.list_approvals(connection, None, who.tenant, approval_id)
+            rows = approving.list_approvals(connection, None, who.tenant, approval_id, instances=who.instances)
         if not rows:
-            raise errors.NotFound(f"approval {approval_id} does not exist in tenant {who.tenant!r}")
+            raise unseen(approval_id, who)
         return _approval(rows[0])
 
     @app.post("/v1/approvals/{approval_id}/decision")
     def decide_approval(approval_id: int, body: ApprovalDecisionBody, who: Who) -> dict[str, Any]:
+        """An operator's APPROVE or DENY with its justification (422 without one); 409 when the
+        approval is no longer pending, 403 when the operator may not decide it."""
         operator = operator_of(who)
         with db.begin() as connection:
             a = tables.approvals.c
-            if connection.execute(sa.select(a.tenant).where(a.id == approval_id)).scalar() not in (who.tenant, None):
-                raise errors.Forbidden(f"approval {approval_id} belongs to another tenant")
+            row = connection.execute(
+                sa.select(a.subject_kind, a.subject_name).where(a.id == approval_id, a.tenant == who.tenant)
+            ).first()
+            # Another tenant's approval, or (an instance-scoped token) another instance's: 404 as
+            # for one that does not exist, as the GET routes answer.
+            if row is None or (
+                who.instances is not None and (row.subject_kind != "ToolCall" or row.subject_name not in who.instances)
+            ):
+                raise unseen(approval_id, who)
             result = approving.decide(connection, approval_id, operator, body.decision, body.justification, clock.now())
         decider.invalidate()  # the next decision of this process sees the approval
         return {"id": result.approval_id, "status": result.status, "approvals": result.approvals, "required": result.required}
@@ -261,30 +301,21 @@ def create_app(
 
     @app.get("/v1/instances")
     def list_instances(
-        who: Who, environment: str | None = None, deployment: str | None = None, state: str | None = None
+        who: Who,
+        tenant: str | None = None,
+        environment: str | None = None,
+        deployment: str | None = None,
+        state: InstanceState | None = None,
     ) -> list[dict[str, Any]]:
-        i = tables.instances.c
-        query = sa.select(
-            i.id, i.tenant, i.deployment, i.environment, i.template, i.version, i.state, i.held_by, i.health, i.last_heartbeat
-        )
-        query = query.where(i.tenant == who.tenant)
-        if environment:
-            query = query.where(i.environment == environment)
-        if deployment:
-            query = query.where(i.deployment == deployment)
-        query = query.where(i.state == state.upper()) if state else query.where(i.state != "RETIRED")
+        if tenant is not None and tenant != who.tenant:
+            raise errors.Forbidden(f"token {who.name!r} acts for tenant {who.tenant!r}, not {tenant!r}")
         with database.reading(db) as connection:
-            rows = connection.execute(query.order_by(i.id)).mappings().all()
-        out = []
-        for row in rows:
-            if who.instances is None or row["id"] in who.instances:
-                item = dict(row)
-                item["last_heartbeat"] = item["last_heartbeat"].isoformat() if item["last_heartbeat"] else None
-                out.append(item)
-        return out
+            rows = reporting.instances(connection, tenant=who.tenant, environment=environment, deployment=deployment, state=state)
+        return [row for row in rows if who.instances is None or row["id"] in who.instances]
 
     @app.post("/v1/events")
     def post_event(body: EventBody, who: Who) -> dict[str, Any]:
+        who.runtime_only("sending events")
         if not who.may_act_on(who.tenant, body.instance):
             raise errors.Forbidden(f"token {who.name!r} may not send events for instance {body.instance!r}")
         with db.begin() as connection:
@@ -297,24 +328,41 @@ def create_app(
     @app.get("/v1/bundles/arm.tar.gz")
     def opa_bundle(who: Who, if_none_match: Annotated[str | None, fastapi.Header()] = None) -> fastapi.Response:
         with database.reading(db) as connection:
+            # A sidecar polling the revision it has gets its 304 without the bundle being built.
+            if if_none_match == _bundle_etag((fleetstate.read(connection) or {}).get("applied_sha"), who.tenant):
+                return fastapi.Response(status_code=304, headers={"ETag": if_none_match})
             data, revision = bundling.bundle(connection, who.tenant)
-        etag = f'"{revision}:{who.tenant}"'
-        if if_none_match == etag:
-            return fastapi.Response(status_code=304, headers={"ETag": etag})
-        return fastapi.Response(data, media_type="application/gzip", headers={"ETag": etag})
+        return fastapi.Response(data, media_type="application/gzip", headers={"ETag": _bundle_etag(revision, who.tenant)})
 
-    @app.post("/v1/data/{path:path}")
-    def opa_data(path: str, who: Who, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """OPA's Data API, read-only: evaluate ``data.<path>`` with ``input`` on the applied policy."""
-        rule = "data." + ".".join(part for part in path.split("/") if part)
+    tenant_engines = bundling.TenantEngines()
+
+    def query_tenant(tenant: str, path: list[str], given: Any | None) -> dict[str, Any]:
         with database.reading(db) as connection:
-            decider.ensure_policy(connection)
-        value = decider.engine.query(rule, (body or {}).get("input") or {})
-        return {} if value is None else {"result": _jsonable(value)}
+            engine = tenant_engines.engine(connection, tenant)
+        return engine.query(path, given)
 
+    @app.get("/v1/data/{path:path}")
+    @app.post("/v1/data/{path:path}")
+    async def opa_data(path: str, request: fastapi.Request, who: Who) -> responses.JSONResponse:
+        """OPA's Data API, read-only: the document at ``data.<path>`` for the body's ``input`` (GET:
+        the ``input`` query parameter; none: no input), evaluated on the token's tenant's bundle —
+        the answer that tenant's OPA sidecars give. ``{"result": ...}``, or ``{}`` when the
+        document is undefined. The body is read as JSON whatever its Content-Type, as OPA reads it."""
+        given, refused = await _data_input(request)
+        if refused is not None:
+            return refused
+        return responses.JSONResponse(await asyncio.to_thread(query_tenant, who.tenant, path.split("/"), given))
+
+    @app.get("/v1/data")
+    @app.post("/v1/data")
+    async def opa_data_root(request: fastapi.Request, who: Who) -> responses.JSONResponse:
+        """OPA's Data API for the whole data document (as ``/v1/data/``)."""
+        return await opa_data("", request, who)
+
+    @app.api_route("/v1/data", methods=["PUT", "PATCH", "DELETE"], include_in_schema=False)
     @app.api_route("/v1/data/{path:path}", methods=["PUT", "PATCH", "DELETE"], include_in_schema=False)
     @app.api_route("/v1/policies/{path:path}", methods=["PUT", "PATCH", "DELETE"], include_in_schema=False)
-    def opa_writes(path: str) -> responses.JSONResponse:
+    def opa_writes() -> responses.JSONResponse:
         return responses.JSONResponse(
             {"code": "method_not_allowed", "message": "policy and data change only through Git: commit to the fleet repository"},
             status_code=405,
@@ -421,19 +469,43 @@ def create_app(
             lines += runner.metrics()
         return "\n".join(lines) + "\n"
 
-    app.add_middleware(_CountRequests, metrics=metrics)
+    groups = frozenset(_group(getattr(r, "path", "")) for r in app.routes)
+    app.add_middleware(_CountRequests, metrics=metrics, groups=groups)
     app.decision_route = decisions.DecisionRoute(decider=decider, lookup=lookup, peek=peek, metrics=metrics)
     return app
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, set):
-        return sorted((_jsonable(v) for v in value), key=json.dumps)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+def _bundle_etag(revision: str | None, tenant: str) -> str:
+    return f'"{revision}:{tenant}"'
+
+
+async def _data_input(request: fastapi.Request) -> tuple[Any | None, responses.JSONResponse | None]:
+    """(the ``input`` of a Data API request, None), or (None, the answer OPA gives a request it
+    refuses). A missing or null input is None: no input, as OPA takes it."""
+    if request.method == "GET":
+        text = request.query_params.get("input")
+        raw = b"" if text is None else text.encode()
+        where = "the input parameter"
+    else:
+        raw, where = b"", "the body"
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > decisions.MAX_BODY:
+                message = f"the request body is larger than {decisions.MAX_BODY} bytes"
+                return None, responses.JSONResponse({"code": "invalid_parameter", "message": message}, status_code=413)
+    if not raw.strip():
+        return None, None
+    try:
+        document = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        message = f"{where} is not a JSON document: {exc}"
+        return None, responses.JSONResponse({"code": "invalid_parameter", "message": message}, status_code=400)
+    if request.method == "GET":
+        return document, None
+    if not isinstance(document, dict):
+        message = 'the body must be a JSON object: {"input": ...}'
+        return None, responses.JSONResponse({"code": "invalid_parameter", "message": message}, status_code=400)
+    return document.get("input"), None
 
 
 _NO_TOKEN = "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)"
@@ -464,19 +536,28 @@ class _Api(fastapi.FastAPI):
             await super().__call__(scope, receive, send)
 
 
-class _CountRequests:
-    """Counts responses by route group and status for /metrics (plain ASGI: no extra task per request)."""
+def _group(path: str) -> str:
+    """A path's route group in /metrics: ``/v1/approvals/7`` → ``approvals``; others as they are."""
+    return path.split("/")[2] if path.startswith("/v1/") and path.count("/") >= 2 else path
 
-    def __init__(self, app: Any, metrics: _Metrics) -> None:
+
+class _CountRequests:
+    """Counts responses by route group and status for /metrics (plain ASGI: no extra task per
+    request). Paths no route serves count as ``other``: a scan of random paths must not add a
+    series each."""
+
+    def __init__(self, app: Any, metrics: _Metrics, groups: frozenset[str]) -> None:
         self.app = app
         self.metrics = metrics
+        self.groups = groups
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        route = path.split("/")[2] if path.startswith("/v1/") and path.count("/") >= 2 else path
+        route = _group(scope["path"])
+        if route not in self.groups:
+            route = "other"
 
         async def sending(message: Any) -> None:
             if message["type"] == "http.response.start":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
@@ -48,13 +49,29 @@ log = logging.getLogger(__name__)
 _FIELDS = frozenset(("instance", "tool", "args", "costEstimate", "runId"))
 
 
+#: The largest ``costEstimate`` taken: far past any one call's cost, and inside what the
+#: policy's money arithmetic handles exactly.
+MAX_COST = 1e9
+
+
 class DecisionBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     instance: str
     tool: str
     args: dict[str, Any] = {}
-    costEstimate: float = pydantic.Field(default=0.0, ge=0)
+    costEstimate: float = pydantic.Field(default=0.0, ge=0, le=MAX_COST, allow_inf_nan=False)
     runId: str | None = None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text} is out of range")
+    return value
+
+
+def _constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 #: What a request gets when the store cannot be reached: nothing was decided, the runtime DENYs.
@@ -69,6 +86,7 @@ def error_status(exc: errors.ArmError) -> int:
     return {
         errors.NotFound: 404,
         errors.Forbidden: 403,
+        errors.Conflict: 409,
         errors.Unauthenticated: 401,
         errors.ConfigError: 422,
         errors.StoreError: 503,
@@ -93,7 +111,8 @@ def _parse(raw: bytes) -> tuple[deciding.Request | None, list[dict[str, Any]] | 
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         try:  # the standard library's reading of the error, word for word as FastAPI reports it
-            data = json.loads(raw)
+            # orjson refused NaN, Infinity and numbers past a double's range; so does this.
+            data = json.loads(raw, parse_float=_finite, parse_constant=_constant)
         except json.JSONDecodeError as exc:
             return None, [
                 {
@@ -104,7 +123,7 @@ def _parse(raw: bytes) -> tuple[deciding.Request | None, list[dict[str, Any]] | 
                     "ctx": {"error": exc.msg},
                 }
             ]
-        except UnicodeDecodeError as exc:
+        except (UnicodeDecodeError, ValueError) as exc:
             return None, [
                 {"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error", "input": {}, "ctx": {"error": str(exc)}}
             ]
@@ -118,7 +137,7 @@ def _parse(raw: bytes) -> tuple[deciding.Request | None, list[dict[str, Any]] | 
             and type(tool) is str
             and type(args) is dict
             and type(cost) in (float, int)
-            and cost >= 0
+            and 0 <= cost <= MAX_COST
             and (run is None or type(run) is str)
         ):
             return deciding.Request(instance, tool, args, float(cost), run), None
@@ -229,6 +248,12 @@ class DecisionRoute:
         return await answered
 
     def _decide(self, request: deciding.Request, who: tokens.Principal, reply: Reply) -> None:
+        try:
+            who.runtime_only("asking decisions")
+        except errors.Forbidden as exc:
+            reply(*_refusal(exc))
+            return
+
         def authorize(tenant: str | None) -> None:
             if tenant is not None and not who.may_act_on(tenant, request.instance):
                 raise errors.Forbidden(f"token {who.name!r} may not ask decisions for instance {request.instance!r}")

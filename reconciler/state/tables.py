@@ -153,6 +153,18 @@ instances = sa.Table(
     sa.Index(None, "deployment_id"),
 )
 
+# A tenant's kill switch, while it is pulled: every decision for the tenant's instances is
+# DENY, those created after it was pulled included, until an operator resumes the tenant.
+tenant_holds = sa.Table(
+    "tenant_holds",
+    metadata,
+    sa.Column("tenant", sa.String(253), primary_key=True),
+    sa.Column("control", sa.String(16), nullable=False),  # pause | quarantine
+    sa.Column("operator", sa.String(253), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("held_at", UTCDateTime, nullable=False),
+)
+
 approvals = sa.Table(
     "approvals",
     metadata,
@@ -163,7 +175,7 @@ approvals = sa.Table(
     sa.Column("transition", sa.String(300), nullable=False),
     sa.Column("required", sa.Integer, nullable=False),
     sa.Column("approver_roles", JSON, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # PENDING | APPROVED | DENIED | EXPIRED | CANCELLED
+    sa.Column("status", sa.String(16), nullable=False),  # PENDING | APPROVED | DENIED | EXPIRED | USED (a tool call approved and made)
     sa.Column("decisions", JSON, nullable=False, default=list),
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("requested_sha", sa.String(40), nullable=True),

@@ -213,7 +213,7 @@ def test_approvals_escalate_when_undecided_and_expire_after_their_ttl(git_repo: 
     assert first.approval_id is not None and second.approval_id is not None
     refused = f"holds viewer; approval {first.approval_id} needs one of release-manager"
     with pytest.raises(errors.Forbidden, match=refused), decider.db.begin() as connection:
-        approving.decide(connection, first.approval_id, "victor", "APPROVE", "", NOW)
+        approving.decide(connection, first.approval_id, "victor", "APPROVE", "lgtm", NOW)
     assert sweep(299) == approving.Swept([], [])
     assert sweep(300) == approving.Swept([], [first.approval_id, second.approval_id])
     assert sweep(301) == approving.Swept([], [])  # escalated once
@@ -229,8 +229,8 @@ def test_approvals_escalate_when_undecided_and_expire_after_their_ttl(git_repo: 
     with decider.db.connect() as connection:
         statuses = dict(connection.execute(sa.select(tables.approvals.c.id, tables.approvals.c.status)).all())
     assert statuses == {first.approval_id: "APPROVED", second.approval_id: "EXPIRED"}
-    with pytest.raises(errors.Forbidden, match="is EXPIRED, not PENDING"), decider.db.begin() as connection:
-        approving.decide(connection, second.approval_id, "alice", "APPROVE", "", NOW)
+    with pytest.raises(errors.Conflict, match="is EXPIRED, not PENDING"), decider.db.begin() as connection:
+        approving.decide(connection, second.approval_id, "alice", "APPROVE", "too late", NOW)
     decider.clock.at = NOW + dt.timedelta(seconds=901)  # type: ignore[attr-defined]
     retry = ask(decider, "payments.refund", {"amount": 99})  # asking again requests anew
     assert retry.decision == "NEEDS_APPROVAL" and retry.approval_id not in (None, second.approval_id)

@@ -33,7 +33,7 @@ def test_one_approval_allows_one_call_even_when_asked_concurrently(fleet: scenar
     first = decider.decide(call)
     assert first.decision == "NEEDS_APPROVAL" and first.approval_id is not None
     with fleet.db.begin() as connection:
-        approving.decide(connection, first.approval_id, "alice", "APPROVE", "", NOW)
+        approving.decide(connection, first.approval_id, "alice", "APPROVE", "refund ok", NOW)
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda _: decider.decide(call), range(8)))
     decider.close()

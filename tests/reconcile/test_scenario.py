@@ -91,7 +91,7 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
 
     # An operator without a permitted role cannot approve; alice can; the same commit then completes the step.
     with db.begin() as connection, pytest.raises(errors.Forbidden, match="victor"):
-        approving.decide(connection, approval_id, "victor", "APPROVE", "", NOW)
+        approving.decide(connection, approval_id, "victor", "APPROVE", "lgtm", NOW)
     with db.begin() as connection:
         decided = approving.decide(connection, approval_id, "alice", "APPROVE", "evals pass", NOW)
     assert decided.status == "APPROVED"

@@ -30,7 +30,7 @@ metadata: {{name: apps, tenant: {tenant}}}
 apiVersion: arm/v1
 kind: Role
 metadata: {{name: oncall, tenant: {tenant}}}
-spec: {{permissions: ["approvals:decide", "instances:*"]}}
+spec: {{permissions: ["approvals:decide", "instances:*", "tenants:*"]}}
 ---
 apiVersion: arm/v1
 kind: Operator

@@ -1,0 +1,56 @@
+"""Numbers JSON cannot hold (NaN, Infinity, past a double's range) and absurd costs are refused
+with a 422 naming the problem, through a real server; nothing is decided or stored."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from reconciler.state import tables
+from tests.server.serving import TRANSPORTS, auth
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def _decisions(engine: sa.Engine) -> int:
+    e = tables.op_events.c
+    with engine.connect() as connection:
+        return int(connection.execute(sa.select(sa.func.count()).where(e.type == "DECISION")).scalar_one())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS, indirect=True)
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b'{"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": {"a": NaN}}', "NaN is not a JSON number"),
+        (b'{"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": {"n": 1e400}}', "the number 1e400 is out of range"),
+        (b'{"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": {"n": -1e400}}', "the number -1e400 is out of range"),
+        (b'{"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "costEstimate": Infinity}', "Infinity is not a JSON number"),
+        (b'{"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "costEstimate": 1e30}', "less than or equal to 1000000000"),
+    ],
+)
+def test_decisions_with_numbers_out_of_range_get_422_and_nothing_is_stored(
+    api: tuple[httpx.Client, sa.Engine, dict[str, str]], body: bytes, says: str
+) -> None:
+    client, engine, made = api
+    before = _decisions(engine)
+    response = client.post("/v1/decisions", content=body, headers={**_JSON, **auth(made["runtime"])})
+    assert response.status_code == 422, response.text
+    assert says in response.text
+    assert _decisions(engine) == before
+
+
+@pytest.mark.parametrize("amount", [b"NaN", b"Infinity", b"1e400", b"-1"])
+def test_a_cost_tick_that_is_not_a_finite_non_negative_number_is_refused(
+    api: tuple[httpx.Client, sa.Engine, dict[str, str]], amount: bytes
+) -> None:
+    client, _, made = api
+    body = b'{"type": "COST", "instance": "acme:app-dev-g1-0", "amount": ' + amount + b"}"
+    response = client.post("/v1/events", content=body, headers={**_JSON, **auth(made["runtime"])})
+    assert response.status_code == 422
+    assert "finite, non-negative number 'amount'" in response.text
+    allowed = client.post(
+        "/v1/decisions", json={"instance": "acme:app-dev-g1-0", "tool": "crm.lookup"}, headers=auth(made["runtime"])
+    )
+    assert allowed.json()["decision"] == "ALLOW"  # the budget counted nothing
