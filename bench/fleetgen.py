@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import pathlib
@@ -646,18 +647,21 @@ def _bump(name: str) -> str:
 
 
 def cached(work: pathlib.Path, templates: int) -> pathlib.Path:
-    """The generated repository for ``templates`` templates under ``work``, made once.
+    """The generated repository for ``templates`` templates under ``work``, made once per
+    version of this generator (the marker holds a digest of this file: a fleet made by an older
+    generator may no longer validate).
 
     The marker file lives outside the repository so commits made on it by benchmarks (with
     ``change_files``) never carry it.
     """
     repo = work / f"fleet-{templates}"
     marker = work / f"fleet-{templates}.generated"
-    if not marker.exists():
+    made_by = hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()
+    if not marker.exists() or marker.read_text() != made_by:
         shutil.rmtree(repo, ignore_errors=True)
         started = time.perf_counter()
         generate(repo, templates=templates, versions_per_template=10, deployments=templates)
-        marker.write_text("ok")
+        marker.write_text(made_by)
         print(f"generated {templates * 10} versions in {time.perf_counter() - started:.1f} s -> {repo}", flush=True)
     return repo
 
