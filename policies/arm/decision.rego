@@ -218,8 +218,8 @@ deny_reasons contains msg if {
 deny_reasons contains msg if {
 	limit := input.envelope.budgets.perCall
 	is_number(limit)
-	is_number(input.cost.estimate)
 	input.cost.estimate > limit
+	is_number(input.cost.estimate) # after the comparison, which never fails: only an exceeded budget pays for it
 	msg := sprintf("BUDGET_EXCEEDED: estimated cost %s is above the per-call budget %s", [money(input.cost.estimate), money(limit)])
 }
 
@@ -244,8 +244,8 @@ deny_reasons contains msg if {
 deny_reasons contains msg if {
 	threshold := input.envelope.loop.threshold
 	is_number(threshold)
-	is_number(input.loop.count)
 	input.loop.count >= threshold
+	is_number(input.loop.count)
 	msg := sprintf("LOOP_DETECTED: the same call was made %d times in the loop window (threshold %d)", [input.loop.count, threshold])
 }
 

@@ -45,7 +45,6 @@ _TENANT_HELP = {
 _PAST = {"pause": "paused", "resume": "resumed", "quarantine": "quarantined"}
 
 
-#: The columns ``GET /v1/instances`` answers with, in its order.
 def _refuse(exc: errors.ArmError, context: str) -> NoReturn:
     """Print a refusal as ``Type: message`` with the object refused in front (a lifecycle or
     permission refusal does not name it), and exit 1, as ``main.run`` does for other errors."""

@@ -11,6 +11,7 @@ import click
 from reconciler import errors
 from reconciler import settings as settings_
 from reconciler.cli import planview
+from reconciler.policy import deciding as policy_deciding
 from reconciler.policy import engines
 from reconciler.reconcile import deciding, running
 
@@ -40,7 +41,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--args", "args_json", default="{}", show_default=True, help="The call's arguments as a JSON object.")
 @click.option(
     "--cost",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=policy_deciding.MAX_COST),
     callback=_finite,
     default=0.0,
     show_default=True,
@@ -71,5 +72,7 @@ def decide(
         for reason in decision.reasons:
             click.echo(f"  {reason}")
         if decision.approval_id is not None:
-            click.echo(f"  approval {decision.approval_id}: 'armctl approvals approve {decision.approval_id} --as OPERATOR -m WHY'")
+            click.echo(
+                f"  approval {decision.approval_id}: 'armctl approvals approve {decision.approval_id} --as OPERATOR -m WHY'"
+            )
     sys.exit(EXIT_CODES[decision.decision])

@@ -88,8 +88,8 @@ def _unconsulted(ast: list[dict[str, Any]], texts: Mapping[str, str]) -> list[er
     problems = []
     for module in ast:
         package = ref_path(module["ast"]["package"]["refr"])
-        if package[:1] == ["arm"] and (package[1:2] != ["ext"] or len(package) == 3):
-            continue  # the library's own packages, or a fleet extension it gathers
+        if len(package) == 3 and package[:2] == ["arm", "ext"]:
+            continue  # a fleet extension the decision gathers (only fleet modules are checked here)
         heads = {path[0] for rule in module["ast"]["rules"] if (path := _head_path(rule))}
         found = sorted(heads & set(_GATHERED))
         if found:

@@ -14,7 +14,7 @@ from reconciler import errors
 from reconciler.policy import engines, risk
 from reconciler.spec import genome
 
-__all__ = ["UNCHECKED_RULE", "DECISION_RULE", "Context", "Outcome", "build_input", "call_key", "evaluate"]
+__all__ = ["DECISION_RULE", "MAX_COST", "UNCHECKED_RULE", "Context", "Outcome", "build_input", "call_key", "evaluate"]
 
 DECISION_RULE = "data.arm.decision.result"
 #: The same decision for an input known to be well formed, without checking it (~25 µs less):
@@ -22,6 +22,10 @@ DECISION_RULE = "data.arm.decision.result"
 #: construction. An unknown instance's goes to DECISION_RULE, so its reasons are every engine's.
 UNCHECKED_RULE = "data.arm.decision.unchecked"
 DECISIONS = ("ALLOW", "NEEDS_APPROVAL", "DENY")
+
+#: The largest cost a call may estimate or a cost tick may report: far past any one call's cost,
+#: and sums of such stay inside what the policy's money arithmetic handles exactly (~9e16).
+MAX_COST = 1e9
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (~0.1 µs a field), and

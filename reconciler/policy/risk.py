@@ -52,6 +52,7 @@ _BULK_ITEMS = 100  # a list naming this many things is a bulk operation
 _BULK_COUNT = 1000  # a limit/count this high is (a page size of 100 is not)
 _SAMPLE = 16  # items of a long list read for targets, verbs and wildcards
 _MAX_VALUES = 1000  # values assess reads before it calls the arguments bulk and stops
+_MIN_KNOWN = 6  # a redacted argument this long or longer is also taken out of text that quotes it
 
 # ---------------------------------------------------------------- key names, by word
 
@@ -287,6 +288,7 @@ class _Findings:
     destructive: str | None = None
     bulk: str | None = None
     budget: int = _MAX_VALUES
+    partial: bool = False  # some values were not read (a long list sampled, the budget spent)
 
 
 def assess(
@@ -298,9 +300,13 @@ def assess(
     _scan_mapping(found, args, "")
     if found.budget < 0 and found.bulk is None:
         found.bulk = f"arguments hold more than {_MAX_VALUES} values, not all read"
+    if found.secret is None and (found.partial or found.budget < 0) and redact_args(args)[1]:
+        # What redaction finds, assessing must too, wherever it is: read every value for secrets.
+        found.secret = ""
     reasons: list[str] = []
     if found.secret is not None:
-        reasons.append(f"argument {found.secret} holds a secret-like value: RED")
+        where = f"argument {found.secret}" if found.secret else "an argument past those read one by one"
+        reasons.append(f"{where} holds a secret-like value: RED")
         rank = 2
     if found.target is not None:
         reasons.append(f"argument {found.target} targets production: raised one level")
@@ -346,6 +352,7 @@ def _scan_list(found: _Findings, items: list[Any] | tuple[Any, ...], path: str, 
     if found.secret is None and kinds <= _SCALARS and _may_hold_secret(items, kinds, bits):  # every item
         first = next((i for i, item in enumerate(items) if _is_secret(bits, item)), None)
         found.secret = f"{path}[{first}]" if first is not None else None
+    found.partial = True
     for i, item in enumerate(items[:_SAMPLE]):
         _scan(found, item, f"{path}[{i}]", bits)
 
@@ -405,7 +412,9 @@ def _secret_spans(text: str, known: Iterable[str]) -> list[tuple[int, int]]:
             keep = match.group("url") or match.group("pair") or match.group("param") or ""
             spans.append((match.start() + len(keep), match.end() - (match.group("url") is not None)))
     for secret in known:
-        start = text.find(secret) if secret else -1
+        # A short value ("a", "1") would blank letters out of ordinary words; the patterns above
+        # still catch a short secret's usual forms.
+        start = text.find(secret) if len(secret) >= _MIN_KNOWN else -1
         while start != -1:
             spans.append((start, start + len(secret)))
             start = text.find(secret, start + 1)

@@ -13,6 +13,7 @@ from typing import Any
 
 from reconciler.policy import engines, envelopes
 from reconciler.reconcile import actions as actions_
+from reconciler.spec import models
 from reconciler.spec import snapshot as snapshot_
 from reconciler.state import actual as actual_
 
@@ -20,8 +21,6 @@ __all__ = ["Context", "keep_waiting", "plan_objects", "row_data", "spec_of", "ve
 
 Action = actions_.Action
 Condition = actions_.Condition
-
-_APPROVAL_PERMISSIONS = {"approvals:decide", "approvals:*", "*:*", "versions:approve"}
 
 
 @dataclasses.dataclass
@@ -65,7 +64,7 @@ class Context:
             approvers: dict[str, list[str]] = defaultdict(list)
             for role in self.desired.of_kind("Role"):
                 permissions = set(role.doc.facts["permissions"])
-                if permissions & _APPROVAL_PERMISSIONS:
+                if models.grants(permissions, "approvals:decide") or models.grants(permissions, "versions:approve"):
                     approvers[role.tenant].append(role.name)
             self._approvers = {t: sorted(r) for t, r in approvers.items()}
         return self._approvers.get(tenant, [])

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from reconciler import errors
 from reconciler.audit import chain
 from reconciler.lifecycle import machines
+from reconciler.spec import models
 from reconciler.state import fleetstate, tables
 
 __all__ = [
@@ -72,7 +73,7 @@ TENANT_CONTROLS = ("pause", "quarantine", "resume")
 
 
 def _allowed(permissions: set[str], resource: str, control: str) -> bool:
-    return bool(permissions & {f"{resource}:{control}", f"{resource}:*", "*:*", f"*:{control}"})
+    return models.grants(permissions, f"{resource}:{control}")
 
 
 def tenant_holds(connection: sa.Connection) -> dict[str, str]:
@@ -108,10 +109,15 @@ def control_tenant(
         raise errors.ConfigError(f"a tenant-wide control is {', '.join(TENANT_CONTROLS)}, not {control!r}")
     if not _allowed(operator_permissions(connection, tenant, operator), "tenants", control):
         raise errors.Forbidden(f"operator {operator!r} lacks permission tenants:{control} in tenant {tenant!r}")
+    # The tenant's own row serialises kill switches: a hold row that does not exist yet locks nothing.
+    t = tables.tenants.c
+    connection.execute(sa.select(t.id).where(t.name == tenant, t.status == "ACTIVE").with_for_update()).first()
     h = tables.tenant_holds
-    before = connection.execute(sa.select(h.c.control).where(h.c.tenant == tenant).with_for_update()).scalar_one_or_none()
+    before = connection.execute(sa.select(h.c.control).where(h.c.tenant == tenant)).scalar_one_or_none()
     if control == "resume" and before is None:
         raise errors.Conflict(f"tenant {tenant!r} is not held by its kill switch; resume its instances one by one")
+    if control == "pause" and before == "quarantine":
+        raise errors.Conflict(f"tenant {tenant!r} is quarantined; resume it before pausing it")
     connection.execute(h.delete().where(h.c.tenant == tenant))
     if control != "resume":
         connection.execute(h.insert().values(tenant=tenant, control=control, operator=operator, reason=reason, held_at=now))

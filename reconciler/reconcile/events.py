@@ -9,7 +9,6 @@ redacted before they are stored.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from reconciler import errors
 from reconciler.audit import chain
 from reconciler.lifecycle import machines
+from reconciler.policy import deciding as policy_deciding
 from reconciler.policy import risk
 from reconciler.state import fleetstate, opevents, tables
 
@@ -39,8 +39,8 @@ def record(connection: sa.Connection, tenant: str, event: Mapping[str, Any], now
     payload = risk.redact(risk.clean({k: v for k, v in event.items() if k not in ("type", "instance")}))
     if kind == "COST":
         amount = payload.get("amount")
-        if not isinstance(amount, int | float) or isinstance(amount, bool) or not 0 <= amount < math.inf:
-            raise errors.ConfigError("a COST event needs a finite, non-negative number 'amount'")
+        if not isinstance(amount, int | float) or isinstance(amount, bool) or not 0 <= amount <= policy_deciding.MAX_COST:
+            raise errors.ConfigError(f"a COST event needs a number 'amount' from 0 to {policy_deciding.MAX_COST:g}")
     result: dict[str, Any] = {"instance": row.id, "type": kind}
     if kind == "HEARTBEAT":
         values: dict[str, Any] = {"last_heartbeat": now, "health": "HEALTHY", "updated_at": now}

@@ -42,9 +42,11 @@ def instances(
     state: str | None = None,
 ) -> list[dict[str, Any]]:
     """Instances matching the filters (every state but RETIRED unless ``state``), by tenant and
-    id, times as ISO 8601 text."""
-    i = tables.instances.c
-    query = sa.select(*(i[name] for name in INSTANCE_COLUMNS))
+    id, times as ISO 8601 text; ``tenant_hold`` is the tenant's kill switch while it is pulled
+    (pause, quarantine): every decision of the instance is then DENY, whatever its own state."""
+    i, h = tables.instances.c, tables.tenant_holds.c
+    query = sa.select(*(i[name] for name in INSTANCE_COLUMNS), h.control.label("tenant_hold"))
+    query = query.select_from(tables.instances.outerjoin(tables.tenant_holds, h.tenant == i.tenant))
     if tenant:
         query = query.where(i.tenant == tenant)
     if environment:

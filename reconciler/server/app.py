@@ -370,7 +370,9 @@ def create_app(
 
     @app.post("/logs")
     async def opa_decision_logs(request: fastapi.Request, who: Who) -> fastapi.Response:
-        """OPA decision-log uploads (gzipped JSON arrays), kept as op events of the token's tenant."""
+        """OPA decision-log uploads (gzipped JSON arrays), kept as op events of the token's tenant;
+        a sidecar's runtime token sends them, as it sends every other event."""
+        who.runtime_only("sending decision logs")
         raw = await request.body()
         if len(raw) > _MAX_LOG_BYTES:
             raise errors.ConfigError(f"decision-log upload above {_MAX_LOG_BYTES} bytes")

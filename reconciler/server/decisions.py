@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from fastapi import encoders
 
 from reconciler import errors
+from reconciler.policy import deciding as policy_deciding
 from reconciler.reconcile import deciding, tokens
 
 __all__ = [
@@ -49,9 +50,7 @@ log = logging.getLogger(__name__)
 _FIELDS = frozenset(("instance", "tool", "args", "costEstimate", "runId"))
 
 
-#: The largest ``costEstimate`` taken: far past any one call's cost, and inside what the
-#: policy's money arithmetic handles exactly.
-MAX_COST = 1e9
+MAX_COST = policy_deciding.MAX_COST
 
 
 class DecisionBody(pydantic.BaseModel):

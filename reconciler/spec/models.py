@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -46,6 +47,13 @@ def _known_permission(value: str) -> str:
     close = difflib.get_close_matches(value, every, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ValueError(f"unknown permission {value!r}: {hint}known: {', '.join(every)}, and wildcards such as 'instances:*'")
+
+
+def grants(permissions: Iterable[str], wanted: str) -> bool:
+    """Whether ``permissions`` (a Role's, or several roles') include ``wanted`` (``resource:action``),
+    directly or through a wildcard."""
+    resource, _, action = wanted.partition(":")
+    return not {wanted, f"{resource}:*", f"*:{action}", "*:*"}.isdisjoint(permissions)
 
 
 Permission = Annotated[

@@ -175,7 +175,9 @@ approvals = sa.Table(
     sa.Column("transition", sa.String(300), nullable=False),
     sa.Column("required", sa.Integer, nullable=False),
     sa.Column("approver_roles", JSON, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # PENDING | APPROVED | DENIED | EXPIRED | USED (a tool call approved and made)
+    sa.Column(
+        "status", sa.String(16), nullable=False
+    ),  # PENDING | APPROVED | DENIED | EXPIRED | USED (a tool call approved and made)
     sa.Column("decisions", JSON, nullable=False, default=list),
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("requested_sha", sa.String(40), nullable=True),

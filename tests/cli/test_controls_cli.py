@@ -62,7 +62,7 @@ def test_instance_list_offers_the_filters_of_the_api(armctl: Armctl) -> None:
     everything = armctl.json("instance", "list")
     assert [r["id"] for r in everything] == sorted(states(armctl))
     assert set(everything[0]) == {
-        "id", "tenant", "deployment", "environment", "template", "version", "state", "held_by", "health", "last_heartbeat",
+        "id", "tenant", "deployment", "environment", "template", "version", "state", "held_by", "health", "last_heartbeat", "tenant_hold",
     }  # fmt: skip
     dev = armctl.json("instance", "list", "--environment", "dev")
     assert {(r["environment"], r["state"]) for r in dev} == {("dev", "ACTIVE")} and len(dev) == 3

@@ -198,12 +198,29 @@ def test_what_assessment_does_not_read_it_calls_bulk() -> None:
 
 
 def test_stored_text_loses_known_secrets_and_secret_like_text_but_keeps_the_rest() -> None:
-    reason = f"not {GITHUB}@evil.com nor 12345; see postgresql://admin:hunter2@db/app?key=abc&page=2"
-    assert risk.redact_text(reason, {"12345"}) == (
+    reason = f"not {GITHUB}@evil.com nor 123456; see postgresql://admin:hunter2@db/app?key=abc&page=2"
+    assert risk.redact_text(reason, {"123456"}) == (
         "not [REDACTED]@evil.com nor [REDACTED]; see postgresql://admin:[REDACTED]@db/app?key=[REDACTED]&page=2"
     )
     assert risk.redact_text("within the envelope") == "within the envelope"
     assert risk.redact_text("password=hunter2;", {"hunter", "hunter2"}) == "password=[REDACTED];"  # longest first
+
+
+def test_a_short_secret_value_does_not_blank_letters_out_of_stored_text() -> None:
+    # {"password": "a"} or {"pin": 1}: taking every "a" or "1" out of a reason would let an agent
+    # rewrite what append-only records say. The value itself is still redacted where it stood.
+    reason = "risk RED is above the envelope's maxRisk YELLOW (1 of 1)"
+    assert risk.redact_text(reason, {"a", "1", "12345"}) == reason
+    assert risk.redact_args({"password": "a"}) == ({"password": risk.REDACTED}, frozenset({"a"}))
+
+
+def test_a_secret_past_what_assessment_reads_one_by_one_still_makes_the_call_red() -> None:
+    records: list[Any] = [{"n": i} for i in range(99)] + [{"password": "hunter2"}]
+    assessed = risk.assess("GREEN", {"q": "x", "records": records})
+    assert assessed.level == "RED"
+    assert "an argument past those read one by one holds a secret-like value: RED" in assessed.reasons
+    many: dict[str, Any] = {f"field{i}": "x" for i in range(1500)} | {"zz_token": SECRET}
+    assert risk.assess("GREEN", many).level == "RED"
 
 
 def test_redact_args_returns_what_it_took_out() -> None:
@@ -232,6 +249,8 @@ def test_redact_args_returns_what_it_took_out() -> None:
         {"password": 12345},
         {"max_tokens": 4096},
         {"ids": [*range(300), OPENAI]},
+        {"records": [*({"n": i} for i in range(99)), {"password": "hunter2"}]},
+        {f"field{i}": "x" for i in range(1500)} | {"zz_token": SECRET},
     ]
     + [args for _, args, _ in TABLE],
 )

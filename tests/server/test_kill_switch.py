@@ -3,6 +3,8 @@ needs ``tenants:<control>``, and resuming releases only what it held."""
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import httpx
 import sqlalchemy as sa
 
@@ -52,6 +54,8 @@ def test_the_kill_switch_holds_instances_created_after_it_and_resume_releases_on
     assert _states(engine)["acme:app-dev-g1-2"] == ("PROVISIONING", None)
     beat = client.post("/v1/events", json={"type": "HEARTBEAT", "instance": "acme:app-dev-g1-2"}, headers=auth(made["runtime"]))
     assert beat.status_code == 200
+    listed = {i["id"]: i for i in client.get("/v1/instances", headers=auth(made["runtime"])).json()}
+    assert (listed["acme:app-dev-g1-2"]["state"], listed["acme:app-dev-g1-2"]["tenant_hold"]) == ("ACTIVE", "pause")
     late = _ask(client, made["runtime"], "acme:app-dev-g1-2")
     assert late["decision"] == "DENY" and late["reasons"] == ["instance acme:app-dev-g1-2 is PAUSED"]
     assert _ask(client, made["globex"], "globex:app-dev-g1-0")["decision"] == "ALLOW"  # another tenant
@@ -64,11 +68,24 @@ def test_the_kill_switch_holds_instances_created_after_it_and_resume_releases_on
         ("acme:app-dev-g1-1", "PAUSED", "ACTIVE")
     ]
     assert _states(engine)["acme:app-dev-g1-0"] == ("PAUSED", "pause")  # held on its own: stays held
+    assert {i["tenant_hold"] for i in client.get("/v1/instances", headers=auth(made["runtime"])).json()} == {None}
     assert _ask(client, made["runtime"], "acme:app-dev-g1-2")["decision"] == "ALLOW"
     assert _ask(client, made["runtime"], "acme:app-dev-g1-0")["decision"] == "DENY"
 
     again = client.post("/v1/tenants/acme/controls", json={"control": "resume", "reason": "x"}, headers=auth(made["operator"]))
     assert again.status_code == 409 and "is not held by its kill switch" in again.json()["message"]
+    quarantined = client.post(
+        "/v1/tenants/acme/controls", json={"control": "quarantine", "reason": "y"}, headers=auth(made["operator"])
+    )
+    assert quarantined.status_code == 200
+    softer = client.post("/v1/tenants/acme/controls", json={"control": "pause", "reason": "z"}, headers=auth(made["operator"]))
+    assert softer.status_code == 409 and softer.json()["message"] == "tenant 'acme' is quarantined; resume it before pausing it"
+    assert (
+        client.post(
+            "/v1/tenants/acme/controls", json={"control": "resume", "reason": "ok"}, headers=auth(made["operator"])
+        ).status_code
+        == 200
+    )
 
     c = tables.change_records.c
     with engine.connect() as connection:
@@ -77,4 +94,29 @@ def test_the_kill_switch_holds_instances_created_after_it_and_resume_releases_on
             .where(c.object_kind == "Tenant", c.object_name == "acme", c.operator.is_not(None))
             .order_by(c.id)
         ).all()
-    assert [(r.type, r.operator) for r in records] == [("EMERGENCY_PAUSE", "olga"), ("EMERGENCY_RELEASE", "olga")]
+    assert [(r.type, r.operator) for r in records] == [
+        ("EMERGENCY_PAUSE", "olga"),
+        ("EMERGENCY_RELEASE", "olga"),
+        ("EMERGENCY_QUARANTINE", "olga"),
+        ("EMERGENCY_RELEASE", "olga"),
+    ]
+
+
+def test_kill_switches_pulled_at_once_hold_the_tenant_once(api: tuple[httpx.Client, sa.Engine, dict[str, str]]) -> None:
+    # Two operators pull it together: the tenant's row serialises them (without it, PostgreSQL
+    # let both insert the hold and one got a 500).
+    client, engine, made = api
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(
+                lambda n: (
+                    client.post(
+                        "/v1/tenants/acme/controls", json={"control": "pause", "reason": f"r{n}"}, headers=auth(made["operator"])
+                    ).status_code
+                ),
+                range(8),
+            )
+        )
+    assert answers == [200] * 8
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(tables.tenant_holds.c.control)).scalars().all() == ["pause"]

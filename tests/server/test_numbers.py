@@ -41,15 +41,15 @@ def test_decisions_with_numbers_out_of_range_get_422_and_nothing_is_stored(
     assert _decisions(engine) == before
 
 
-@pytest.mark.parametrize("amount", [b"NaN", b"Infinity", b"1e400", b"-1"])
-def test_a_cost_tick_that_is_not_a_finite_non_negative_number_is_refused(
+@pytest.mark.parametrize("amount", [b"NaN", b"Infinity", b"1e400", b"-1", b"1e300", b"1000000001"])
+def test_a_cost_tick_that_is_not_a_number_from_0_to_a_billion_is_refused(
     api: tuple[httpx.Client, sa.Engine, dict[str, str]], amount: bytes
 ) -> None:
     client, _, made = api
     body = b'{"type": "COST", "instance": "acme:app-dev-g1-0", "amount": ' + amount + b"}"
     response = client.post("/v1/events", content=body, headers={**_JSON, **auth(made["runtime"])})
     assert response.status_code == 422
-    assert "finite, non-negative number 'amount'" in response.text
+    assert "a COST event needs a number 'amount' from 0 to 1e+09" in response.text
     allowed = client.post(
         "/v1/decisions", json={"instance": "acme:app-dev-g1-0", "tool": "crm.lookup"}, headers=auth(made["runtime"])
     )

@@ -27,6 +27,8 @@ def test_operator_tokens_may_not_ask_decisions_or_send_events_whatever_their_rol
         sent = client.post("/v1/events", json=event, headers=auth(made[who]))
         assert sent.status_code == 403
         assert sent.json()["message"].endswith("is an operator token; sending events needs a runtime token")
+    logs = client.post("/logs", content=b"[]", headers=auth(made[who]))
+    assert logs.status_code == 403 and logs.json()["message"].endswith("sending decision logs needs a runtime token")
     listed = client.get("/v1/instances", headers=auth(made["runtime"])).json()
     assert {i["id"]: i["state"] for i in listed}["acme:app-dev-g1-0"] == "PROVISIONING"  # no heartbeat counted
     allowed = client.post(

@@ -368,6 +368,19 @@ REFERENCE_CASES = [
         ],
     ),
     (
+        "Rego deny rules in a package of the library's namespace other than arm.ext",
+        {"fleet/policies/arm.rego": 'package arm.acme\nimport rego.v1\ndeny contains "no" if input.tool.name == "x"\n'},
+        [
+            (
+                "fleet/policies/arm.rego",
+                None,
+                None,
+                "package arm.acme declares deny rules, but the decision gathers them only from packages directly under"
+                " arm.ext: name the package arm.ext.<name>",
+            )
+        ],
+    ),
+    (
         "a Rego module of helpers in a package of its own",
         {"fleet/policies/lib.rego": "package acme.lib\nimport rego.v1\nbig(x) if x > 10\n"},
         [],
