@@ -12,6 +12,7 @@ lifecycle and recorded exactly as the API does it. ``instance list`` offers what
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
@@ -176,19 +177,22 @@ def _control_instance(settings: settings_.Settings, instance_id: str, control: s
         click.echo("Held: Git does not undo this; the reconciler reports the difference as held drift.")
 
 
-def _instance_command(control: str) -> click.Command:
-    @click.command(control, help=_HELP.get(control, f"Apply the {control!r} emergency control to INSTANCE."))
-    @click.argument("instance_id", metavar="INSTANCE")
+def _command(control: str, help_: str, metavar: str, handler: Callable[..., None]) -> click.Command:
+    """``armctl instance|tenant <control> TARGET``: ``handler(settings, target, control, ...)``."""
+
+    @click.command(control, help=help_)
+    @click.argument("target", metavar=metavar)
     @_control_options
     @click.pass_obj
-    def command(settings: settings_.Settings, instance_id: str, operator: str, reason: str, fmt: str) -> None:
-        _control_instance(settings, instance_id, control, operator, reason, fmt)
+    def command(settings: settings_.Settings, target: str, operator: str, reason: str, fmt: str) -> None:
+        handler(settings, target, control, operator, reason, fmt)
 
     return command
 
 
 for _control in controlling.CONTROLS:
-    instance.add_command(_instance_command(_control))
+    _help = _HELP.get(_control, f"Apply the {_control!r} emergency control to INSTANCE.")
+    instance.add_command(_command(_control, _help, "INSTANCE", _control_instance))
 
 
 # ---------------------------------------------------------------- tenant
@@ -226,19 +230,9 @@ def _control_tenant(settings: settings_.Settings, name: str, control: str, opera
     if control == "resume":
         click.echo("Instances an operator holds on their own stay held.")
     else:
-        click.echo(f"Instances created while it is pulled are held too, until 'armctl tenant resume {name}'.")
-
-
-def _tenant_command(control: str) -> click.Command:
-    @click.command(control, help=_TENANT_HELP.get(control, f"Apply the {control!r} kill switch to TENANT."))
-    @click.argument("name", metavar="TENANT")
-    @_control_options
-    @click.pass_obj
-    def command(settings: settings_.Settings, name: str, operator: str, reason: str, fmt: str) -> None:
-        _control_tenant(settings, name, control, operator, reason, fmt)
-
-    return command
+        click.echo(f"Instances created while it is pulled are denied too, until 'armctl tenant resume {name}'.")
 
 
 for _control in controlling.TENANT_CONTROLS:
-    tenant.add_command(_tenant_command(_control))
+    _help = _TENANT_HELP.get(_control, f"Apply the {_control!r} kill switch to TENANT.")
+    tenant.add_command(_command(_control, _help, "TENANT", _control_tenant))
