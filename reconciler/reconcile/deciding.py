@@ -277,11 +277,15 @@ class Decider:
 
     # ---------------------------------------------------------------- deciding
 
-    def decide(self, request: Request, authorize: Callable[[str | None], None] | None = None) -> Decision:
+    def decide(
+        self, request: Request, authorize: Callable[[str | None], None] | None = None, caller_tenant: str | None = None
+    ) -> Decision:
         """Decide and record ``request``, reading the state row, policy and op events now (exact).
 
         ``authorize`` is called with the instance's tenant (None when unknown) before anything
-        is recorded, and may raise to refuse the caller."""
+        is recorded, and may raise to refuse the caller. ``caller_tenant``: the tenant the caller
+        acts for (its token's); an unknown instance's DENY is recorded there, change record
+        included, as every DENY is."""
         request = _cleaned(request)
         now = self.clock.now()
         key = deciding.call_key(request.tool, request.args)
@@ -301,6 +305,8 @@ class Decider:
                 context, tenant, version = assessed
                 if authorize is not None:
                     authorize(tenant)
+                if tenant is None:
+                    tenant = caller_tenant
             outcome = self._evaluate(request, context, version)
             if outcome.decision == "NEEDS_APPROVAL" or (outcome.decision == "ALLOW" and context.approval_granted):
                 return self._decide_locked(request, key, context, tenant, version, revision, now, outcome)

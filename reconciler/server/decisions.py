@@ -278,7 +278,7 @@ class DecisionRoute:
             else:
                 decided(task.result(), None)
 
-        self._task(asyncio.to_thread(self.decider.decide, request, authorize)).add_done_callback(finished)
+        self._task(asyncio.to_thread(self.decider.decide, request, authorize, who.tenant)).add_done_callback(finished)
 
     def _task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
