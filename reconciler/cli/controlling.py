@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ from reconciler.state import tables
 __all__ = ["instance", "tenant"]
 
 FORMATS = click.Choice(["text", "json"])
+_T = TypeVar("_T")
 
 #: What each instance control does, for its ``--help``; the controls themselves come from
 #: ``controlling.CONTROLS``.
@@ -160,15 +161,24 @@ def show(settings: settings_.Settings, instance_id: str, fmt: str) -> None:
         click.echo(f"  {record['at'][:19]}  {record['type']:24} {change}  by {who}{why}")
 
 
-def _control_instance(settings: settings_.Settings, instance_id: str, control: str, operator: str, reason: str, fmt: str) -> None:
+def _controlled(settings: settings_.Settings, what: str, target: str, control: str, apply: Callable[..., _T]) -> _T:
+    """``apply(connection, now)`` in one transaction; a refusal that does not name ``target`` is
+    printed with it in front (``cannot pause instance 'x': ...``)."""
     db = running.open_database(settings.database)
     try:
         with db.begin() as connection:
-            done = controlling.control_instance(connection, instance_id, control, operator, reason, clock.SystemClock().now())
+            return apply(connection, clock.SystemClock().now())
     except errors.ArmError as exc:
-        if repr(instance_id) in str(exc):
+        if repr(target) in str(exc):
             raise
-        _refuse(exc, f"cannot {control} instance {instance_id!r}")
+        _refuse(exc, f"cannot {control} {what} {target!r}")
+
+
+def _control_instance(settings: settings_.Settings, instance_id: str, control: str, operator: str, reason: str, fmt: str) -> None:
+    done = _controlled(
+        settings, "instance", instance_id, control,
+        lambda connection, now: controlling.control_instance(connection, instance_id, control, operator, reason, now),
+    )  # fmt: skip
     if fmt == "json":
         click.echo(planview.dumps({"instance": done.instance, "before": done.before, "after": done.after}))
         return
@@ -204,17 +214,10 @@ def tenant() -> None:
 
 
 def _control_tenant(settings: settings_.Settings, name: str, control: str, operator: str, reason: str, fmt: str) -> None:
-    db = running.open_database(settings.database)
-    try:
-        with db.begin() as connection:
-            t = tables.tenants.c
-            if connection.execute(sa.select(t.id).where(t.name == name, t.status == "ACTIVE")).first() is None:
-                raise errors.NotFound(f"tenant {name!r} is not declared in the applied fleet")
-            done = controlling.control_tenant(connection, name, control, operator, reason, clock.SystemClock().now())
-    except errors.ArmError as exc:
-        if repr(name) in str(exc):
-            raise
-        _refuse(exc, f"cannot {control} tenant {name!r}")
+    done = _controlled(
+        settings, "tenant", name, control,
+        lambda connection, now: controlling.control_tenant(connection, name, control, operator, reason, now),
+    )  # fmt: skip
     if fmt == "json":
         instances = [{"instance": d.instance, "before": d.before, "after": d.after} for d in done]
         click.echo(planview.dumps({"tenant": name, "instances": instances}))

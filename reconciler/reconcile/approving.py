@@ -32,7 +32,6 @@ import sqlalchemy as sa
 
 from reconciler import errors
 from reconciler.audit import chain
-from reconciler.policy import risk
 from reconciler.state import fleetstate, tables
 
 __all__ = [
@@ -62,10 +61,10 @@ class Decision:
 
 
 def requested_call(instance: str, tool: str, args: Any, cost_estimate: float, run_id: str | None) -> dict[str, Any]:
-    """A tool call as its approval request records it: the arguments redacted (again, if the
-    caller did: never a secret stored) and as JSON stores them (a non-finite number, which JSON
-    cannot hold, becomes null), so the hash-chained record reads back exactly as it was hashed."""
-    call = {"instance": instance, "tool": tool, "args": risk.redact(args), "costEstimate": cost_estimate, "runId": run_id}
+    """A tool call as its approval request records it, ``args`` already redacted
+    (``risk.redact_args``), as JSON stores it (a non-finite number, which JSON cannot hold,
+    becomes null), so the hash-chained record reads back exactly as it was hashed."""
+    call = {"instance": instance, "tool": tool, "args": args, "costEstimate": cost_estimate, "runId": run_id}
     stored: dict[str, Any] = orjson.loads(orjson.dumps(call, option=orjson.OPT_NON_STR_KEYS))
     return stored
 

@@ -107,11 +107,12 @@ def control_tenant(
     instances changed. See the module docstring."""
     if control not in TENANT_CONTROLS:
         raise errors.ConfigError(f"a tenant-wide control is {', '.join(TENANT_CONTROLS)}, not {control!r}")
-    if not _allowed(operator_permissions(connection, tenant, operator), "tenants", control):
-        raise errors.Forbidden(f"operator {operator!r} lacks permission tenants:{control} in tenant {tenant!r}")
     # The tenant's own row serialises kill switches: a hold row that does not exist yet locks nothing.
     t = tables.tenants.c
-    connection.execute(sa.select(t.id).where(t.name == tenant, t.status == "ACTIVE").with_for_update()).first()
+    if connection.execute(sa.select(t.id).where(t.name == tenant, t.status == "ACTIVE").with_for_update()).first() is None:
+        raise errors.NotFound(f"tenant {tenant!r} is not declared in the applied fleet")
+    if not _allowed(operator_permissions(connection, tenant, operator), "tenants", control):
+        raise errors.Forbidden(f"operator {operator!r} lacks permission tenants:{control} in tenant {tenant!r}")
     h = tables.tenant_holds
     before = connection.execute(sa.select(h.c.control).where(h.c.tenant == tenant)).scalar_one_or_none()
     if control == "resume" and before is None:

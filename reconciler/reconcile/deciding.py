@@ -27,7 +27,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,7 +37,7 @@ import sqlalchemy as sa
 from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.audit import chain
-from reconciler.policy import deciding, engines, library, risk
+from reconciler.policy import deciding, engines, risk
 from reconciler.reconcile import approving, bundling, controlling, metering, recording
 from reconciler.spec import models
 from reconciler.state import database, fleetstate, opevents, tables
@@ -47,10 +46,6 @@ from reconciler.state import ledger as ledger_
 __all__ = ["Decider", "Decision", "Request"]
 
 log = logging.getLogger(__name__)
-
-#: A reference to the data document other than the library's own packages (what the engine must
-#: then be loaded with): ``data.arm.fleet...``, ``data["arm"]``, ``import data.arm.fleet``.
-_READS_DATA = re.compile(r"\bdata\b(?!\s*\.\s*arm\s*\.\s*(?:decision|ext)\b)")
 
 #: After a failed policy load, decisions use the last good revision this long before retrying.
 _POLICY_RETRY_SECONDS = 5.0
@@ -255,15 +250,10 @@ class Decider:
                 return
             if self.engine.revision is not None and self.clock.monotonic() < self._retry_at:
                 return  # the last load failed moments ago: stay on the last good revision
-            c = tables.policy_modules.c
-            fleet = {row.path: row.text for row in connection.execute(sa.select(c.path, c.text))}
-            # Every tenant's data, as each tenant's bundle carries its own (reconcile.bundling), but
-            # only for fleet Rego that reads it: on 10,000 versions it is ~6 MB of JSON that every
-            # thread's engine parses (~0.15 s) before its first decision.
-            reads_data = any(_READS_DATA.search(text) for path, text in fleet.items() if not path.endswith("_test.rego"))
-            data = bundling.fleet_data(connection) if reads_data else {}
+            # Every tenant's data, as each tenant's bundle carries its own, if fleet Rego reads it.
+            bundle = bundling.policy(connection, None, revision=loaded, data_if_read=True)
             try:
-                self.engine.load(engines.Bundle(library.modules_for(fleet, tests=False), data, loaded))
+                self.engine.load(bundle)
             except errors.PolicyError as exc:
                 # The engine keeps the last good revision (an OPA push restores it); decisions go on
                 # with it and say so in policyRevision. With no good revision at all, nothing is decided.
@@ -431,11 +421,9 @@ class Decider:
         outcome: deciding.Outcome,
         approval_id: int | None,
     ) -> recording.Pending:
-        # What is stored holds no secret, reasons included: a policy's reason may quote an
-        # argument, and a DENY's change record is append-only. The answer (Decision.of) keeps the
-        # reasons as the policy wrote them: it goes back to the caller, whose arguments they quote.
-        args, secrets = risk.redact_args(request.args)
-        reasons = [risk.redact_text(reason, secrets) for reason in outcome.reasons]
+        # The answer (Decision.of) keeps the reasons as the policy wrote them: it goes back to
+        # the caller, whose arguments they quote.
+        args, secrets, reasons = _redacted(request, outcome.reasons)
         assessed = outcome.risk.as_dict()
         assessed["reasons"] = [risk.redact_text(reason, secrets) for reason in assessed["reasons"]]
         payload = {
@@ -594,10 +582,8 @@ class Decider:
         roles = rules.get("approverRoles") or self._approver_roles(connection, tenant)
         ttl = rules.get("ttlSeconds") or 3600
         escalate, escalate_to = rules.get("escalateAfterSeconds"), rules.get("escalateTo")
-        # What the approver is shown: the call (arguments redacted) and why it needs approval;
-        # a reason may quote an argument, so the values taken out of them are taken out of it.
-        args, secrets = risk.redact_args(request.args)
-        reasons = [risk.redact_text(reason, secrets) for reason in outcome.reasons]
+        # What the approver is shown: the call (arguments redacted) and why it needs approval.
+        args, _, reasons = _redacted(request, outcome.reasons)
         call = approving.requested_call(request.instance, request.tool, args, request.cost_estimate, request.run_id)
         approval_id = int(
             connection.execute(
@@ -718,6 +704,13 @@ def _caller(fleet: _Fleet, name: str) -> _Caller | None:
     )
     fleet.callers[name] = caller
     return caller
+
+
+def _redacted(request: Request, reasons: list[str]) -> tuple[dict[str, Any], frozenset[str], list[str]]:
+    """What is stored of a call: its arguments redacted, the values taken out, and ``reasons``
+    without them (a policy's reason may quote an argument; change records are append-only)."""
+    args, secrets = risk.redact_args(request.args)
+    return args, secrets, [risk.redact_text(reason, secrets) for reason in reasons]
 
 
 def _cleaned(request: Request) -> Request:
