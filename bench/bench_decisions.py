@@ -130,7 +130,7 @@ def server_answered(url: str) -> dict[str, int]:
 
 
 def engine_floor(state: Path) -> float:
-    from reconciler.policy import deciding, engines, library
+    from reconciler.policy import engines, inputs, library
 
     engine = engines.EmbeddedEngine()
     rules = {f"fleet/policies/{m.name}": m.read_text() for m in (ROOT / "fleet" / "policies").glob("*.rego")}
@@ -140,12 +140,12 @@ def engine_floor(state: Path) -> float:
         "budgets": {"perCall": 1.0, "perRun": None, "daily": 50.0}, "loop": {"threshold": 10, "windowSeconds": 60},
         "approvals": {}, "sources": [],
     }  # fmt: skip
-    context = deciding.Context({"id": "i", "state": "ACTIVE", "tenant": "t", "template": "x", "version": "x@1"}, {"name": "dev", "production": False},
+    context = inputs.Context({"id": "i", "state": "ACTIVE", "tenant": "t", "template": "x", "version": "x@1"}, {"name": "dev", "production": False},
                                {"name": "crm.lookup", "risk": "GREEN"}, envelope)  # fmt: skip
-    document, assessment = deciding.build_input(context, "crm.lookup", {"n": 1}, 0.01)
+    document, assessment = inputs.build_input(context, "crm.lookup", {"n": 1}, 0.01)
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < 2.0:
-        deciding.evaluate(engine, document, assessment)
+        inputs.evaluate(engine, document, assessment)
         count += 1
     return count / (time.perf_counter() - started)
 

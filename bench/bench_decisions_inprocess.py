@@ -76,7 +76,7 @@ def main() -> None:
         os.environ["ARM_STATE_DIR"] = str(state)
         from reconciler import settings as settings_
         from reconciler.cli import deciding as deciding_cli
-        from reconciler.reconcile import deciding
+        from reconciler.decisions import deciding
         from reconciler.server import app
         from reconciler.state import database
 

@@ -288,8 +288,8 @@ def in_process(state: str, repo: str, ref: str) -> None:
     sys.path.insert(0, str(ROOT))
     started = time.perf_counter()
     from reconciler import settings as settings_
+    from reconciler.desired import caching, repository
     from reconciler.reconcile import running, validating
-    from reconciler.spec import caching, repository
 
     imported = time.perf_counter()
     settings = settings_.Settings.from_env(state_dir=state)

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fleetgen
 import sqlalchemy as sa
 
+from reconciler.desired import caching, repository
 from reconciler.reconcile import running
-from reconciler.spec import caching, repository
 from reconciler.state import database
 
 WORK = Path(__file__).resolve().parent / ".work"

@@ -3,7 +3,7 @@
 ``bench/fleetgen.py`` writes YAML with its own fast emitter and knows the schema only by
 convention; this module is the proof that what it wrote is a fleet the reconciler accepts. It
 reads every document from a commit tree (not the working copy, so it checks what was
-committed), validates it with ``reconciler.spec.models.KINDS[kind]`` and then checks the
+committed), validates it with ``reconciler.desired.models.KINDS[kind]`` and then checks the
 references between documents: template → project, version → template and parent of the same
 template, tool grants → catalog, prompt files → blobs next to the manifest, envelope scopes,
 deployment → template, environment and an admitted version of that template, roles.
@@ -25,10 +25,10 @@ import git
 import yaml
 
 try:
-    from reconciler.spec import models
+    from reconciler.desired import models
 except ImportError:  # run as ``python bench/fleetcheck.py``: the repository root is not on sys.path
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-    from reconciler.spec import models
+    from reconciler.desired import models
 
 __all__ = ["check"]
 

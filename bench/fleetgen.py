@@ -18,7 +18,7 @@ What one :func:`generate` call writes (defaults in brackets), all under ``fleet/
 - ``deployments/<environment>/<template>.yaml`` [1,000 Deployments, environments round-robin,
   each pinned to a version its environment admits].
 
-Every document follows ``reconciler/spec/models.py`` exactly and every reference resolves; the
+Every document follows ``reconciler/desired/models.py`` exactly and every reference resolves; the
 output is deterministic for a given seed (fixed author and commit dates, so the SHA repeats).
 :func:`change_files` then commits a small change on top, the typical "one PR merged" case.
 ``bench/fleetcheck.py`` validates a generated repository against the real models.

@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from reconciler.spec import genome
+from reconciler.desired import genome
 from reconciler.state import actual as actual_
-from reconciler.state import database, tables
+from reconciler.state import database, locking, tables
 
 __all__ = ["GENESIS_HASH", "Chain", "Record", "append_raw", "body", "record_hash", "verify"]
 
@@ -122,8 +122,7 @@ def _locked_heads(cursor: Any, dialect: str, tenants: Iterable[str]) -> dict[str
     mark = database.placeholder(dialect)
     heads: dict[str, tuple[int, str]] = {}
     for tenant in sorted(set(tenants)):
-        if dialect == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"arm-chain:{tenant}"])
+        locking.lock_with_cursor(cursor, dialect, f"arm-chain:{tenant}")
         cursor.execute(f"SELECT seq, hash FROM change_records WHERE tenant = {mark} ORDER BY seq DESC LIMIT 1", [tenant])
         row = cursor.fetchone()
         if row is not None:

@@ -13,7 +13,7 @@ import datetime as dt
 import sqlalchemy as sa
 
 from reconciler.audit import chain
-from reconciler.spec import genome
+from reconciler.desired import genome
 from reconciler.state import fleetstate, tables
 
 __all__ = ["Tampered", "check_version", "verify_genomes"]

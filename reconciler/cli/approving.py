@@ -16,7 +16,8 @@ import click
 from reconciler import clock, errors
 from reconciler import settings as settings_
 from reconciler.cli import planview
-from reconciler.reconcile import approving, running
+from reconciler.oversight import approving
+from reconciler.reconcile import running
 
 __all__ = ["approvals"]
 

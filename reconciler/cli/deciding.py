@@ -11,9 +11,10 @@ import click
 from reconciler import errors
 from reconciler import settings as settings_
 from reconciler.cli import planview
-from reconciler.policy import deciding as policy_deciding
+from reconciler.decisions import deciding
 from reconciler.policy import engines
-from reconciler.reconcile import deciding, running
+from reconciler.policy import inputs as policy_deciding
+from reconciler.reconcile import running
 
 __all__ = ["decide", "policy_engine"]
 

@@ -20,7 +20,7 @@ import click
 from reconciler import __version__, errors
 from reconciler import settings as settings_
 from reconciler.cli import output
-from reconciler.spec import kinds
+from reconciler.desired import kinds
 
 __all__ = ["cli", "run"]
 
@@ -44,8 +44,8 @@ class LazyGroup(click.Group):
         "serve": "reconciler.cli.serving:serve",
         "run": "reconciler.cli.serving:run",
         "token": "reconciler.cli.tokens:token",
-        "instance": "reconciler.cli.controlling:instance",
-        "tenant": "reconciler.cli.controlling:tenant",
+        "instance": "reconciler.cli.controls:instance",
+        "tenant": "reconciler.cli.controls:tenant",
         "events": "reconciler.cli.eventing:events",
     }
 
@@ -79,8 +79,8 @@ def cli(ctx: click.Context, state_dir: str | None, log_format: str, log_level: s
 @click.pass_obj
 def validate(settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, fmt: str) -> None:
     """Check every manifest and Rego module of a commit; exit 0 when valid, 1 when not."""
+    from reconciler.desired import caching, repository
     from reconciler.reconcile import validating
-    from reconciler.spec import caching, repository
 
     started = time.perf_counter()
     source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir)
@@ -106,7 +106,7 @@ def validate(settings: settings_.Settings, repo: str | None, ref: str | None, pa
 @click.option("--kind", type=click.Choice(list(kinds.KIND_NAMES)), default=None, help="Only this kind.")
 def schema(kind: str | None) -> None:
     """Print the JSON Schema of the manifests (of one kind with --kind), for editors."""
-    from reconciler.spec import models
+    from reconciler.desired import models
 
     click.echo(json.dumps(models.json_schema(kind), indent=2))
 

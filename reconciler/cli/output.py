@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import click
 
-from reconciler.spec import caching, snapshot
+from reconciler.desired import caching, snapshot
 
 __all__ = ["configure_logging", "print_validation", "validation_json"]
 

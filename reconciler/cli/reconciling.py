@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from reconciler import errors
 from reconciler import settings as settings_
 from reconciler.cli import output, planview
+from reconciler.desired import caching, repository
 from reconciler.policy import library, testing
 from reconciler.reconcile import reporting, running, validating
-from reconciler.spec import caching, repository
 from reconciler.state import database
 
 __all__ = ["apply", "history", "init", "plan", "status"]

@@ -58,14 +58,15 @@ def run(
 
     from reconciler.cli import deciding as deciding_cli
     from reconciler.cli import reconciling
-    from reconciler.daemon import leading, scheduling
-    from reconciler.reconcile import deciding
+    from reconciler.daemon import scheduling
+    from reconciler.decisions import deciding
     from reconciler.server import app
+    from reconciler.state import locking
 
     overrides: dict[str, Any] = {"repo": repo, "ref": ref, "path": path, "poll_interval_seconds": poll_interval}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     db = running.open_database(settings.database)
-    leadership = leading.for_database(db)
+    leadership = locking.for_database(db)
     leadership.acquire()  # on SQLite: refuse now if another daemon holds the database
     try:
         # One parse process: forking a process that runs threads (scheduler, server, writer) can
@@ -117,7 +118,7 @@ def serve(settings: settings_.Settings, host: str, port: int) -> None:
     import uvicorn
 
     from reconciler.cli import deciding as deciding_cli
-    from reconciler.reconcile import deciding
+    from reconciler.decisions import deciding
     from reconciler.server import app
 
     db = running.open_database(settings.database)

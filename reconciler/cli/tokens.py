@@ -1,7 +1,7 @@
 """``armctl token create | revoke``: the API's credentials, stored hashed and shown once.
 
 Checks what only the command line can get wrong (an operator token without ``--operator``) as a
-usage error before it opens the database; :mod:`reconciler.reconcile.tokens` checks the rest
+usage error before it opens the database; :mod:`reconciler.oversight.access` checks the rest
 against the applied fleet (tenant, operator, instances).
 """
 
@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from reconciler import clock, errors
 from reconciler import settings as settings_
 from reconciler.cli import planview
-from reconciler.reconcile import running, tokens
+from reconciler.oversight import access
+from reconciler.reconcile import running
 from reconciler.state import tables
 
 __all__ = ["token"]
@@ -50,7 +51,7 @@ def create(
         raise click.UsageError("--operator is required for operator tokens: name the Operator the token acts as")
     db = running.open_database(settings.database)
     with db.begin() as connection:
-        value = tokens.create(
+        value = access.create(
             connection,
             name,
             kind,
@@ -74,7 +75,7 @@ def revoke(settings: settings_.Settings, name: str, fmt: str) -> None:
     """Revoke every live token of that name; exit 1 when no token has that name."""
     db = running.open_database(settings.database)
     with db.begin() as connection:
-        count = tokens.revoke(connection, name, clock.SystemClock().now())
+        count = access.revoke(connection, name, clock.SystemClock().now())
         k = tables.api_tokens.c
         if count == 0 and connection.execute(sa.select(k.id).where(k.name == name)).first() is None:
             raise errors.NotFound(f"no token is named {name!r} (see the --name it was created with)")

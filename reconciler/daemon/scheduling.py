@@ -32,11 +32,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from reconciler import clock as clock_
-from reconciler import errors
+from reconciler import errors, metrics
 from reconciler import settings as settings_
-from reconciler.daemon import hooks, leading
-from reconciler.reconcile import approving, deciding, events, metering, running
-from reconciler.state import database, opevents
+from reconciler.daemon import hooks
+from reconciler.decisions import deciding, events
+from reconciler.oversight import approving
+from reconciler.reconcile import running
+from reconciler.state import database, locking, opevents
 
 __all__ = ["STOP_GRACE_SECONDS", "Daemon"]
 
@@ -65,7 +67,7 @@ class Daemon:
         reconciler: running.Reconciler,
         decider: deciding.Decider,
         *,
-        leadership: leading.Leadership | None = None,
+        leadership: locking.Leadership | None = None,
         clock: clock_.Clock | None = None,
     ) -> None:
         self.settings = settings
@@ -73,7 +75,7 @@ class Daemon:
         self.reconciler = reconciler
         self.decider = decider
         self.ref = settings.ref
-        self.leadership = leadership or leading.for_database(db)
+        self.leadership = leadership or locking.for_database(db)
         self.clock = clock or clock_.SystemClock()
         self.scheduler = BackgroundScheduler(
             timezone=dt.UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
@@ -88,8 +90,8 @@ class Daemon:
         self._listener = threading.Thread(
             target=self.leadership.listen, args=(self.refresh, self._stopping), name="arm-refresh-listener", daemon=True
         )
-        self.durations = metering.Histogram("arm_reconcile_duration_seconds", "Time of reconciles that were not skipped.")
-        self.outcomes = metering.Counter("arm_reconcile_runs_total", "Reconciles by outcome.", "outcome")
+        self.durations = metrics.Histogram("arm_reconcile_duration_seconds", "Time of reconciles that were not skipped.")
+        self.outcomes = metrics.Counter("arm_reconcile_runs_total", "Reconciles by outcome.", "outcome")
         self.last_success = 0.0
 
     # ---------------------------------------------------------------- lifecycle

@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler.audit import chain as chain_
+from reconciler.desired import snapshot as snapshot_
 from reconciler.reconcile import actions as actions_
-from reconciler.spec import snapshot as snapshot_
 from reconciler.state import actual as actual_
 from reconciler.state import database, tables
 

@@ -11,10 +11,10 @@ import dataclasses
 from collections import defaultdict
 from typing import Any
 
+from reconciler.desired import models
+from reconciler.desired import snapshot as snapshot_
 from reconciler.policy import engines, envelopes
 from reconciler.reconcile import actions as actions_
-from reconciler.spec import models
-from reconciler.spec import snapshot as snapshot_
 from reconciler.state import actual as actual_
 
 __all__ = ["Context", "keep_waiting", "plan_objects", "row_data", "spec_of", "version_envelope", "wait_for_gate"]

@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from reconciler.desired import genome, kinds
+from reconciler.desired import snapshot as snapshot_
 from reconciler.lifecycle import machines
 from reconciler.policy import engines, gating
 from reconciler.reconcile import actions as actions_
 from reconciler.reconcile import context, deploying
-from reconciler.spec import genome, kinds
-from reconciler.spec import snapshot as snapshot_
 from reconciler.state import actual as actual_
 
 __all__ = ["plan"]

@@ -26,9 +26,9 @@ import sqlalchemy as sa
 
 from reconciler import clock as clock_
 from reconciler import errors
+from reconciler.desired import caching, loading, repository, snapshot
 from reconciler.policy import engines, library
 from reconciler.reconcile import actions, applying, planning, validating
-from reconciler.spec import caching, loading, repository, snapshot
 from reconciler.state import actual as actual_
 from reconciler.state import database, fleetstate, tables
 

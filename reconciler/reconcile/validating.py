@@ -8,8 +8,8 @@ the modules, since library and fleet policy change far less often than manifests
 from __future__ import annotations
 
 from reconciler import settings as settings_
+from reconciler.desired import caching, loading, repository, snapshot
 from reconciler.policy import compiling, library
-from reconciler.spec import caching, loading, repository, snapshot
 
 __all__ = ["validate"]
 

@@ -28,8 +28,10 @@ from fastapi import responses
 
 from reconciler import clock as clock_
 from reconciler import errors
+from reconciler.decisions import bundling, deciding, events
+from reconciler.oversight import access, approving, holds
 from reconciler.policy import risk
-from reconciler.reconcile import approving, bundling, controlling, deciding, events, reporting, tokens
+from reconciler.reconcile import reporting
 from reconciler.server import decisions
 from reconciler.state import database, fleetstate, opevents, tables
 
@@ -172,16 +174,16 @@ def create_app(
         # A decision that cannot be recorded is not given: the runtime must treat this as DENY.
         return responses.JSONResponse(decisions.STORE_DOWN, status_code=503)
 
-    known: dict[str, tuple[float, tokens.Principal | str]] = {}
+    known: dict[str, tuple[float, access.Principal | str]] = {}
 
-    def resolve_token(token: str) -> tokens.Principal | str:
+    def resolve_token(token: str) -> access.Principal | str:
         with database.reading(db) as connection:
             try:
-                return tokens.resolve(connection, token, clock.now())
+                return access.resolve(connection, token, clock.now())
             except errors.Forbidden as exc:
                 return str(exc)
 
-    def peek(authorization: str | None) -> tokens.Principal | str | None:
+    def peek(authorization: str | None) -> access.Principal | str | None:
         """What :func:`lookup` answers when that needs no query, else None."""
         token = _bearer(authorization)
         if not token:
@@ -189,7 +191,7 @@ def create_app(
         cached = known.get(token)
         return cached[1] if cached is not None and cached[0] > clock.monotonic() else None
 
-    async def lookup(authorization: str | None) -> tokens.Principal | str:
+    async def lookup(authorization: str | None) -> access.Principal | str:
         """The principal of an ``Authorization`` header, or why there is none (a 401 message)."""
         # Tokens are looked up at most once per _TOKEN_CACHE_SECONDS: a revocation or expiry takes
         # effect within that time, and a decision does not wait for a token query.
@@ -202,15 +204,15 @@ def create_app(
         known[token] = cached = (clock.monotonic() + _TOKEN_CACHE_SECONDS, await asyncio.to_thread(resolve_token, token))
         return cached[1]
 
-    async def principal(authorization: Annotated[str | None, fastapi.Header()] = None) -> tokens.Principal:
+    async def principal(authorization: Annotated[str | None, fastapi.Header()] = None) -> access.Principal:
         who = await lookup(authorization)
         if isinstance(who, str):
             raise fastapi.HTTPException(401, who)
         return who
 
-    Who = Annotated[tokens.Principal, fastapi.Depends(principal)]  # noqa: N806 - a type alias
+    Who = Annotated[access.Principal, fastapi.Depends(principal)]  # noqa: N806 - a type alias
 
-    def operator_of(who: tokens.Principal) -> str:
+    def operator_of(who: access.Principal) -> str:
         if who.kind != "operator" or who.operator is None:
             raise errors.Forbidden(f"token {who.name!r} is a {who.kind} token; this needs an operator token")
         return who.operator
@@ -229,7 +231,7 @@ def create_app(
 
     # ---------------------------------------------------------------- approvals
 
-    def unseen(approval_id: int, who: tokens.Principal) -> errors.NotFound:
+    def unseen(approval_id: int, who: access.Principal) -> errors.NotFound:
         # The same answer whether the approval does not exist or the token may not see it.
         if who.instances is not None:
             return errors.NotFound(f"approval {approval_id} does not exist for the instances of token {who.name!r}")
@@ -283,7 +285,7 @@ def create_app(
                 raise errors.NotFound(f"instance {instance_id!r} does not exist")
             if tenant != who.tenant:
                 raise errors.Forbidden(f"instance {instance_id!r} belongs to another tenant")
-            done = controlling.control_instance(connection, instance_id, body.control, operator, body.reason, clock.now())
+            done = holds.control_instance(connection, instance_id, body.control, operator, body.reason, clock.now())
         decider.invalidate()  # the very next decision of this process sees the control
         return {"instance": done.instance, "before": done.before, "after": done.after}
 
@@ -293,7 +295,7 @@ def create_app(
         if tenant != who.tenant:
             raise errors.Forbidden(f"token {who.name!r} acts for tenant {who.tenant!r}, not {tenant!r}")
         with db.begin() as connection:
-            done = controlling.control_tenant(connection, tenant, body.control, operator, body.reason, clock.now())
+            done = holds.control_tenant(connection, tenant, body.control, operator, body.reason, clock.now())
         decider.invalidate()
         return {"tenant": tenant, "instances": [{"instance": d.instance, "before": d.before, "after": d.after} for d in done]}
 

@@ -30,8 +30,9 @@ import sqlalchemy as sa
 from fastapi import encoders
 
 from reconciler import errors
-from reconciler.policy import deciding as policy_deciding
-from reconciler.reconcile import deciding, tokens
+from reconciler.decisions import deciding
+from reconciler.oversight import access
+from reconciler.policy import inputs as policy_deciding
 
 __all__ = [
     "MAX_BODY",
@@ -166,8 +167,8 @@ class DecisionRoute:
     def __init__(
         self,
         decider: deciding.Decider,
-        lookup: Callable[[str | None], Awaitable[tokens.Principal | str]],
-        peek: Callable[[str | None], tokens.Principal | str | None],
+        lookup: Callable[[str | None], Awaitable[access.Principal | str]],
+        peek: Callable[[str | None], access.Principal | str | None],
         metrics: Any,
     ) -> None:
         self.decider = decider
@@ -246,7 +247,7 @@ class DecisionRoute:
         self._decide(request, who, reply)
         return await answered
 
-    def _decide(self, request: deciding.Request, who: tokens.Principal, reply: Reply) -> None:
+    def _decide(self, request: deciding.Request, who: access.Principal, reply: Reply) -> None:
         try:
             who.runtime_only("asking decisions")
         except errors.Forbidden as exc:

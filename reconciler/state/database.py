@@ -5,14 +5,22 @@
 all-or-nothing applies), PostgreSQL through psycopg 3. JSON goes through orjson. ``migrate``
 runs Alembic to the newest revision (``armctl init``); ``require_current`` refuses a database
 whose schema is behind, with a message that says what to run.
+
+This module is the store's seam for the rooms above it. ``transaction`` and ``reading`` are how
+they open a connection: a failure of the store inside either (unreachable, locked past the busy
+timeout, a write refused) leaves as :class:`errors.StoreError`, so the daemon, the server and the
+CLI handle the project's own error types only. :data:`Engine` and :data:`Connection` name
+SQLAlchemy's types for code that passes them along without importing SQLAlchemy itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 import sqlalchemy as sa
@@ -23,6 +31,8 @@ __all__ = [
     "SCHEMA_HEAD",
     "SQLITE_BUSY_TIMEOUT_MS",
     "SQLITE_WAL_LIMIT_BYTES",
+    "Connection",
+    "Engine",
     "RawJSON",
     "bind_at",
     "bulk_insert",
@@ -35,7 +45,13 @@ __all__ = [
     "reading",
     "require_current",
     "schema_revision",
+    "store_errors",
+    "transaction",
 ]
+
+#: What the rooms above ``state`` hold and pass along, named here so they need no SQLAlchemy import.
+Engine: TypeAlias = sa.Engine
+Connection: TypeAlias = sa.Connection
 
 #: The newest migration in ``migrations/versions``; kept here so checking a database's schema
 #: needs no Alembic import (~0.2 s). A test asserts it equals Alembic's head.
@@ -134,9 +150,34 @@ def parse_at(value: Any) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def reading(engine: sa.Engine) -> sa.Connection:
-    """A connection for reads only: on SQLite it does not take the write lock."""
-    return engine.connect().execution_options(sqlite_begin="DEFERRED")
+@contextlib.contextmanager
+def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection in a transaction, committed when the block ends and rolled back when it
+    raises; a store failure inside leaves as :class:`errors.StoreError`."""
+    with _store_failures(), engine.begin() as connection:
+        yield connection
+
+
+@contextlib.contextmanager
+def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection for reads only (on SQLite it does not take the write lock); a store failure
+    inside leaves as :class:`errors.StoreError`."""
+    with _store_failures(), engine.connect().execution_options(sqlite_begin="DEFERRED") as connection:
+        yield connection
+
+
+def store_errors(engine: sa.Engine) -> tuple[type[BaseException], ...]:
+    """What a failure of ``engine``'s store raises: SQLAlchemy's errors and its driver's own (for
+    code that works on the DB-API connection directly)."""
+    return (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
+
+
+@contextlib.contextmanager
+def _store_failures() -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise errors.StoreError(f"the store failed: {_reason(exc)}") from exc
 
 
 def _config(connection: sa.Connection) -> Any:

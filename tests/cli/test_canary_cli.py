@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from reconciler.reconcile import events
+from reconciler.decisions import events
 from reconciler.state import database
 from tests.cli.test_reconcile_cli import Armctl
 from tests.conftest import GitRepo

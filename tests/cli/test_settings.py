@@ -68,7 +68,7 @@ def test_daemon_settings_are_read_and_secrets_stay_out_of_reprs() -> None:
 
 def test_the_idle_poll_setting_reaches_the_servers_protocol(tmp_path: Path) -> None:
     from reconciler.cli import serving
-    from reconciler.reconcile import deciding
+    from reconciler.decisions import deciding
     from reconciler.server import app
     from reconciler.state import database
 

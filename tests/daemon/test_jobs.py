@@ -20,17 +20,18 @@ import sqlalchemy as sa
 from reconciler import clock as clock_
 from reconciler import errors
 from reconciler import settings as settings_
-from reconciler.daemon import leading, scheduling
-from reconciler.reconcile import deciding, events, reporting, running
-from reconciler.spec import repository
-from reconciler.state import database, opevents, tables
+from reconciler.daemon import scheduling
+from reconciler.decisions import deciding, events
+from reconciler.desired import repository
+from reconciler.reconcile import reporting, running
+from reconciler.state import database, locking, opevents, tables
 from tests.conftest import GitRepo
 from tests.server.serving import tenant_fleet
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 
 
-class _Always(leading.Leadership):
+class _Always(locking.Leadership):
     """Leads without a lock: these tests run one daemon in process (locks: test_run.py)."""
 
     def acquire(self) -> bool:

@@ -10,13 +10,13 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from reconciler.daemon import leading
+from reconciler.state import locking
 from tests.conftest import POSTGRES_URL
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 
-def _concurrently(lock: leading.AdvisoryLock, n: int = 5) -> list[bool]:
+def _concurrently(lock: locking.AdvisoryLock, n: int = 5) -> list[bool]:
     barrier = threading.Barrier(n)
     out: list[bool] = []
 
@@ -36,8 +36,8 @@ def test_after_the_lock_session_dies_racing_jobs_leave_exactly_one_leader(db_url
     key = int(uuid.uuid4().int % (1 << 62))
     admin = sa.create_engine(POSTGRES_URL)
     db = sa.create_engine(db_url, pool_size=10)
-    other = leading.AdvisoryLock(sa.create_engine(db_url), key=key)
-    lock = leading.AdvisoryLock(db, key=key)
+    other = locking.AdvisoryLock(sa.create_engine(db_url), key=key)
+    lock = locking.AdvisoryLock(db, key=key)
     try:
         assert lock.acquire()
         assert lock._connection is not None
@@ -67,7 +67,7 @@ def test_a_transaction_after_the_listener_stops_is_still_atomic(db_url: str) -> 
         connection.execute(sa.text(f"CREATE TABLE {table} (x int)"))
     try:
         stop = threading.Event()
-        listener = threading.Thread(target=leading.AdvisoryLock(db).listen, args=(lambda: None, stop))
+        listener = threading.Thread(target=locking.AdvisoryLock(db).listen, args=(lambda: None, stop))
         listener.start()
         time.sleep(0.5)
         stop.set()

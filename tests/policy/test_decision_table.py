@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from reconciler import errors
-from reconciler.policy import deciding, engines, library, opa
+from reconciler.policy import engines, inputs, library, opa
 from tests.policy.opa_double import OpaDouble
 
 RANK = {"GREEN": 0, "YELLOW": 1, "RED": 2}
@@ -333,11 +333,11 @@ def test_every_engine_gives_the_reference_answer_for_every_case(engine: engines.
     wrong = []
     for name, document in CASES:
         want = reference(document)
-        got = engine.evaluate(deciding.DECISION_RULE, document)
+        got = engine.evaluate(inputs.DECISION_RULE, document)
         if got != want:
             wrong.append((name, got, want))
         # What the reconciler asks for the inputs it builds: the same answer, unchecked.
-        if document["instance"] is not None and (unchecked := engine.evaluate(deciding.UNCHECKED_RULE, document)) != want:
+        if document["instance"] is not None and (unchecked := engine.evaluate(inputs.UNCHECKED_RULE, document)) != want:
             wrong.append((f"{name} (unchecked)", unchecked, want))
     assert wrong == []
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from reconciler.desired import models
 from reconciler.policy import envelopes
-from reconciler.spec import models
 
 CHAIN = envelopes.scope_chain("acme", "support", "agent", "agent@1.0.0")
 

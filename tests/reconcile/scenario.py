@@ -7,8 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from reconciler.desired import repository
 from reconciler.reconcile import running
-from reconciler.spec import repository
 from reconciler.state import database, tables
 from tests.conftest import GitRepo
 

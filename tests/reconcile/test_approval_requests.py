@@ -7,7 +7,8 @@ import sqlalchemy as sa
 
 from reconciler import errors
 from reconciler.audit import chain
-from reconciler.reconcile import approving, deciding
+from reconciler.decisions import deciding
+from reconciler.oversight import approving
 from reconciler.state import tables
 from tests.conftest import GitRepo
 from tests.reconcile import scenario

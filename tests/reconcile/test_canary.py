@@ -15,7 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from reconciler.audit import chain
-from reconciler.reconcile import controlling, events, reporting, rolling, running
+from reconciler.decisions import events
+from reconciler.oversight import holds
+from reconciler.reconcile import reporting, rolling, running
 from reconciler.state import tables
 from tests.conftest import GitRepo
 from tests.reconcile import scenario
@@ -103,7 +105,7 @@ class Fleet:
 
     def control(self, instance: str, control: str) -> None:
         with self.db.begin() as connection:
-            controlling.control_instance(connection, instance, control, "alice", "canary looks wrong", self.clock)
+            holds.control_instance(connection, instance, control, "alice", "canary looks wrong", self.clock)
 
     def instances(self) -> list[tuple[str, str, str]]:
         return scenario.rows(self.db, tables.instances, "id", "state", "version")

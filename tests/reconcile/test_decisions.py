@@ -8,8 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from reconciler import errors
+from reconciler.decisions import deciding
+from reconciler.oversight import approving, holds
 from reconciler.policy import opa
-from reconciler.reconcile import approving, controlling, deciding
 from reconciler.state import opevents, tables
 from tests.conftest import GitRepo
 from tests.policy.opa_double import OpaDouble
@@ -150,8 +151,8 @@ def test_the_same_call_repeated_past_the_threshold_is_a_loop(decider: deciding.D
 
 def test_held_instances_are_denied_and_read_only_ones_may_not_write(decider: deciding.Decider) -> None:
     with decider.db.begin() as connection:
-        controlling.control_instance(connection, "acme:app-dev-g1-0", "pause", "alice", "incident", NOW)
-        controlling.control_instance(connection, "acme:app-dev-g1-1", "read-only", "alice", "incident", NOW)
+        holds.control_instance(connection, "acme:app-dev-g1-0", "pause", "alice", "incident", NOW)
+        holds.control_instance(connection, "acme:app-dev-g1-1", "read-only", "alice", "incident", NOW)
     assert ask(decider, "crm.lookup").reasons == ["instance acme:app-dev-g1-0 is PAUSED"]
     assert ask(decider, "crm.update", instance="acme:app-dev-g1-1").reasons == [
         "instance acme:app-dev-g1-1 is read-only and crm.update writes"

@@ -9,7 +9,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from reconciler.reconcile import deciding
+from reconciler.decisions import deciding
 from reconciler.state import opevents, tables
 from tests.conftest import GitRepo
 from tests.reconcile import scenario
@@ -108,7 +108,8 @@ def test_the_server_path_seeds_from_what_is_stored(git_repo: GitRepo, db_url: st
 def test_pruning_forgets_only_calls_older_than_the_horizon(db_url: str) -> None:
     import datetime as dt
 
-    from reconciler.state import database, ledger
+    from reconciler.decisions import ledger
+    from reconciler.state import database
 
     engine = database.connect(db_url)
     database.migrate(engine)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from reconciler import errors
-from reconciler.reconcile import metering, recording
+from reconciler import errors, metrics
+from reconciler.decisions import ledger as ledger_
+from reconciler.decisions import recording
 from reconciler.state import database, tables
-from reconciler.state import ledger as ledger_
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def sqlite_db(tmp_path: Path) -> Iterator[sa.Engine]:
 
 
 def _writer(db: sa.Engine, book: ledger_.Ledger, **options: float) -> recording.Writer:
-    timer = metering.Histogram("arm_test_write_seconds", "test")
+    timer = metrics.Histogram("arm_test_write_seconds", "test")
     return recording.Writer(db, book, lambda: dt.datetime.now(dt.UTC), timer, **options)  # type: ignore[arg-type]
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from reconciler import errors
 from reconciler.audit import chain
-from reconciler.reconcile import approving, controlling
+from reconciler.oversight import approving, holds
 from reconciler.state import tables
 from tests.conftest import GitRepo
 from tests.reconcile import scenario
@@ -152,7 +152,7 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
 
     # An operator pauses one dev instance: the next reconcile leaves it as it is.
     with db.begin() as connection:
-        controlling.control_instance(connection, "acme:app-dev-g2-1", "pause", "alice", "investigating", NOW)
+        holds.control_instance(connection, "acme:app-dev-g2-1", "pause", "alice", "investigating", NOW)
     mark = scenario.last_record_id(db)
 
     # Commit 4: `git revert` of commit 3 rolls dev back to 1.0.0 and removes the prod deployment.

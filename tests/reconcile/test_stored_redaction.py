@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from reconciler.reconcile import deciding
+from reconciler.decisions import deciding
 from reconciler.state import tables
 from tests.conftest import GitRepo
 from tests.reconcile import scenario

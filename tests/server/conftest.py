@@ -7,9 +7,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from reconciler.reconcile import running, tokens
+from reconciler.desired import repository
+from reconciler.oversight import access
+from reconciler.reconcile import running
 from reconciler.server import app as server_app
-from reconciler.spec import repository
 from reconciler.state import database
 from tests.conftest import GitRepo
 from tests.reconcile import scenario
@@ -36,16 +37,16 @@ def api(git_repo: GitRepo, db_url: str, transport: str) -> Iterator[tuple[httpx.
             running.Reconciler(engine, repository.Repository(git_repo.path), "fleet").apply("main")
             with engine.begin() as connection:
                 made = {
-                    "runtime": tokens.create(connection, "rt", "runtime", "acme", NOW),
-                    "scoped": tokens.create(connection, "one", "runtime", "acme", NOW, instances=["acme:app-dev-g1-0"]),
-                    "operator": tokens.create(connection, "ops", "operator", "acme", NOW, operator="olga"),
-                    "viewer": tokens.create(connection, "vic", "operator", "acme", NOW, operator="vic"),
-                    "globex": tokens.create(connection, "gx", "runtime", "globex", NOW),
-                    "globex-operator": tokens.create(connection, "gxo", "operator", "globex", NOW, operator="olga"),
-                    "expired": tokens.create(connection, "old", "runtime", "acme", NOW - dt.timedelta(days=10), ttl_days=1),
-                    "revoked": tokens.create(connection, "gone", "runtime", "acme", NOW),
+                    "runtime": access.create(connection, "rt", "runtime", "acme", NOW),
+                    "scoped": access.create(connection, "one", "runtime", "acme", NOW, instances=["acme:app-dev-g1-0"]),
+                    "operator": access.create(connection, "ops", "operator", "acme", NOW, operator="olga"),
+                    "viewer": access.create(connection, "vic", "operator", "acme", NOW, operator="vic"),
+                    "globex": access.create(connection, "gx", "runtime", "globex", NOW),
+                    "globex-operator": access.create(connection, "gxo", "operator", "globex", NOW, operator="olga"),
+                    "expired": access.create(connection, "old", "runtime", "acme", NOW - dt.timedelta(days=10), ttl_days=1),
+                    "revoked": access.create(connection, "gone", "runtime", "acme", NOW),
                 }
-                tokens.revoke(connection, "gone", NOW)
+                access.revoke(connection, "gone", NOW)
             yield client, engine, made
     finally:
         engine.dispose()  # its pooled connections, or PostgreSQL runs out of them over the suite

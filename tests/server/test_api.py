@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from reconciler.reconcile import tokens
+from reconciler.oversight import access
 from reconciler.server import app as server_app
 from reconciler.server import decisions
 from reconciler.state import database, tables
@@ -351,7 +351,7 @@ def test_a_revoked_token_is_refused_within_a_second(api: tuple[httpx.Client, sa.
     ask = {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup"}
     assert client.post("/v1/decisions", json=ask, headers=auth(made["runtime"])).status_code == 200  # now cached
     with engine.begin() as connection:
-        tokens.revoke(connection, "rt", NOW)
+        access.revoke(connection, "rt", NOW)
     revoked_at = time.monotonic()
     while (response := client.post("/v1/decisions", json=ask, headers=auth(made["runtime"]))).status_code == 200:
         assert time.monotonic() - revoked_at < 3, "the revoked token was still accepted after 3 s"

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from reconciler.reconcile import tokens
+from reconciler.oversight import access
 from reconciler.state import tables
 from tests.server.serving import NOW, auth
 
@@ -120,7 +120,7 @@ def test_an_instance_scoped_token_sees_only_the_approvals_of_its_instances(api: 
         assert missing.status_code == 404
         assert missing.json()["message"] == f"approval {hidden} does not exist for the instances of token 'one'"
     with engine.begin() as connection:  # an operator token scoped the same way decides only what it sees
-        scoped_operator = tokens.create(
+        scoped_operator = access.create(
             connection, "olga-one", "operator", "acme", NOW, operator="olga", instances=["acme:app-dev-g1-0"]
         )
     for hidden in (other, gate):

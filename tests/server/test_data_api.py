@@ -15,10 +15,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from reconciler.decisions import deciding
+from reconciler.desired import repository
+from reconciler.oversight import access
 from reconciler.policy import engines, opa
-from reconciler.reconcile import deciding, running, tokens
+from reconciler.reconcile import running
 from reconciler.server import app as server_app
-from reconciler.spec import repository
 from reconciler.state import database, fleetstate
 from tests.conftest import GitRepo
 from tests.policy.opa_double import OpaDouble
@@ -64,8 +66,8 @@ def serve(git_repo: GitRepo, db: sa.Engine, decider: deciding.Decider | None = N
     reconciler = running.Reconciler(db, repository.Repository(git_repo.path), "fleet")
     reconciler.apply("main")
     with db.begin() as connection:
-        acme = tokens.create(connection, "rt", "runtime", "acme", NOW)
-        globex = tokens.create(connection, "gx", "runtime", "globex", NOW)
+        acme = access.create(connection, "rt", "runtime", "acme", NOW)
+        globex = access.create(connection, "gx", "runtime", "globex", NOW)
     app = server_app.create_app(db, decider=decider, sweep_seconds=None, policy_seconds=None)
     with Server(app) as base, httpx.Client(base_url=base, timeout=10) as client:
         yield Served(client, db, git_repo, reconciler, acme, globex)

@@ -8,8 +8,8 @@ import concurrent.futures
 import httpx
 import sqlalchemy as sa
 
+from reconciler.desired import repository
 from reconciler.reconcile import running
-from reconciler.spec import repository
 from reconciler.state import tables
 from tests.conftest import GitRepo
 from tests.reconcile import scenario

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from reconciler import errors
-from reconciler.spec import models, parsing
+from reconciler.desired import models, parsing
 
 PATH = "fleet/agents/support.yaml"
 KIND_LIST = "Tenant, Project, Environment, Role, Operator, ToolCatalog, AgentTemplate, AgentVersion, PolicyEnvelope, Deployment"

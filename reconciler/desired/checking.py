@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from reconciler import errors
-from reconciler.spec import snapshot
+from reconciler.desired import snapshot
 
 __all__ = ["check_references"]
 

@@ -1,8 +1,9 @@
 """Prometheus metrics kept in process: counters and histograms, rendered as exposition text.
 
-The decider times its op-event writes here, the daemon its reconciles; the server renders them
-on ``/metrics`` next to its own counters. A few dozen lines instead of prometheus_client: the
-service needs counters with labels and fixed-bucket histograms, nothing more.
+The one metrics mechanism of the project: the decider times its decision writes here, the daemon
+counts and times its reconciles, the server counts decisions and requests; ``server.health``
+renders all of them on ``/metrics``. A few dozen lines instead of prometheus_client: the service
+needs counters with labels and fixed-bucket histograms, nothing more.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import bisect
 import threading
 from collections import Counter as _Counter
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["Counter", "Histogram"]
 
@@ -19,25 +21,31 @@ DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class Counter:
-    """A counter with one label."""
+    """A counter with one or more labels; ``inc`` takes one value per label (a tuple for several).
 
-    def __init__(self, name: str, help_: str, label: str) -> None:
-        self.name, self.help, self.label = name, help_, label
+    ``preset`` values are rendered even while zero, so a dashboard sees every series at once.
+    """
+
+    def __init__(self, name: str, help_: str, *labels: str, preset: Iterable[Any] = ()) -> None:
+        self.name, self.help, self.labels = name, help_, labels
         self._lock = threading.Lock()
-        self._counts: _Counter[str] = _Counter()
+        self._counts: _Counter[Any] = _Counter({value: 0 for value in preset})
 
-    def inc(self, value: str, amount: int = 1) -> None:
+    def inc(self, value: Any, amount: int = 1) -> None:
         with self._lock:
             self._counts[value] += amount
 
-    def get(self, value: str) -> int:
+    def get(self, value: Any) -> int:
         return self._counts[value]
 
     def render(self) -> list[str]:
         with self._lock:
             items = sorted(self._counts.items())
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        lines += [f'{self.name}{{{self.label}="{value}"}} {count}' for value, count in items]
+        for value, count in items:
+            values = value if isinstance(value, tuple) else (value,)
+            labels = ",".join(f'{label}="{v}"' for label, v in zip(self.labels, values, strict=True))
+            lines.append(f"{self.name}{{{labels}}} {count}")
         return lines
 
 

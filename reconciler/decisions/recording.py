@@ -30,11 +30,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from reconciler import errors
+from reconciler import errors, metrics
 from reconciler.audit import chain
-from reconciler.reconcile import metering
+from reconciler.decisions import ledger as ledger_
 from reconciler.state import database, opevents
-from reconciler.state import ledger as ledger_
 
 __all__ = ["Pending", "Writer", "not_recorded", "store", "store_raw"]
 
@@ -157,7 +156,7 @@ class Writer:
         db: sa.Engine,
         ledger: ledger_.Ledger,
         now: Callable[[], dt.datetime],
-        timer: metering.Histogram,
+        timer: metrics.Histogram,
         after: Callable[[sa.Connection], None] | None = None,
         *,
         max_batch: int = 512,

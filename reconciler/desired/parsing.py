@@ -19,7 +19,7 @@ import pydantic
 import yaml
 
 from reconciler import errors
-from reconciler.spec import documents, models, yamlloading
+from reconciler.desired import documents, models, yamlloading
 
 __all__ = ["MAX_DEPTH", "MAX_NODES", "ParsedFile", "parse_manifest_file"]
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from reconciler.spec import models
+    from reconciler.desired import models
 
 __all__ = [
     "canonical_json",

@@ -1,4 +1,11 @@
-"""Leadership: which daemon applies commits and runs the maintenance jobs; waking the leader.
+"""Locks that need the database's own help: leadership of the daemon, and transaction locks.
+
+Every dialect branch about locking lives here. Transaction locks (:func:`lock_in_transaction`,
+:func:`lock_with_cursor`) serialise writers that would otherwise collide on PostgreSQL (two
+appends to one tenant's change-record chain, two uses of one tool-call approval); on SQLite a
+writer holds the database's write lock for its whole transaction, so they are no-ops there.
+
+Leadership: which daemon applies commits and runs the maintenance jobs; waking the leader.
 
 Every replica serves decisions; exactly one reconciles. On PostgreSQL the leader holds a
 session-level advisory lock on a connection of its own: when its process dies, PostgreSQL
@@ -20,12 +27,13 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
 from reconciler import errors
 
-__all__ = ["AdvisoryLock", "FileLock", "Leadership", "for_database"]
+__all__ = ["AdvisoryLock", "FileLock", "Leadership", "for_database", "lock_in_transaction", "lock_with_cursor"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,18 @@ log = logging.getLogger(__name__)
 LOCK_KEY = -8344500937090553187
 #: The notification channel a replica that got a webhook uses to wake the others.
 CHANNEL = "arm_refresh"
+
+
+def lock_in_transaction(connection: sa.Connection, name: str) -> None:
+    """Hold the lock ``name`` until ``connection``'s transaction ends (PostgreSQL; SQLite: nothing)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+
+
+def lock_with_cursor(cursor: Any, dialect: str, name: str) -> None:
+    """:func:`lock_in_transaction` through a DB-API cursor (for the bulk writers' raw SQL)."""
+    if dialect == "postgresql":
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
 
 
 class Leadership:

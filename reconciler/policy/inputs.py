@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from reconciler import errors
+from reconciler.desired import genome
 from reconciler.policy import engines, risk
-from reconciler.spec import genome
 
 __all__ = ["DECISION_RULE", "MAX_COST", "UNCHECKED_RULE", "Context", "Outcome", "build_input", "call_key", "evaluate"]
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from reconciler import errors
 from reconciler.audit import chain
 from reconciler.lifecycle import machines
-from reconciler.policy import deciding as policy_deciding
+from reconciler.policy import inputs as policy_deciding
 from reconciler.policy import risk
 from reconciler.state import fleetstate, opevents, tables
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from reconciler.spec import genome, models
+from reconciler.desired import genome, models
 
 CANONICAL = [
     ("keys are sorted", {"b": 1, "a": 2, "A": 3}, '{"A":3,"a":2,"b":1}'),

@@ -1,8 +1,14 @@
-"""API tokens: created once and shown once, stored only as a hash.
+"""Access: who a caller is (API tokens) and what an operator may do (roles and permissions).
 
-A runtime token acts for one tenant (optionally only some of its instances): it may ask
-decisions and send events. An operator token acts as one Operator of the tenant: what it may
-approve or stop is decided by that operator's roles, as applied from Git.
+Tokens are created once and shown once, stored only as a hash. A runtime token acts for one
+tenant (optionally only some of its instances): it may ask decisions and send events. An
+operator token acts as one Operator of the tenant: what it may approve or stop is decided by
+that operator's roles, as applied from Git.
+
+Every lookup of an operator's roles and permissions in the applied fleet is here
+(:func:`operator_roles`, :func:`operator_permissions`, :func:`approver_roles`), and every check of
+a permission goes through :func:`allows` (``resource:action``, with wildcards). ``approving``
+and ``holds`` ask these; the planner reads roles from the commit it plans instead.
 """
 
 from __future__ import annotations
@@ -16,9 +22,21 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler import errors
+from reconciler.desired import models
 from reconciler.state import tables
 
-__all__ = ["Principal", "create", "hash_token", "resolve", "revoke"]
+__all__ = [
+    "Principal",
+    "allows",
+    "approver_roles",
+    "create",
+    "exists",
+    "hash_token",
+    "operator_permissions",
+    "operator_roles",
+    "resolve",
+    "revoke",
+]
 
 PREFIX = "arm_"
 
@@ -122,3 +140,45 @@ def revoke(connection: sa.Connection, name: str, now: dt.datetime) -> int:
             tables.api_tokens.update().where(k.name == name, k.revoked_at.is_(None)).values(revoked_at=now)
         ).rowcount
     )
+
+
+def exists(connection: sa.Connection, name: str) -> bool:
+    """Whether a token named ``name`` was ever created (revoked ones included)."""
+    k = tables.api_tokens.c
+    return connection.execute(sa.select(k.id).where(k.name == name)).first() is not None
+
+
+# ---------------------------------------------------------------- roles and permissions
+
+
+def allows(permissions: Any, wanted: str) -> bool:
+    """Whether ``permissions`` (a role's, or several roles') grant ``wanted`` (``resource:action``),
+    directly or through a wildcard."""
+    return models.grants(permissions, wanted)
+
+
+def operator_roles(connection: sa.Connection, tenant: str, operator: str) -> list[str]:
+    """The roles of an active operator of ``tenant``; ``errors.Forbidden`` when there is none."""
+    o = tables.operators.c
+    row = connection.execute(sa.select(o.spec, o.status).where(o.tenant == tenant, o.name == operator)).first()
+    if row is None or row.status != "ACTIVE":
+        raise errors.Forbidden(f"operator {operator!r} is not declared in tenant {tenant!r}")
+    return list(row.spec.get("roles", []))
+
+
+def operator_permissions(connection: sa.Connection, tenant: str, operator: str) -> set[str]:
+    """The permissions an active operator of ``tenant`` holds through its roles."""
+    roles = operator_roles(connection, tenant, operator)
+    r = tables.roles.c
+    permissions: set[str] = set()
+    for role in connection.execute(sa.select(r.spec).where(r.tenant == tenant, r.name.in_(roles), r.status == "ACTIVE")):
+        permissions.update(role.spec.get("permissions", []))
+    return permissions
+
+
+def approver_roles(connection: sa.Connection, tenant: str) -> list[str]:
+    """The roles of ``tenant`` that may decide approvals (``approvals:decide``): who decides a tool
+    call's approval when its envelope names no approver roles."""
+    r = tables.roles.c
+    rows = connection.execute(sa.select(r.name, r.spec).where(r.tenant == tenant, r.status == "ACTIVE"))
+    return sorted(row.name for row in rows if allows(row.spec.get("permissions", []), "approvals:decide"))

@@ -1,4 +1,10 @@
-"""Deciding approvals: an operator approves or denies what a gate asked for.
+"""Approvals: what gates and tool calls ask for, and operators approving or denying it.
+
+Two kinds of subjects wait for approvals: a gated lifecycle step of the GitOps reconcile (its
+requests are planned and written with the rest of an apply, by ``reconcile.applying``) and a
+runtime's tool call that its policy answered NEEDS_APPROVAL (requested here, by
+:func:`request_call`, in the decision's transaction; used once by :func:`use_granted_call`). Both
+are decided, listed, expired and escalated here.
 
 A decision is refused unless the operator is declared in the applied commit, is active, holds one
 of the approval's roles, and the approval is still pending; an operator decides once. Each
@@ -32,7 +38,8 @@ import sqlalchemy as sa
 
 from reconciler import errors
 from reconciler.audit import chain
-from reconciler.state import fleetstate, tables
+from reconciler.oversight import access
+from reconciler.state import fleetstate, locking, tables
 
 __all__ = [
     "STATUSES",
@@ -41,9 +48,13 @@ __all__ = [
     "check_status",
     "decide",
     "list_approvals",
+    "lock_call",
+    "pending_call",
+    "request_call",
     "requested_call",
     "roles_of",
     "sweep",
+    "use_granted_call",
 ]
 
 #: Every status an approval can have: PENDING until decided (or EXPIRED); a tool call's approval
@@ -67,6 +78,94 @@ def requested_call(instance: str, tool: str, args: Any, cost_estimate: float, ru
     call = {"instance": instance, "tool": tool, "args": args, "costEstimate": cost_estimate, "runId": run_id}
     stored: dict[str, Any] = orjson.loads(orjson.dumps(call, option=orjson.OPT_NON_STR_KEYS))
     return stored
+
+
+def _call_match(tenant: str, instance: str, key: str) -> tuple[Any, ...]:
+    a = tables.approvals.c
+    return (a.tenant == tenant, a.subject_kind == "ToolCall", a.subject_name == instance, a.transition == key)
+
+
+def lock_call(connection: sa.Connection, tenant: str, instance: str, key: str) -> None:
+    """Serialise, until the transaction ends, the decisions of one call (same instance, same
+    tool and arguments): an approval must allow exactly one call."""
+    locking.lock_in_transaction(connection, f"arm-call:{tenant}:{instance}:{key}")
+
+
+def use_granted_call(connection: sa.Connection, tenant: str, instance: str, key: str, now: dt.datetime) -> int | None:
+    """Mark the oldest APPROVED approval of this call USED and return its id; None when another
+    call used it first (or there is none)."""
+    a = tables.approvals
+    row = connection.execute(
+        sa.select(a.c.id).where(*_call_match(tenant, instance, key), a.c.status == "APPROVED").order_by(a.c.id)
+    ).first()
+    if row is None:
+        return None
+    used = connection.execute(a.update().where(a.c.id == row.id, a.c.status == "APPROVED").values(status="USED", decided_at=now))
+    return int(row.id) if used.rowcount else None
+
+
+def pending_call(connection: sa.Connection, tenant: str, instance: str, key: str) -> int | None:
+    """The PENDING approval already requested for this call, if any."""
+    a = tables.approvals
+    row = connection.execute(sa.select(a.c.id).where(*_call_match(tenant, instance, key), a.c.status == "PENDING")).first()
+    return None if row is None else int(row.id)
+
+
+def request_call(
+    connection: sa.Connection,
+    tenant: str,
+    key: str,
+    call: dict[str, Any],
+    reasons: list[str],
+    rules: dict[str, Any],
+    now: dt.datetime,
+) -> int:
+    """Request approval of a tool call (``call`` as :func:`requested_call` makes it, ``reasons``
+    redacted), under the envelope's approval ``rules``; writes ``APPROVAL_REQUESTED``."""
+    roles = rules.get("approverRoles") or access.approver_roles(connection, tenant)
+    ttl = rules.get("ttlSeconds") or 3600
+    escalate, escalate_to = rules.get("escalateAfterSeconds"), rules.get("escalateTo")
+    a = tables.approvals
+    approval_id = int(
+        connection.execute(
+            a.insert().returning(a.c.id),
+            {
+                "tenant": tenant,
+                "subject_kind": "ToolCall",
+                "subject_name": call["instance"],
+                "transition": key,
+                "required": rules.get("requiredApprovals") or 1,
+                "approver_roles": roles,
+                "status": "PENDING",
+                "decisions": [],
+                "reason": "; ".join(reasons),
+                "requested_sha": None,
+                "created_at": now,
+                "expires_at": now + dt.timedelta(seconds=ttl),
+                "escalate_at": now + dt.timedelta(seconds=escalate) if escalate and escalate_to else None,
+                "escalate_to": escalate_to if escalate and escalate_to else None,
+            },
+        ).scalar_one()
+    )
+    chain.append(
+        connection,
+        [
+            chain.Record(
+                tenant=tenant,
+                type="APPROVAL_REQUESTED",
+                object_kind="Approval",
+                object_name=str(approval_id),
+                after={
+                    "subject": {"kind": "ToolCall", "instance": call["instance"], "tool": call["tool"]},
+                    "request": call,
+                    "reasons": reasons,
+                    "roles": roles,
+                },
+            )
+        ],
+        now,
+    )
+    return approval_id
 
 
 def check_status(status: str) -> str:
@@ -140,14 +239,6 @@ def roles_of(row: Any) -> list[str]:
     return roles
 
 
-def operator_roles(connection: sa.Connection, tenant: str, operator: str) -> list[str]:
-    o = tables.operators.c
-    row = connection.execute(sa.select(o.spec, o.status).where(o.tenant == tenant, o.name == operator)).first()
-    if row is None or row.status != "ACTIVE":
-        raise errors.Forbidden(f"operator {operator!r} is not declared in tenant {tenant!r}")
-    return list(row.spec.get("roles", []))
-
-
 def decide(
     connection: sa.Connection,
     approval_id: int,
@@ -171,7 +262,7 @@ def decide(
         raise errors.NotFound(f"approval {approval_id} does not exist")
     # Who may decide first: an operator without a permitted role is refused (403) whatever the
     # approval's state; one who may decide learns that it cannot be decided any more (409).
-    roles = operator_roles(connection, row["tenant"], operator)
+    roles = access.operator_roles(connection, row["tenant"], operator)
     allowed = set(roles_of(row))
     if not allowed & set(roles):
         raise errors.Forbidden(

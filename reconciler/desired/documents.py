@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 from reconciler import errors
-from reconciler.spec import genome
+from reconciler.desired import genome
 
 if TYPE_CHECKING:
-    from reconciler.spec import models
+    from reconciler.desired import models
 
 __all__ = ["Document", "ParsedFile", "Ref", "summarize"]
 

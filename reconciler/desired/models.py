@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from reconciler.spec import kinds
+from reconciler.desired import kinds
 
 API_VERSION = kinds.API_VERSION
 

@@ -35,13 +35,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler import clock as clock_
-from reconciler import errors
-from reconciler.audit import chain
-from reconciler.policy import deciding, engines, risk
-from reconciler.reconcile import approving, bundling, controlling, metering, recording
-from reconciler.spec import models
+from reconciler import errors, metrics
+from reconciler.decisions import bundling, recording
+from reconciler.decisions import ledger as ledger_
+from reconciler.oversight import approving, holds
+from reconciler.policy import engines, inputs, risk
 from reconciler.state import database, fleetstate, opevents, tables
-from reconciler.state import ledger as ledger_
 
 __all__ = ["Decider", "Decision", "Request"]
 
@@ -87,7 +86,7 @@ class Decision:
 
     @classmethod
     def of(
-        cls, outcome: deciding.Outcome, decision_id: int, revision: str | None, approval_id: int | None, envelope: Any
+        cls, outcome: inputs.Outcome, decision_id: int, revision: str | None, approval_id: int | None, envelope: Any
     ) -> Decision:
         """The answer to a stored decision."""
         return cls(outcome.decision, outcome.reasons, decision_id, revision, approval_id, envelope, outcome.risk.as_dict())
@@ -120,7 +119,7 @@ class _Fleet:
     granted: frozenset[tuple[str, str, str]]
     horizon: float = 60.0  # the longest loop window of any envelope: what the ledger keeps
     # Tenants whose kill switch is pulled → the state it holds their instances in, those created
-    # after it was pulled included (controlling.control_tenant).
+    # after it was pulled included (holds.control_tenant).
     holds: dict[str, str] = dataclasses.field(default_factory=dict)
     # Per instance, built on first use: the parts of the policy's input that only an apply or a
     # state change can alter (the instance and environment documents, the envelope, its window).
@@ -185,7 +184,7 @@ class Decider:
         self._policy_lock = threading.Lock()
         self._seed_lock = threading.Lock()
         #: how long storing decisions takes, per transaction (one decision or a group)
-        self.write_seconds = metering.Histogram(
+        self.write_seconds = metrics.Histogram(
             "arm_op_event_write_seconds", "Time to commit decision op events, per transaction (a group commit counts once)."
         )
         self.ledger = ledger_.Ledger(db.dialect.name)
@@ -278,7 +277,7 @@ class Decider:
         included, as every DENY is."""
         request = _cleaned(request)
         now = self.clock.now()
-        key = deciding.call_key(request.tool, request.args)
+        key = inputs.call_key(request.tool, request.args)
         ident = (request.instance, key)
         # Counted in flight before anything is read: a repeat that leaves the count after this
         # point was in the ledger before it left, so the reads below see it; none is missed.
@@ -338,7 +337,7 @@ class Decider:
         if request.instance not in fleet.instances:
             return False  # unknown here: the slow path reads the state row first, then denies
         now = self.clock.now()
-        key = deciding.call_key(request.tool, request.args)
+        key = inputs.call_key(request.tool, request.args)
         ident = (request.instance, key)
         earlier = self._inflight.enter(ident)
         handed = False  # to the writer, which lets the call leave the count once it is stored
@@ -375,12 +374,12 @@ class Decider:
         self,
         request: Request,
         key: str,
-        context: deciding.Context,
+        context: inputs.Context,
         tenant: str | None,
         version: str | None,
         revision: str | None,
         now: dt.datetime,
-        outcome: deciding.Outcome,
+        outcome: inputs.Outcome,
     ) -> Decision:
         # Approvals are granted and used one at a time: these decisions commit on their own,
         # re-checking the approval under a lock so one approval allows one call.
@@ -401,14 +400,12 @@ class Decider:
         self.ledger.add_decisions([decision_id], [(pending.tenant, pending.instance, pending.key, now.timestamp())])
         return decision_id
 
-    def _evaluate(self, request: Request, context: deciding.Context, version: str | None) -> deciding.Outcome:
-        document, assessment = deciding.build_input(context, request.tool, request.args, request.cost_estimate)
+    def _evaluate(self, request: Request, context: inputs.Context, version: str | None) -> inputs.Outcome:
+        document, assessment = inputs.build_input(context, request.tool, request.args, request.cost_estimate)
         if context.instance is not None and context.envelope is _MISSING:
             # Fail closed: a version without its envelope was never fully applied.
-            return deciding.Outcome(
-                "DENY", [f"version {version} has no effective envelope yet: apply the fleet again"], assessment
-            )
-        return deciding.evaluate(self.engine, document, assessment)
+            return inputs.Outcome("DENY", [f"version {version} has no effective envelope yet: apply the fleet again"], assessment)
+        return inputs.evaluate(self.engine, document, assessment)
 
     def _pending(
         self,
@@ -418,7 +415,7 @@ class Decider:
         version: str | None,
         revision: str | None,
         now: dt.datetime,
-        outcome: deciding.Outcome,
+        outcome: inputs.Outcome,
         approval_id: int | None,
     ) -> recording.Pending:
         # The answer (Decision.of) keeps the reasons as the policy wrote them: it goes back to
@@ -480,8 +477,8 @@ class Decider:
                 )
             )
             horizon = max([_window(env) for env in envelopes.values() if env], default=_DEFAULT_WINDOW)
-            holds = controlling.tenant_holds(connection)
-            self._fleet = _Fleet(key, instances, envelopes, production, tools, granted, max(horizon, _DEFAULT_WINDOW), holds)
+            held = holds.tenant_holds(connection)
+            self._fleet = _Fleet(key, instances, envelopes, production, tools, granted, max(horizon, _DEFAULT_WINDOW), held)
             return self._fleet
 
     def _load_ledger(self, connection: sa.Connection, fleet: _Fleet, request: Request, now: dt.datetime) -> None:
@@ -503,12 +500,12 @@ class Decider:
 
     def _assess(
         self, fleet: _Fleet, request: Request, key: str, earlier: int, now: dt.datetime, fallback: _Fallback | None
-    ) -> tuple[deciding.Context, str | None, str | None] | None:
+    ) -> tuple[inputs.Context, str | None, str | None] | None:
         """The policy's input for ``request`` from the resolution and the ledger; None when the
         ledger does not hold what is needed and there is no ``fallback`` to ask the table."""
         caller = fleet.callers.get(request.instance) or _caller(fleet, request.instance)
         if caller is None:
-            return deciding.Context(None, {"name": None, "production": False}, None, _EMPTY_ENVELOPE), None, None
+            return inputs.Context(None, {"name": None, "production": False}, None, _EMPTY_ENVELOPE), None, None
         tenant = caller.tenant
         spent = self.ledger.spent(tenant, request.instance, request.run_id, now.date())
         if spent is None:
@@ -521,7 +518,7 @@ class Decider:
             if fallback is None:
                 return None
             repeats = fallback.repeats(tenant, request.instance, key, since)
-        context = deciding.Context(
+        context = inputs.Context(
             caller.instance,
             caller.environment,
             fleet.tools.get(tenant, {}).get(request.tool),
@@ -542,94 +539,31 @@ class Decider:
         request: Request,
         tenant: str | None,
         key: str,
-        outcome: deciding.Outcome,
-        context: deciding.Context,
+        outcome: inputs.Outcome,
+        context: inputs.Context,
         version: str | None,
         now: dt.datetime,
-    ) -> tuple[int | None, deciding.Outcome]:
+    ) -> tuple[int | None, inputs.Outcome]:
         """Use a granted approval once, or find or request the approval a decision needs."""
         if tenant is None:
             return None, outcome
-        if connection.dialect.name == "postgresql":
-            # SQLite writers are serialised already; on PostgreSQL lock this call's approvals.
-            connection.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"arm-call:{tenant}:{request.instance}:{key}"}
-            )
-        a = tables.approvals
-        match = (
-            a.c.tenant == tenant,
-            a.c.subject_kind == "ToolCall",
-            a.c.subject_name == request.instance,
-            a.c.transition == key,
-        )
+        approving.lock_call(connection, tenant, request.instance, key)
         if outcome.decision == "ALLOW" and context.approval_granted:
-            row = connection.execute(sa.select(a.c.id).where(*match, a.c.status == "APPROVED").order_by(a.c.id)).first()
-            used = 0
-            if row is not None:
-                used = connection.execute(
-                    a.update().where(a.c.id == row.id, a.c.status == "APPROVED").values(status="USED", decided_at=now)
-                ).rowcount
-            if used:
-                return int(row.id), outcome  # type: ignore[union-attr]
+            used = approving.use_granted_call(connection, tenant, request.instance, key, now)
+            if used is not None:
+                return used, outcome
             # Another call used the approval first: decide again without it.
             outcome = self._evaluate(request, dataclasses.replace(context, approval_granted=False), version)
         if outcome.decision != "NEEDS_APPROVAL":
             return None, outcome
-        pending = connection.execute(sa.select(a.c.id).where(*match, a.c.status == "PENDING")).first()
+        pending = approving.pending_call(connection, tenant, request.instance, key)
         if pending is not None:
-            return int(pending.id), outcome
-        rules = context.envelope.get("approvals") or {}
-        roles = rules.get("approverRoles") or self._approver_roles(connection, tenant)
-        ttl = rules.get("ttlSeconds") or 3600
-        escalate, escalate_to = rules.get("escalateAfterSeconds"), rules.get("escalateTo")
+            return pending, outcome
         # What the approver is shown: the call (arguments redacted) and why it needs approval.
         args, _, reasons = _redacted(request, outcome.reasons)
         call = approving.requested_call(request.instance, request.tool, args, request.cost_estimate, request.run_id)
-        approval_id = int(
-            connection.execute(
-                a.insert().returning(a.c.id),
-                {
-                    "tenant": tenant,
-                    "subject_kind": "ToolCall",
-                    "subject_name": request.instance,
-                    "transition": key,
-                    "required": rules.get("requiredApprovals") or 1,
-                    "approver_roles": roles,
-                    "status": "PENDING",
-                    "decisions": [],
-                    "reason": "; ".join(reasons),
-                    "requested_sha": None,
-                    "created_at": now,
-                    "expires_at": now + dt.timedelta(seconds=ttl),
-                    "escalate_at": now + dt.timedelta(seconds=escalate) if escalate and escalate_to else None,
-                    "escalate_to": escalate_to if escalate and escalate_to else None,
-                },
-            ).scalar_one()
-        )
-        chain.append(
-            connection,
-            [
-                chain.Record(
-                    tenant=tenant,
-                    type="APPROVAL_REQUESTED",
-                    object_kind="Approval",
-                    object_name=str(approval_id),
-                    after={
-                        "subject": {"kind": "ToolCall", "instance": request.instance, "tool": request.tool},
-                        "request": call,
-                        "reasons": reasons,
-                        "roles": roles,
-                    },
-                )
-            ],
-            now,
-        )
-        return approval_id, outcome
-
-    def _approver_roles(self, connection: sa.Connection, tenant: str) -> list[str]:
-        r = tables.roles.c
-        rows = connection.execute(sa.select(r.name, r.spec).where(r.tenant == tenant, r.status == "ACTIVE"))
-        return sorted(row.name for row in rows if models.grants(row.spec.get("permissions", []), "approvals:decide"))
+        rules = context.envelope.get("approvals") or {}
+        return approving.request_call(connection, tenant, key, call, reasons, rules, now), outcome
 
 
 _EMPTY_ENVELOPE: dict[str, Any] = {

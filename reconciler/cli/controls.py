@@ -3,7 +3,7 @@ tenant pause | quarantine | resume``: the emergency controls from the shell.
 
 Like ``armctl approvals``, these work on the database directly and act as the Operator named with
 ``--operator`` (its roles, as applied from Git, say what it may do). Each control goes through
-:mod:`reconciler.reconcile.controlling`, the same code ``POST /v1/instances/{id}/controls`` and
+:mod:`reconciler.oversight.holds`, the same code ``POST /v1/instances/{id}/controls`` and
 ``POST /v1/tenants/{tenant}/controls`` run, so it is authorised, checked against the instance
 lifecycle and recorded exactly as the API does it. ``instance list`` offers what
 ``GET /v1/instances`` does, for any tenant.
@@ -22,7 +22,8 @@ from reconciler import clock, errors
 from reconciler import settings as settings_
 from reconciler.cli import planview
 from reconciler.lifecycle import machines
-from reconciler.reconcile import controlling, reporting, running
+from reconciler.oversight import holds
+from reconciler.reconcile import reporting, running
 from reconciler.state import tables
 
 __all__ = ["instance", "tenant"]
@@ -31,7 +32,7 @@ FORMATS = click.Choice(["text", "json"])
 _T = TypeVar("_T")
 
 #: What each instance control does, for its ``--help``; the controls themselves come from
-#: ``controlling.CONTROLS``.
+#: ``holds.CONTROLS``.
 _HELP = {
     "pause": "Pause INSTANCE: it stops acting and stays PAUSED, held against Git, until resumed.",
     "resume": "Resume a paused or read-only INSTANCE: back to ACTIVE.",
@@ -133,7 +134,7 @@ def show(settings: settings_.Settings, instance_id: str, fmt: str) -> None:
         if row is None:
             raise errors.NotFound(f"instance {instance_id!r} does not exist")
         detail = _jsonable(row)
-        detail["tenant_hold"] = controlling.tenant_holds(connection).get(detail["tenant"])
+        detail["tenant_hold"] = holds.tenant_holds(connection).get(detail["tenant"])
         detail["history"] = reporting.history(connection, kind="Instance", name=instance_id, limit=10)
     if fmt == "json":
         click.echo(planview.dumps(detail))
@@ -177,13 +178,13 @@ def _controlled(settings: settings_.Settings, what: str, target: str, control: s
 def _control_instance(settings: settings_.Settings, instance_id: str, control: str, operator: str, reason: str, fmt: str) -> None:
     done = _controlled(
         settings, "instance", instance_id, control,
-        lambda connection, now: controlling.control_instance(connection, instance_id, control, operator, reason, now),
+        lambda connection, now: holds.control_instance(connection, instance_id, control, operator, reason, now),
     )  # fmt: skip
     if fmt == "json":
         click.echo(planview.dumps({"instance": done.instance, "before": done.before, "after": done.after}))
         return
     click.echo(f"Instance {done.instance}: {done.before} → {done.after} ({control} by {operator}).")
-    if controlling.CONTROLS[control][2]:
+    if holds.CONTROLS[control][2]:
         click.echo("Held: Git does not undo this; the reconciler reports the difference as held drift.")
 
 
@@ -200,7 +201,7 @@ def _command(control: str, help_: str, metavar: str, handler: Callable[..., None
     return command
 
 
-for _control in controlling.CONTROLS:
+for _control in holds.CONTROLS:
     _help = _HELP.get(_control, f"Apply the {_control!r} emergency control to INSTANCE.")
     instance.add_command(_command(_control, _help, "INSTANCE", _control_instance))
 
@@ -216,7 +217,7 @@ def tenant() -> None:
 def _control_tenant(settings: settings_.Settings, name: str, control: str, operator: str, reason: str, fmt: str) -> None:
     done = _controlled(
         settings, "tenant", name, control,
-        lambda connection, now: controlling.control_tenant(connection, name, control, operator, reason, now),
+        lambda connection, now: holds.control_tenant(connection, name, control, operator, reason, now),
     )  # fmt: skip
     if fmt == "json":
         instances = [{"instance": d.instance, "before": d.before, "after": d.after} for d in done]
@@ -236,6 +237,6 @@ def _control_tenant(settings: settings_.Settings, name: str, control: str, opera
         click.echo(f"Instances created while it is pulled are denied too, until 'armctl tenant resume {name}'.")
 
 
-for _control in controlling.TENANT_CONTROLS:
+for _control in holds.TENANT_CONTROLS:
     _help = _TENANT_HELP.get(_control, f"Apply the {_control!r} kill switch to TENANT.")
     tenant.add_command(_command(_control, _help, "TENANT", _control_tenant))

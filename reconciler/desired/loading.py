@@ -19,7 +19,7 @@ import multiprocessing
 import posixpath
 
 from reconciler import errors
-from reconciler.spec import caching, checking, documents, genome, kinds, repository, snapshot
+from reconciler.desired import caching, checking, documents, genome, kinds, repository, snapshot
 
 __all__ = ["Limits", "load"]
 
@@ -419,7 +419,7 @@ def _parse_pair(job: tuple[str, bytes]) -> tuple[documents.ParsedFile, caching.E
 
 def _parse_job(path: str, content: bytes) -> tuple[documents.ParsedFile, caching.Encoded]:
     """Parse one file and encode its cache entry (in a worker process when loading in parallel)."""
-    from reconciler.spec import parsing
+    from reconciler.desired import parsing
 
     parsed = parsing.parse_manifest_file(path, content)
     return parsed, caching.encode(parsed.cacheable())

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from reconciler import errors
-from reconciler.spec import documents, genome, kinds, repository
+from reconciler.desired import documents, genome, kinds, repository
 
 __all__ = ["Key", "Object", "Origin", "Snapshot"]
 
@@ -168,6 +168,6 @@ class Snapshot:
 
 def _models() -> Any:
     # The pydantic models cost ~40 ms to import; only code that builds full models needs them.
-    from reconciler.spec import models
+    from reconciler.desired import models
 
     return models

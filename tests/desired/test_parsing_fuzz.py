@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler import errors
-from reconciler.spec import documents, models, parsing
+from reconciler.desired import documents, models, parsing
 
 PATH = "fleet/fuzz.yaml"
 

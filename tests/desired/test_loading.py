@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from reconciler import errors
+from reconciler.desired import caching, genome, loading, repository
 from reconciler.reconcile import validating
-from reconciler.spec import caching, genome, loading, repository
 from tests.conftest import GitRepo
 from tests.spec.fleetdocs import BASE
 

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from reconciler import errors
 from reconciler.audit import chain
 from reconciler.lifecycle import machines
-from reconciler.spec import models
+from reconciler.oversight import access
 from reconciler.state import fleetstate, tables
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "Controlled",
     "control_instance",
     "control_tenant",
-    "operator_permissions",
     "tenant_holds",
 ]
 
@@ -55,25 +54,8 @@ class Controlled:
     after: str
 
 
-def operator_permissions(connection: sa.Connection, tenant: str, operator: str) -> set[str]:
-    """Permissions of an operator through its roles, as applied from Git."""
-    o, r = tables.operators.c, tables.roles.c
-    row = connection.execute(sa.select(o.spec, o.status).where(o.tenant == tenant, o.name == operator)).first()
-    if row is None or row.status != "ACTIVE":
-        raise errors.Forbidden(f"operator {operator!r} is not declared in tenant {tenant!r}")
-    roles = list(row.spec.get("roles", []))
-    permissions: set[str] = set()
-    for role in connection.execute(sa.select(r.spec).where(r.tenant == tenant, r.name.in_(roles), r.status == "ACTIVE")):
-        permissions.update(role.spec.get("permissions", []))
-    return permissions
-
-
 #: What the kill switch does to a tenant.
 TENANT_CONTROLS = ("pause", "quarantine", "resume")
-
-
-def _allowed(permissions: set[str], resource: str, control: str) -> bool:
-    return models.grants(permissions, f"{resource}:{control}")
 
 
 def tenant_holds(connection: sa.Connection) -> dict[str, str]:
@@ -91,7 +73,7 @@ def control_instance(
     row = connection.execute(sa.select(i).where(i.c.id == instance_id).with_for_update()).mappings().first()
     if row is None:
         raise errors.NotFound(f"instance {instance_id!r} does not exist")
-    if not _allowed(operator_permissions(connection, row["tenant"], operator), "instances", control):
+    if not access.allows(access.operator_permissions(connection, row["tenant"], operator), f"instances:{control}"):
         raise errors.Forbidden(f"operator {operator!r} lacks permission instances:{control} in tenant {row['tenant']!r}")
     target, record_type, held = CONTROLS[control]
     machines.INSTANCE.check(row["state"], target)
@@ -111,7 +93,7 @@ def control_tenant(
     t = tables.tenants.c
     if connection.execute(sa.select(t.id).where(t.name == tenant, t.status == "ACTIVE").with_for_update()).first() is None:
         raise errors.NotFound(f"tenant {tenant!r} is not declared in the applied fleet")
-    if not _allowed(operator_permissions(connection, tenant, operator), "tenants", control):
+    if not access.allows(access.operator_permissions(connection, tenant, operator), f"tenants:{control}"):
         raise errors.Forbidden(f"operator {operator!r} lacks permission tenants:{control} in tenant {tenant!r}")
     h = tables.tenant_holds
     before = connection.execute(sa.select(h.c.control).where(h.c.tenant == tenant)).scalar_one_or_none()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.spec import caching, loading, repository, snapshot
+from reconciler.desired import caching, loading, repository, snapshot
 from tests.conftest import GitRepo
 from tests.spec.fleetdocs import BASE
 
