@@ -17,7 +17,9 @@ handled::
     ├── Forbidden              the caller may not do this (role, scope)
     ├── Conflict               the object is not in a state that allows this (already decided,
     │                          not held); asking again will not help
-    └── Unauthenticated        the caller did not prove who it is (token, webhook signature)
+    ├── Unauthenticated        the caller did not prove who it is (token, webhook signature)
+    └── InternalError          a bug: what the code did not expect; logged with its traceback
+                               where it happened, recorded (a failed reconcile run), reported
 
 Lower layers raise these; nothing below ``cli`` prints.
 """
@@ -32,6 +34,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Forbidden",
+    "InternalError",
     "NotFound",
     "PlanError",
     "PolicyError",
@@ -77,6 +80,10 @@ class Conflict(ArmError):
 
 class Unauthenticated(ArmError):
     """No usable credential: a missing or wrong token, a webhook signature that does not match."""
+
+
+class InternalError(ArmError):
+    """A bug, caught where it can still be recorded; the message names the original error."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)

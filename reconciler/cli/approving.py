@@ -18,6 +18,7 @@ from reconciler import settings as settings_
 from reconciler.cli import planview
 from reconciler.oversight import approving
 from reconciler.reconcile import running
+from reconciler.state import database
 
 __all__ = ["approvals"]
 
@@ -45,7 +46,7 @@ def list_(settings: settings_.Settings, status: str, tenant: str | None, fmt: st
     """Approval requests (pending ones by default), with what each asks."""
     status = status.lower()
     db = running.open_database(settings.database)
-    with db.connect() as connection:
+    with database.reading(db) as connection:
         rows = approving.list_approvals(connection, None if status == "all" else status, tenant)
     if fmt == "json":
         click.echo(planview.dumps(rows))
@@ -63,7 +64,7 @@ def list_(settings: settings_.Settings, status: str, tenant: str | None, fmt: st
 def show(settings: settings_.Settings, approval_id: int, fmt: str) -> None:
     """One approval request: what it asks, who may decide it, the decisions so far."""
     db = running.open_database(settings.database)
-    with db.connect() as connection:
+    with database.reading(db) as connection:
         rows = approving.list_approvals(connection, None, approval_id=approval_id)
     if not rows:
         raise errors.NotFound(f"approval {approval_id} does not exist")
@@ -105,7 +106,7 @@ def _justification(ctx: click.Context, param: click.Parameter, value: str) -> st
 
 def _decide(settings: settings_.Settings, approval_id: int, operator: str, decision: str, justification: str) -> None:
     db = running.open_database(settings.database)
-    with db.begin() as connection:
+    with database.transaction(db) as connection:
         result = approving.decide(connection, approval_id, operator, decision, justification, clock.SystemClock().now())
     verb = "approved" if decision == "APPROVE" else "denied"
     click.echo(f"Approval {result.approval_id} {verb} by {operator}: now {result.status} ({result.approvals}/{result.required}).")
@@ -140,7 +141,7 @@ def deny(settings: settings_.Settings, approval_id: int, operator: str, justific
 def sweep(settings: settings_.Settings) -> None:
     """Expire pending approvals past their TTL and escalate those due (the server does this every 30 s)."""
     db = running.open_database(settings.database)
-    with db.begin() as connection:
+    with database.transaction(db) as connection:
         swept = approving.sweep(connection, clock.SystemClock().now())
     for label, ids in (("Expired", swept.expired), ("Escalated", swept.escalated)):
         if ids:

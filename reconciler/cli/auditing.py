@@ -11,6 +11,7 @@ from reconciler import settings as settings_
 from reconciler.audit import chain, integrity
 from reconciler.cli import planview
 from reconciler.reconcile import running
+from reconciler.state import database
 
 __all__ = ["audit"]
 
@@ -30,7 +31,7 @@ def verify(settings: settings_.Settings, fmt: str) -> None:
     VERSION_INTEGRITY_FAILED the first time it is found.
     """
     db = running.open_database(settings.database)
-    with db.begin() as connection:
+    with database.transaction(db) as connection:
         tampered = integrity.verify_genomes(connection, clock.SystemClock().now())
         breaks = list(chain.verify(connection))
         records = connection.execute(chain.count_query()).scalar_one()

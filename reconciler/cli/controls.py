@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import click
-import sqlalchemy as sa
 
 from reconciler import clock, errors
 from reconciler import settings as settings_
@@ -24,7 +23,7 @@ from reconciler.cli import planview
 from reconciler.lifecycle import machines
 from reconciler.oversight import holds
 from reconciler.reconcile import reporting, running
-from reconciler.state import tables
+from reconciler.state import database
 
 __all__ = ["instance", "tenant"]
 
@@ -72,10 +71,6 @@ def _control_options(func: Any) -> Any:
     return func
 
 
-def _jsonable(row: sa.RowMapping) -> dict[str, Any]:
-    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
-
-
 def _state_text(row: dict[str, Any]) -> str:
     return f"{row['state']} (held)" if row["held_by"] else row["state"]
 
@@ -106,7 +101,7 @@ def list_(
 ) -> None:  # fmt: skip
     """Instances, as 'GET /v1/instances' lists them: each with its state, version and health."""
     db = running.open_database(settings.database)
-    with db.connect() as connection:
+    with database.reading(db) as connection:
         rows = reporting.instances(connection, tenant=tenant, environment=environment, deployment=deployment, state=state)
     if fmt == "json":
         click.echo(planview.dumps(rows))
@@ -127,15 +122,9 @@ def list_(
 @click.pass_obj
 def show(settings: settings_.Settings, instance_id: str, fmt: str) -> None:
     """One instance: where it runs, its state and who holds it, and its last change records."""
-    i = tables.instances
     db = running.open_database(settings.database)
-    with db.connect() as connection:
-        row = connection.execute(sa.select(i).where(i.c.id == instance_id)).mappings().first()
-        if row is None:
-            raise errors.NotFound(f"instance {instance_id!r} does not exist")
-        detail = _jsonable(row)
-        detail["tenant_hold"] = holds.tenant_holds(connection).get(detail["tenant"])
-        detail["history"] = reporting.history(connection, kind="Instance", name=instance_id, limit=10)
+    with database.reading(db) as connection:
+        detail = reporting.instance(connection, instance_id)
     if fmt == "json":
         click.echo(planview.dumps(detail))
         return
@@ -167,7 +156,7 @@ def _controlled(settings: settings_.Settings, what: str, target: str, control: s
     printed with it in front (``cannot pause instance 'x': ...``)."""
     db = running.open_database(settings.database)
     try:
-        with db.begin() as connection:
+        with database.transaction(db) as connection:
             return apply(connection, clock.SystemClock().now())
     except errors.ArmError as exc:
         if repr(target) in str(exc):

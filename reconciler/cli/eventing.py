@@ -9,7 +9,7 @@ import click
 from reconciler import clock
 from reconciler import settings as settings_
 from reconciler.reconcile import running
-from reconciler.state import opevents
+from reconciler.state import database, opevents
 
 __all__ = ["events"]
 
@@ -32,6 +32,6 @@ def prune(settings: settings_.Settings, days: int | None) -> None:
     keep = days or settings.op_event_retention_days
     cutoff = clock.SystemClock().now() - dt.timedelta(days=keep)
     db = running.open_database(settings.database)
-    with db.begin() as connection:
+    with database.transaction(db) as connection:
         moved = opevents.archive_and_prune(connection, cutoff, settings.archive_dir)
     click.echo(f"Archived and deleted {moved} op events older than {cutoff:%Y-%m-%d %H:%M} UTC into {settings.archive_dir}/.")

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import sqlalchemy as sa
 
 from reconciler import errors
 from reconciler import settings as settings_
@@ -27,7 +26,7 @@ def make_reconciler(
     settings: settings_.Settings,
     repo: str | None,
     path: str | None,
-    db: sa.Engine | None = None,
+    db: database.Engine | None = None,
     *,
     workers: int | None = None,
 ) -> running.Reconciler:
@@ -163,7 +162,7 @@ def _print_rollouts(outcome: running.Outcome) -> None:
 def status(settings: settings_.Settings, fmt: str) -> None:
     """The applied revision, the last reconcile runs, waiting gates and held drift."""
     db = running.open_database(settings.database)
-    with db.connect() as connection:
+    with database.reading(db) as connection:
         report = reporting.status(connection)
     if fmt == "json":
         click.echo(planview.dumps(report))
@@ -196,7 +195,7 @@ def history(settings: settings_.Settings, sha: str | None, kind: str | None, nam
             tenant: str | None, since: str | None, until: str | None, limit: int, fmt: str) -> None:  # fmt: skip
     """Change records, oldest first, filtered by commit, object, type and time."""
     db = running.open_database(settings.database)
-    with db.connect() as connection:
+    with database.reading(db) as connection:
         rows = reporting.history(
             connection,
             sha=sha,

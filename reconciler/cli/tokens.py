@@ -8,14 +8,13 @@ against the applied fleet (tenant, operator, instances).
 from __future__ import annotations
 
 import click
-import sqlalchemy as sa
 
 from reconciler import clock, errors
 from reconciler import settings as settings_
 from reconciler.cli import planview
 from reconciler.oversight import access
 from reconciler.reconcile import running
-from reconciler.state import tables
+from reconciler.state import database
 
 __all__ = ["token"]
 
@@ -50,7 +49,7 @@ def create(
     if kind == "operator" and not operator:
         raise click.UsageError("--operator is required for operator tokens: name the Operator the token acts as")
     db = running.open_database(settings.database)
-    with db.begin() as connection:
+    with database.transaction(db) as connection:
         value = access.create(
             connection,
             name,
@@ -74,10 +73,9 @@ def create(
 def revoke(settings: settings_.Settings, name: str, fmt: str) -> None:
     """Revoke every live token of that name; exit 1 when no token has that name."""
     db = running.open_database(settings.database)
-    with db.begin() as connection:
+    with database.transaction(db) as connection:
         count = access.revoke(connection, name, clock.SystemClock().now())
-        k = tables.api_tokens.c
-        if count == 0 and connection.execute(sa.select(k.id).where(k.name == name)).first() is None:
+        if count == 0 and not access.exists(connection, name):
             raise errors.NotFound(f"no token is named {name!r} (see the --name it was created with)")
     if fmt == "json":
         click.echo(planview.dumps({"name": name, "revoked": count}))

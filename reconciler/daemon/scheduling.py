@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -63,7 +62,7 @@ class Daemon:
     def __init__(
         self,
         settings: settings_.Settings,
-        db: sa.Engine,
+        db: database.Engine,
         reconciler: running.Reconciler,
         decider: deciding.Decider,
         *,
@@ -176,14 +175,14 @@ class Daemon:
 
     def sweep_approvals(self) -> None:
         if self.leadership.acquire():
-            with self.db.begin() as connection:
+            with database.transaction(self.db) as connection:
                 swept = approving.sweep(connection, self.clock.now())
             if swept.expired or swept.escalated:
                 log.info("approvals: %d expired, %d escalated", len(swept.expired), len(swept.escalated))
 
     def check_heartbeats(self) -> None:
         if self.leadership.acquire():
-            with self.db.begin() as connection:
+            with database.transaction(self.db) as connection:
                 stale = events.mark_stale(connection, self.clock.now(), self.settings.heartbeat_timeout_seconds)
             if stale:
                 log.warning("%d instances without heartbeat marked UNHEALTHY: %s", len(stale), ", ".join(stale[:10]))
@@ -191,7 +190,7 @@ class Daemon:
     def retain(self) -> None:
         if self.leadership.acquire():
             cutoff = self.clock.now() - dt.timedelta(days=self.settings.op_event_retention_days)
-            with self.db.begin() as connection:
+            with database.transaction(self.db) as connection:
                 moved = opevents.archive_and_prune(connection, cutoff, self.settings.archive_dir)
             if moved:
                 log.info("archived and deleted %d op events older than %s", moved, cutoff.isoformat())
@@ -222,11 +221,6 @@ class Daemon:
                 revision = f"{self.ref}@sha1:{sha}" if sha else self.last.revision
                 self._finished("FAILED", revision, started, error=f"{type(exc).__name__}: {exc}")
                 log.error("reconcile of %s failed; the last good commit stays in force: %s", revision, exc)
-                return
-            except sa.exc.SQLAlchemyError as exc:
-                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                self._finished("FAILED", self.last.revision, started, error=f"StoreError: {reason}")
-                log.error("reconcile of %s failed: the store: %s", self.ref, reason)
                 return
         self._refused = None
         self.applied_sha = outcome.sha
@@ -268,7 +262,7 @@ class Daemon:
         try:
             with database.reading(self.db) as connection:
                 state = self.decider.ensure_policy(connection)
-        except (errors.ArmError, sa.exc.SQLAlchemyError) as exc:
+        except errors.ArmError as exc:
             log.warning("cannot read the applied commit: %s", exc)
             return
         self.applied_sha = state.get("applied_sha")

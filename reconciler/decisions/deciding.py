@@ -384,7 +384,7 @@ class Decider:
         # Approvals are granted and used one at a time: these decisions commit on their own,
         # re-checking the approval under a lock so one approval allows one call.
         started = time.perf_counter()
-        with self.db.begin() as connection:
+        with database.transaction(self.db) as connection:
             approval_id, outcome = self._approval_step(connection, request, tenant, key, outcome, context, version, now)
             pending = self._pending(request, key, tenant, version, revision, now, outcome, approval_id)
             (decision_id,) = recording.store(connection, [pending], now)
@@ -394,7 +394,7 @@ class Decider:
 
     def _store_alone(self, pending: recording.Pending, now: dt.datetime) -> int:
         started = time.perf_counter()
-        with self.db.begin() as connection:
+        with database.transaction(self.db) as connection:
             (decision_id,) = recording.store(connection, [pending], now)
         self.write_seconds.observe(time.perf_counter() - started)
         self.ledger.add_decisions([decision_id], [(pending.tenant, pending.instance, pending.key, now.timestamp())])

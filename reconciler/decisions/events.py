@@ -1,9 +1,10 @@
-"""Runtime events: heartbeats, cost ticks and tool-call results, as op events.
+"""Runtime events: heartbeats, cost ticks and tool-call results, as op events; OPA decision logs.
 
 A heartbeat marks the instance alive and, the first time, takes it from PROVISIONING to ACTIVE
 (``INSTANCE_TRANSITIONED``, with the state generation bumped so the reconciler re-plans); cost
 ticks feed the budgets of later decisions; tool results are kept for the record. Payloads are
-redacted before they are stored.
+redacted before they are stored. OPA sidecars upload their decision logs (:func:`record_decision_logs`),
+kept as ``OPA_DECISION`` op events of the uploading token's tenant, redacted alike.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from reconciler.policy import inputs as policy_deciding
 from reconciler.policy import risk
 from reconciler.state import fleetstate, opevents, tables
 
-__all__ = ["EVENT_TYPES", "mark_stale", "record"]
+__all__ = ["EVENT_TYPES", "mark_stale", "record", "record_decision_logs"]
 
 EVENT_TYPES = ("HEARTBEAT", "COST", "TOOL_RESULT")
 
@@ -68,6 +69,17 @@ def record(connection: sa.Connection, tenant: str, event: Mapping[str, Any], now
         connection.execute(i.update().where(i.c.id == row.id).values(**values))
     opevents.add(connection, [{"tenant": tenant, "at": now, "type": kind, "instance": row.id, "payload": payload}])
     return result
+
+
+def record_decision_logs(connection: sa.Connection, tenant: str, entries: list[Any], now: dt.datetime) -> int:
+    """Keep an OPA decision-log upload's entries (objects; anything else is skipped), redacted."""
+    rows = [
+        {"tenant": tenant, "at": now, "type": "OPA_DECISION", "instance": None, "payload": risk.redact(e)}
+        for e in entries
+        if isinstance(e, dict)
+    ]
+    opevents.add(connection, rows)
+    return len(rows)
 
 
 def mark_stale(connection: sa.Connection, now: dt.datetime, timeout_seconds: float) -> list[str]:

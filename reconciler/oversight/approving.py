@@ -50,11 +50,13 @@ __all__ = [
     "list_approvals",
     "lock_call",
     "pending_call",
+    "pending_count",
     "request_call",
     "requested_call",
     "roles_of",
     "sweep",
     "use_granted_call",
+    "visible",
 ]
 
 #: Every status an approval can have: PENDING until decided (or EXPIRED); a tool call's approval
@@ -166,6 +168,20 @@ def request_call(
         now,
     )
     return approval_id
+
+
+def visible(connection: sa.Connection, approval_id: int, tenant: str, instances: Collection[str] | None) -> bool:
+    """Whether approval ``approval_id`` is ``tenant``'s and (``instances``: a scoped token's) one of
+    those instances' tool calls: what a caller may see and decide."""
+    a = tables.approvals.c
+    row = connection.execute(sa.select(a.subject_kind, a.subject_name).where(a.id == approval_id, a.tenant == tenant)).first()
+    return row is not None and (instances is None or (row.subject_kind == "ToolCall" and row.subject_name in instances))
+
+
+def pending_count(connection: sa.Connection) -> int:
+    """How many approvals wait for a decision, in every tenant."""
+    a = tables.approvals.c
+    return int(connection.execute(sa.select(sa.func.count()).where(a.status == "PENDING")).scalar_one())
 
 
 def check_status(status: str) -> str:

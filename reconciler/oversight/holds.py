@@ -34,6 +34,7 @@ __all__ = [
     "Controlled",
     "control_instance",
     "control_tenant",
+    "instance_tenant",
     "tenant_holds",
 ]
 
@@ -56,6 +57,12 @@ class Controlled:
 
 #: What the kill switch does to a tenant.
 TENANT_CONTROLS = ("pause", "quarantine", "resume")
+
+
+def instance_tenant(connection: sa.Connection, instance_id: str) -> str | None:
+    """The tenant of an instance; None when it does not exist."""
+    i = tables.instances.c
+    return connection.execute(sa.select(i.tenant).where(i.id == instance_id)).scalar()
 
 
 def tenant_holds(connection: sa.Connection) -> dict[str, str]:

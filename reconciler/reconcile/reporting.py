@@ -13,6 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from reconciler import errors
+from reconciler.oversight import holds
 from reconciler.state import actual as actual_
 from reconciler.state import fleetstate, tables
 
@@ -56,6 +58,19 @@ def instances(
     query = query.where(i.state == state.upper()) if state else query.where(i.state != "RETIRED")
     rows = connection.execute(query.order_by(i.tenant, i.id)).mappings()
     return [{k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()} for row in rows]
+
+
+def instance(connection: sa.Connection, instance_id: str) -> dict[str, Any]:
+    """One instance, every column (times as ISO 8601 text), with ``tenant_hold`` (the state its
+    tenant's kill switch holds it in, if pulled) and its last ten change records (``history``)."""
+    i = tables.instances
+    row = connection.execute(sa.select(i).where(i.c.id == instance_id)).mappings().first()
+    if row is None:
+        raise errors.NotFound(f"instance {instance_id!r} does not exist")
+    detail = {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
+    detail["tenant_hold"] = holds.tenant_holds(connection).get(detail["tenant"])
+    detail["history"] = history(connection, kind="Instance", name=instance_id, limit=10)
+    return detail
 
 
 def status(connection: sa.Connection, runs: int = 5, tenant: str | None = None) -> dict[str, Any]:

@@ -83,8 +83,8 @@ class Reconciler:
     def plan(self, ref: str, *, advance: bool = True) -> Outcome:
         """What applying ``ref`` would do (with ``advance``, canary steps included); changes nothing."""
         started = time.perf_counter()
-        snap = self._validated(ref, record_failure=False)
-        with self.db.connect() as connection:
+        snap = self._validated(ref)
+        with database.reading(self.db) as connection:
             actual = actual_.load(connection)
             health = actual_.canary_health(connection) if actual.has_canaries() else {}
         result = planning.plan(snap, actual, self.engine, self.policy_digest, advance=advance, health=health)
@@ -98,11 +98,34 @@ class Reconciler:
 
         With ``advance`` every canary rollout in progress takes its next step if its instances
         are healthy (or halts, or rolls back); without, canaries stay at their step.
+
+        Whatever stops it (an invalid commit, an unreadable source, the store, a bug) is recorded
+        as a FAILED run with its problems before the error leaves, as a Flux controller writes its
+        status in a deferred block: status always says why the last attempt failed. A bug leaves
+        as :class:`errors.InternalError`, its traceback logged.
         """
         started = time.perf_counter()
+        attempt = _Attempt(self.repo.display, ref, self.path)
+        try:
+            return self._apply(ref, advance, started, attempt)
+        except errors.ArmError as exc:
+            self.cached_actual = None
+            self._record_failure(attempt, getattr(exc, "problems", None) or [errors.Problem("<reconcile>", message=str(exc))])
+            raise
+        except Exception as exc:  # a bug: recorded as a failed run like any failure, then reported as one
+            self.cached_actual = None
+            log.error("reconciling %s failed unexpectedly", attempt.revision, exc_info=exc, extra={"revision": attempt.revision})
+            message = (
+                f"the reconcile of {attempt.revision} failed unexpectedly ({type(exc).__name__}: {exc}); nothing was applied"
+            )
+            self._record_failure(attempt, [errors.Problem("<reconcile>", message=message)])
+            raise errors.InternalError(message) from exc
+
+    def _apply(self, ref: str, advance: bool, started: float, attempt: _Attempt) -> Outcome:
         commit = self.repo.resolve(ref)
+        attempt.commit = commit
         revision = f"{ref}@sha1:{commit.sha}"
-        with self.db.connect() as connection:
+        with database.reading(self.db) as connection:
             state = fleetstate.read(connection)
             if (
                 state is not None
@@ -111,13 +134,13 @@ class Reconciler:
                 and not (advance and actual_.canaries_in_progress(connection))
             ):
                 return Outcome("UNCHANGED", revision, commit.sha, seconds=time.perf_counter() - started)
-        snap = self._validated(ref, record_failure=True)
+        snap = self._validated(ref)
         timings = {"validate": time.perf_counter() - started}
         gc_was_enabled = gc.isenabled()
-        gc.disable()  # NOTES.md: a plan allocates tens of thousands of objects; the GC would rescan the snapshot each time
+        gc.disable()  # a plan allocates tens of thousands of objects; the GC would rescan the snapshot each time
         applied: applying.ApplyResult | None = None
         try:
-            with self.db.begin() as connection:
+            with database.transaction(self.db) as connection:
                 mark = time.perf_counter()
                 actual = self._actual(connection)
                 health = actual_.canary_health(connection) if actual.has_canaries() else {}
@@ -129,7 +152,7 @@ class Reconciler:
                     outcome, run_id = "UNCHANGED", None  # a canary that waits: nothing to write, not even a run
                 else:
                     now = self.clock.now()
-                    run_id = self._insert_run(connection, snap, "RUNNING", now)
+                    run_id = self._insert_run(connection, attempt, "RUNNING", now)
                     applied = applying.apply(connection, result, snap, actual, now, run_id)
                     outcome = "APPLIED" if result.actions else "NOOP"
                     self._finish(connection, run_id, outcome, len(result.actions), [], snap, actual.generation)
@@ -138,16 +161,8 @@ class Reconciler:
                 timings["apply"] = time.perf_counter() - mark
                 mark = time.perf_counter()
             timings["commit"] = time.perf_counter() - mark
-        except errors.ArmError as exc:
-            self.cached_actual = None
-            problems = getattr(exc, "problems", None) or [errors.Problem("<reconcile>", message=str(exc))]
-            self._record_failure(snap, problems)
-            raise
-        except sa.exc.SQLAlchemyError as exc:
-            self.cached_actual = None
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            self._record_failure(snap, [errors.Problem("<database>", message=reason)])
-            raise errors.StoreError(f"applying {snap.revision} failed, nothing was applied: {reason}") from exc
+        except errors.StoreError as exc:
+            raise errors.StoreError(f"applying {snap.revision} failed, nothing was applied: {exc}") from exc
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -197,13 +212,11 @@ class Reconciler:
             return cached
         return actual_.load(connection)
 
-    def _validated(self, ref: str, *, record_failure: bool) -> snapshot.Snapshot:
+    def _validated(self, ref: str) -> snapshot.Snapshot:
         snap = validating.validate(
             self.repo, ref, self.path, cache=self.cache, limits=self.limits, workers=self.workers, previous=self._previous
         )
         if snap.problems:
-            if record_failure:
-                self._record_failure(snap, snap.problems)
             snap.raise_for_problems()
         modules = library.modules_for(snap.rego, tests=False)
         bundle = engines.Bundle(modules, {}, snap.commit.sha)
@@ -212,17 +225,17 @@ class Reconciler:
         self.policy_digest = library.digest(modules)
         return snap
 
-    def _insert_run(self, connection: sa.Connection, snap: snapshot.Snapshot, outcome: str, now: Any) -> int:
-        c = snap.commit
+    def _insert_run(self, connection: sa.Connection, attempt: _Attempt, outcome: str, now: Any) -> int:
+        c = attempt.commit
         return int(
             connection.execute(
                 tables.reconcile_runs.insert().returning(tables.reconcile_runs.c.id),
                 {
-                    "source": snap.source,
-                    "ref": snap.ref,
-                    "path": snap.path,
-                    "sha": c.sha,
-                    "author": f"{c.author_name} <{c.author_email}>",
+                    "source": attempt.source,
+                    "ref": attempt.ref,
+                    "path": attempt.path,
+                    "sha": c.sha if c is not None else None,
+                    "author": f"{c.author_name} <{c.author_email}>" if c is not None else "",
                     "started_at": now,
                     "outcome": outcome,
                     "actions": 0,
@@ -267,18 +280,32 @@ class Reconciler:
         if not updated:
             connection.execute(tables.fleet_state.insert().values(id=1, generation=generation, **values))
 
-    def _record_failure(self, snap: snapshot.Snapshot, problems: list[errors.Problem]) -> None:
+    def _record_failure(self, attempt: _Attempt, problems: list[errors.Problem]) -> None:
         """A failed run is recorded in its own transaction; the applied revision stays."""
         try:
-            with self.db.begin() as connection:
-                run_id = self._insert_run(connection, snap, "FAILED", self.clock.now())
+            with database.transaction(self.db) as connection:
+                run_id = self._insert_run(connection, attempt, "FAILED", self.clock.now())
                 connection.execute(
                     tables.reconcile_runs.update()
                     .where(tables.reconcile_runs.c.id == run_id)
                     .values(finished_at=self.clock.now(), errors=[p.as_dict() for p in problems])
                 )
-        except sa.exc.SQLAlchemyError as exc:
-            log.error("cannot record the failed reconcile of %s: %s", snap.revision, exc)
+        except errors.StoreError as exc:
+            log.error("cannot record the failed reconcile of %s: %s", attempt.revision, exc, extra={"revision": attempt.revision})
+
+
+@dataclasses.dataclass
+class _Attempt:
+    """What a reconcile run records about its source, filled in as the reconcile learns it."""
+
+    source: str
+    ref: str
+    path: str
+    commit: repository.Commit | None = None
+
+    @property
+    def revision(self) -> str:
+        return f"{self.ref}@sha1:{self.commit.sha}" if self.commit is not None else self.ref
 
 
 def _idle(actual: actual_.Actual, snap: snapshot.Snapshot, result: actions.Plan) -> bool:

@@ -26,7 +26,6 @@ from typing import Any
 
 import orjson
 import pydantic
-import sqlalchemy as sa
 from fastapi import encoders
 
 from reconciler import errors
@@ -91,6 +90,7 @@ def error_status(exc: errors.ArmError) -> int:
         errors.ConfigError: 422,
         errors.StoreError: 503,
         errors.PolicyError: 503,  # no policy revision to decide with: the runtime treats it as DENY
+        errors.InternalError: 500,
     }.get(type(exc), 409)
 
 
@@ -169,12 +169,12 @@ class DecisionRoute:
         decider: deciding.Decider,
         lookup: Callable[[str | None], Awaitable[access.Principal | str]],
         peek: Callable[[str | None], access.Principal | str | None],
-        metrics: Any,
+        counters: Any,
     ) -> None:
         self.decider = decider
         self.lookup = lookup  # the principal of an Authorization header, or a 401 message
         self.peek = peek  # the same when it is known without a query, else None
-        self.metrics = metrics
+        self.counters = counters  # ``services.Services``: its ``decisions`` and ``requests`` counters
         self._tasks: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references
 
     @staticmethod
@@ -209,7 +209,7 @@ class DecisionRoute:
         await send({"type": "http.response.body", "body": body})
 
     def refuse_too_large(self) -> tuple[int, bytes]:
-        self.metrics.count(self.metrics.requests, ("decisions", 413))
+        self.counters.requests.inc(("decisions", 413))
         return 413, TOO_LARGE
 
     def answer_soon(self, raw: bytes, authorization: str | None, reply: Reply) -> None:
@@ -218,7 +218,7 @@ class DecisionRoute:
         decision from memory) makes no task: ``reply`` runs from the stored decision's callback."""
 
         def answer(status: int, body: bytes) -> None:
-            self.metrics.count(self.metrics.requests, ("decisions", status))
+            self.counters.requests.inc(("decisions", status))
             reply(status, body)
 
         request, invalid = _parse(raw)
@@ -260,7 +260,7 @@ class DecisionRoute:
 
         def decided(decision: deciding.Decision | None, error: BaseException | None) -> None:
             if decision is not None:
-                self.metrics.count(self.metrics.decisions, decision.decision)
+                self.counters.decisions.inc(decision.decision)
                 reply(200, encode(decision))
             else:
                 reply(*_failed(error))
@@ -268,7 +268,7 @@ class DecisionRoute:
         try:
             if self.decider.decide_soon(request, authorize, asyncio.get_running_loop(), decided):
                 return  # the writer calls ``decided`` once the decision is stored
-        except (errors.ArmError, sa.exc.OperationalError) as exc:
+        except errors.ArmError as exc:
             reply(*_refusal(exc))
             return
 
@@ -310,15 +310,14 @@ def _failed(exc: BaseException | None) -> tuple[int, bytes]:
     """The answer to a request whose handling failed with ``exc`` (None: it was cancelled)."""
     if exc is None:
         return 503, orjson.dumps({"error": "StoreError", "message": "the request was cancelled; nothing was decided"})
-    if isinstance(exc, (errors.ArmError, sa.exc.OperationalError)):
+    if isinstance(exc, errors.ArmError) and not isinstance(exc, errors.InternalError):
         return _refusal(exc)
     # A bug after the request was taken in (in the decider's thread, say): a 500, the traceback logged.
     log.error("answering a decision request failed", exc_info=exc)
     return 500, orjson.dumps({"error": "InternalError", "message": "the request failed; nothing was decided"})
 
 
-def _refusal(exc: errors.ArmError | sa.exc.OperationalError) -> tuple[int, bytes]:
-    if isinstance(exc, errors.ArmError):
-        return error_status(exc), orjson.dumps(error_body(exc))
-    # A decision that cannot be recorded is not given: the runtime must treat this as DENY.
-    return 503, orjson.dumps(STORE_DOWN)
+def _refusal(exc: errors.ArmError) -> tuple[int, bytes]:
+    # A StoreError is a 503: a decision that cannot be recorded is not given, and the runtime
+    # must treat it as DENY.
+    return error_status(exc), orjson.dumps(error_body(exc))

@@ -223,7 +223,7 @@ def test_a_fault_in_the_route_answers_uvicorns_500_and_closes(api: Api, transpor
             raise RuntimeError("a bug in the decision route")
 
     route = application.decision_route
-    application.decision_route = Faulty(route.decider, route.lookup, route.peek, route.metrics)
+    application.decision_route = Faulty(route.decider, route.lookup, route.peek, route.counters)
     server = Server(application, transport)  # configures uvicorn's logging, dropping handlers
     uvicorn_log = logging.getLogger("uvicorn.error")  # both paths report there; it does not propagate
     uvicorn_log.addHandler(caplog.handler)

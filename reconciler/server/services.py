@@ -1,0 +1,62 @@
+"""What the routers share: the store, the clock, the decider, the token cache, the counters.
+
+``app.create_app`` builds one :class:`Services` and keeps it on the application
+(``app.state.services``); every router reads it from the request with :func:`of`, so routers hold
+no state of their own and need no closure over ``create_app``'s locals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from starlette import requests
+
+from reconciler import clock as clock_
+from reconciler import metrics
+from reconciler.decisions import bundling, deciding
+from reconciler.server import auth
+from reconciler.state import database
+
+__all__ = ["Runner", "Services", "of"]
+
+
+class Runner(Protocol):
+    """What the daemon (``armctl run``) adds to the API; ``armctl serve`` runs without one."""
+
+    def readiness(self) -> tuple[bool, str]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def metrics(self) -> list[str]: ...
+
+    def webhook(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]: ...
+
+
+@dataclasses.dataclass
+class Services:
+    db: database.Engine
+    clock: clock_.Clock
+    decider: deciding.Decider
+    tokens: auth.Tokens
+    runner: Runner | None = None
+    #: decisions answered, by result
+    decisions: metrics.Counter = dataclasses.field(
+        default_factory=lambda: metrics.Counter(
+            "arm_decisions_total", "Decisions answered, by result.", "decision", preset=("ALLOW", "NEEDS_APPROVAL", "DENY")
+        )
+    )
+    #: HTTP responses, by route group and status
+    requests: metrics.Counter = dataclasses.field(
+        default_factory=lambda: metrics.Counter(
+            "arm_http_requests_total", "HTTP requests, by route group and status.", "route", "status"
+        )
+    )
+    #: each tenant's bundle as an engine, for OPA's Data API
+    tenant_engines: bundling.TenantEngines = dataclasses.field(default_factory=bundling.TenantEngines)
+
+
+def of(request: requests.Request) -> Services:
+    services: Services = request.app.state.services
+    return services
