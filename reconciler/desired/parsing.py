@@ -73,6 +73,12 @@ def _yaml_problem(path: str, text: str, exc: yaml.YAMLError) -> errors.Problem:
         mark = context_mark  # the end of the file: what is still open is where the user must look
     line = mark.line + 1 if mark is not None else None
     problem = str(getattr(exc, "problem", None) or exc)
+    if problem.startswith("exceeded maximum nesting depth"):
+        # libyaml 0.2.5's scanner (PyYAML >= 6.0.2 bundles it) refuses deep flow nesting itself,
+        # before ``yamlloading`` sees an event: the same refusal, in the project's words.
+        return errors.Problem(
+            path, yamlloading.document_of(exc), line, None, f"document is nested deeper than {MAX_DEPTH} levels"
+        )
     if problem == "found character that cannot start any token" and problem_mark is not None:
         offending = text[problem_mark.index : problem_mark.index + 1]
         if offending:

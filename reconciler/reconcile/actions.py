@@ -1,7 +1,7 @@
 """What a plan is made of: actions (one change record each), conditions, and the plan itself.
 
-An :class:`Action` names the object, the operation, the change-record type it will write and
-the before/after values; ``data`` carries what the applier needs and the record does not show
+An :class:`Action` names the object, the operation (:data:`Op`), the change-record type it will
+write and the before/after values; ``data`` carries what the applier needs and the record does not show
 (the full spec of a created object, row ids). A :class:`Condition` is why an object is not
 where Git wants it yet (a gate that waits, an instance held by an emergency control). Plans
 are ordered: tenants before templates before versions before envelopes before deployments
@@ -11,11 +11,42 @@ before instances, prunes last.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from reconciler import errors
 
-__all__ = ["CREATED", "RETIRED", "UPDATED", "Action", "Condition", "Plan"]
+__all__ = ["CREATED", "RETIRED", "UPDATED", "Action", "Condition", "ConditionReason", "ConditionType", "Op", "Plan"]
+
+#: What an action does: a manifest object created, updated (its spec), retired (pruned); a
+#: version's lifecycle step (transition); a gate's approval requested; a deployment record
+#: created (deploy), moved a state (record-state), scaled (record-replicas) or moved along its
+#: canary rollout (record-rollout); an instance provisioned or moved a state (instance-state).
+Op = Literal[
+    "create",
+    "update",
+    "retire",
+    "transition",
+    "request-approval",
+    "deploy",
+    "record-state",
+    "record-replicas",
+    "record-rollout",
+    "provision",
+    "instance-state",
+]
+
+#: Why an object is not where Git wants it: it waits for a gate, an emergency control holds it,
+#: or a canary rollout is under way, halted or rolled back.
+ConditionType = Literal["Waiting", "Held", "Progressing", "Halted", "RolledBack"]
+ConditionReason = Literal[
+    "GateNotMet",
+    "ApprovalPending",
+    "ApprovalDenied",
+    "EmergencyHold",
+    "CanaryProgressing",
+    "CanaryUnhealthy",
+    "CanaryRolledBack",
+]
 
 #: Change-record types per manifest kind (the ARM enum, extended for updates and prunes).
 CREATED = {
@@ -56,11 +87,9 @@ RETIRED = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Action:
-    # create | update | retire | transition | request-approval | deploy | record-state | record-replicas
-    # | record-rollout | provision | instance-state
-    op: str
+    op: Op
     kind: str  # a manifest kind, or DeploymentRecord, Instance, Approval
     tenant: str
     name: str
@@ -83,14 +112,13 @@ class Action:
         }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Condition:
     kind: str
     tenant: str
     name: str
-    type: str  # Waiting | Held | Progressing | Halted | RolledBack
-    # GateNotMet | ApprovalPending | ApprovalDenied | EmergencyHold | CanaryProgressing | CanaryUnhealthy | CanaryRolledBack
-    reason: str
+    type: ConditionType
+    reason: ConditionReason
     message: str
     approval: tuple[str, str, str, str] | None = None  # the approval it waits for, if any
 

@@ -89,7 +89,14 @@ def plan_objects(ctx: Context, kind: str) -> None:
         if row is None:
             ctx.add(
                 Action(
-                    "create", kind, obj.tenant, obj.name, actions_.CREATED[kind], None, spec_of(desired, obj), data=row_data(obj)
+                    op="create",
+                    kind=kind,
+                    tenant=obj.tenant,
+                    name=obj.name,
+                    record=actions_.CREATED[kind],
+                    before=None,
+                    after=spec_of(desired, obj),
+                    data=row_data(obj),
                 )
             )
         elif row.digest != obj.doc.digest or row.status != "ACTIVE":
@@ -98,13 +105,13 @@ def plan_objects(ctx: Context, kind: str) -> None:
                 before["status"] = row.status
             ctx.add(
                 Action(
-                    "update",
-                    kind,
-                    obj.tenant,
-                    obj.name,
-                    actions_.UPDATED[kind],
-                    before,
-                    spec_of(desired, obj),
+                    op="update",
+                    kind=kind,
+                    tenant=obj.tenant,
+                    name=obj.name,
+                    record=actions_.UPDATED[kind],
+                    before=before,
+                    after=spec_of(desired, obj),
                     data=row_data(obj, row.id),
                 )
             )
@@ -173,7 +180,7 @@ def wait_for_gate(
     """
     state, target = transition
     message = "; ".join(gate["waiting"])
-    reason = "GateNotMet"
+    reason: actions_.ConditionReason = "GateNotMet"
     key = None
     if gate.get("needsApproval") and approval is not None:
         key, requirement = approval
@@ -188,20 +195,30 @@ def wait_for_gate(
             if row is None:
                 ctx.add(
                     Action(
-                        "request-approval",
-                        "Approval",
-                        tenant,
-                        f"{kind}/{name}",
-                        "APPROVAL_REQUESTED",
-                        None,
-                        {"subject": {"kind": kind, "name": name}, "transition": key[3], **requirement},
+                        op="request-approval",
+                        kind="Approval",
+                        tenant=tenant,
+                        name=f"{kind}/{name}",
+                        record="APPROVAL_REQUESTED",
+                        before=None,
+                        after={"subject": {"kind": kind, "name": name}, "transition": key[3], **requirement},
                         reason=message,
                         data={"key": key, "required": requirement["required"], "roles": requirement["roles"]},
                     )
                 )
             else:
                 message = f"{message} (approval {row.id})"
-    ctx.wait(Condition(kind, tenant, name, "Waiting", reason, f"{state} -> {target}: {message}", key))
+    ctx.wait(
+        Condition(
+            kind=kind,
+            tenant=tenant,
+            name=name,
+            type="Waiting",
+            reason=reason,
+            message=f"{state} -> {target}: {message}",
+            approval=key,
+        )
+    )
 
 
 def keep_waiting(ctx: Context, kind: str, obj: snapshot_.Object) -> bool:
@@ -213,5 +230,5 @@ def keep_waiting(ctx: Context, kind: str, obj: snapshot_.Object) -> bool:
     if row is None or row.digest != obj.doc.digest or not stored or any(c["type"] != "Waiting" for c in stored):
         return False
     for c in stored:
-        ctx.wait(Condition(kind, obj.tenant, obj.name, c["type"], c["reason"], c["message"]))
+        ctx.wait(Condition(kind=kind, tenant=obj.tenant, name=obj.name, type=c["type"], reason=c["reason"], message=c["message"]))
     return True

@@ -177,13 +177,13 @@ def _plan_new_record(
         record |= {"rollout": rolling.PROGRESSING, "canaryStep": 0}
     ctx.add(
         Action(
-            "deploy",
-            "Deployment",
-            tenant,
-            name,
-            "DEPLOYMENT_CREATED",
-            {"version": previous},
-            record | {"state": "PENDING"},
+            op="deploy",
+            kind="Deployment",
+            tenant=tenant,
+            name=name,
+            record="DEPLOYMENT_CREATED",
+            before={"version": previous},
+            after=record | {"state": "PENDING"},
             data=record,
         )
     )

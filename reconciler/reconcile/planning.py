@@ -99,7 +99,16 @@ def _plan_versions(ctx: context.Context) -> None:
         if row is None:
             after = context.spec_of(desired, obj) | {"genomeHash": computed, "lifecycle": "DRAFT"}
             ctx.add(
-                Action("create", "AgentVersion", obj.tenant, obj.name, "VERSION_CREATED", None, after, data=context.row_data(obj))
+                Action(
+                    op="create",
+                    kind="AgentVersion",
+                    tenant=obj.tenant,
+                    name=obj.name,
+                    record="VERSION_CREATED",
+                    before=None,
+                    after=after,
+                    data=context.row_data(obj),
+                )
             )
             current = "DRAFT"
         else:
@@ -116,13 +125,13 @@ def _plan_versions(ctx: context.Context) -> None:
                 before = {"digest": row.digest} | ({"status": row.status} if row.status != "ACTIVE" else {})
                 ctx.add(
                     Action(
-                        "update",
-                        "AgentVersion",
-                        obj.tenant,
-                        obj.name,
-                        "VERSION_UPDATED",
-                        before,
-                        context.spec_of(desired, obj),
+                        op="update",
+                        kind="AgentVersion",
+                        tenant=obj.tenant,
+                        name=obj.name,
+                        record="VERSION_UPDATED",
+                        before=before,
+                        after=context.spec_of(desired, obj),
                         data=context.row_data(obj, row.id),
                     )
                 )
@@ -167,13 +176,13 @@ def _walk_versions(ctx: context.Context, walks: list[tuple[snapshot_.Object, str
                 break
             ctx.add(
                 Action(
-                    "transition",
-                    "AgentVersion",
-                    obj.tenant,
-                    obj.name,
-                    "VERSION_TRANSITIONED",
-                    {"lifecycle": state},
-                    {"lifecycle": target},
+                    op="transition",
+                    kind="AgentVersion",
+                    tenant=obj.tenant,
+                    name=obj.name,
+                    record="VERSION_TRANSITIONED",
+                    before={"lifecycle": state},
+                    after={"lifecycle": target},
                 )
             )
             state = target
@@ -250,13 +259,13 @@ def _plan_prunes(ctx: context.Context) -> None:
                 deploying.plan_removal(ctx, row.tenant, row.name)
             ctx.add(
                 Action(
-                    "retire",
-                    kind,
-                    row.tenant,
-                    row.name,
-                    actions_.RETIRED[kind],
-                    {"status": "ACTIVE"},
-                    {"status": "RETIRED"},
+                    op="retire",
+                    kind=kind,
+                    tenant=row.tenant,
+                    name=row.name,
+                    record=actions_.RETIRED[kind],
+                    before={"status": "ACTIVE"},
+                    after={"status": "RETIRED"},
                     data={"id": row.id},
                 )
             )

@@ -67,13 +67,13 @@ def record_state(
         after["reason"] = reason
     ctx.add(
         Action(
-            "record-state",
-            "Deployment",
-            tenant,
-            name,
-            record_type,
-            before,
-            after,
+            op="record-state",
+            kind="Deployment",
+            tenant=tenant,
+            name=name,
+            record=record_type,
+            before=before,
+            after=after,
             data={"generation": generation, "columns": columns},
         )
     )
@@ -119,17 +119,28 @@ def _provision(ctx: context.Context, record: Record, ordinal: int, how: str) -> 
     }
     data = after | {"template": record.template}
     del data["state"]
-    ctx.add(Action("provision", "Instance", record.tenant, iid, "INSTANCE_CREATED", None, after, data=data))
+    ctx.add(
+        Action(
+            op="provision",
+            kind="Instance",
+            tenant=record.tenant,
+            name=iid,
+            record="INSTANCE_CREATED",
+            before=None,
+            after=after,
+            data=data,
+        )
+    )
     if how == "immediate":
         ctx.add(
             Action(
-                "instance-state",
-                "Instance",
-                record.tenant,
-                iid,
-                "INSTANCE_TRANSITIONED",
-                {"state": "PROVISIONING"},
-                {"state": "ACTIVE"},
+                op="instance-state",
+                kind="Instance",
+                tenant=record.tenant,
+                name=iid,
+                record="INSTANCE_TRANSITIONED",
+                before={"state": "PROVISIONING"},
+                after={"state": "ACTIVE"},
             )
         )
 
@@ -139,12 +150,12 @@ def drain(ctx: context.Context, instance: actual_.InstanceRow) -> None:
     if is_held(instance):
         ctx.wait(
             Condition(
-                "Deployment",
-                instance.tenant,
-                instance.deployment,
-                "Held",
-                "EmergencyHold",
-                f"instance {instance.id} is {instance.state} by an emergency control ({instance.held_by or 'operator'}); "
+                kind="Deployment",
+                tenant=instance.tenant,
+                name=instance.deployment,
+                type="Held",
+                reason="EmergencyHold",
+                message=f"instance {instance.id} is {instance.state} by an emergency control ({instance.held_by or 'operator'}); "
                 "Git wants it retired, the control wins until it is released",
             )
         )
@@ -154,13 +165,13 @@ def drain(ctx: context.Context, instance: actual_.InstanceRow) -> None:
         machines.INSTANCE.check(state, target)
         ctx.add(
             Action(
-                "instance-state",
-                "Instance",
-                instance.tenant,
-                instance.id,
-                "INSTANCE_TRANSITIONED",
-                {"state": state},
-                {"state": target},
+                op="instance-state",
+                kind="Instance",
+                tenant=instance.tenant,
+                name=instance.id,
+                record="INSTANCE_TRANSITIONED",
+                before={"state": state},
+                after={"state": target},
             )
         )
         state = target
@@ -172,12 +183,12 @@ def report_held(ctx: context.Context, record: Record) -> None:
         if is_held(instance):
             ctx.wait(
                 Condition(
-                    "Deployment",
-                    record.tenant,
-                    record.name,
-                    "Held",
-                    "EmergencyHold",
-                    f"instance {instance.id} is {instance.state} by an emergency control ({instance.held_by or 'operator'}); Git wants it ACTIVE",
+                    kind="Deployment",
+                    tenant=record.tenant,
+                    name=record.name,
+                    type="Held",
+                    reason="EmergencyHold",
+                    message=f"instance {instance.id} is {instance.state} by an emergency control ({instance.held_by or 'operator'}); Git wants it ACTIVE",
                 )
             )
 
@@ -212,13 +223,13 @@ def record_replicas(ctx: context.Context, record: Record, replicas: int) -> None
     if replicas != record.replicas:
         ctx.add(
             Action(
-                "record-replicas",
-                "Deployment",
-                record.tenant,
-                record.name,
-                "DEPLOYMENT_SCALED",
-                {"generation": record.generation, "replicas": record.replicas},
-                {"generation": record.generation, "replicas": replicas},
+                op="record-replicas",
+                kind="Deployment",
+                tenant=record.tenant,
+                name=record.name,
+                record="DEPLOYMENT_SCALED",
+                before={"generation": record.generation, "replicas": record.replicas},
+                after={"generation": record.generation, "replicas": replicas},
                 data={"generation": record.generation, "columns": {"replicas": replicas}},
             )
         )

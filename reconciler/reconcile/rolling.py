@@ -27,7 +27,7 @@ read fresh by the reconciler): this module is pure, like the other planners. It 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Final
 
 from reconciler.reconcile import actions as actions_
 from reconciler.reconcile import context, provisioning
@@ -59,7 +59,7 @@ ROLLED_BACK = "ROLLED_BACK"
 ABORTED = provisioning.ABORTED
 
 #: The reason of the condition that keeps a rolled-back version from being retried.
-ROLLED_BACK_REASON = "CanaryRolledBack"
+ROLLED_BACK_REASON: Final = "CanaryRolledBack"
 
 
 def canary_count(replicas: int, weight: int) -> int:
@@ -175,12 +175,12 @@ def plan_canary(ctx: context.Context, replicas: int, canary: Record, stable: Rec
         then = "rolls back on the next canary step (autoRollback)" if auto else "goes on once they are healthy again"
         ctx.wait(
             Condition(
-                "Deployment",
-                canary.tenant,
-                canary.name,
-                "Halted",
-                "CanaryUnhealthy",
-                f"canary {canary.version} halted at {weights[index]}% (step {index + 1} of {len(weights)}): "
+                kind="Deployment",
+                tenant=canary.tenant,
+                name=canary.name,
+                type="Halted",
+                reason="CanaryUnhealthy",
+                message=f"canary {canary.version} halted at {weights[index]}% (step {index + 1} of {len(weights)}): "
                 f"{health.summary()}; it {then}",
             )
         )
@@ -205,12 +205,12 @@ def _progressing(canary: Record, stable: Record | None, health: _Health) -> Cond
     count = canary_count(canary.replicas, weights[index])
     rest = f", {canary.replicas - count} left on {stable.version}" if stable is not None else ""
     return Condition(
-        "Deployment",
-        canary.tenant,
-        canary.name,
-        "Progressing",
-        "CanaryProgressing",
-        f"canary {canary.version} at {weights[index]}% (step {index + 1} of {len(weights)}): {health.healthy} of {count} "
+        kind="Deployment",
+        tenant=canary.tenant,
+        name=canary.name,
+        type="Progressing",
+        reason="CanaryProgressing",
+        message=f"canary {canary.version} at {weights[index]}% (step {index + 1} of {len(weights)}): {health.healthy} of {count} "
         f"canary instances healthy{rest}; the next step waits for all of them to be ACTIVE and HEALTHY",
     )
 
@@ -229,7 +229,18 @@ def _record_rollout(
 ) -> None:
     """Set ``columns`` of the canary's record, written as a ``record_type`` change record."""
     data = {"generation": canary.generation, "columns": columns}
-    ctx.add(Action("record-rollout", "Deployment", canary.tenant, canary.name, record_type, before, after, data=data))
+    ctx.add(
+        Action(
+            op="record-rollout",
+            kind="Deployment",
+            tenant=canary.tenant,
+            name=canary.name,
+            record=record_type,
+            before=before,
+            after=after,
+            data=data,
+        )
+    )
 
 
 # ------------------------------------------------------------------ going back
@@ -242,12 +253,12 @@ def _roll_back(ctx: context.Context, canary: Record, stable: Record | None, heal
     back_to = f" to {stable.version}" if stable is not None else ""
     ctx.wait(
         Condition(
-            "Deployment",
-            canary.tenant,
-            canary.name,
-            "RolledBack",
-            ROLLED_BACK_REASON,
-            "rolled back: canary unhealthy; change spec.version to roll out again "
+            kind="Deployment",
+            tenant=canary.tenant,
+            name=canary.name,
+            type="RolledBack",
+            reason=ROLLED_BACK_REASON,
+            message="rolled back: canary unhealthy; change spec.version to roll out again "
             f"({canary.version} was rolled back{back_to} at {weight}%: {health.summary()})",
         )
     )
@@ -289,5 +300,5 @@ def keep_rolled_back(ctx: context.Context, tenant: str, name: str, version: str,
         return False
     stored = [c for c in ctx.actual.conditions.get(("Deployment", tenant, name), []) if c["reason"] == ROLLED_BACK_REASON]
     for c in stored:
-        ctx.wait(Condition("Deployment", tenant, name, c["type"], c["reason"], c["message"]))
+        ctx.wait(Condition(kind="Deployment", tenant=tenant, name=name, type=c["type"], reason=c["reason"], message=c["message"]))
     return bool(stored)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from tests import armctl as armctl_
 from tests.conftest import GitRepo
 
 
@@ -19,7 +17,6 @@ class Armctl:
 
     def __init__(self, tmp_path: Path, db_url: str, repo: GitRepo) -> None:
         self.env = {
-            **os.environ,
             "ARM_STATE_DIR": str(tmp_path / "state"),
             "ARM_DATABASE_URL": db_url,
             "ARM_REPO": str(repo.path),
@@ -27,12 +24,10 @@ class Armctl:
         self.repo = repo
         self.engine = sa.create_engine(db_url)
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, env=self.env, timeout=120, check=False
-        )
+    def __call__(self, *args: str) -> armctl_.Result:
+        return armctl_.invoke(args, self.env)
 
-    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def ok(self, *args: str) -> armctl_.Result:
         result = self(*args)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Traceback" not in result.stderr

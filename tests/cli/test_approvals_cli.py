@@ -4,9 +4,6 @@ a fleet applied to a real database, a tool call asked with ``armctl decide``."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from reconciler.state import tables
+from tests import armctl as armctl_
 from tests.conftest import GitRepo
 from tests.server.serving import tenant_fleet
 
@@ -23,13 +21,11 @@ CALL = {"invoice": "INV-1042", "amount": 5, "api_key": SECRET}
 
 class Armctl:
     def __init__(self, tmp_path: Path, db_url: str, repo: Path) -> None:
-        self.env = {**os.environ, "ARM_STATE_DIR": str(tmp_path / "state"), "ARM_DATABASE_URL": db_url, "ARM_REPO": str(repo)}
+        self.env = {"ARM_STATE_DIR": str(tmp_path / "state"), "ARM_DATABASE_URL": db_url, "ARM_REPO": str(repo)}
         self.db_url = db_url
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, env=self.env, timeout=120, check=False
-        )
+    def __call__(self, *args: str) -> armctl_.Result:
+        done = armctl_.invoke(args, self.env)
         assert "Traceback" not in done.stderr, done.stderr
         return done
 

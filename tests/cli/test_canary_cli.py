@@ -9,8 +9,8 @@ from reconciler.decisions import events
 from reconciler.state import database
 from tests.cli.test_reconcile_cli import Armctl
 from tests.conftest import GitRepo
+from tests.reconcile.canaries import canary, fleet_files
 from tests.reconcile.scenario import AUTHOR
-from tests.reconcile.test_canary import canary, fleet_files
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from tests import armctl as armctl_
 from tests.conftest import PROJECT_ROOT
 
 
-def armctl(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, cwd=cwd, timeout=60, check=False
-    )
+def armctl(*args: str, cwd: Path = PROJECT_ROOT) -> armctl_.Result:
+    return armctl_.invoke(args, cwd=cwd)
 
 
 def test_the_library_and_the_sample_fleet_pass() -> None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from reconciler.state import database, tables
+from tests import armctl as armctl_
 from tests.conftest import GitRepo
 from tests.reconcile import scenario
 from tests.reconcile.scenario import AUTHOR, version
@@ -19,13 +17,11 @@ from tests.reconcile.scenario import AUTHOR, version
 
 class Armctl:
     def __init__(self, tmp_path: Path, db_url: str, repo: Path) -> None:
-        self.env = {**os.environ, "ARM_STATE_DIR": str(tmp_path / "state"), "ARM_DATABASE_URL": db_url, "ARM_REPO": str(repo)}
+        self.env = {"ARM_STATE_DIR": str(tmp_path / "state"), "ARM_DATABASE_URL": db_url, "ARM_REPO": str(repo)}
         self.db_url = db_url
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, env=self.env, timeout=120, check=False
-        )
+    def __call__(self, *args: str) -> armctl_.Result:
+        return armctl_.invoke(args, self.env)
 
     def json(self, *args: str) -> object:
         result = self(*args, "--format", "json")

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import armctl as armctl_
 from tests.conftest import GitRepo
-from tests.spec.fleetdocs import BASE
+from tests.desired.fleetdocs import BASE
 
 
-def armctl(*args: str, cwd: Path | None = None, state: Path | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "reconciler"]
-    if state is not None:
-        cmd += ["--state-dir", str(state)]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False)
+def armctl(*args: str, cwd: Path | None = None, state: Path | None = None) -> armctl_.Result:
+    options = ["--state-dir", str(state)] if state is not None else []
+    return armctl_.invoke([*options, *args], cwd=cwd)
 
 
 def test_the_sample_fleet_validates(sample_repo: GitRepo, tmp_path: Path) -> None:

@@ -280,7 +280,10 @@ def test_a_stop_gives_up_on_a_fetch_that_never_answers_after_its_grace(git_repo:
     settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
     d = scheduling.Daemon(settings, db, running.Reconciler(db, repo, "fleet"), deciding.Decider(db), leadership=_Always())
     d.start()
-    time.sleep(0.5)  # the first poll is fetching
+    deadline = time.monotonic() + 30
+    while not held:  # the first poll is fetching: the host took its connection
+        assert time.monotonic() < deadline, "the daemon's first fetch never reached the git host"
+        time.sleep(0.01)
     began = time.monotonic()
     assert d.stop(grace_seconds=1.0) is False
     assert time.monotonic() - began < 4

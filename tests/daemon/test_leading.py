@@ -69,7 +69,18 @@ def test_a_transaction_after_the_listener_stops_is_still_atomic(db_url: str) -> 
         stop = threading.Event()
         listener = threading.Thread(target=locking.AdvisoryLock(db).listen, args=(lambda: None, stop))
         listener.start()
-        time.sleep(0.5)
+        watcher = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+        deadline = time.monotonic() + 30
+        try:
+            while True:  # until the listener's connection is listening
+                with watcher.connect() as connection:
+                    query = "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN arm_refresh'"
+                    if connection.execute(sa.text(query)).scalar():
+                        break
+                assert time.monotonic() < deadline, "the listener never started listening"
+                time.sleep(0.02)
+        finally:
+            watcher.dispose()
         stop.set()
         listener.join()
         with pytest.raises(RuntimeError), db.begin() as connection:

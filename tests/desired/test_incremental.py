@@ -6,7 +6,7 @@ import pytest
 
 from reconciler.desired import caching, loading, repository, snapshot
 from tests.conftest import GitRepo
-from tests.spec.fleetdocs import BASE
+from tests.desired.fleetdocs import BASE
 
 AGENTS = "fleet/agents/support.yaml"
 V2 = """\

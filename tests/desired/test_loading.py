@@ -11,7 +11,7 @@ from reconciler import errors
 from reconciler.desired import caching, genome, loading, repository
 from reconciler.reconcile import validating
 from tests.conftest import GitRepo
-from tests.spec.fleetdocs import BASE
+from tests.desired.fleetdocs import BASE
 
 
 def load(repo: GitRepo, ref: str = "main", cache: caching.ParseCache | None = None, **kw: object) -> object:

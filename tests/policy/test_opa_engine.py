@@ -12,8 +12,8 @@ import pytest
 
 from reconciler import errors
 from reconciler.policy import engines, library, opa
+from tests.policy.decision_cases import make_input
 from tests.policy.opa_double import OpaDouble
-from tests.policy.test_decision_table import make_input
 
 FLEET = {"envelopes": {"acme": {"t@1": {"maxRisk": "RED"}}}, "tools": {"acme": {"crm.lookup": {"risk": "GREEN"}}}}
 

@@ -60,7 +60,7 @@ def test_the_fleets_packages_are_named_in_the_extension_index() -> None:
 
 def test_a_fleet_package_declared_across_lines_still_denies() -> None:
     from reconciler.policy import engines
-    from tests.policy.test_decision_table import make_input
+    from tests.policy.decision_cases import make_input
 
     fleet = {"fleet/split.rego": 'package\n  arm.ext.split\n\nimport rego.v1\n\ndeny contains "split says no" if true\n'}
     engine = engines.EmbeddedEngine()
@@ -71,7 +71,7 @@ def test_a_fleet_package_declared_across_lines_still_denies() -> None:
 
 def test_the_named_and_the_general_extension_index_give_the_same_decisions() -> None:
     from reconciler.policy import engines
-    from tests.policy.test_decision_table import CASES, make_input
+    from tests.policy.decision_cases import CASES, make_input
 
     fleet = _fleet_modules()
     named = engines.EmbeddedEngine()

@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from reconciler.decisions import deciding
 from reconciler.state import tables
 from tests.conftest import GitRepo
+from tests.decisions.calls import Clock
 from tests.reconcile import scenario
 from tests.reconcile.scenario import AUTHOR
-from tests.reconcile.test_decisions import Clock
 
 TOKEN = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
 

@@ -113,7 +113,10 @@ def test_closing_stores_what_the_event_loop_queued_and_had_not_committed_yet(sql
             writer.submit_soon(item)
         writer.close()  # before the loop's next turn
         assert _stored(sqlite_db) == 3  # close returns once everything queued is stored
-        await asyncio.sleep(0.05)  # the thread's answers arrive through the loop
+        deadline = time.monotonic() + 10
+        while len(answered) < len(items):  # the thread's answers arrive through the loop
+            assert time.monotonic() < deadline, "the answers of a closed writer never arrived"
+            await asyncio.sleep(0.005)
         return items
 
     items = asyncio.run(arrive_and_close())
@@ -156,7 +159,11 @@ def _stream_while_closing(db: sa.Engine, instance: str) -> None:
             n += 1
             await asyncio.sleep(0)
         await closing
-        await asyncio.sleep(0.02)  # answers the thread sent through the loop
+        deadline = time.monotonic() + 10
+        while len(answers) < n:  # answers the thread sent through the loop
+            assert time.monotonic() < deadline, f"{instance}: a decision was never answered"
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.02)  # a second answer to the same decision would come by now
         return n
 
     made = asyncio.run(stream())

@@ -11,8 +11,8 @@ from reconciler.decisions import deciding
 from reconciler.oversight import approving
 from reconciler.state import tables
 from tests.conftest import GitRepo
+from tests.decisions.calls import CATALOG, ENVELOPE, NOW, Clock, ask
 from tests.reconcile import scenario
-from tests.reconcile.test_decisions import CATALOG, ENVELOPE, NOW, Clock, ask
 
 TOKEN = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
 

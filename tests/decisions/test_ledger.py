@@ -10,11 +10,12 @@ import pytest
 import sqlalchemy as sa
 
 from reconciler.decisions import deciding
+from reconciler.policy import inputs
 from reconciler.state import opevents, tables
 from tests.conftest import GitRepo
+from tests.decisions.calls import CATALOG, ENVELOPE, NOW, Clock
 from tests.reconcile import scenario
 from tests.reconcile.scenario import AUTHOR
-from tests.reconcile.test_decisions import CATALOG, ENVELOPE, NOW, Clock
 
 INSTANCE = "acme:app-dev-g1-0"
 
@@ -63,11 +64,21 @@ def test_a_replica_counts_the_repeats_another_one_stored(replicas: tuple[decidin
     call = deciding.Request(INSTANCE, "crm.lookup", {"customer": "c-1"})
     second.decide(deciding.Request(INSTANCE, "crm.lookup", {"warm": "up"}))  # seeds its ledger
     assert [first.decide(call).decision for _ in range(3)] == ["ALLOW"] * 3
-    time.sleep(2 * deciding.REFRESH_SECONDS + 0.1)  # the bound on seeing another process's rows
-    answer = soon(second, call)
-    assert answer.reasons == ["LOOP_DETECTED: the same call was made 3 times in the loop window (threshold 3)"]
+    # The server path sees another process's rows within 2 * REFRESH_SECONDS. Asked again until
+    # it does, should a loaded host take longer: each answer it gives before then is one more
+    # repeat (the bound itself is what the cost-tick test below checks).
+    time.sleep(2 * deciding.REFRESH_SECONDS + 0.1)
+    deadline = time.monotonic() + 30
+    allowed = 0
+    while (answer := soon(second, call)).decision == "ALLOW":
+        allowed += 1
+        assert time.monotonic() < deadline, "another replica's repeats were never seen"
+    made = 3 + allowed
+    assert answer.reasons == [f"LOOP_DETECTED: the same call was made {made} times in the loop window (threshold 3)"]
     # the exact path sees them at once, with the repeat the server path just stored
-    assert first.decide(call).reasons == ["LOOP_DETECTED: the same call was made 4 times in the loop window (threshold 3)"]
+    assert first.decide(call).reasons == [
+        f"LOOP_DETECTED: the same call was made {made + 1} times in the loop window (threshold 3)"
+    ]
 
 
 def test_a_cost_event_written_elsewhere_counts_within_the_bound(replicas: tuple[deciding.Decider, deciding.Decider]) -> None:
@@ -97,7 +108,7 @@ def test_the_server_path_seeds_from_what_is_stored(git_repo: GitRepo, db_url: st
     try:
         server.decide(deciding.Request(INSTANCE, "crm.lookup", {"warm": "up"}))
         assert soon(server, call).decision == "DENY"
-        assert server.ledger.repeats("acme", INSTANCE, deciding.deciding.call_key("crm.lookup", {"customer": "c-2"}), NOW) == 4
+        assert server.ledger.repeats("acme", INSTANCE, inputs.call_key("crm.lookup", {"customer": "c-2"}), NOW) == 4
     finally:
         server.close()
     with rec.db.connect() as connection:

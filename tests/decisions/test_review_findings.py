@@ -13,9 +13,9 @@ from reconciler.decisions import deciding
 from reconciler.oversight import approving
 from reconciler.state import tables
 from tests.conftest import GitRepo
+from tests.decisions.calls import CATALOG, ENVELOPE, NOW, Clock
 from tests.reconcile import scenario
 from tests.reconcile.scenario import AUTHOR
-from tests.reconcile.test_decisions import CATALOG, ENVELOPE, NOW, Clock
 
 LOOPING = ENVELOPE.replace("loop: {threshold: 3, windowSeconds: 60}", "loop: {threshold: 3, windowSeconds: 600}")
 
