@@ -167,7 +167,7 @@ missing(part) := sprintf("input.%s must be an object, not %s", [concat(".", pare
 one_of(values) := concat(" ", ["one of", concat(", ", sort([shown(v) | some v in values]))])
 
 # Strings as JSON, other values by their type: a value may be long, and engines format numbers
-# differently (NOTES.md).
+# differently (regorus prints 1e-05 where OPA prints 0.00001).
 shown(value) := json.marshal(value) if {
 	is_string(value)
 } else := type_name(value)
@@ -249,7 +249,7 @@ deny_reasons contains msg if {
 	msg := sprintf("LOOP_DETECTED: the same call was made %d times in the loop window (threshold %d)", [input.loop.count, threshold])
 }
 
-# Money as cents, so engines never disagree on float formatting (see NOTES.md).
+# Money as cents, so engines never disagree on float formatting.
 money(x) := sprintf("%d.%02d", [floor(round(x * 100) / 100), round(x * 100) % 100])
 
 # ------------------------------------------------------------------ approvals

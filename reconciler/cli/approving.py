@@ -1,7 +1,7 @@
 """``armctl approvals list | show | approve | deny | sweep``: decide what gates and tool calls wait for.
 
 ``list`` and ``show`` print what an approver decides: for a tool call, the call (tool, redacted
-arguments, cost estimate, run) and the reasons it needs approval, as ``reconcile.approving``
+arguments, cost estimate, run) and the reasons it needs approval, as ``oversight.approving``
 reads them; for a gate, the object and the step it waits to take. Every decision needs a
 justification (``-m``), approve as well as deny: it is what the audit trail says.
 """

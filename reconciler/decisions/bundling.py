@@ -2,7 +2,7 @@
 
 :func:`fleet_data` is the one source of the policy's data: what decisions need from the fleet
 (each version's effective envelope and the tool catalog, keyed by tenant, under
-``data.arm.fleet``). The decider's engine loads every tenant's (``reconcile.deciding``; an OPA
+``data.arm.fleet``). The decider's engine loads every tenant's (``decisions.deciding``; an OPA
 engine gets it pushed); a tenant's bundle and the Data API carry that tenant's alone, so a fleet
 rule that reads its own tenant's entries (``data.arm.fleet.envelopes[input.instance.tenant]``)
 decides alike everywhere, and no tenant sees another's.

@@ -3,7 +3,7 @@
 ``Decider.decide`` resolves instance → version → template → environment → tenant from the
 applied commit, takes the version's effective envelope (stored at apply), assesses the call's
 risk, counts what the instance spent and how often it made this very call, and evaluates the
-policy (``policy.deciding.evaluate``: ``data.arm.decision.unchecked`` for the well-formed inputs it
+policy (``policy.inputs.evaluate``: ``data.arm.decision.unchecked`` for the well-formed inputs it
 builds, ``result`` for an unknown instance; a tenant's kill switch shows as the instance's held
 state). In the same transaction it records the decision as an op event
 (secrets redacted from arguments and reasons), a DENY also as a change record
@@ -15,7 +15,7 @@ Two ways in, one implementation. ``decide`` (``armctl decide``, the slow path)
 reads the state row and catches the ledger up with the table on every call: exact.
 ``decide_soon`` (the server's event loop) reads nothing: it resolves from the cached
 resolution and the state row the writer last read, counts spend and repeats from the ledger
-(``state.ledger``), evaluates, and hands the decision to the writer (``reconcile.recording``),
+(``decisions.ledger``), evaluates, and hands the decision to the writer (``decisions.recording``),
 whose group commit calls back with it once stored. What it cannot answer from memory — an
 unknown instance or run, a changed state row, an approval to request or use — goes through
 ``decide``.

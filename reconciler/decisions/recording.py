@@ -5,13 +5,13 @@ worker threads) enqueue :class:`Pending` decisions; the writer takes everything 
 ``max_batch``) and stores it in one transaction through the DB-API cursor: ids taken up front,
 one ``executemany`` (``state.opevents.insert_decisions``), payloads encoded with orjson. A batch
 holding a DENY also appends its change records (``audit.chain``) in the same transaction. Only
-after the commit does it feed the ledger (``state.ledger``), let the calls leave the in-flight
+after the commit does it feed the ledger (``decisions.ledger``), let the calls leave the in-flight
 count and answer: a waiting thread through its ``concurrent.futures.Future``, an event loop with
 one ``call_soon_threadsafe`` per batch. If the batch fails it retries each decision alone, so one
 bad row fails only its own caller, who gets the error instead of an answer.
 
 Between batches (at most every ``idle_seconds``) the writer calls ``after`` with its connection:
-the decider re-reads the fleet's state row and tails op events there. ``reconcile.deciding``
+the decider re-reads the fleet's state row and tails op events there. ``decisions.deciding``
 builds the pending decisions and owns the writer.
 """
 

@@ -5,7 +5,7 @@ document is the manifest's ``spec.genome`` with defaults left out (so a new opti
 later release does not change existing hashes) and every prompt file replaced by the hash of its
 content (so moving a file does not change the hash, editing it does).
 
-Canonical JSON (pinned by ``tests/spec/test_genome.py``; changing it changes every hash):
+Canonical JSON (pinned by ``tests/desired/test_genome.py``; changing it changes every hash):
 - object keys sorted by code point, no insignificant whitespace, UTF-8 without escaping;
 - integers as written; floats in the shortest form that round-trips, formatted like
   ECMAScript's ``Number.prototype.toString`` (``1.0`` → ``1``, ``1e-05`` → ``0.00001``,

@@ -384,7 +384,7 @@ KINDS: dict[str, type[_Document]] = {
 }
 
 
-assert tuple(KINDS) == kinds.KIND_NAMES, "spec.kinds.KIND_NAMES must list the kinds in KINDS order"
+assert tuple(KINDS) == kinds.KIND_NAMES, "desired.kinds.KIND_NAMES must list the kinds in KINDS order"
 
 
 def json_schema(kind: str | None = None) -> dict[str, Any]:

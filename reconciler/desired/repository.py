@@ -6,7 +6,7 @@ remote is read exactly like a local repository. Everything is read from the comm
 to a SHA: the working copy, if any, is never looked at.
 
 Reads run the ``git`` plumbing commands directly: ``rev-parse``, ``ls-tree`` and one pipelined
-``cat-file --batch`` per call (NOTES.md: ~0.11 s for 10k blobs, twice as fast as GitPython's
+``cat-file --batch`` per call (measured: ~0.11 s for 10k blobs, twice as fast as GitPython's
 object database). Importing GitPython alone costs ~30 ms, a tenth of a warm ``armctl validate``,
 so it is imported only to mirror a remote. ``loading`` uses this module; it knows nothing of
 manifests.

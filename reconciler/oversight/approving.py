@@ -14,7 +14,7 @@ commit takes the step the approval unblocked. Deciding one that is no longer pen
 :class:`~reconciler.errors.Conflict`, not a refusal of the operator.
 
 What an approver decides is shown with the approval: for a tool call, the call as
-``reconcile.deciding`` recorded it (:func:`requested_call`: instance, tool, redacted arguments,
+``decisions.deciding`` recorded it (:func:`requested_call`: instance, tool, redacted arguments,
 cost estimate, run) and the reasons it needs approval. They live in the ``after`` of the
 request's ``APPROVAL_REQUESTED`` change record, written in the same transaction as the approval:
 append-only and hash-chained, so what an approver saw is what the audit trail says was asked,

@@ -4,7 +4,8 @@ A module that does not parse, or whose rules call something that does not exist,
 located at its file and line, so a commit carrying it is refused before anything is applied.
 Parsing alone (``Engine.add_policy``) misses unknown functions, which regorus only finds when a
 rule is evaluated; compiling every rule as an entry point of an RVM program finds them up front.
-The compiled program is thrown away: decisions run on ``Engine`` (see NOTES.md on ``Rvm``).
+The compiled program is thrown away: decisions run on ``Engine``, because regorus's ``Rvm`` answers
+``not x in data.missing`` as true where OPA leaves it undefined (15 of 200 sample decisions differed).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Policy engines behind one interface: load a revision's modules and data, evaluate rules.
 
-:class:`EmbeddedEngine` runs regorus in process (NOTES.md: ~36 µs a decision). A regorus engine
+:class:`EmbeddedEngine` runs regorus in process (~36 µs a decision on a 2-core host, see docs/architecture.md). A regorus engine
 belongs to the thread that made it — calling it from another thread raises pyo3's
 ``PanicException``, a ``BaseException``, and dropping it on another thread is an error too — so
 each thread builds its own from the current :class:`Bundle` and keeps it in a thread-local of

@@ -1,6 +1,6 @@
 """A decision's input and its reading: what the Rego entry point ``data.arm.decision.result``
 is asked, and what its answer means. Pure: the service that resolves instances, counts costs and
-records decisions (``reconcile.deciding``) builds a :class:`Context` and calls these.
+records decisions (``decisions.deciding``) builds a :class:`Context` and calls these.
 """
 
 from __future__ import annotations

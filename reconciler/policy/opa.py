@@ -10,7 +10,7 @@ state it passes through loadable — data before the modules that read it, a mod
 for want of one not pushed yet is tried again after the others, stale modules go last (first only
 when a module still there stands in the way). A push that fails re-pushes the previous revision,
 so decisions stay on the last good one, and raises ``PolicyError`` for status to show. A sidecar
-that must never see a mixed revision pulls the bundle instead (``reconcile.bundling``).
+that must never see a mixed revision pulls the bundle instead (``decisions.bundling``).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ one walk reads every value for every kind, a long list of scalars is checked for
 regex search over its joined text and otherwise sampled, and the walk stops after
 ``_MAX_VALUES`` values (a bulk raise: what is not read is not called safe).
 
-:func:`redact` (every stored payload: ``reconcile.deciding``, ``reconcile.events``,
-``reconcile.approving``, ``server.app``) replaces the values :func:`assess` calls secrets, by the
+:func:`redact` (every stored payload: ``decisions.deciding``, ``decisions.events``,
+``oversight.approving``, ``server.opa``) replaces the values :func:`assess` calls secrets, by the
 same tests, and all of them however large the arguments. :func:`redact_args` also returns the values it removed,
 so that :func:`redact_text` can take them, and secret-like patterns, out of free text that is
 stored next to them (a decision's reasons may quote an argument). :func:`clean` removes NULs.

@@ -12,7 +12,7 @@ declared for the OpenAPI document; a body past :data:`MAX_BODY` is this route's 
 
 :meth:`DecisionRoute.answer_soon` is the route without its transport: ``server.app`` calls the
 route as ASGI before its middleware, and ``server.protocol`` hands it requests straight from
-uvicorn's HTTP parser. Decides through ``reconcile.deciding``.
+uvicorn's HTTP parser. Decides through ``decisions.deciding``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 wait while instances come up, halt or roll back when they are not, and stay rolled back.
 
 Heartbeats go through ``events.record`` and staleness through ``events.mark_stale``, the code
-paths of ``POST /v1/events`` and the daemon; controls through ``controlling``. Every apply is
+paths of ``POST /v1/events`` and the daemon; controls through ``oversight.holds``. Every apply is
 checked against a fresh read of the database (the state a long-lived reconciler keeps).
 """
 
