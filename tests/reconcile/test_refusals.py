@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from reconciler import errors
+from reconciler.policy import engines
+from reconciler.reconcile import reporting, running
 from reconciler.state import tables
 from tests.conftest import GitRepo
 from tests.reconcile import scenario
@@ -129,3 +132,34 @@ def test_a_schema_behind_is_refused_and_init_upgrades_it_keeping_the_data(git_re
     assert scenario.rows(engine, tables.op_events, "type") == [("KEPT",)]
     git_repo.commit(scenario.first_commit_files(), author=AUTHOR)
     assert scenario.make_reconciler(db_url, git_repo).apply("main").outcome == "APPLIED"
+
+
+class _BuggyEngine(engines.EmbeddedEngine):
+    """The embedded engine with a bug in it: loads fine, then fails on its first evaluation with
+    an error the reconciler does not expect (a test double behind the engine interface: no real
+    component can be made to have a bug on demand)."""
+
+    def evaluate(self, rule: str, input: Any) -> Any:
+        raise KeyError("gate")
+
+
+def test_a_bug_in_the_middle_of_a_reconcile_is_recorded_as_a_failed_run_and_reported(git_repo: GitRepo, db_url: str) -> None:
+    good = git_repo.commit(scenario.first_commit_files(), author=AUTHOR)
+    rec = scenario.make_reconciler(db_url, git_repo)
+    rec.apply("main")
+    before = _counts(rec.db)
+    git_repo.commit({"fleet/app/v1.yaml": version("1.0.0", "CANDIDATE")}, "promote", author=AUTHOR)
+    buggy = running.Reconciler(rec.db, rec.repo, "fleet", engine=_BuggyEngine())
+
+    with pytest.raises(errors.InternalError) as failure:
+        buggy.apply("main")
+
+    assert "failed unexpectedly (KeyError: 'gate'); nothing was applied" in str(failure.value)
+    assert _counts(rec.db) == before  # nothing of the commit was applied
+    runs = scenario.rows(rec.db, tables.reconcile_runs, "id", "outcome", "errors")
+    assert runs[-1][1] == "FAILED"
+    assert "KeyError: 'gate'" in runs[-1][2][0]["message"]
+    with rec.db.connect() as connection:
+        status = reporting.status(connection)
+    assert status["appliedSha"] == good  # the last good commit stays in force
+    assert status["lastRuns"][0]["outcome"] == "FAILED"
