@@ -5,7 +5,8 @@
 #   turns an otherwise allowed call into NEEDS_APPROVAL. Each message is shown to the runtime
 #   and recorded as a reason. Written to mean the same on every Rego engine: optional arguments
 #   are read with object.get, types are checked before a value is iterated or given to a builtin,
-#   and no rule negates a call on a value that may be missing.
+#   and no rule negates a call on a value that may be missing (`not f(input.x)` is undefined on
+#   OPA when x is missing, true on regorus; `not input.x`, a reference, is true on both).
 package arm.ext.acme
 
 import rego.v1
@@ -20,9 +21,6 @@ approved_email_domains := {"acme.example"}
 args := input.args if {
 	is_object(input.args)
 } else := {}
-
-# A rule of its own, so that `not production` is true when the field is missing on every engine.
-production if input.environment.production == true
 
 # ---------------------------------------------------------------- payments
 
@@ -71,7 +69,7 @@ addresses(value) if {
 # traffic never reaches a real customer.
 deny contains msg if {
 	input.tool.name == "email.send"
-	not production
+	not input.environment.production # a reference, not a call: true when missing, on every engine
 	some rcpt in recipients
 	not internal_address(rcpt)
 	msg := sprintf("outside production, email.send may only reach acme.example addresses (not %s)", [rcpt])
@@ -102,7 +100,7 @@ internal_address(addr) if {
 
 # Every RED tool call in production gets a human, whatever the envelope says.
 approval contains msg if {
-	production
+	input.environment.production == true
 	input.tool.risk == "RED"
 	is_string(input.tool.name)
 	msg := sprintf("%s is a RED tool in production", [input.tool.name])

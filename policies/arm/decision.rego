@@ -27,8 +27,9 @@
 # gathered into deny_reasons and approval_reasons by extensions.rego.
 #
 # Written for every engine: rules never negate a call on a value that may be missing (`not
-# f(input.x)` is true on one engine and undefined on another), check types before they compute,
-# and format numbers themselves (engines print and round them differently). Written for the
+# f(input.x)` is true on one engine and undefined on another; `not input.x`, a reference, is true
+# on both), check types before they compute, and format numbers themselves (engines print and
+# round them differently). Written for the
 # engine's cost too: one partial set per outcome (a rule that unions two sets is another
 # evaluation), sets inline (a rule's value is rebuilt on every evaluation).
 package arm.decision
@@ -68,9 +69,9 @@ unchecked := {"decision": "DENY", "reasons": sort(deny_reasons)} if {
 	deny_reasons != set()
 } else := {"decision": "NEEDS_APPROVAL", "reasons": sort(approval_reasons)} if {
 	approval_reasons != set()
-	not approval_granted
+	not input.approval.granted
 } else := {"decision": "ALLOW", "reasons": ["approved request"]} if {
-	approval_granted
+	input.approval.granted == true
 } else := {"decision": "ALLOW", "reasons": ["within the envelope"]}
 
 # ------------------------------------------------------------------ the input itself
@@ -284,24 +285,24 @@ deny_reasons contains msg if {
 # ------------------------------------------------------------------ tool and envelope
 
 deny_reasons contains msg if {
-	not known_tool
+	not input.tool.known
 	msg := sprintf("tool %s is not in the tool catalog", [text(input.tool.name)])
 }
 
+# `x in y` neither fails nor differs between engines whatever x and y are; only a name that is
+# a string is printed (after the test: only a reason that fires pays for it).
 deny_reasons contains msg if {
-	name := input.tool.name
-	is_string(name)
-	is_array(input.envelope.tools.deny)
-	name in input.envelope.tools.deny
-	msg := sprintf("tool %s is denied by the envelope", [name])
+	input.tool.name in input.envelope.tools.deny
+	is_string(input.tool.name)
+	msg := sprintf("tool %s is denied by the envelope", [input.tool.name])
 }
 
 deny_reasons contains msg if {
-	name := input.tool.name
-	is_string(name)
 	allowed := input.envelope.tools.allow
 	is_array(allowed)
+	name := input.tool.name # bound first: `not input.tool.name in allowed` is undefined on OPA when it is missing
 	not name in allowed
+	is_string(name)
 	msg := sprintf("tool %s is not in the envelope's allow list", [name])
 }
 
@@ -310,11 +311,6 @@ deny_reasons contains msg if {
 	risk_rank[input.risk.level] > risk_rank[ceiling]
 	msg := sprintf("risk %s is above the envelope's maxRisk %s", [input.risk.level, ceiling])
 }
-
-# Rules of their own, so that their negation is true when the field is missing on every engine.
-known_tool if input.tool.known == true
-
-approval_granted if input.approval.granted == true
 
 # A value a reason names: a string as it is, anything else (a malformed input's) by its type.
 text(value) := value if {
@@ -334,21 +330,27 @@ deny_reasons contains msg if {
 
 deny_reasons contains msg if {
 	limit := input.envelope.budgets.perRun
-	whole(limit)
-	whole(input.cost.run)
-	whole(input.cost.estimate)
+	is_number(limit)
+	is_number(input.cost.run)
+	is_number(input.cost.estimate)
 	spend := input.cost.run + input.cost.estimate
 	spend > limit
+	whole(limit) # after the comparison: only an exceeded budget pays for the checks
+	whole(input.cost.run)
+	whole(input.cost.estimate)
 	msg := sprintf("BUDGET_EXCEEDED: the run would spend %s, above its budget %s", [money(spend), money(limit)])
 }
 
 deny_reasons contains msg if {
 	limit := input.envelope.budgets.daily
+	is_number(limit)
+	is_number(input.cost.day)
+	is_number(input.cost.estimate)
+	spend := input.cost.day + input.cost.estimate
+	spend > limit
 	whole(limit)
 	whole(input.cost.day)
 	whole(input.cost.estimate)
-	spend := input.cost.day + input.cost.estimate
-	spend > limit
 	msg := sprintf("BUDGET_EXCEEDED: today would reach %s, above the daily budget %s", [money(spend), money(limit)])
 }
 
@@ -384,11 +386,9 @@ cents(fraction, trimmed) := substring(fraction, 0, 2) if {
 # ------------------------------------------------------------------ approvals
 
 approval_reasons contains msg if {
-	name := input.tool.name
-	is_string(name)
-	is_array(input.envelope.tools.requireApproval)
-	name in input.envelope.tools.requireApproval
-	msg := sprintf("tool %s requires approval", [name])
+	input.tool.name in input.envelope.tools.requireApproval
+	is_string(input.tool.name)
+	msg := sprintf("tool %s requires approval", [input.tool.name])
 }
 
 approval_reasons contains msg if {
