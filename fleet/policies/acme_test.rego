@@ -92,3 +92,70 @@ test_internal_email_allowed_outside_prod if {
 test_external_email_allowed_in_prod if {
 	count(acme.deny) == 0 with input as email(["jan.kowalski@example.com"], true)
 }
+
+# ---------------------------------------------------------------- what every engine must agree on
+
+# A missing amount is no number: denied (`not is_number(input.args.amount)` would be undefined on OPA).
+test_refund_without_amount_denied if {
+	"payments.refund needs a numeric amount" in acme.deny with input as {
+		"tool": {"name": "payments.refund", "risk": "RED"},
+		"args": {"payment": "P-90012", "currency": "EUR"},
+		"environment": {"production": false},
+	}
+}
+
+test_refund_with_null_amount_denied if {
+	"payments.refund needs a numeric amount" in acme.deny with input as refund(null, false)
+}
+
+test_refund_just_above_limit_denied if {
+	"refunds above 500 need the billing desk" in acme.deny with input as refund(500.5, false)
+}
+
+test_refund_without_any_arguments_denied if {
+	"payments.refund needs a numeric amount" in acme.deny with input as {
+		"tool": {"name": "payments.refund", "risk": "RED"},
+		"environment": {"production": false},
+	}
+}
+
+test_scale_without_replicas_denied if {
+	"k8s.scale-deployment: replicas must be between 1 and 20" in acme.deny with input as {
+		"tool": {"name": "k8s.scale-deployment", "risk": "RED"},
+		"args": {"deployment": "checkout"},
+		"environment": {"production": false},
+	}
+}
+
+test_scale_to_a_fraction_denied if {
+	"k8s.scale-deployment: replicas must be between 1 and 20" in acme.deny with input as {
+		"tool": {"name": "k8s.scale-deployment", "risk": "RED"},
+		"args": {"deployment": "checkout", "replicas": 2.5},
+		"environment": {"production": false},
+	}
+}
+
+# A single recipient may be given as a string: it is checked like one in a list.
+test_external_recipient_as_a_string_denied_outside_prod if {
+	acme.deny == {"outside production, email.send may only reach acme.example addresses (not a@example.com)"} with input as email("a@example.com", false)
+}
+
+test_internal_recipient_as_a_string_allowed_outside_prod if {
+	count(acme.deny) == 0 with input as email("qa@acme.example", false)
+}
+
+test_a_recipient_that_is_no_address_is_denied_everywhere if {
+	every to in [null, 7, {"address": "qa@acme.example"}, ["qa@acme.example", 7]] {
+		every production in [false, true] {
+			acme.deny == {"email.send: to must be an address or a list of addresses"} with input as email(to, production)
+		}
+	}
+}
+
+test_an_address_with_two_at_signs_is_not_internal if {
+	count(acme.deny) == 1 with input as email(["qa@acme.example@elsewhere.example"], false)
+}
+
+test_no_environment_counts_as_outside_production if {
+	count(acme.deny) == 1 with input as {"tool": {"name": "email.send"}, "args": {"to": ["x@example.com"]}}
+}

@@ -8,7 +8,7 @@ import data.arm.decision
 envelope := {
 	"maxRisk": "RED", "approvalAbove": "YELLOW",
 	"tools": {"allow": null, "deny": ["shell.exec"], "requireApproval": ["payments.refund"]},
-	"budgets": {"perCall": 1.0, "perRun": 5.0, "daily": 20.0},
+	"budgets": {"perCall": 1000000, "perRun": 5000000, "daily": 20000000}, # micro-units: 1.00, 5.00, 20.00
 	"loop": {"threshold": 5, "windowSeconds": 60},
 	"approvals": {"requiredApprovals": null, "approverRoles": null, "ttlSeconds": null},
 }
@@ -20,7 +20,7 @@ call(tool, level) := {
 	"risk": {"level": level, "catalogLevel": level, "reasons": []},
 	"args": {},
 	"envelope": envelope,
-	"cost": {"estimate": 0.1, "run": 0, "day": 0},
+	"cost": {"estimate": 100000, "run": 0, "day": 0},
 	"loop": {"count": 0},
 	"approval": {"granted": false},
 }
@@ -78,9 +78,9 @@ test_a_deny_wins_over_an_approval if {
 }
 
 test_budgets_and_loops if {
-	over_call := decision.result with input as object.union(call("crm.lookup", "GREEN"), {"cost": {"estimate": 1.5, "run": 0, "day": 0}}) with data.arm.ext as {}
+	over_call := decision.result with input as object.union(call("crm.lookup", "GREEN"), {"cost": {"estimate": 1500000, "run": 0, "day": 0}}) with data.arm.ext as {}
 	over_call.reasons == ["BUDGET_EXCEEDED: estimated cost 1.50 is above the per-call budget 1.00"]
-	over_run := decision.result with input as object.union(call("crm.lookup", "GREEN"), {"cost": {"estimate": 0.5, "run": 4.75, "day": 0}}) with data.arm.ext as {}
+	over_run := decision.result with input as object.union(call("crm.lookup", "GREEN"), {"cost": {"estimate": 500000, "run": 4750000, "day": 0}}) with data.arm.ext as {}
 	over_run.reasons == ["BUDGET_EXCEEDED: the run would spend 5.25, above its budget 5.00"]
 	looping := decision.result with input as object.union(call("crm.lookup", "GREEN"), {"loop": {"count": 5}}) with data.arm.ext as {}
 	looping.reasons == ["LOOP_DETECTED: the same call was made 5 times in the loop window (threshold 5)"]
@@ -106,8 +106,34 @@ test_each_missing_field_is_denied_by_name if {
 
 test_no_input_at_all_is_denied if {
 	decision.result == {"decision": "DENY", "reasons": ["input is missing or not an object"]} with data.arm.ext as {}
-	r := decision.result with input as "crm.lookup" with data.arm.ext as {}
-	r.reasons == ["input is missing or not an object"]
+	every given in ["crm.lookup", null, 7, [], true] {
+		r := decision.result with input as given with data.arm.ext as {}
+		r == {"decision": "DENY", "reasons": ["input is missing or not an object"]}
+	}
+}
+
+# Spending that reaches a budget exactly is allowed; one micro-unit more is not.
+test_a_budget_reached_exactly_is_allowed_and_one_micro_unit_more_is_denied if {
+	at_call := object.union(call("crm.lookup", "GREEN"), {"cost": {"estimate": 1000000, "run": 0, "day": 0}})
+	decision.result.decision == "ALLOW" with input as at_call with data.arm.ext as {}
+	at_run := object.union(call("crm.lookup", "GREEN"), {"cost": {"estimate": 350000, "run": 4650000, "day": 0}})
+	decision.result.decision == "ALLOW" with input as at_run with data.arm.ext as {}
+	over_run := object.union(call("crm.lookup", "GREEN"), {"cost": {"estimate": 350001, "run": 4650000, "day": 0}})
+	r := decision.result with input as over_run with data.arm.ext as {}
+	r.reasons == ["BUDGET_EXCEEDED: the run would spend 5.000001, above its budget 5.00"]
+	at_day := object.union(call("crm.lookup", "GREEN"), {"cost": {"estimate": 20000, "run": 0, "day": 19980000}})
+	decision.result.decision == "ALLOW" with input as at_day with data.arm.ext as {}
+}
+
+# Amounts are written from their digits: no rounding, at least two decimals.
+test_money_is_written_exactly if {
+	decision.money(0) == "0.00"
+	decision.money(1) == "0.000001"
+	decision.money(10000) == "0.01"
+	decision.money(1005000) == "1.005"
+	decision.money(1500000) == "1.50"
+	decision.money(1234567) == "1.234567"
+	decision.money(9007199254740991) == "9007199254.740991"
 }
 
 test_an_empty_input_is_denied_for_every_part_it_lacks if {
@@ -144,10 +170,14 @@ test_fields_of_the_wrong_type_are_denied_by_name if {
 		[{"envelope": {"approvalAbove": 1}}, "input.envelope.approvalAbove must be one of \"GREEN\", \"RED\", \"YELLOW\", null, not number"],
 		[{"envelope": {"tools": {"deny": "shell.exec"}}}, "input.envelope.tools.deny must be array, not \"shell.exec\""],
 		[{"envelope": {"tools": {"allow": {}}}}, "input.envelope.tools.allow must be array or null, not object"],
-		[{"envelope": {"budgets": {"perCall": "1.00"}}}, "input.envelope.budgets.perCall must be null or number, not \"1.00\""],
-		[{"envelope": {"loop": {"threshold": true}}}, "input.envelope.loop.threshold must be null or number, not boolean"],
-		[{"cost": {"estimate": "0.10"}}, "input.cost.estimate must be number, not \"0.10\""],
-		[{"loop": {"count": null}}, "input.loop.count must be number, not null"],
+		[{"envelope": {"budgets": {"perCall": "1.00"}}}, "input.envelope.budgets.perCall must be null or a whole number of micro-units from 0 to 9007199254740991, not \"1.00\""],
+		[{"envelope": {"budgets": {"perRun": 1.5}}}, "input.envelope.budgets.perRun must be null or a whole number of micro-units from 0 to 9007199254740991, not a fraction"],
+		[{"envelope": {"loop": {"threshold": true}}}, "input.envelope.loop.threshold must be null or a whole number from 0 to 9007199254740991, not boolean"],
+		[{"envelope": {"loop": {"threshold": 2.5}}}, "input.envelope.loop.threshold must be null or a whole number from 0 to 9007199254740991, not a fraction"],
+		[{"cost": {"estimate": "0.10"}}, "input.cost.estimate must be a whole number of micro-units from 0 to 9007199254740991, not \"0.10\""],
+		[{"cost": {"run": -1}}, "input.cost.run must be a whole number of micro-units from 0 to 9007199254740991, not a negative number"],
+		[{"cost": {"day": 9007199254740992}}, "input.cost.day must be a whole number of micro-units from 0 to 9007199254740991, not a number above 9007199254740991"],
+		[{"loop": {"count": null}}, "input.loop.count must be a whole number from 0 to 9007199254740991, not null"],
 		[{"approval": {"granted": "yes"}}, "input.approval.granted must be boolean, not \"yes\""],
 	] {
 		r := decision.result with input as object.union(call("crm.lookup", "GREEN"), case[0]) with data.arm.ext as {}

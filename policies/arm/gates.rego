@@ -2,23 +2,37 @@
 #
 # Input: {"steps": [step, ...]}, one step per transition the planner wants to take:
 #   {"id": "...", "kind": "AgentVersion" | "Deployment", "from": "...", "to": "...",
-#    "version": {"name", "lifecycle", "evaluations": [{"suite", "score", "threshold", "passed"}], "integrity"},
+#    "version": {"name", "lifecycle", "integrity",
+#                "evaluations": [{"suite", "score", "threshold", "passed", "shown": {"score", "threshold"}}]},
 #    "environment": {"name", "admission": {"minLifecycle", "requireApproval", ...}},   # deployments
 #    "requirement": {"required": n, "roles": [...]},      # approvals this step needs, if any
 #    "approvals": [{"operator", "roles": [...], "decision": "APPROVE" | "DENY"}]}
 #
 # Output: data.arm.gates.results[step.id] = {"allowed": bool, "waiting": [reason, ...],
-#   "needsApproval": bool}. A step that is not allowed waits at its current state with its
-# reasons as the object's condition; nothing fails. Fleet policy adds reasons with
-# `gate_waiting contains {"id": step.id, "reason": "..."}` in any package under data.arm.ext.
+#   "needsApproval": bool}, for each step whose id is a string. A step that is not allowed waits
+# at its current state with its reasons as the object's condition; nothing fails. Fleet policy
+# adds reasons with `gate_waiting contains {"id": step.id, "reason": "..."}` in any package under
+# data.arm.ext.
+#
+# Written to mean the same on every engine, for any input: types are checked before a value is
+# iterated, counted, computed with or printed, and a part of a step that is missing or of the
+# wrong type holds the step back (evidence missing, approvals not counted) rather than letting it
+# through. Scores are printed as the reconciler wrote them (policy/gating.py adds "shown" to each
+# evaluation): engines multiply and round fractions differently (0.285 is 28% on one, 29% on another).
 package arm.gates
 
 import rego.v1
 
 lifecycle_rank := {"DRAFT": 0, "TESTING": 1, "CANDIDATE": 2, "APPROVED": 3, "DEPRECATED": 4, "RETIRED": 5}
 
+# METADATA
+# title: Lifecycle gates
+# description: >-
+#   Per step id, whether the planner may take the step now and, if not, what it waits for.
+# entrypoint: true
 results[step.id] := result if {
-	some step in input.steps
+	some step in steps
+	is_string(step.id)
 	evidence := evidence_waiting(step)
 	approval := approval_waiting(step)
 	others := array.concat(evidence, array.concat(admission_waiting(step), extension_waiting(step)))
@@ -28,6 +42,13 @@ results[step.id] := result if {
 		"waiting": reasons,
 		"needsApproval": needs_approval(approval, others),
 	}
+}
+
+# The steps asked about: objects only.
+steps contains step if {
+	is_array(input.steps)
+	some step in input.steps
+	is_object(step)
 }
 
 # Approval is asked for only once nothing else holds the step back.
@@ -40,37 +61,73 @@ needs_approval(approval, others) := true if {
 evidence_waiting(step) := ["waiting for passing evaluation evidence (spec.evaluations is empty)"] if {
 	step.kind == "AgentVersion"
 	step.to == "CANDIDATE"
-	count(object.get(step.version, "evaluations", [])) == 0
+	count(evaluations(step)) == 0
 } else := reasons if {
 	step.kind == "AgentVersion"
 	step.to == "CANDIDATE"
-	reasons := [sprintf("waiting for passing evaluation evidence: suite %s scored %s, below %s", [e.suite, format_score(e.score), format_score(e.threshold)]) |
-		some e in step.version.evaluations
+	reasons := [failing(e) |
+		some e in evaluations(step)
 		not passing(e)
 	]
 } else := []
 
+# A step's evaluations; none when the step has none or what it has is no list.
+evaluations(step) := found if {
+	found := step.version.evaluations
+	is_array(found)
+} else := []
+
 passing(e) if {
 	e.passed == true
+	is_number(e.score)
+	is_number(e.threshold)
 	e.score >= e.threshold
 }
 
-# Scores are 0..1; print them as percentages so float formatting never differs between engines.
-format_score(x) := sprintf("%d%%", [round(x * 100)])
+failing(e) := sprintf("waiting for passing evaluation evidence: suite %s scored %s, below %s", [text(object.get(e, "suite", null)), e.shown.score, e.shown.threshold]) if {
+	is_string(e.shown.score)
+	is_string(e.shown.threshold)
+} else := sprintf("waiting for passing evaluation evidence: suite %s did not pass", [text(object.get(e, "suite", null))]) if {
+	is_object(e)
+} else := "waiting for passing evaluation evidence: an evaluation is not an object"
 
-# Steps with a requirement need that many approvals from operators holding one of its roles.
+# A value a reason names: a string as it is, anything else by its type.
+text(value) := value if {
+	is_string(value)
+} else := type_name(value)
+
+# Steps with a requirement need that many approvals from operators holding one of its roles. A
+# requirement that is no whole number of roles' approvals holds the step back, naming it.
 approval_waiting(step) := [] if {
 	not step.requirement
+} else := ["waiting for an approval requirement that can be met (the step's requirement is malformed)"] if {
+	not well_formed_requirement(step.requirement)
 } else := [] if {
 	approvers_count(step) >= step.requirement.required
 } else := [msg] if {
 	missing := step.requirement.required - approvers_count(step)
-	msg := sprintf("waiting for %d approval%s from %s", [missing, plural(missing), concat(" or ", sort(step.requirement.roles))])
+	msg := sprintf("waiting for %s approval%s from %s", [format_int(missing, 10), plural(missing), concat(" or ", sort(step.requirement.roles))])
+}
+
+well_formed_requirement(requirement) if {
+	required := requirement.required
+	is_number(required)
+	required >= 0
+	required <= 1000
+	round(required) == required
+	roles := requirement.roles
+	is_array(roles)
+	every role in roles {
+		is_string(role)
+	}
 }
 
 approvers_count(step) := count({a.operator |
-	some a in object.get(step, "approvals", [])
+	approvals := object.get(step, "approvals", [])
+	is_array(approvals)
+	some a in approvals
 	a.decision == "APPROVE"
+	is_array(a.roles)
 	some role in a.roles
 	role in step.requirement.roles
 })
@@ -82,13 +139,20 @@ plural(n) := "s" if n != 1
 # A deployment needs a version its environment admits, and a version whose genome is intact.
 admission_waiting(step) := [msg] if {
 	step.kind == "Deployment"
-	not admitted(step.version.lifecycle, step.environment.admission.minLifecycle)
-	msg := sprintf("waiting for version %s to reach %s (it is %s)", [step.version.name, step.environment.admission.minLifecycle, step.version.lifecycle])
+	not admitted_step(step)
+	msg := sprintf("waiting for version %s to reach %s (it is %s)", [
+		text(object.get(step, ["version", "name"], null)),
+		text(object.get(step, ["environment", "admission", "minLifecycle"], null)),
+		text(object.get(step, ["version", "lifecycle"], null)),
+	])
 } else := [msg] if {
 	step.kind == "Deployment"
-	step.version.integrity != "OK"
-	msg := sprintf("version %s failed its integrity check and may not be deployed", [step.version.name])
+	not object.get(step, ["version", "integrity"], null) == "OK"
+	msg := sprintf("version %s failed its integrity check and may not be deployed", [text(object.get(step, ["version", "name"], null))])
 } else := []
+
+# A rule of its own, so that its negation is true when a field is missing on every engine.
+admitted_step(step) if admitted(step.version.lifecycle, step.environment.admission.minLifecycle)
 
 admitted(lifecycle, minimum) if {
 	lifecycle_rank[lifecycle] >= lifecycle_rank[minimum]
@@ -96,6 +160,7 @@ admitted(lifecycle, minimum) if {
 }
 
 extension_waiting(step) := sort([r.reason |
-	r := data.arm.ext[_].gate_waiting[_]
+	some extension in data.arm.ext
+	some r in extension.gate_waiting
 	r.id == step.id
 ])

@@ -24,9 +24,37 @@ test_candidate_with_passing_evidence_is_allowed if {
 test_failing_suite_is_named if {
 	r := gates.results.v1 with input as {"steps": [version_step([
 		{"suite": "qa", "score": 0.9, "threshold": 0.8, "passed": true},
-		{"suite": "safety", "score": 0.5, "threshold": 0.95, "passed": false},
+		{"suite": "safety", "score": 0.5, "threshold": 0.95, "passed": false, "shown": {"score": "50%", "threshold": "95%"}},
 	])]}
 	r.waiting == ["waiting for passing evaluation evidence: suite safety scored 50%, below 95%"]
+}
+
+# Scores are printed as the reconciler wrote them; without that, the suite is named alone.
+test_a_score_is_never_printed_by_the_engine if {
+	r := gates.results.v1 with input as {"steps": [version_step([{"suite": "safety", "score": 0.285, "threshold": 0.3, "passed": true}])]}
+	r.waiting == ["waiting for passing evaluation evidence: suite safety did not pass"]
+}
+
+# A malformed step is held back, never let through, and never fails the evaluation.
+test_a_malformed_step_waits if {
+	every step in [
+		object.union(version_step("not a list"), {}),
+		object.union(version_step([{"suite": 7, "score": "high", "threshold": 0.5, "passed": true}]), {}),
+		object.union(version_step(["qa"]), {}),
+		{"id": "v1", "kind": "Deployment", "version": "a@1.0.0"},
+		object.union(deployment_step("APPROVED", "OK"), {"requirement": {"required": 1.5, "roles": ["release-manager"]}}),
+		object.union(deployment_step("APPROVED", "OK"), {"requirement": {"required": 1, "roles": "release-manager"}}),
+		object.union(deployment_step("APPROVED", "OK"), {"requirement": {"required": 1, "roles": ["release-manager"]}, "approvals": "alice"}),
+	] {
+		r := gates.results[step.id] with input as {"steps": [step]}
+		r.allowed == false
+	}
+}
+
+test_steps_that_are_no_objects_or_have_no_string_id_get_no_result if {
+	gates.results == {} with input as {"steps": ["v1", 7, {"id": 7, "kind": "AgentVersion"}]}
+	gates.results == {} with input as {"steps": "v1"}
+	gates.results == {} with input as {}
 }
 
 approval_step(approvals) := {

@@ -61,6 +61,9 @@ def decide(
         raise errors.ConfigError(f"--args is not JSON: {exc}") from exc
     if not isinstance(args, dict):
         raise errors.ConfigError("--args must be a JSON object")
+    found = policy_deciding.number_problem(args, "args")
+    if found is not None:
+        raise errors.ConfigError(f"--args: {found[1]}")
     decider = deciding.Decider(running.open_database(settings.database), engine=policy_engine(settings))
     decision = decider.decide(deciding.Request(instance, tool, args, cost, run_id))
     if fmt == "json":

@@ -1,4 +1,5 @@
-"""``armctl policy test``: run the Rego unit tests of the library and of a fleet, like ``opa test``."""
+"""``armctl policy test``: run the Rego unit tests of the library and of a fleet, like ``opa test``,
+on the embedded engine or on OPA's own engine (``--engine opa``, when it is installed)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,17 @@ def policy() -> None:
     type=click.Path(exists=True),
     help="Fleet Rego files or directories (default: the fleet path).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(testing.ENGINES),
+    default="embedded",
+    show_default=True,
+    help="embedded: regorus, what decisions run on; opa: OPA's own Go engine in process (scripts/install-opa-engine).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="List every test, not only failures.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
-def test(settings: settings_.Settings, paths: tuple[str, ...], verbose: bool, fmt: str) -> None:
+def test(settings: settings_.Settings, paths: tuple[str, ...], engine: str, verbose: bool, fmt: str) -> None:
     """Run every *_test.rego of the library and the fleet; exit 1 when any fails."""
     fleet: dict[str, str] = {}
     for given in paths or (settings.path,):
@@ -44,12 +52,23 @@ def test(settings: settings_.Settings, paths: tuple[str, ...], verbose: bool, fm
                 fleet[file.as_posix()] = file.read_text("utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 raise errors.ConfigError(f"cannot read {file}: {exc}") from exc
-    results = testing.run_tests(library.modules_for(fleet))
+    try:
+        results = testing.run_tests(library.modules_for(fleet), engine=engine)
+    except errors.ConfigError as exc:  # the OPA engine is not installed: say so in the format asked for
+        if fmt != "json":
+            raise
+        click.echo(planview.dumps({"error": type(exc).__name__, "message": str(exc)}))
+        sys.exit(1)
     failed = [r for r in results if r.outcome != "PASS"]
     if fmt == "json":
         click.echo(
             planview.dumps(
-                {"passed": len(results) - len(failed), "failed": len(failed), "results": [r.__dict__ for r in results]}
+                {
+                    "engine": engine,
+                    "passed": len(results) - len(failed),
+                    "failed": len(failed),
+                    "results": [r.__dict__ for r in results],
+                }
             )
         )
     else:
@@ -58,6 +77,6 @@ def test(settings: settings_.Settings, paths: tuple[str, ...], verbose: bool, fm
                 colour = "green" if r.outcome == "PASS" else "red"
                 detail = f": {r.message}" if r.message else ""
                 click.echo(f"{click.style(r.outcome, fg=colour)} {r.file}: data.{r.package}.{r.name}{detail}")
-        summary = f"PASS: {len(results) - len(failed)}/{len(results)}"
+        summary = f"PASS: {len(results) - len(failed)}/{len(results)} ({engine} engine)"
         click.echo(("" if not failed else f"FAIL: {len(failed)}/{len(results)}\n") + summary)
     sys.exit(1 if failed or not results else 0)

@@ -1,8 +1,8 @@
 """The applied commit's policy as engines and OPA sidecars load it: modules, data, revision.
 
 :func:`fleet_data` is the one source of the policy's data: what decisions need from the fleet
-(each version's effective envelope and the tool catalog, keyed by tenant, under
-``data.arm.fleet``). The decider's engine loads every tenant's (``decisions.deciding``; an OPA
+(each version's effective envelope as the decision input carries it, budgets in micro-units, and
+the tool catalog, keyed by tenant, under ``data.arm.fleet``). The decider's engine loads every tenant's (``decisions.deciding``; an OPA
 engine gets it pushed); a tenant's bundle and the Data API carry that tenant's alone, so a fleet
 rule that reads its own tenant's entries (``data.arm.fleet.envelopes[input.instance.tenant]``)
 decides alike everywhere, and no tenant sees another's.
@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler.policy import engines, library
+from reconciler.policy import envelopes as policy_envelopes
 from reconciler.state import fleetstate, tables
 
 __all__ = ["TenantEngines", "bundle", "fleet_data", "policy"]
@@ -43,7 +44,7 @@ def fleet_data(connection: sa.Connection, tenant: str | None = None) -> dict[str
     envelopes: dict[str, dict[str, Any]] = {}
     for row in connection.execute(versions):
         if row.envelope is not None:
-            envelopes.setdefault(row.tenant, {})[row.name] = row.envelope
+            envelopes.setdefault(row.tenant, {})[row.name] = policy_envelopes.for_policy(row.envelope)
     tools: dict[str, dict[str, Any]] = {}
     for catalog in connection.execute(catalogs):
         for entry in catalog.spec.get("tools", []):

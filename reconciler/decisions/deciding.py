@@ -39,7 +39,7 @@ from reconciler import errors, metrics
 from reconciler.decisions import bundling, recording
 from reconciler.decisions import ledger as ledger_
 from reconciler.oversight import approving, holds
-from reconciler.policy import engines, inputs, risk
+from reconciler.policy import engines, envelopes, inputs, risk
 from reconciler.state import database, fleetstate, opevents, tables
 
 __all__ = ["Decider", "Decision", "Request"]
@@ -134,6 +134,7 @@ class _Caller:
     environment: dict[str, Any]
     envelope: Any
     window: dt.timedelta
+    policy_envelope: dict[str, Any]  # the envelope as the policy reads it: budgets in micro-units
 
 
 class _InFlight:
@@ -528,6 +529,7 @@ class Decider:
             # Repeats still in flight in this process count: they are not stored yet.
             repeats + earlier,
             (tenant, request.instance, key) in fleet.granted,
+            caller.policy_envelope,
         )
         return context, tenant, caller.version
 
@@ -601,7 +603,7 @@ class _Fallback:
     def __init__(self, connection: sa.Connection) -> None:
         self.connection = connection
 
-    def spent(self, tenant: str, instance: str, run_id: str | None, now: dt.datetime) -> tuple[float, float]:
+    def spent(self, tenant: str, instance: str, run_id: str | None, now: dt.datetime) -> tuple[int, int]:
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         return opevents.spent(self.connection, tenant, instance, run_id, day_start)
 
@@ -635,6 +637,7 @@ def _caller(fleet: _Fleet, name: str) -> _Caller | None:
         {"name": instance.environment, "production": fleet.production.get((tenant, instance.environment), False)},
         envelope,
         dt.timedelta(seconds=_window(envelope)),
+        envelopes.for_policy(envelope),
     )
     fleet.callers[name] = caller
     return caller

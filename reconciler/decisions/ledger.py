@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from reconciler.state import database
+from reconciler.state import database, opevents
 
 __all__ = ["PG_SLACK", "Ledger"]
 
@@ -41,15 +41,13 @@ __all__ = ["PG_SLACK", "Ledger"]
 PG_SLACK = 1000
 
 
-def _amount(payload: Any) -> tuple[float, Any]:
+def _amount(payload: Any) -> tuple[int, Any]:
+    """(a COST event's amount in micro-units, its run)."""
     if isinstance(payload, str | bytes):
         payload = orjson.loads(payload)
     if not isinstance(payload, dict):
-        return 0.0, None
-    try:
-        return float(payload.get("amount", 0) or 0), payload.get("runId")
-    except (TypeError, ValueError):
-        return 0.0, payload.get("runId")
+        return 0, None
+    return opevents.tick_micros(payload), payload.get("runId")
 
 
 class Ledger:
@@ -58,8 +56,9 @@ class Ledger:
         mark = database.placeholder(dialect)
         self._mark = mark
         self._lock = threading.Lock()
-        self._day: dict[tuple[str, str, dt.date], float] = {}
-        self._runs: dict[tuple[str, str, str], float] = {}
+        # Spending in micro-units: whole numbers, so totals are exact (reconciler.money).
+        self._day: dict[tuple[str, str, dt.date], int] = {}
+        self._runs: dict[tuple[str, str, str], int] = {}
         # Each call's timestamps: one float for a call made once in the window (most are: their
         # arguments differ), else a sorted list. A float is not tracked by the garbage collector;
         # a server holds ~100,000 calls, and as lists they made each full collection take 35-60 ms,
@@ -83,19 +82,19 @@ class Ledger:
 
     # ---------------------------------------------------------------- answers
 
-    def spent(self, tenant: str, instance: str, run_id: str | None, day: dt.date) -> tuple[float, float] | None:
-        """(spent in ``run_id``, spent on ``day``), or None when the ledger does not hold it."""
+    def spent(self, tenant: str, instance: str, run_id: str | None, day: dt.date) -> tuple[int, int] | None:
+        """(spent in ``run_id``, spent on ``day``) in micro-units, or None when the ledger does not hold it."""
         with self._lock:
             seed = self._all
             if seed is None or day < seed[0]:
                 return None
-            run = 0.0
+            run = 0
             if run_id is not None:
                 known = self._runs.get((tenant, instance, run_id))
                 if known is None:
                     return None
                 run = known
-            return run, self._day.get((tenant, instance, day), 0.0)
+            return run, self._day.get((tenant, instance, day), 0)
 
     def repeats(self, tenant: str, instance: str, key: str, since: dt.datetime) -> int | None:
         """Decisions on the same call since ``since``, or None when that is older than the seed."""
@@ -136,12 +135,12 @@ class Ledger:
                 f"SELECT id, tenant, instance, at, payload FROM op_events WHERE id <= {m} AND type = 'COST' AND at >= {m}",
                 [upto, database.bind_at(day_start, self.dialect)],
             )
-            day_totals: dict[tuple[str, str, dt.date], float] = {}
+            day_totals: dict[tuple[str, str, dt.date], int] = {}
             for row_id, tenant, name, at, payload in cursor.fetchall():
                 self._saw(row_id)
                 when = database.parse_at(at).date()
                 ident = (tenant, name, when)
-                day_totals[ident] = day_totals.get(ident, 0.0) + _amount(payload)[0]
+                day_totals[ident] = day_totals.get(ident, 0) + _amount(payload)[0]
             cursor.execute(
                 f"SELECT id, tenant, instance, call_key, at FROM op_events WHERE id <= {m} AND type = 'DECISION' AND at >= {m}",
                 [upto, database.bind_at(since, self.dialect)],
@@ -172,7 +171,7 @@ class Ledger:
                 f"SELECT id, payload FROM op_events WHERE tenant = {m} AND instance = {m} AND type = 'COST' AND id <= {m}",
                 [tenant, instance, self.last_id],
             )
-            total = 0.0
+            total = 0
             for row_id, payload in cursor.fetchall():
                 self._saw(row_id)
                 amount, run = _amount(payload)
@@ -274,7 +273,7 @@ class Ledger:
         amount, run = _amount(payload)
         if seed is not None:
             ident = (tenant, instance, when.date())
-            self._day[ident] = self._day.get(ident, 0.0) + amount
+            self._day[ident] = self._day.get(ident, 0) + amount
         if run is not None and (tenant, instance, run) in self._runs:
             self._runs[(tenant, instance, run)] += amount
 

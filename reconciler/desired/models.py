@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
+from reconciler import money
 from reconciler.desired import kinds
 
 API_VERSION = kinds.API_VERSION
@@ -62,7 +63,8 @@ Permission = Annotated[
     pydantic.AfterValidator(_known_permission),
 ]
 Email = Annotated[str, pydantic.StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
-Money = Annotated[float, pydantic.Field(ge=0)]
+#: An amount of the fleet's currency: the policy takes it in whole micro-units (reconciler.money).
+Money = Annotated[float, pydantic.Field(ge=0, le=money.MAX_AMOUNT, allow_inf_nan=False)]
 
 
 class Frozen(pydantic.BaseModel):

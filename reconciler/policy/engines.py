@@ -107,11 +107,13 @@ class EmbeddedEngine:
         return self._run("eval_rule", rule, input)
 
     def query(self, path: Sequence[str], input: Any | None) -> dict[str, Any]:
-        result = self._run("eval_query", data_ref(path), input)
-        rows = result.get("result") or []
+        # As JSON text, which writes sets as arrays and a key that is not a string as its JSON
+        # text, as OPA does (the Python values regorus gives cannot hold an array as a key).
+        text = self._run("eval_query_as_json", data_ref(path), input)
+        rows = _loads(text).get("result") or []
         if not rows or not rows[0].get("expressions"):
             return {}
-        return {"result": jsonable(rows[0]["expressions"][0].get("value"))}
+        return {"result": rows[0]["expressions"][0].get("value")}
 
     def _run(self, method: str, what: str, input: Any | None) -> Any:
         """``method`` (``eval_rule``, ``eval_query``) of this thread's engine on ``what``."""
@@ -132,6 +134,13 @@ class EmbeddedEngine:
             if type(exc).__name__ != "PanicException":
                 raise
             raise errors.PolicyError(f"evaluating {what}: the policy engine panicked: {exc}") from exc
+
+
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # an integer past 64 bits, which orjson does not read
+        return json.loads(text)
 
 
 def data_ref(path: Sequence[str]) -> str:

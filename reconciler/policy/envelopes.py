@@ -6,14 +6,20 @@ chain so a broader scope's restriction cannot be lifted below it: ``tools.deny``
 ``tools.requireApproval`` are unions, ``tools.allow`` is the intersection of every allow list
 that is set. Several envelopes at one scope apply in name order (a later name wins a scalar).
 Computed when a commit is applied, not per request.
+
+:func:`for_policy` is the envelope as the Rego library reads it (in the decision input and the
+policy's data): the same, its budgets in whole micro-units (``reconciler.money``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["SCOPE_ORDER", "effective", "scope_chain"]
+from reconciler import money
+
+__all__ = ["SCOPE_ORDER", "effective", "for_policy", "scope_chain"]
 
 #: From the broadest scope to the most specific.
 SCOPE_ORDER = ("Tenant", "Project", "AgentTemplate", "AgentVersion")
@@ -87,3 +93,22 @@ def effective(
         else:
             nested[head] = value
     return nested
+
+
+def for_policy(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """``envelope`` with its budgets in micro-units, as the policy reads it; the rest shared, not
+    copied. A budget that is not a number is left as it is, for the policy to refuse by name."""
+    budgets = envelope.get("budgets")
+    if not isinstance(budgets, Mapping):
+        return dict(envelope)
+    return {**envelope, "budgets": {key: _budget(value) for key, value in budgets.items()}}
+
+
+def _budget(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value  # null (no budget), or something the policy refuses by name
+    if not math.isfinite(value):
+        return "not a finite number"  # refused by name; never written as null, which means no budget
+    if not 0 <= value <= money.MAX_AMOUNT:
+        return -1 if value < 0 else money.MAX_MICROS + 1  # refused by name, as out of range
+    return money.micros(value)

@@ -7,14 +7,28 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler import errors
+from reconciler import errors, money
 from reconciler.desired import genome
-from reconciler.policy import engines, risk
+from reconciler.policy import engines, envelopes, risk
 
-__all__ = ["DECISION_RULE", "MAX_COST", "UNCHECKED_RULE", "Context", "Outcome", "build_input", "call_key", "evaluate"]
+__all__ = [
+    "DECISION_RULE",
+    "MAX_COST",
+    "MAX_EXACT_INTEGER",
+    "UNCHECKED_RULE",
+    "Context",
+    "Outcome",
+    "build_input",
+    "call_key",
+    "evaluate",
+    "number_problem",
+]
 
 DECISION_RULE = "data.arm.decision.result"
 #: The same decision for an input known to be well formed, without checking it (~25 µs less):
@@ -23,9 +37,12 @@ DECISION_RULE = "data.arm.decision.result"
 UNCHECKED_RULE = "data.arm.decision.unchecked"
 DECISIONS = ("ALLOW", "NEEDS_APPROVAL", "DENY")
 
-#: The largest cost a call may estimate or a cost tick may report: far past any one call's cost,
-#: and sums of such stay inside what the policy's money arithmetic handles exactly (~9e16).
-MAX_COST = 1e9
+#: The largest cost a call may estimate or a cost tick may report (currency units): far past any
+#: one call's cost; in micro-units (10^15) well inside what every engine holds exactly.
+MAX_COST = money.MAX_AMOUNT
+
+#: The largest integer every engine and every JSON reader holds exactly: 2^53 - 1 (RFC 7493).
+MAX_EXACT_INTEGER = 2**53 - 1
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (~0.1 µs a field), and
@@ -38,10 +55,12 @@ class Context:
     environment: Mapping[str, Any]  # {"name", "production"}
     tool: Mapping[str, Any] | None  # the catalog entry, None when the tool is not in the catalog
     envelope: Mapping[str, Any]  # the version's effective envelope
-    spent_run: float = 0.0
-    spent_day: float = 0.0
+    spent_run: int = 0  # micro-units
+    spent_day: int = 0  # micro-units
     same_calls: int = 0
     approval_granted: bool = False
+    #: ``envelope`` as the policy reads it (envelopes.for_policy); built here when not given
+    policy_envelope: Mapping[str, Any] | None = None
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (~0.1 µs a field), and
@@ -83,8 +102,12 @@ def build_input(
         },
         "risk": assessment.as_dict(),
         "args": _plain(args),
-        "envelope": _plain(context.envelope),
-        "cost": {"estimate": float(cost_estimate), "run": context.spent_run, "day": context.spent_day},
+        "envelope": _plain(context.policy_envelope or envelopes.for_policy(context.envelope)),
+        "cost": {
+            "estimate": money.micros(cost_estimate),
+            "run": money.capped(context.spent_run),
+            "day": money.capped(context.spent_day),
+        },
         "loop": {"count": context.same_calls},
         "approval": {"granted": context.approval_granted},
     }
@@ -102,3 +125,51 @@ def evaluate(engine: engines.Engine, document: Mapping[str, Any], assessment: ri
     if not isinstance(result, dict) or result.get("decision") not in DECISIONS:
         raise errors.PolicyError(f"{rule} gave no decision ({result!r}): the decision library is missing or broken")
     return Outcome(result["decision"], [str(r) for r in result.get("reasons", [])], assessment)
+
+
+def number_problem(value: Any, where: str) -> tuple[list[str | int], str] | None:
+    """The first number in ``value`` (a parsed JSON document, ``where`` its name: ``input``,
+    ``args``) that engines do not read alike, as (its path, what is wrong), else None.
+
+    NaN and ±Infinity are no JSON numbers, and a number past a double's range parses as
+    Infinity: an engine refuses them, or a serialiser writes them as null, which a policy reads
+    as "not set". An integer past 2^53 is read exactly by some engines and rounded by others (a
+    64-bit one by regorus, any by OPA; a runtime in JavaScript never had it): send it as a
+    string. One check for every way into the policy: ``POST /v1/decisions``, the Data API's
+    input and ``armctl decide``. Iterative, so a deeply nested document cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            stack.extend((child, [*path, key]) for key, child in reversed(node.items()))
+        elif kind is list:
+            stack.extend((child, [*path, index]) for index, child in reversed(list(enumerate(node))))
+        elif kind is float:
+            if node != node:
+                return path, f"{field_name(where, path)} is NaN, which is not a JSON number"
+            if node in (math.inf, -math.inf):
+                return path, f"{field_name(where, path)} is infinite or past a double's range, which no engine reads"
+        elif kind is int and not -MAX_EXACT_INTEGER <= node <= MAX_EXACT_INTEGER:
+            return path, (
+                f"{field_name(where, path)} is an integer past 2^53 ({MAX_EXACT_INTEGER}), which engines round"
+                " differently: send it as a string"
+            )
+    return None
+
+
+def field_name(where: str, path: list[str | int]) -> str:
+    """``args.items[3].amount``; a key that is no plain name in brackets: ``args["a.b"]``."""
+    name = where
+    for part in path:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif _PLAIN.fullmatch(part):
+            name += f".{part}" if name else part
+        else:
+            name += f"[{json.dumps(part)}]"
+    return name
+
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")

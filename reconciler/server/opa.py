@@ -18,6 +18,7 @@ from fastapi import responses
 
 from reconciler import errors
 from reconciler.decisions import bundling, events
+from reconciler.policy import inputs as policy_inputs
 from reconciler.server import auth, decisions, services
 from reconciler.state import database, fleetstate
 
@@ -131,9 +132,13 @@ async def _data_input(request: fastapi.Request) -> tuple[Any | None, responses.J
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         message = f"{where} is not a JSON document: {exc}"
         return None, responses.JSONResponse({"code": "invalid_parameter", "message": message}, status_code=400)
-    if request.method == "GET":
-        return document, None
-    if not isinstance(document, dict):
-        message = 'the body must be a JSON object: {"input": ...}'
-        return None, responses.JSONResponse({"code": "invalid_parameter", "message": message}, status_code=400)
-    return document.get("input"), None
+    if request.method != "GET":
+        if not isinstance(document, dict):
+            message = 'the body must be a JSON object: {"input": ...}'
+            return None, responses.JSONResponse({"code": "invalid_parameter", "message": message}, status_code=400)
+        document = document.get("input")
+    # NaN, Infinity, 1e400 and integers past 2^53 are refused naming the field, never passed on as null.
+    found = policy_inputs.number_problem(document, "input")
+    if found is not None:
+        return None, responses.JSONResponse({"code": "invalid_parameter", "message": found[1]}, status_code=400)
+    return document, None

@@ -18,9 +18,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from reconciler import money
 from reconciler.state import database, tables
 
-__all__ = ["add", "archive_and_prune", "calls_since", "insert_decisions", "spent"]
+__all__ = ["add", "archive_and_prune", "calls_since", "insert_decisions", "spent", "tick_micros"]
 
 
 _e = tables.op_events.c
@@ -87,22 +88,30 @@ def insert_decisions(cursor: Any, dialect: str, rows: list[tuple[str, dt.datetim
     return ids
 
 
-def spent(
-    connection: sa.Connection, tenant: str, instance: str, run_id: str | None, day_start: dt.datetime
-) -> tuple[float, float]:
-    """(spent in ``run_id``, spent since ``day_start``) from the instance's COST events."""
+def spent(connection: sa.Connection, tenant: str, instance: str, run_id: str | None, day_start: dt.datetime) -> tuple[int, int]:
+    """(spent in ``run_id``, spent since ``day_start``) from the instance's COST events, in
+    micro-units: each tick is turned into whole micro-units before it is added, so a total is exact."""
     where = {"tenant": tenant, "instance": instance, "since": day_start}
     rows = connection.execute(_COSTS_SINCE, where).scalars()
-    run_total = day_total = 0.0
+    run_total = day_total = 0
     for payload in rows:
-        amount = float(payload.get("amount", 0) or 0)
+        amount = tick_micros(payload)
         day_total += amount
         if run_id is not None and payload.get("runId") == run_id:
             run_total += amount
     if run_id is not None:
         older = connection.execute(_COSTS_BEFORE, where).scalars()
-        run_total += sum(float(p.get("amount", 0) or 0) for p in older if p.get("runId") == run_id)
+        run_total += sum(tick_micros(p) for p in older if p.get("runId") == run_id)
     return run_total, day_total
+
+
+def tick_micros(payload: Any) -> int:
+    """A COST event's amount in micro-units (0 for a payload without a usable one: events are
+    checked when they are taken in, ``decisions.events``)."""
+    amount = payload.get("amount") if isinstance(payload, dict) else None
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 <= amount <= money.MAX_AMOUNT:
+        return 0
+    return money.micros(amount)
 
 
 def calls_since(connection: sa.Connection, tenant: str, instance: str, call_key: str, since: dt.datetime) -> int:

@@ -142,6 +142,18 @@ def test_decide_answers_with_exit_codes(armctl: Armctl) -> None:
     assert (report["decision"], report["reasons"], report["decisionId"]) == ("DENY", ["unknown instance"], 2)
     bad = armctl("decide", "--instance", "acme:app-dev-g1-0", "--tool", "crm.lookup", "--args", "{oops")
     assert bad.returncode == 1 and bad.stderr.startswith("ConfigError: --args is not JSON")
+    # The decision API's number check: the field named, nothing decided.
+    for args, says in [
+        ('{"amount": NaN}', "ConfigError: --args: args.amount is NaN, which is not a JSON number"),
+        ('{"n": [1, 1e400]}', "ConfigError: --args: args.n[1] is infinite or past a double's range"),
+        ('{"id": 9007199254740993}', "ConfigError: --args: args.id is an integer past 2^53 (9007199254740991)"),
+    ]:
+        refused = armctl("decide", "--instance", "acme:app-dev-g1-0", "--tool", "crm.lookup", "--args", args)
+        assert refused.returncode == 1 and refused.stderr.startswith(says), refused.stderr
+    for cost in ("nan", "inf", "1e400", "-0.5", "1000000001"):
+        refused = armctl("decide", "--instance", "acme:app-dev-g1-0", "--tool", "crm.lookup", "--cost", cost)
+        assert refused.returncode == 1 and "--cost" in refused.stderr, (cost, refused.stderr)
+    assert json.loads(armctl("decide", "--instance", "ghost", "--tool", "x", "--format", "json").stdout)["decisionId"] == 3
 
 
 FAILING_TEST = """\

@@ -146,3 +146,26 @@ def test_pruning_forgets_only_calls_older_than_the_horizon(db_url: str) -> None:
     book.prune(start + dt.timedelta(seconds=200))
     assert book._calls == {}
     engine.dispose()
+
+
+def test_spending_that_reaches_a_budget_exactly_is_allowed_on_both_paths(
+    replicas: tuple[deciding.Decider, deciding.Decider],
+) -> None:
+    # 0.02 + 2.74 + 0.24 is 3.0000000000000004 in doubles: summed in micro-units it is 3.00 exactly.
+    table, server = replicas
+    with server.db.begin() as connection:
+        opevents.add(
+            connection,
+            [
+                {"tenant": "acme", "at": NOW, "type": "COST", "instance": INSTANCE, "payload": {"amount": amount, "runId": "r1"}}
+                for amount in (0.02, 2.74)
+            ],
+        )
+    at_budget = deciding.Request(INSTANCE, "crm.lookup", {"q": 1}, 0.24, "r1")
+    assert table.decide(at_budget).decision == "ALLOW"  # the slow path: the table's sum
+    server.decide(deciding.Request(INSTANCE, "crm.lookup", {"warm": "up"}, 0.0, "r1"))  # loads run r1 into the ledger
+    assert soon(server, deciding.Request(INSTANCE, "crm.lookup", {"q": 2}, 0.24, "r1")).decision == "ALLOW"  # the ledger's
+    over = soon(server, deciding.Request(INSTANCE, "crm.lookup", {"q": 3}, 0.240001, "r1"))
+    assert (over.decision, over.reasons) == ("DENY", ["BUDGET_EXCEEDED: the run would spend 3.000001, above its budget 3.00"])
+    assert table.decide(deciding.Request(INSTANCE, "crm.lookup", {"q": 4}, 0.240001, "r1")).reasons == over.reasons
+    assert server.ledger.spent("acme", INSTANCE, "r1", NOW.date()) == (2_760_000, 2_760_000)  # whole micro-units

@@ -22,8 +22,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from reconciler.policy import engines, goopa
 from reconciler.state import tables
 from tests.examples.conftest import EXAMPLES, Served, free_port, http_status, stop
+from tests.realopa import require
 
 SIDECAR = EXAMPLES / "opa-sidecar"
 CONFIG = SIDECAR / "opa-config.yaml"
@@ -155,6 +157,26 @@ def test_the_example_input_is_decided_as_the_readme_says(served: Served) -> None
     assert "opa run --server --config-file opa-config.yaml" in readme
     assert "curl" in readme and "/v1/data/arm/decision/result" in readme and "@input.json" in readme
     assert json.dumps(EXPECTED["reasons"][0]) in readme
+
+
+def test_opas_own_engine_loaded_with_the_pulled_bundle_decides_the_example_as_the_readme_says(served: Served) -> None:
+    # What a sidecar evaluates: OPA v1.20's Go engine, in process, with the bundle's files.
+    require()
+    config = opa_config(sidecar_env(served))
+    bundle = config["bundles"]["arm"]
+    status, _, body = fetch(service_request(config, bundle["service"], bundle["resource"]))
+    assert status == 200
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        files = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}  # type: ignore[union-attr]
+    sidecar = goopa.GoOpaEngine()
+    modules = {name: text for name, text in files.items() if name.endswith(".rego")}
+    sidecar.load(engines.Bundle(modules, json.loads(files["data.json"]), json.loads(files[".manifest"])["revision"]))
+    example = json.loads(INPUT.read_text())["input"]
+    assert sidecar.evaluate("data.arm.decision.result", example) == EXPECTED
+    # Asked with no input, or with the amounts in currency units rather than micro-units, it fails closed.
+    assert sidecar.query(["arm", "decision", "result"], None)["result"]["decision"] == "DENY"
+    in_units = {**example, "cost": {"estimate": 0.05, "run": 0.02, "day": 0.02}}
+    assert sidecar.evaluate("data.arm.decision.result", in_units)["decision"] == "DENY"
 
 
 @pytest.mark.skipif(shutil.which("opa") is None, reason="no opa binary on PATH (none can be installed here)")

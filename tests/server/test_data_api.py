@@ -18,12 +18,13 @@ import sqlalchemy as sa
 from reconciler.decisions import deciding
 from reconciler.desired import repository
 from reconciler.oversight import access
-from reconciler.policy import engines, opa
+from reconciler.policy import engines, goopa, opa
 from reconciler.reconcile import running
 from reconciler.server import app as server_app
 from reconciler.state import database, fleetstate
 from tests.conftest import GitRepo
 from tests.policy.opa_double import OpaDouble
+from tests.realopa import require
 from tests.reconcile import scenario
 from tests.server.serving import NOW, Server, auth, tenant_fleet
 
@@ -98,8 +99,11 @@ def pulled(served: Served, token: str) -> tuple[dict[str, Any], dict[str, str], 
     return json.loads(files[".manifest"]), modules, json.loads(files["data.json"])
 
 
-def sidecar_input(decision: dict[str, Any], tool: str, instance: str = "acme:app-dev-g1-0") -> dict[str, Any]:
-    """The input a runtime gives its sidecar for the call ``decision`` answered."""
+def sidecar_input(
+    decision: dict[str, Any], tool: str, data: dict[str, Any], instance: str = "acme:app-dev-g1-0"
+) -> dict[str, Any]:
+    """The input a runtime gives its sidecar for the call ``decision`` answered: the envelope as
+    the bundle's ``data`` carries it (budgets in micro-units), money in micro-units."""
     tenant, _, _ = instance.partition(":")
     return {
         "instance": {"id": instance, "state": "PROVISIONING", "tenant": tenant, "template": "app", "version": "app@1.0.0"},
@@ -114,8 +118,8 @@ def sidecar_input(decision: dict[str, Any], tool: str, instance: str = "acme:app
         },
         "risk": decision["risk"],
         "args": {},
-        "envelope": decision["envelope"],
-        "cost": {"estimate": 0.0, "run": 0.0, "day": 0.0},
+        "envelope": data["arm"]["fleet"]["envelopes"][tenant]["app@1.0.0"],
+        "cost": {"estimate": 0, "run": 0, "day": 0},
         "loop": {"count": 0},
         "approval": {"granted": False},
     }
@@ -131,18 +135,26 @@ def ask(served: Served, tool: str) -> dict[str, Any]:
 
 def test_a_fleet_rule_reading_the_fleet_data_decides_alike_everywhere(served: Served) -> None:
     manifest, modules, data = pulled(served, served.acme)
-    sidecar = engines.EmbeddedEngine()  # what an OPA sidecar that pulled the bundle evaluates
-    sidecar.load(engines.Bundle(modules, data, manifest["revision"]))
+    require()
+    sidecars: list[engines.Engine] = [engines.EmbeddedEngine(), goopa.GoOpaEngine()]  # OPA's own engine: what a sidecar runs
+    for sidecar in sidecars:
+        sidecar.load(engines.Bundle(modules, data, manifest["revision"]))
     for tool, expected in [
         ("payments.refund", {"decision": "DENY", "reasons": ["payments.refund writes, says the acme catalog"]}),
         ("crm.lookup", {"decision": "ALLOW", "reasons": ["within the envelope"]}),
     ]:
         decided = ask(served, tool)
         assert {k: decided[k] for k in ("decision", "reasons")} == expected, tool
-        document = sidecar_input(decided, tool)
+        document = sidecar_input(decided, tool, data)
         answered = served.client.post("/v1/data/arm/decision/result", json={"input": document}, headers=auth(served.acme))
         assert answered.json() == {"result": expected}, tool
-        assert sidecar.evaluate("data.arm.decision.result", document) == expected, tool
+        for sidecar in sidecars:
+            assert sidecar.evaluate("data.arm.decision.result", document) == expected, tool
+    # No input at all is DENY on OPA's engine too (it was ALLOW: a sidecar failed open).
+    for sidecar in sidecars:
+        assert sidecar.query(["arm", "decision", "result"], None) == {
+            "result": {"decision": "DENY", "reasons": ["input is missing or not an object"]}
+        }
 
 
 def test_an_opa_engine_gets_the_same_fleet_data_pushed(git_repo: GitRepo, db: sa.Engine) -> None:
@@ -247,3 +259,37 @@ def test_nothing_writes_policy_or_data_but_git(served: Served) -> None:
                 "message": "policy and data change only through Git: commit to the fleet repository",
             }
     assert served.client.post("/v1/data/arm/fleet", json={}, headers=auth(served.acme)).json()["result"]["tools"]
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        (b'{"input": {"cost": {"estimate": NaN}}}', "input.cost.estimate is NaN, which is not a JSON number"),
+        (b'{"input": {"cost": {"estimate": Infinity}}}', "input.cost.estimate is infinite or past a double's range"),
+        (b'{"input": {"args": {"n": -1e400}}}', "input.args.n is infinite or past a double's range"),
+        (b'{"input": {"args": {"ids": [1, 9007199254740993]}}}', "input.args.ids[1] is an integer past 2^53"),
+        (b'{"input": {"args": {"a.b": 18446744073709551617}}}', 'input.args["a.b"] is an integer past 2^53'),
+    ],
+)
+def test_numbers_no_engine_reads_alike_are_refused_naming_the_field(served: Served, given: bytes, says: str) -> None:
+    refused = served.client.post("/v1/data/arm/decision/result", content=given, headers=auth(served.acme))
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "invalid_parameter" and says in refused.json()["message"]
+    inner = json.dumps(json.loads(given)["input"])  # the same input as GET's ?input=
+    by_query = served.client.get("/v1/data/arm/decision/result", params={"input": inner}, headers=auth(served.acme))
+    assert by_query.status_code == 400 and says in by_query.json()["message"]
+
+
+def test_every_way_of_giving_no_input_is_denied(served: Served) -> None:
+    client, token = served.client, auth(served.acme)
+    denied = {"result": {"decision": "DENY", "reasons": ["input is missing or not an object"]}}
+    answers = [
+        client.post("/v1/data/arm/decision/result", content=b"", headers=token),
+        client.post("/v1/data/arm/decision/result", content=b"  \n", headers=token),
+        client.post("/v1/data/arm/decision/result", json={}, headers=token),
+        client.post("/v1/data/arm/decision/result", json={"input": None}, headers=token),
+        client.get("/v1/data/arm/decision/result", headers=token),
+        client.get("/v1/data/arm/decision/result", params={"input": "null"}, headers=token),
+        client.post("/v1/data/arm/decision/result", json={"input": "crm.lookup"}, headers=token),
+    ]
+    assert [(r.status_code, r.json()) for r in answers] == [(200, denied)] * len(answers)
