@@ -71,8 +71,9 @@ def test_the_daemon_follows_pushes_by_poll_and_exits_0_on_sigterm(
     d.wait_ready()
     assert d.served_sha() == remote.work.git("rev-parse", "HEAD")
     sha = remote.push({"fleet/extra.yaml": tenant_fleet("globex")}, message="add globex")
-    took = d.wait_until(lambda: d.served_sha() == sha, 5, "the pushed commit to be served")
-    assert took <= 0.5 + 1.0
+    # Served within the wait's deadline, by the poll alone. How soon (the interval plus ~0.5 s on a
+    # quiet host) is a figure bench/bench_daemon.py prints: a busy host would make a bound flaky.
+    d.wait_until(lambda: d.served_sha() == sha, 10, "the pushed commit to be served")
     token = _token(migrated, tmp_path / "admin")
     assert _policy_revision(d, token) == sha
     assert d.metric("arm_leader") == 1
@@ -97,8 +98,9 @@ def test_a_signed_webhook_applies_a_push_at_once_and_a_forged_one_is_refused(
     response = d.webhook({"ref": "refs/heads/main", "after": sha})
     assert response.status_code == 202
     assert response.json()["refresh"] is True
-    took = d.wait_until(lambda: d.served_sha() == sha, 5, "the pushed commit to be served")
-    assert took <= 1.0
+    # Far sooner than the next poll (600 s): the webhook refreshed it. How soon is a figure
+    # bench/bench_daemon.py prints.
+    d.wait_until(lambda: d.served_sha() == sha, 10, "the pushed commit to be served")
 
 
 def test_a_bad_commit_keeps_the_last_good_one_served_and_shows_in_status_and_metrics(
@@ -160,8 +162,8 @@ def test_two_replicas_on_postgresql_one_leads_both_serve_and_the_other_takes_ove
 
     first.stop(signal.SIGKILL)
     newer = remote.push({"fleet/extra.yaml": None}, message="drop globex")
-    took = second.wait_until(lambda: second.served_sha() == newer, 2 * poll + 2, "the follower to take over and apply")
-    assert took <= 2 * poll + 1  # take the lock on the next poll (≤ one interval), then apply
+    # The follower takes the lock on its next poll (within one interval) and applies.
+    second.wait_until(lambda: second.served_sha() == newer, 2 * poll + 5, "the follower to take over and apply")
     assert second.metric("arm_leader") == 1
     assert _policy_revision(second, token) == newer
     assert "leading: holding the advisory lock" in second.log
@@ -182,8 +184,8 @@ def test_a_webhook_sent_to_a_follower_wakes_the_leader(
     assert follower.webhook({"ref": "refs/heads/main", "after": sha}).json()["refresh"] is True
     token = _token(migrated, tmp_path / "admin")
     for d in (leader, follower):
-        took = d.wait_until(lambda d=d: _policy_revision(d, token) == sha, 5, "the push to be served")
-        assert took <= 1.0
+        # Both serve it far sooner than the next poll (600 s): the webhook's notification woke the leader.
+        d.wait_until(lambda d=d: _policy_revision(d, token) == sha, 10, "the push to be served")
 
 
 def test_sigterm_during_the_first_reconcile_lets_it_finish_and_exits_0(
