@@ -71,7 +71,7 @@ def run(
     try:
         # One parse process: forking a process that runs threads (scheduler, server, writer) can
         # copy a held lock into the child and hang it. The parse cache makes restarts warm anyway.
-        reconciler = reconciling.make_reconciler(settings, None, None, db, workers=1)
+        reconciler = reconciling.make_reconciler(settings, None, None, db, workers=1, sign=True)
         decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
         daemon = scheduling.Daemon(settings, db, reconciler, decider, leadership=leadership)
         application = app.create_app(db, decider=decider, sweep_seconds=None, policy_seconds=0.5, runner=daemon)
