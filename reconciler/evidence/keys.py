@@ -95,12 +95,16 @@ class PublicKey:
 
     def as_dict(self) -> dict[str, Any]:
         """The key as ``GET /v1/keys``, ``armctl keys list`` and an audit pack show it: its id,
-        algorithm, the raw key in base64, PEM (what OPA's ``keys`` configuration takes) and JWK."""
+        algorithm, the raw key in base64, PEM (what OPA's ``keys`` configuration takes), the PEM's
+        base64 line alone, and JWK."""
         return {
             "kid": self.kid,
             "algorithm": ALGORITHM,
             "publicKey": base64.b64encode(self.raw).decode(),
             "publicKeyPem": self.pem(),
+            # The PEM's one line of base64 (the DER SubjectPublicKeyInfo): what an OPA sidecar's
+            # configuration takes through an environment variable (examples/opa-sidecar).
+            "spki": base64.b64encode(_SPKI_PREFIX + self.raw).decode(),
             "jwk": {"kty": "OKP", "crv": "Ed25519", "x": _b64url(self.raw), "kid": self.kid, "alg": ALGORITHM, "use": "sig"},
         }
 
