@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -24,7 +25,7 @@ from reconciler.desired import genome
 from reconciler.state import actual as actual_
 from reconciler.state import database, locking, tables
 
-__all__ = ["GENESIS_HASH", "Chain", "Record", "append_raw", "body", "body_hash", "record_hash", "verify"]
+__all__ = ["GENESIS_HASH", "Chain", "Record", "append_raw", "body", "body_hash", "canonical", "record_hash", "verify"]
 
 GENESIS_HASH = actual_.GENESIS_HASH
 
@@ -68,7 +69,30 @@ def record_hash(prev_hash: str, row: Any) -> str:
 
 def body_hash(prev_hash: str, hashed: dict[str, Any]) -> str:
     """A record's hash from its hashed part as :func:`body` gives it (an audit pack holds that)."""
-    return "sha256:" + hashlib.sha256(prev_hash.encode() + genome.canonical_json(hashed)).hexdigest()
+    return "sha256:" + hashlib.sha256(prev_hash.encode() + canonical(hashed)).hexdigest()
+
+
+#: A number with a fraction or an exponent in orjson's output: where its float formatting and the
+#: canonical form (``desired.genome``: ECMAScript's) may differ (``1.0`` against ``1``).
+_FLOATISH = re.compile(rb"[\[:,]-?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+)(?=[,\]}])")
+
+
+#: A digit followed by a point or an exponent: where a float may be, in stored JSON text.
+_MAYBE_FLOAT = re.compile(r"\d[.eE]")
+
+
+def canonical(value: Any) -> bytes:
+    """``genome.canonical_json(value)``, byte for byte, ~5× faster on records without floats:
+    orjson with sorted keys writes the same bytes for strings, integers, booleans and null;
+    anything it writes differently (a float, an integer past 64 bits, a key that is not a str) goes
+    through the canonical encoder. Verifying a chain at 200,000 records/s needs this."""
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return genome.canonical_json(value)
+    if _FLOATISH.search(text) is not None:
+        return genome.canonical_json(value)
+    return text
 
 
 class Chain:
@@ -178,18 +202,61 @@ class Break:
 
 
 def verify(connection: sa.Connection) -> Iterator[Break]:
-    """Every broken link, per tenant in order: a wrong hash, a wrong prev_hash, a gap in seq."""
-    c = tables.change_records.c
-    heads: dict[str, tuple[int, str]] = {}
-    for row in connection.execute(sa.select(tables.change_records).order_by(c.tenant, c.seq)).mappings():
-        seq, prev = heads.get(row["tenant"], (0, GENESIS_HASH))
-        if row["seq"] != seq + 1:
-            yield Break(row["tenant"], row["seq"], row["id"], f"sequence jumps from {seq} to {row['seq']} (records missing)")
-        elif row["prev_hash"] != prev:
-            yield Break(row["tenant"], row["seq"], row["id"], "prev_hash does not link to the record before it")
-        elif record_hash(prev, row) != row["hash"]:
-            yield Break(row["tenant"], row["seq"], row["id"], "hash does not match the record's content (altered)")
-        heads[row["tenant"]] = (row["seq"], row["hash"])
+    """Every broken link, per tenant in order: a wrong hash, a wrong prev_hash, a gap in seq.
+
+    Read through the driver's cursor, JSON and times as stored (a row through SQLAlchemy's
+    result processing costs more than hashing it)."""
+    dialect = connection.dialect.name
+    cursor = database.driver_cursor(connection)
+    cursor.execute(
+        "SELECT tenant, seq, sha, author, operator, type, object_kind, object_name, before, after, at, id, prev_hash, hash"
+        " FROM change_records ORDER BY tenant, seq"
+    )
+    text_json = dialect == "sqlite"  # JSON read back as its stored text (PostgreSQL: decoded jsonb)
+    maybe_float = _MAYBE_FLOAT.search
+    loads = orjson.loads if text_json else _same
+    stamp = sqlite_at if dialect == "sqlite" else _at
+    tenant: str = ""
+    seq, prev = 0, GENESIS_HASH
+    sha256 = hashlib.sha256
+    while rows := cursor.fetchmany(5000):
+        for row in rows:
+            if row[0] != tenant:
+                tenant, seq, prev = row[0], 0, GENESIS_HASH
+            if row[1] != seq + 1:
+                yield Break(tenant, row[1], row[11], f"sequence jumps from {seq} to {row[1]} (records missing)")
+            elif row[12] != prev:
+                yield Break(tenant, row[1], row[11], "prev_hash does not link to the record before it")
+            else:
+                before, after = row[8], row[9]
+                hashed = {
+                    "tenant": tenant, "seq": row[1], "sha": row[2], "author": row[3], "operator": row[4], "type": row[5],
+                    "object": {"kind": row[6], "name": row[7]}, "before": None if before is None else loads(before),
+                    "after": None if after is None else loads(after), "at": stamp(row[10]),
+                }  # fmt: skip
+                if text_json and not (before and maybe_float(before)) and not (after and maybe_float(after)):
+                    # No number with a fraction or exponent in the stored JSON (the other fields are
+                    # text and integers): orjson's bytes are the canonical ones.
+                    try:
+                        encoded = orjson.dumps(hashed, option=orjson.OPT_SORT_KEYS)
+                    except TypeError:
+                        encoded = genome.canonical_json(hashed)
+                else:
+                    encoded = canonical(hashed)
+                if "sha256:" + sha256(prev.encode() + encoded).hexdigest() != row[13]:
+                    yield Break(tenant, row[1], row[11], "hash does not match the record's content (altered)")
+            seq, prev = row[1], row[13]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def sqlite_at(value: str) -> str:
+    """A time as SQLite stores it (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC) in the hashed form."""
+    if len(value) == 26 and value[10] == " ":
+        return value[:10] + "T" + value[11:] + "Z"
+    return _at(database.parse_at(value))
 
 
 def count_query() -> sa.Select[Any]:

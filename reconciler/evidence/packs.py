@@ -17,9 +17,10 @@ manifest's order:
 - ``archives/<name>``: the tenant's op-event archives of the range, byte for byte as written
   (their hashes are listed in the signed checkpoints).
 
-Every ``.jsonl`` line is one JSON object (keys sorted) with a ``packHash`` linking it to the line
-before (:func:`line_hash`), so a changed, added, removed or reordered record is named by its
-line, whatever else the file holds. New kinds of evidence are new files: a section in
+Every ``.jsonl`` line is one JSON object: ``packHash`` first, then the record's fields (keys
+sorted). ``packHash`` is ``sha256(previous line's packHash + the record's JSON without it)``
+(:func:`line_of`), so a changed, added, removed or reordered record is named by its line,
+whatever else the file holds. New kinds of evidence are new files: a section in
 ``packing.SECTIONS`` (the checker verifies any listed file's hash and line links without knowing
 it, and ``unpacking`` adds what it knows of the file's content).
 """
@@ -31,7 +32,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["FORMAT", "GENESIS", "MANIFEST", "SIGNATURE", "line_hash", "line_of"]
+__all__ = ["FORMAT", "GENESIS", "MANIFEST", "SIGNATURE", "line_hash", "line_of", "split_line"]
 
 FORMAT = "arm-audit-pack/1"
 MANIFEST = "manifest.json"
@@ -51,12 +52,29 @@ GENESIS = "sha256:" + "0" * 64
 _SORTED = orjson.OPT_SORT_KEYS
 
 
-def line_hash(previous: str, record: dict[str, Any]) -> str:
-    """``sha256(previous + the record's sorted-key JSON)``: the link of one ``.jsonl`` line."""
-    return "sha256:" + hashlib.sha256(previous.encode() + orjson.dumps(record, option=_SORTED)).hexdigest()
+#: How every ``.jsonl`` line starts: its link comes first, so it is checked without parsing.
+_PREFIX = b'{"packHash":"sha256:'
+_LINK = len(_PREFIX) + 64  # where the hash ends
 
 
 def line_of(previous: str, record: dict[str, Any]) -> tuple[bytes, str]:
-    """The line (with its newline) that writes ``record`` after ``previous``, and its hash."""
-    digest = line_hash(previous, record)
-    return orjson.dumps({**record, "packHash": digest}, option=_SORTED) + b"\n", digest
+    """The line (with its newline) that writes ``record`` after ``previous``, and its hash.
+
+    The record is written as JSON with sorted keys (orjson; ``orjson.Fragment`` values go in as
+    they are); its hash is ``sha256(previous + that JSON)``, and the line is the same object with
+    ``packHash`` put first."""
+    body = orjson.dumps(record, option=_SORTED)
+    digest = "sha256:" + hashlib.sha256(previous.encode() + body).hexdigest()
+    return _PREFIX + digest[7:].encode() + b'",' + body[1:] + b"\n", digest
+
+
+def split_line(line: bytes) -> tuple[str, bytes] | None:
+    """(the hash a line states, the JSON its hash covers), or None when it is not a pack line."""
+    if not line.startswith(_PREFIX) or line[_LINK : _LINK + 2] != b'",' or len(line) < _LINK + 4:
+        return None
+    return line[len(_PREFIX) - 7 : _LINK].decode("ascii", "replace"), b"{" + line[_LINK + 2 :]
+
+
+def line_hash(previous: str, body: bytes) -> str:
+    """``sha256(previous + body)``: the link of one ``.jsonl`` line (see :func:`split_line`)."""
+    return "sha256:" + hashlib.sha256(previous.encode() + body).hexdigest()

@@ -293,6 +293,13 @@ class _Lines:
         self.last_id = 0
         self.chain_previous: str | None = None
         self.chain_seq: int | None = None
+        self.tenant = state.manifest.get("tenant")
+        self.check = {
+            packs.CHECKPOINTS: self.checkpoint,
+            packs.CHANGE_RECORDS: self.change_record,
+            packs.OP_EVENTS: self.op_event,
+            packs.APPROVALS: self.approval,
+        }.get(name)
 
     def feed(self, chunk: bytes) -> None:
         data = self.rest + chunk
@@ -300,8 +307,9 @@ class _Lines:
         if len(self.rest) > MAX_LINE_BYTES:
             self.state.report.add(self.name, f"a line longer than {MAX_LINE_BYTES} bytes", self.count + 1)
             self.rest = b""
-        for line in complete:
-            self.line(line)
+        line = self.line
+        for raw in complete:
+            line(raw)
 
     def close(self) -> None:
         if self.rest:
@@ -309,56 +317,76 @@ class _Lines:
 
     def line(self, raw: bytes) -> None:
         self.count += 1
-        number, report = self.count, self.state.report
+        split = packs.split_line(raw)
+        if split is None:
+            self.state.report.add(self.name, "not a pack record (it must start with its packHash)", self.count)
+            return
+        stated, body = split
+        if packs.line_hash(self.previous, body) != stated:
+            record = self.parse(raw)
+            label = _label(self.name, record) if record is not None else "the record"
+            self.state.report.add(
+                self.name, f"{label} does not link to the line before: changed, added, removed or reordered", self.count
+            )
+        self.previous = stated
+        if self.check is not None:
+            record = self.parse(raw)
+            if record is not None:
+                self.check(record, self.count)
+
+    def parse(self, raw: bytes) -> dict[str, Any] | None:
         try:
             record = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            report.add(self.name, f"not JSON: {exc}", number)
-            return
-        if not isinstance(record, dict) or not isinstance(record.get("packHash"), str):
-            report.add(self.name, "not a pack record (no packHash)", number)
-            return
-        stated = record.pop("packHash")
-        if packs.line_hash(self.previous, record) != stated:
-            report.add(
-                self.name,
-                f"{_label(self.name, record)} does not link to the line before: changed, added, removed or reordered",
-                number,
-            )
-        self.previous = stated
-        tenant = self.state.manifest.get("tenant")
-        if (
-            self.name in (packs.CHANGE_RECORDS, packs.CHECKPOINTS, packs.OP_EVENTS, packs.APPROVALS)
-            and record.get("tenant") != tenant
-        ):
-            report.add(
-                self.name, f"{_label(self.name, record)} belongs to tenant {record.get('tenant')!r}, not {tenant!r}", number
-            )
-        if self.name == packs.CHECKPOINTS:
-            self.state.checkpoints.append(record)
-            if isinstance(record.get("seq"), int):
-                self.state.anchored.add(record["seq"])
-        elif self.name == packs.CHANGE_RECORDS:
-            self.change_record(record, number)
-        elif self.name == packs.OP_EVENTS:
-            event_id = record.get("id")
-            if not isinstance(event_id, int) or event_id <= self.last_id:
-                report.add(self.name, f"event {event_id} comes after event {self.last_id}: out of order", number)
-            else:
-                self.last_id = event_id
+            self.state.report.add(self.name, f"not JSON: {exc}", self.count)
+            return None
+        if not isinstance(record, dict):
+            self.state.report.add(self.name, "not a JSON object", self.count)
+            return None
+        return record
+
+    def owned(self, record: dict[str, Any], number: int) -> bool:
+        if record.get("tenant") == self.tenant:
+            return True
+        self.state.report.add(
+            self.name, f"{_label(self.name, record)} belongs to tenant {record.get('tenant')!r}, not {self.tenant!r}", number
+        )
+        return False
+
+    def checkpoint(self, record: dict[str, Any], number: int) -> None:
+        self.owned(record, number)
+        record.pop("packHash", None)
+        self.state.checkpoints.append(record)
+        if isinstance(record.get("seq"), int):
+            self.state.anchored.add(record["seq"])
+
+    def approval(self, record: dict[str, Any], number: int) -> None:
+        self.owned(record, number)
+
+    def op_event(self, record: dict[str, Any], number: int) -> None:
+        if record.get("tenant") != self.tenant:
+            self.owned(record, number)
+        event_id = record.get("id")
+        if not isinstance(event_id, int) or event_id <= self.last_id:
+            self.state.report.add(self.name, f"event {event_id} comes after event {self.last_id}: out of order", number)
+        else:
+            self.last_id = event_id
 
     def change_record(self, record: dict[str, Any], number: int) -> None:
         report, state = self.state.report, self.state
+        self.owned(record, number)
         seq, stated, prev = record.get("seq"), record.get("hash"), record.get("prevHash")
-        hashed = {
-            k: record.get(k) for k in ("tenant", "seq", "sha", "author", "operator", "type", "object", "before", "after", "at")
-        }
         if not isinstance(seq, int) or not isinstance(stated, str) or not isinstance(prev, str):
             report.add(self.name, "not a change record (seq, hash, prevHash)", number)
             return
+        hashed = {
+            "tenant": record.get("tenant"), "seq": seq, "sha": record.get("sha"), "author": record.get("author"),
+            "operator": record.get("operator"), "type": record.get("type"), "object": record.get("object"),
+            "before": record.get("before"), "after": record.get("after"), "at": record.get("at"),
+        }  # fmt: skip
         if self.chain_seq is None:
             state.first_prev = prev
-            expected_seq = state.manifest.get("chain", {}).get("fromSeq", seq)
+            expected_seq = (state.manifest.get("chain") or {}).get("fromSeq", seq)
             first = seq
         else:
             expected_seq = self.chain_seq + 1
