@@ -77,10 +77,6 @@ def body_hash(prev_hash: str, hashed: dict[str, Any]) -> str:
 _FLOATISH = re.compile(rb"[\[:,]-?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+)(?=[,\]}])")
 
 
-#: A digit followed by a point or an exponent: where a float may be, in stored JSON text.
-_MAYBE_FLOAT = re.compile(r"\d[.eE]")
-
-
 def canonical(value: Any) -> bytes:
     """``genome.canonical_json(value)``, byte for byte, ~5× faster on records without floats:
     orjson with sorted keys writes the same bytes for strings, integers, booleans and null;
@@ -131,7 +127,7 @@ class Chain:
 
     def write(self, connection: sa.Connection) -> int:
         if self.rows:
-            database.bulk_insert(connection, tables.change_records, self.rows)
+            database.bulk_insert(connection, tables.change_records, [_stored(row) for row in self.rows])
         written = len(self.rows)
         self.rows = []
         return written
@@ -171,8 +167,15 @@ def append(connection: sa.Connection, records: Iterable[Record], at: dt.datetime
 _RAW_COLUMNS = ("tenant", "seq", "sha", "author", "operator", "type", "object_kind", "object_name")
 
 
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as it is written: ``before`` and ``after`` as their canonical JSON text, the very
+    bytes the record's hash covers, so a verification can hash the stored text as it is."""
+    return {**row, "before": database.RawJSON(canonical(row["before"]).decode()),
+            "after": database.RawJSON(canonical(row["after"]).decode())}  # fmt: skip
+
+
 def _raw_row(row: dict[str, Any], stored_at: Any) -> tuple[Any, ...]:
-    before, after = orjson.dumps(row["before"]).decode(), orjson.dumps(row["after"]).decode()
+    before, after = canonical(row["before"]).decode(), canonical(row["after"]).decode()
     return (*(row[c] for c in _RAW_COLUMNS), before, after, stored_at, row["run_id"], row["prev_hash"], row["hash"])
 
 
@@ -213,9 +216,9 @@ def verify(connection: sa.Connection) -> Iterator[Break]:
         " FROM change_records ORDER BY tenant, seq"
     )
     text_json = dialect == "sqlite"  # JSON read back as its stored text (PostgreSQL: decoded jsonb)
-    maybe_float = _MAYBE_FLOAT.search
     loads = orjson.loads if text_json else _same
     stamp = sqlite_at if dialect == "sqlite" else _at
+    text = _JsonStrings()
     tenant: str = ""
     seq, prev = 0, GENESIS_HASH
     sha256 = hashlib.sha256
@@ -228,24 +231,37 @@ def verify(connection: sa.Connection) -> Iterator[Break]:
             elif row[12] != prev:
                 yield Break(tenant, row[1], row[11], "prev_hash does not link to the record before it")
             else:
-                before, after = row[8], row[9]
-                hashed = {
-                    "tenant": tenant, "seq": row[1], "sha": row[2], "author": row[3], "operator": row[4], "type": row[5],
-                    "object": {"kind": row[6], "name": row[7]}, "before": None if before is None else loads(before),
-                    "after": None if after is None else loads(after), "at": stamp(row[10]),
-                }  # fmt: skip
-                if text_json and not (before and maybe_float(before)) and not (after and maybe_float(after)):
-                    # No number with a fraction or exponent in the stored JSON (the other fields are
-                    # text and integers): orjson's bytes are the canonical ones.
-                    try:
-                        encoded = orjson.dumps(hashed, option=orjson.OPT_SORT_KEYS)
-                    except TypeError:
-                        encoded = genome.canonical_json(hashed)
-                else:
-                    encoded = canonical(hashed)
-                if "sha256:" + sha256(prev.encode() + encoded).hexdigest() != row[13]:
-                    yield Break(tenant, row[1], row[11], "hash does not match the record's content (altered)")
+                before, after, at = row[8], row[9], stamp(row[10])
+                ok = False
+                if text_json:
+                    # The stored text is the canonical JSON the hash covers (``_stored``): hash the
+                    # body as text, without decoding it. Rows written otherwise take the slow path.
+                    hashed_text = (
+                        f'{{"after":{after or "null"},"at":"{at}","author":{text[row[3]]},"before":{before or "null"},'
+                        f'"object":{{"kind":{text[row[6]]},"name":{text[row[7]]}}},"operator":{text[row[4]]},'
+                        f'"seq":{row[1]},"sha":{text[row[2]]},"tenant":{text[tenant]},"type":{text[row[5]]}}}'
+                    )
+                    ok = "sha256:" + sha256(prev.encode() + hashed_text.encode()).hexdigest() == row[13]
+                if not ok:
+                    hashed = {
+                        "tenant": tenant, "seq": row[1], "sha": row[2], "author": row[3], "operator": row[4], "type": row[5],
+                        "object": {"kind": row[6], "name": row[7]}, "before": None if before is None else loads(before),
+                        "after": None if after is None else loads(after), "at": at,
+                    }  # fmt: skip
+                    if body_hash(prev, hashed) != row[13]:
+                        yield Break(tenant, row[1], row[11], "hash does not match the record's content (altered)")
             seq, prev = row[1], row[13]
+
+
+class _JsonStrings(dict[Any, str]):
+    """A value (text or None) → its canonical JSON text, remembered: a chain repeats its tenants,
+    types, authors and objects."""
+
+    def __missing__(self, value: Any) -> str:
+        encoded = canonical(value).decode()
+        if len(self) < 100_000:
+            self[value] = encoded
+        return encoded
 
 
 def _same(value: Any) -> Any:

@@ -319,7 +319,13 @@ class _Lines:
         self.count += 1
         split = packs.split_line(raw)
         if split is None:
-            self.state.report.add(self.name, "not a pack record (it must start with its packHash)", self.count)
+            record = self.parse(raw)
+            label = _label(self.name, record) if record is not None else "the record"
+            self.state.report.add(
+                self.name, f"{label} is not in a pack's form (its packHash must come first): changed", self.count
+            )
+            if record is not None and isinstance(record.get("packHash"), str):
+                self.previous = record["packHash"]  # so the next line is judged on its own
             return
         stated, body = split
         if packs.line_hash(self.previous, body) != stated:

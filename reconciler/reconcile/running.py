@@ -5,7 +5,8 @@ at once when the database already has that commit and nothing changed outside Gi
 SHA, same state generation: no query beyond one row, no writes), validates the commit, loads its
 policy into the engine, plans against the actual state and applies the plan in one transaction
 together with the reconcile-run row, the new applied revision and (with a signer) a signed
-checkpoint of every tenant's chain that moved (``evidence.checkpoints``). A failure of any step applies
+checkpoint of every tenant's chain it moved (``evidence.checkpoints``; the daemon's timer
+anchors what decisions and operators append between applies). A failure of any step applies
 nothing, keeps the last good commit in force, and is recorded as a failed run with every error.
 
 Canary rollouts move between commits: ``apply(ref, advance=True)`` (``armctl apply``, the
@@ -162,7 +163,9 @@ class Reconciler:
                     outcome = "APPLIED" if result.actions else "NOOP"
                     self._finish(connection, run_id, outcome, len(result.actions), [], snap, actual.generation)
                     if self.signer is not None:
-                        checkpoints.write(connection, self.signer, now)
+                        # The tenants whose chains this apply holds locked already: locking more
+                        # here, after the plan's, could deadlock with a decision writer.
+                        checkpoints.write(connection, self.signer, now, {a.tenant for a in result.actions})
                     if applied.after is not None:
                         applied.after.policy_digest = self.policy_digest
                 timings["apply"] = time.perf_counter() - mark

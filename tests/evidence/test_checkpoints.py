@@ -27,6 +27,12 @@ def _checkpoints(armctl: Armctl, tenant: str = "acme") -> list[dict[str, Any]]:
     return armctl.rows(sa.select(tables.chain_checkpoints).where(c.tenant == tenant).order_by(c.number))
 
 
+def _change(repo: GitRepo, name: str) -> None:
+    """A commit that changes the fleet (a new Project of acme), so its apply moves acme's chain."""
+    project = f"apiVersion: arm/v1\nkind: Project\nmetadata: {{name: {name}, tenant: acme}}\n"
+    repo.commit({f"fleet/{name}.yaml": project}, f"add {name}")
+
+
 def _decide_denied(armctl: Armctl, times: int = 1) -> None:
     """DENY decisions: each appends a change record to acme's chain, outside any apply."""
     for _ in range(times):
@@ -60,10 +66,10 @@ def test_an_apply_signs_a_checkpoint_of_the_chain_with_a_key_made_on_first_use(
     armctl.ok("apply")
     assert len(_checkpoints(armctl)) == 1
     _decide_denied(armctl, 2)
-    sample_repo.commit({"fleet/README.md": "changed\n"}, "touch")
+    _change(sample_repo, "extra")
     armctl.ok("apply")
     first, second = _checkpoints(armctl)
-    assert (second["number"], second["previous"], second["seq"]) == (2, first["hash"], first["seq"] + 2)
+    assert (second["number"], second["previous"], second["seq"]) == (2, first["hash"], first["seq"] + 3)
     report = armctl.json("audit", "verify")
     assert report["ok"] is True and report["checkpoints"]["acme"]["count"] == 2
     assert report["unanchored"] == []
@@ -114,7 +120,7 @@ def test_audit_verify_catches_a_removed_a_forged_and_an_altered_checkpoint(
     armctl = applied_sample(tmp_path, db_url, sample_repo)
     for change in range(3):  # checkpoints 2, 3, 4: each after a DENY and an apply
         _decide_denied(armctl)
-        sample_repo.commit({"fleet/README.md": f"change {change}\n"}, "touch")
+        _change(sample_repo, f"extra-{change}")
         armctl.ok("apply")
     assert [c["number"] for c in _checkpoints(armctl)] == [1, 2, 3, 4]
     c = tables.chain_checkpoints
@@ -178,7 +184,7 @@ def test_keys_rotate_and_what_an_old_key_signed_still_verifies(tmp_path: Path, d
     assert made["kid"] != first and made["current"] is True and "PRIVATE" not in json.dumps(made)
     assert os.stat(made["path"]).st_mode & 0o777 == 0o600
     _decide_denied(armctl)
-    sample_repo.commit({"fleet/README.md": "rotated\n"}, "touch")
+    _change(sample_repo, "rotated")
     armctl.ok("apply")
     assert [c["kid"] for c in _checkpoints(armctl)] == [first, made["kid"]]
     listed = armctl.json("keys", "list")

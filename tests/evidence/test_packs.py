@@ -116,6 +116,12 @@ def _swap_lines(first: int, second: int) -> Any:
 
 
 def _alter_event(lines: list[bytes]) -> list[bytes]:
+    assert b'"decision":"DENY"' in lines[1]
+    lines[1] = lines[1].replace(b'"decision":"DENY"', b'"decision":"ALLOW"')
+    return lines
+
+
+def _resort_event(lines: list[bytes]) -> list[bytes]:
     event = orjson.loads(lines[1])
     event["payload"]["decision"] = "ALLOW"
     lines[1] = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
@@ -134,6 +140,10 @@ CASES: dict[str, tuple[Any, list[str]]] = {
     "a decision turned into an ALLOW": (
         _replace(packs.OP_EVENTS, lambda c: tampering.edit_lines(c, _alter_event)),
         [f"{packs.OP_EVENTS}, line 2: event ", "does not link to the line before", f"{packs.OP_EVENTS}: changed"],
+    ),
+    "a decision rewritten as a new JSON object": (
+        _replace(packs.OP_EVENTS, lambda c: tampering.edit_lines(c, _resort_event)),
+        [f"{packs.OP_EVENTS}, line 2: event 2 is not in a pack's form", f"{packs.OP_EVENTS}: changed"],
     ),
     "two records reordered": (
         _replace(packs.CHANGE_RECORDS, lambda c: tampering.edit_lines(c, _swap_lines(3, 4))),
