@@ -204,53 +204,66 @@ class Break:
     reason: str
 
 
-def verify(connection: sa.Connection) -> Iterator[Break]:
-    """Every broken link, per tenant in order: a wrong hash, a wrong prev_hash, a gap in seq.
+#: The columns :class:`Bodies` reads, in its order.
+BODY_COLUMNS = "tenant, seq, sha, author, operator, type, object_kind, object_name, before, after, at, prev_hash, hash"
 
-    Read through the driver's cursor, JSON and times as stored (a row through SQLAlchemy's
-    result processing costs more than hashing it)."""
-    dialect = connection.dialect.name
+
+class Bodies:
+    """The hashed part of stored records (:func:`body`) as canonical JSON bytes, from rows read
+    through the driver (``BODY_COLUMNS``), and the hash they give.
+
+    On SQLite ``before`` and ``after`` come back as their stored text, which is the canonical
+    JSON the hash covers (``_stored``): the body is put together as text, without decoding them.
+    A row whose text is not canonical (written before the text was) is decoded and re-encoded.
+    A row through SQLAlchemy's result processing costs more than hashing it; this is what lets
+    ``audit verify`` and an audit pack's export keep up with the store."""
+
+    def __init__(self, dialect: str) -> None:
+        self.text_json = dialect == "sqlite"  # PostgreSQL gives decoded jsonb
+        self.stamp = sqlite_at if self.text_json else _at
+        self.text = _JsonStrings()
+
+    def of(self, row: Any) -> tuple[bytes, str]:
+        """(the canonical body, ``sha256(prev_hash + body)``) of a ``BODY_COLUMNS`` row."""
+        text = self.text
+        before, after, at, prev = row[8], row[9], self.stamp(row[10]), row[11]
+        if self.text_json:
+            encoded = (
+                f'{{"after":{after or "null"},"at":"{at}","author":{text[row[3]]},"before":{before or "null"},'
+                f'"object":{{"kind":{text[row[6]]},"name":{text[row[7]]}}},"operator":{text[row[4]]},'
+                f'"seq":{row[1]},"sha":{text[row[2]]},"tenant":{text[row[0]]},"type":{text[row[5]]}}}'
+            ).encode()
+            digest = "sha256:" + hashlib.sha256(prev.encode() + encoded).hexdigest()
+            if digest == row[12]:
+                return encoded, digest
+            before = None if before is None else orjson.loads(before)
+            after = None if after is None else orjson.loads(after)
+        hashed = {
+            "tenant": row[0], "seq": row[1], "sha": row[2], "author": row[3], "operator": row[4], "type": row[5],
+            "object": {"kind": row[6], "name": row[7]}, "before": before, "after": after, "at": at,
+        }  # fmt: skip
+        encoded = canonical(hashed)
+        return encoded, "sha256:" + hashlib.sha256(prev.encode() + encoded).hexdigest()
+
+
+def verify(connection: sa.Connection) -> Iterator[Break]:
+    """Every broken link, per tenant in order: a wrong hash, a wrong prev_hash, a gap in seq."""
+    bodies = Bodies(connection.dialect.name)
     cursor = database.driver_cursor(connection)
-    cursor.execute(
-        "SELECT tenant, seq, sha, author, operator, type, object_kind, object_name, before, after, at, id, prev_hash, hash"
-        " FROM change_records ORDER BY tenant, seq"
-    )
-    text_json = dialect == "sqlite"  # JSON read back as its stored text (PostgreSQL: decoded jsonb)
-    loads = orjson.loads if text_json else _same
-    stamp = sqlite_at if dialect == "sqlite" else _at
-    text = _JsonStrings()
+    cursor.execute(f"SELECT {BODY_COLUMNS}, id FROM change_records ORDER BY tenant, seq")
     tenant: str = ""
     seq, prev = 0, GENESIS_HASH
-    sha256 = hashlib.sha256
     while rows := cursor.fetchmany(5000):
         for row in rows:
             if row[0] != tenant:
                 tenant, seq, prev = row[0], 0, GENESIS_HASH
             if row[1] != seq + 1:
-                yield Break(tenant, row[1], row[11], f"sequence jumps from {seq} to {row[1]} (records missing)")
-            elif row[12] != prev:
-                yield Break(tenant, row[1], row[11], "prev_hash does not link to the record before it")
-            else:
-                before, after, at = row[8], row[9], stamp(row[10])
-                ok = False
-                if text_json:
-                    # The stored text is the canonical JSON the hash covers (``_stored``): hash the
-                    # body as text, without decoding it. Rows written otherwise take the slow path.
-                    hashed_text = (
-                        f'{{"after":{after or "null"},"at":"{at}","author":{text[row[3]]},"before":{before or "null"},'
-                        f'"object":{{"kind":{text[row[6]]},"name":{text[row[7]]}}},"operator":{text[row[4]]},'
-                        f'"seq":{row[1]},"sha":{text[row[2]]},"tenant":{text[tenant]},"type":{text[row[5]]}}}'
-                    )
-                    ok = "sha256:" + sha256(prev.encode() + hashed_text.encode()).hexdigest() == row[13]
-                if not ok:
-                    hashed = {
-                        "tenant": tenant, "seq": row[1], "sha": row[2], "author": row[3], "operator": row[4], "type": row[5],
-                        "object": {"kind": row[6], "name": row[7]}, "before": None if before is None else loads(before),
-                        "after": None if after is None else loads(after), "at": at,
-                    }  # fmt: skip
-                    if body_hash(prev, hashed) != row[13]:
-                        yield Break(tenant, row[1], row[11], "hash does not match the record's content (altered)")
-            seq, prev = row[1], row[13]
+                yield Break(tenant, row[1], row[13], f"sequence jumps from {seq} to {row[1]} (records missing)")
+            elif row[11] != prev:
+                yield Break(tenant, row[1], row[13], "prev_hash does not link to the record before it")
+            elif bodies.of(row)[1] != row[12]:
+                yield Break(tenant, row[1], row[13], "hash does not match the record's content (altered)")
+            seq, prev = row[1], row[12]
 
 
 class _JsonStrings(dict[Any, str]):
@@ -262,10 +275,6 @@ class _JsonStrings(dict[Any, str]):
         if len(self) < 100_000:
             self[value] = encoded
         return encoded
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def sqlite_at(value: str) -> str:

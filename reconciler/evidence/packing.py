@@ -119,22 +119,22 @@ def _same(value: Any) -> Any:
 
 
 def _change_records(connection: sa.Connection, scope: Range) -> Iterator[dict[str, Any]]:
+    """Each record as ``{body, hash, prevHash, id, runId}``: ``body`` is the canonical JSON the
+    hash covers (``audit.chain.body``), so ``sha256(prevHash + body)`` checks it as written."""
     if scope.from_seq > scope.to_seq:
         return
-    cursor, json_value, stamp = _raw(connection)
+    cursor, _, _ = _raw(connection)
+    bodies = chain.Bodies(connection.dialect.name)
     mark = database.placeholder(connection.dialect.name)
     cursor.execute(
-        "SELECT tenant, seq, sha, author, operator, type, object_kind, object_name, before, after, at, id, run_id, prev_hash, hash"
-        f" FROM change_records WHERE tenant = {mark} AND seq >= {mark} AND seq <= {mark} ORDER BY seq",
+        f"SELECT {chain.BODY_COLUMNS}, id, run_id FROM change_records"
+        f" WHERE tenant = {mark} AND seq >= {mark} AND seq <= {mark} ORDER BY seq",
         [scope.tenant, scope.from_seq, scope.to_seq],
     )
     while rows := cursor.fetchmany(_BATCH):
         for r in rows:
-            yield {
-                "tenant": r[0], "seq": r[1], "sha": r[2], "author": r[3], "operator": r[4], "type": r[5],
-                "object": {"kind": r[6], "name": r[7]}, "before": json_value(r[8]), "after": json_value(r[9]), "at": stamp(r[10]),
-                "id": r[11], "runId": r[12], "prevHash": r[13], "hash": r[14],
-            }  # fmt: skip
+            encoded, _ = bodies.of(r)
+            yield {"body": orjson.Fragment(encoded), "hash": r[12], "prevHash": r[11], "id": r[13], "runId": r[14]}
 
 
 def _plain(row: Any) -> dict[str, Any]:

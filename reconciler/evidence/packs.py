@@ -11,7 +11,9 @@ manifest's order:
 - ``retention.json``: the retention in force when it was made;
 - ``checkpoints.jsonl``: the tenant's signed chain checkpoints, all of them;
 - ``change-records.jsonl``: the tenant's change records of the range, a contiguous stretch of
-  its chain (by sequence number), each with ``prevHash`` and ``hash``;
+  its chain (by sequence number): ``body`` (the record as its hash covers it: tenant, seq, sha,
+  author, operator, type, object, before, after, at; canonical JSON), ``prevHash``, ``hash``
+  (``sha256(prevHash + body)``), ``id`` and ``runId``;
 - ``approvals.jsonl``, ``reconcile-runs.jsonl`` (the commits applied: SHA, author),
   ``op-events.jsonl`` (decisions and runtime events still in the database, redacted);
 - ``archives/<name>``: the tenant's op-event archives of the range, byte for byte as written
@@ -32,7 +34,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["FORMAT", "GENESIS", "MANIFEST", "SIGNATURE", "line_hash", "line_of", "split_line"]
+__all__ = ["FORMAT", "GENESIS", "MANIFEST", "SIGNATURE", "line_of", "link", "record_body"]
 
 FORMAT = "arm-audit-pack/1"
 MANIFEST = "manifest.json"
@@ -68,13 +70,26 @@ def line_of(previous: str, record: dict[str, Any]) -> tuple[bytes, str]:
     return _PREFIX + digest[7:].encode() + b'",' + body[1:] + b"\n", digest
 
 
-def split_line(line: bytes) -> tuple[str, bytes] | None:
-    """(the hash a line states, the JSON its hash covers), or None when it is not a pack line."""
+def link(previous: str, line: bytes) -> tuple[str, str] | None:
+    """(the hash a line states, the hash its record gives after ``previous``), or None when it
+    is not a pack line (its ``packHash`` not first)."""
     if not line.startswith(_PREFIX) or line[_LINK : _LINK + 2] != b'",' or len(line) < _LINK + 4:
         return None
-    return line[len(_PREFIX) - 7 : _LINK].decode("ascii", "replace"), b"{" + line[_LINK + 2 :]
+    digest = hashlib.sha256(previous.encode())
+    digest.update(b"{")
+    digest.update(memoryview(line)[_LINK + 2 :])
+    return "sha256:" + line[len(_PREFIX) : _LINK].decode("ascii", "replace"), "sha256:" + digest.hexdigest()
 
 
-def line_hash(previous: str, body: bytes) -> str:
-    """``sha256(previous + body)``: the link of one ``.jsonl`` line (see :func:`split_line`)."""
-    return "sha256:" + hashlib.sha256(previous.encode() + body).hexdigest()
+#: Where a change record's ``body`` starts in its line, and what follows it.
+BODY_START = _LINK + 2 + len(b'"body":')
+_AFTER_BODY = b',"hash":"sha256:'
+
+
+def record_body(line: bytes) -> bytes | None:
+    """The raw ``body`` of a change record's line (its keys are sorted: ``body`` comes first, and
+    ``hash`` right after it, at the line's top level)."""
+    if line[_LINK + 2 : BODY_START] != b'"body":':
+        return None
+    end = line.rfind(_AFTER_BODY)
+    return line[BODY_START:end] if end > BODY_START else None

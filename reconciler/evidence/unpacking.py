@@ -11,7 +11,8 @@ problem it finds, each naming the file and, where there is one, the line and the
 3. Every ``.jsonl`` line's ``packHash`` link: a changed, added, removed or reordered record is
    named by its line. Records belong to the pack's tenant; op events come in id order.
 4. The change records: a contiguous stretch of the chain (the manifest's ``chain``), each hash
-   recomputed, each linked to the one before.
+   recomputed (``sha256(prevHash + body)``, over the body as written), each linked to the one
+   before.
 5. The checkpoints (``evidence.checkpoints.verify_rows``): numbered without a gap, linked, hashes
    and signatures by keys the pack carries (vouched for by the signed manifest), and every record
    of the stretch they anchor holding the hash they state. A store that edited records and
@@ -20,7 +21,7 @@ problem it finds, each naming the file and, where there is one, the line and the
    stretch means the newest records were cut off.
 6. Archives: each one is listed, with the same hash, in a checkpoint; its events are the tenant's.
 
-Works with ``evidence.packs`` (the format), ``evidence.keys`` and ``audit.chain``; no database.
+Works with ``evidence.packs`` (the format) and ``evidence.keys``; no database.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from typing import IO, Any
 import orjson
 
 from reconciler import errors
-from reconciler.audit import chain
 from reconciler.evidence import checkpoints, packs
 from reconciler.evidence import keys as keys_
 
@@ -317,8 +317,8 @@ class _Lines:
 
     def line(self, raw: bytes) -> None:
         self.count += 1
-        split = packs.split_line(raw)
-        if split is None:
+        linked = packs.link(self.previous, raw)
+        if linked is None:
             record = self.parse(raw)
             label = _label(self.name, record) if record is not None else "the record"
             self.state.report.add(
@@ -327,8 +327,8 @@ class _Lines:
             if record is not None and isinstance(record.get("packHash"), str):
                 self.previous = record["packHash"]  # so the next line is judged on its own
             return
-        stated, body = split
-        if packs.line_hash(self.previous, body) != stated:
+        stated, computed = linked
+        if computed != stated:
             record = self.parse(raw)
             label = _label(self.name, record) if record is not None else "the record"
             self.state.report.add(
@@ -338,7 +338,10 @@ class _Lines:
         if self.check is not None:
             record = self.parse(raw)
             if record is not None:
-                self.check(record, self.count)
+                if self.check == self.change_record:
+                    self.change_record(record, self.count, raw)
+                else:
+                    self.check(record, self.count)
 
     def parse(self, raw: bytes) -> dict[str, Any] | None:
         try:
@@ -378,18 +381,17 @@ class _Lines:
         else:
             self.last_id = event_id
 
-    def change_record(self, record: dict[str, Any], number: int) -> None:
+    def change_record(self, record: dict[str, Any], number: int, raw: bytes = b"") -> None:
         report, state = self.state.report, self.state
-        self.owned(record, number)
-        seq, stated, prev = record.get("seq"), record.get("hash"), record.get("prevHash")
-        if not isinstance(seq, int) or not isinstance(stated, str) or not isinstance(prev, str):
-            report.add(self.name, "not a change record (seq, hash, prevHash)", number)
+        hashed = record.get("body")
+        seq = hashed.get("seq") if isinstance(hashed, dict) else None
+        stated, prev, body = record.get("hash"), record.get("prevHash"), packs.record_body(raw)
+        if not isinstance(seq, int) or not isinstance(stated, str) or not isinstance(prev, str) or body is None:
+            report.add(self.name, "not a change record (body, hash, prevHash)", number)
             return
-        hashed = {
-            "tenant": record.get("tenant"), "seq": seq, "sha": record.get("sha"), "author": record.get("author"),
-            "operator": record.get("operator"), "type": record.get("type"), "object": record.get("object"),
-            "before": record.get("before"), "after": record.get("after"), "at": record.get("at"),
-        }  # fmt: skip
+        assert isinstance(hashed, dict)
+        if hashed.get("tenant") != self.tenant:
+            self.owned(hashed, number)
         if self.chain_seq is None:
             state.first_prev = prev
             expected_seq = (state.manifest.get("chain") or {}).get("fromSeq", seq)
@@ -407,7 +409,7 @@ class _Lines:
             report.add(
                 self.name, f"record {seq} where record {expected_seq} belongs: the chain has a gap or is reordered", number
             )
-        if chain.body_hash(prev, hashed) != stated:
+        if "sha256:" + hashlib.sha256(prev.encode() + body).hexdigest() != stated:
             report.add(self.name, f"record {seq}: its hash does not match its content (altered)", number)
         if seq in state.anchored:
             state.hashes[seq] = stated
@@ -417,7 +419,8 @@ class _Lines:
 
 def _label(name: str, record: Mapping[str, Any]) -> str:
     if name == packs.CHANGE_RECORDS:
-        return f"record {record.get('seq')}"
+        hashed = record.get("body")
+        return f"record {hashed.get('seq') if isinstance(hashed, dict) else record.get('seq')}"
     if name == packs.CHECKPOINTS:
         return f"checkpoint {record.get('number')}"
     if name == packs.OP_EVENTS:

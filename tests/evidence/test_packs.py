@@ -253,7 +253,7 @@ def test_a_pack_of_a_time_range_holds_a_stretch_of_the_chain_and_verifies(fleet:
     _export(fleet, pack, "--since", split)
     content = dict(tampering.members(pack))
     records = [orjson.loads(line) for line in content[packs.CHANGE_RECORDS].splitlines()]
-    assert [r["seq"] for r in records] == [h["seq"] for h in history[-2:]]
+    assert [r["body"]["seq"] for r in records] == [h["seq"] for h in history[-2:]]
     assert verify_pack(pack, "--key", str(_key_file(fleet, tmp_path))).returncode == 0
     early = tmp_path / "early.tar.gz"
     _export(fleet, early, "--until", split)
