@@ -90,10 +90,13 @@ def _build(records: int, events: int) -> tuple[Path, keys.Signer]:
                 "approvalId": None, "policyRevision": "a" * 40, "version": "agent@1.0.0",
             }  # fmt: skip
             at = NOW - dt.timedelta(seconds=(events - n) / 100)
-            batch.append((TENANT, database.bind_at(at, "sqlite"), f"{TENANT}:agent-{n % 500}", json.dumps(payload), payload["callKey"]))
+            batch.append(
+                (TENANT, database.bind_at(at, "sqlite"), f"{TENANT}:agent-{n % 500}", json.dumps(payload), payload["callKey"])
+            )
             if len(batch) >= 50000:
                 cursor.executemany(
-                    "INSERT INTO op_events (tenant, at, type, instance, payload, call_key) VALUES (?, ?, 'DECISION', ?, ?, ?)", batch
+                    "INSERT INTO op_events (tenant, at, type, instance, payload, call_key) VALUES (?, ?, 'DECISION', ?, ?, ?)",
+                    batch,
                 )
                 batch = []
         if batch:
