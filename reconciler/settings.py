@@ -89,6 +89,15 @@ class Settings:
     approval_sweep_seconds: float = 30.0
     #: ``armctl run``: seconds between op-event retention runs (archive, then delete)
     retention_interval_seconds: float = 3600.0
+    #: a PKCS#8 PEM Ed25519 private key to sign with (bring your own); unset: managed keys in
+    #: ``<state dir>/keys/`` (``armctl keys create``; made on first use)
+    signing_key_file: Path | None = None
+    #: op events archived past ``op_event_retention_days`` are kept this long (from their time),
+    #: listed with their hashes in the chain checkpoints, and deleted only after it
+    archive_retention_days: int = 180
+    #: ``armctl run``: seconds between signed checkpoints of the change-record chains (and
+    #: re-hashes of the stored genomes); an apply writes one too
+    checkpoint_interval_seconds: float = 300.0
     #: ``armctl serve``/``run``: after answering a decision, poll for the next request this long
     #: before the core sleeps (0: sleep at once); costs up to this much CPU per decision at a trickle
     idle_poll_microseconds: int = 200
@@ -104,6 +113,9 @@ class Settings:
         "approval_sweep_seconds": _at_least(float, 0.1),
         "retention_interval_seconds": _at_least(float, 1.0),
         "idle_poll_microseconds": _at_most(_at_least(int, 0), 1_000_000),
+        "signing_key_file": Path,
+        "archive_retention_days": _at_least(int, 1),
+        "checkpoint_interval_seconds": _at_least(float, 1.0),
     }
 
     @classmethod
@@ -125,7 +137,15 @@ class Settings:
                 converted[name] = convert(value)
             except ValueError as exc:
                 raise errors.ConfigError(f"invalid settings: {source}: {exc}") from exc
-        return cls(**converted)
+        made = cls(**converted)
+        if made.archive_retention_days < made.op_event_retention_days:
+            # Archives hold what the database no longer does: kept for less, they would be gone
+            # as soon as they were written.
+            raise errors.ConfigError(
+                f"invalid settings: ARM_ARCHIVE_RETENTION_DAYS ({made.archive_retention_days}) is below "
+                f"ARM_OP_EVENT_RETENTION_DAYS ({made.op_event_retention_days}): archives would be deleted as they are made"
+            )
+        return made
 
     @property
     def cache_dir(self) -> Path:
@@ -134,6 +154,10 @@ class Settings:
     @property
     def archive_dir(self) -> Path:
         return self.state_dir / "archive"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.state_dir / "keys"
 
     @property
     def database(self) -> str:

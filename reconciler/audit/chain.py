@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -24,7 +25,7 @@ from reconciler.desired import genome
 from reconciler.state import actual as actual_
 from reconciler.state import database, locking, tables
 
-__all__ = ["GENESIS_HASH", "Chain", "Record", "append_raw", "body", "record_hash", "verify"]
+__all__ = ["GENESIS_HASH", "Chain", "Record", "append_raw", "body", "body_hash", "canonical", "record_hash", "verify"]
 
 GENESIS_HASH = actual_.GENESIS_HASH
 
@@ -63,7 +64,31 @@ def body(row: Any) -> dict[str, Any]:
 
 
 def record_hash(prev_hash: str, row: Any) -> str:
-    return "sha256:" + hashlib.sha256(prev_hash.encode() + genome.canonical_json(body(row))).hexdigest()
+    return body_hash(prev_hash, body(row))
+
+
+def body_hash(prev_hash: str, hashed: dict[str, Any]) -> str:
+    """A record's hash from its hashed part as :func:`body` gives it (an audit pack holds that)."""
+    return "sha256:" + hashlib.sha256(prev_hash.encode() + canonical(hashed)).hexdigest()
+
+
+#: A number with a fraction or an exponent in orjson's output: where its float formatting and the
+#: canonical form (``desired.genome``: ECMAScript's) may differ (``1.0`` against ``1``).
+_FLOATISH = re.compile(rb"[\[:,]-?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+)(?=[,\]}])")
+
+
+def canonical(value: Any) -> bytes:
+    """``genome.canonical_json(value)``, byte for byte, ~5× faster on records without floats:
+    orjson with sorted keys writes the same bytes for strings, integers, booleans and null;
+    anything it writes differently (a float, an integer past 64 bits, a key that is not a str) goes
+    through the canonical encoder. Verifying a chain at 200,000 records/s needs this."""
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return genome.canonical_json(value)
+    if _FLOATISH.search(text) is not None:
+        return genome.canonical_json(value)
+    return text
 
 
 class Chain:
@@ -102,7 +127,7 @@ class Chain:
 
     def write(self, connection: sa.Connection) -> int:
         if self.rows:
-            database.bulk_insert(connection, tables.change_records, self.rows)
+            database.bulk_insert(connection, tables.change_records, [_stored(row) for row in self.rows])
         written = len(self.rows)
         self.rows = []
         return written
@@ -142,8 +167,15 @@ def append(connection: sa.Connection, records: Iterable[Record], at: dt.datetime
 _RAW_COLUMNS = ("tenant", "seq", "sha", "author", "operator", "type", "object_kind", "object_name")
 
 
+def _stored(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as it is written: ``before`` and ``after`` as their canonical JSON text, the very
+    bytes the record's hash covers, so a verification can hash the stored text as it is."""
+    return {**row, "before": database.RawJSON(canonical(row["before"]).decode()),
+            "after": database.RawJSON(canonical(row["after"]).decode())}  # fmt: skip
+
+
 def _raw_row(row: dict[str, Any], stored_at: Any) -> tuple[Any, ...]:
-    before, after = orjson.dumps(row["before"]).decode(), orjson.dumps(row["after"]).decode()
+    before, after = canonical(row["before"]).decode(), canonical(row["after"]).decode()
     return (*(row[c] for c in _RAW_COLUMNS), before, after, stored_at, row["run_id"], row["prev_hash"], row["hash"])
 
 
@@ -172,19 +204,84 @@ class Break:
     reason: str
 
 
+#: The columns :class:`Bodies` reads, in its order.
+BODY_COLUMNS = "tenant, seq, sha, author, operator, type, object_kind, object_name, before, after, at, prev_hash, hash"
+
+
+class Bodies:
+    """The hashed part of stored records (:func:`body`) as canonical JSON bytes, from rows read
+    through the driver (``BODY_COLUMNS``), and the hash they give.
+
+    On SQLite ``before`` and ``after`` come back as their stored text, which is the canonical
+    JSON the hash covers (``_stored``): the body is put together as text, without decoding them.
+    A row whose text is not canonical (written before the text was) is decoded and re-encoded.
+    A row through SQLAlchemy's result processing costs more than hashing it; this is what lets
+    ``audit verify`` and an audit pack's export keep up with the store."""
+
+    def __init__(self, dialect: str) -> None:
+        self.text_json = dialect == "sqlite"  # PostgreSQL gives decoded jsonb
+        self.stamp = sqlite_at if self.text_json else _at
+        self.text = _JsonStrings()
+
+    def of(self, row: Any) -> tuple[bytes, str]:
+        """(the canonical body, ``sha256(prev_hash + body)``) of a ``BODY_COLUMNS`` row."""
+        text = self.text
+        before, after, at, prev = row[8], row[9], self.stamp(row[10]), row[11]
+        if self.text_json:
+            encoded = (
+                f'{{"after":{after or "null"},"at":"{at}","author":{text[row[3]]},"before":{before or "null"},'
+                f'"object":{{"kind":{text[row[6]]},"name":{text[row[7]]}}},"operator":{text[row[4]]},'
+                f'"seq":{row[1]},"sha":{text[row[2]]},"tenant":{text[row[0]]},"type":{text[row[5]]}}}'
+            ).encode()
+            digest = "sha256:" + hashlib.sha256(prev.encode() + encoded).hexdigest()
+            if digest == row[12]:
+                return encoded, digest
+            before = None if before is None else orjson.loads(before)
+            after = None if after is None else orjson.loads(after)
+        hashed = {
+            "tenant": row[0], "seq": row[1], "sha": row[2], "author": row[3], "operator": row[4], "type": row[5],
+            "object": {"kind": row[6], "name": row[7]}, "before": before, "after": after, "at": at,
+        }  # fmt: skip
+        encoded = canonical(hashed)
+        return encoded, "sha256:" + hashlib.sha256(prev.encode() + encoded).hexdigest()
+
+
 def verify(connection: sa.Connection) -> Iterator[Break]:
     """Every broken link, per tenant in order: a wrong hash, a wrong prev_hash, a gap in seq."""
-    c = tables.change_records.c
-    heads: dict[str, tuple[int, str]] = {}
-    for row in connection.execute(sa.select(tables.change_records).order_by(c.tenant, c.seq)).mappings():
-        seq, prev = heads.get(row["tenant"], (0, GENESIS_HASH))
-        if row["seq"] != seq + 1:
-            yield Break(row["tenant"], row["seq"], row["id"], f"sequence jumps from {seq} to {row['seq']} (records missing)")
-        elif row["prev_hash"] != prev:
-            yield Break(row["tenant"], row["seq"], row["id"], "prev_hash does not link to the record before it")
-        elif record_hash(prev, row) != row["hash"]:
-            yield Break(row["tenant"], row["seq"], row["id"], "hash does not match the record's content (altered)")
-        heads[row["tenant"]] = (row["seq"], row["hash"])
+    bodies = Bodies(connection.dialect.name)
+    cursor = database.driver_cursor(connection)
+    cursor.execute(f"SELECT {BODY_COLUMNS}, id FROM change_records ORDER BY tenant, seq")
+    tenant: str = ""
+    seq, prev = 0, GENESIS_HASH
+    while rows := cursor.fetchmany(5000):
+        for row in rows:
+            if row[0] != tenant:
+                tenant, seq, prev = row[0], 0, GENESIS_HASH
+            if row[1] != seq + 1:
+                yield Break(tenant, row[1], row[13], f"sequence jumps from {seq} to {row[1]} (records missing)")
+            elif row[11] != prev:
+                yield Break(tenant, row[1], row[13], "prev_hash does not link to the record before it")
+            elif bodies.of(row)[1] != row[12]:
+                yield Break(tenant, row[1], row[13], "hash does not match the record's content (altered)")
+            seq, prev = row[1], row[12]
+
+
+class _JsonStrings(dict[Any, str]):
+    """A value (text or None) → its canonical JSON text, remembered: a chain repeats its tenants,
+    types, authors and objects."""
+
+    def __missing__(self, value: Any) -> str:
+        encoded = canonical(value).decode()
+        if len(self) < 100_000:
+            self[value] = encoded
+        return encoded
+
+
+def sqlite_at(value: str) -> str:
+    """A time as SQLite stores it (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC) in the hashed form."""
+    if len(value) == 26 and value[10] == " ":
+        return value[:10] + "T" + value[11:] + "Z"
+    return _at(database.parse_at(value))
 
 
 def count_query() -> sa.Select[Any]:

@@ -1,15 +1,19 @@
-"""``armctl events prune``: apply the op-event retention (archive, then delete)."""
+"""``armctl events prune``: apply the op-event retention (archive, then delete; delete archives
+past the archive retention; sign a checkpoint listing both)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import click
 
 from reconciler import clock
 from reconciler import settings as settings_
+from reconciler.cli import keying, reconciling
+from reconciler.evidence import retention
 from reconciler.reconcile import running
-from reconciler.state import database, opevents
+from reconciler.state import database
 
 __all__ = ["events"]
 
@@ -28,10 +32,17 @@ def events() -> None:
 )
 @click.pass_obj
 def prune(settings: settings_.Settings, days: int | None) -> None:
-    """Archive op events older than the retention to gzipped JSON Lines, then delete them."""
+    """Archive op events older than the retention to gzipped JSON Lines, then delete them; delete
+    archives past ARM_ARCHIVE_RETENTION_DAYS; sign a checkpoint that lists both."""
     keep = days or settings.op_event_retention_days
-    cutoff = clock.SystemClock().now() - dt.timedelta(days=keep)
+    now = clock.SystemClock().now()
+    cutoff = now - dt.timedelta(days=keep)
     db = running.open_database(settings.database)
+    policy = dataclasses.replace(reconciling.retention_policy(settings), database_days=keep)
+    signer = keying.signer(settings)
     with database.transaction(db) as connection:
-        moved = opevents.archive_and_prune(connection, cutoff, settings.archive_dir)
-    click.echo(f"Archived and deleted {moved} op events older than {cutoff:%Y-%m-%d %H:%M} UTC into {settings.archive_dir}/.")
+        swept = retention.run(connection, policy, now, signer)
+    click.echo(
+        f"Archived and deleted {swept.archived} op events older than {cutoff:%Y-%m-%d %H:%M} UTC into {settings.archive_dir}/; "
+        f"{len(swept.pruned)} archives past their {settings.archive_retention_days}-day retention deleted."
+    )

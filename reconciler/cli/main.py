@@ -47,6 +47,7 @@ class LazyGroup(click.Group):
         "instance": "reconciler.cli.controls:instance",
         "tenant": "reconciler.cli.controls:tenant",
         "events": "reconciler.cli.eventing:events",
+        "keys": "reconciler.cli.keying:keys",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -152,6 +152,26 @@ def print_status(report: dict[str, Any]) -> None:
             click.echo(f"  {c['kind']} {c['name']}: {c['type']} ({c['reason']}) {c['message']}")
 
 
+def print_retention(kept: dict[str, Any]) -> None:
+    """What ``armctl status`` says is kept where."""
+    db, archives, records, checkpoints = kept["database"], kept["archives"], kept["changeRecords"], kept["checkpoints"]
+    click.echo(click.style("\nKept where", bold=True))
+    since = f", oldest {db['oldestOpEvent'][:19]}" if db["oldestOpEvent"] else ""
+    click.echo(f"  op events: {db['opEvents']} in the database for {kept['opEventRetentionDays']} days{since}")
+    oldest = f", oldest event {archives['oldestEvent'][:19]}" if archives["oldestEvent"] else ""
+    click.echo(
+        f"  then archived: {archives['files']} files ({archives['events']} events, {archives['bytes']} bytes) in "
+        f"{archives['directory']}/ for {kept['archiveRetentionDays']} days{oldest}; "
+        f"{archives['deletedAfterRetention']} deleted after their retention"
+    )
+    click.echo(f"  change records: {records['count']} in the database, never deleted")
+    last = f", last {checkpoints['last'][:19]}" if checkpoints["last"] else ""
+    click.echo(
+        f"  signed checkpoints: {checkpoints['count']} in the database, never deleted{last} "
+        f"(every apply and every {kept['checkpointIntervalSeconds']:g} s under 'armctl run')"
+    )
+
+
 def source_options(func: Any) -> Any:
     func = click.option(
         "--path", "path", default=None, help="Fleet directory inside the repository (env ARM_PATH, default fleet)."

@@ -13,8 +13,9 @@ import click
 
 from reconciler import errors
 from reconciler import settings as settings_
-from reconciler.cli import output, planview
+from reconciler.cli import keying, output, planview
 from reconciler.desired import caching, repository
+from reconciler.evidence import retention
 from reconciler.policy import library, testing
 from reconciler.reconcile import reporting, running, validating
 from reconciler.state import database
@@ -29,9 +30,11 @@ def make_reconciler(
     db: database.Engine | None = None,
     *,
     workers: int | None = None,
+    sign: bool = False,
 ) -> running.Reconciler:
     """A reconciler over the configured (or given) repository; ``workers`` parse processes for a
-    cold load (default: one per core; a threaded process such as the daemon must pass 1)."""
+    cold load (default: one per core; a threaded process such as the daemon must pass 1); with
+    ``sign``, its applies write signed chain checkpoints (the key made on first use)."""
     db = db or running.open_database(settings.database)
     source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir)
     source.fetch()
@@ -42,6 +45,7 @@ def make_reconciler(
         cache=caching.ParseCache(settings.cache_dir),
         limits=validating.limits_from(settings),
         workers=workers or os.cpu_count() or 1,
+        signer=keying.signer(settings) if sign else None,
     )
 
 
@@ -117,8 +121,9 @@ def plan(
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
 def apply(settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, fmt: str) -> None:
-    """Make the database match a commit, in one transaction; record every change."""
-    reconciler = make_reconciler(settings, repo, path)
+    """Make the database match a commit, in one transaction; record every change (and sign a
+    checkpoint of each audit chain it moved)."""
+    reconciler = make_reconciler(settings, repo, path, sign=True)
     outcome = reconciler.apply(ref or settings.ref)
     if fmt == "json":
         report: dict[str, Any] = {
@@ -160,14 +165,24 @@ def _print_rollouts(outcome: running.Outcome) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
 def status(settings: settings_.Settings, fmt: str) -> None:
-    """The applied revision, the last reconcile runs, waiting gates and held drift."""
+    """The applied revision, the last reconcile runs, waiting gates and held drift, and what is
+    kept where (op events, their archives, change records, checkpoints)."""
     db = running.open_database(settings.database)
     with database.reading(db) as connection:
         report = reporting.status(connection)
+        report["retention"] = retention.summary(connection, retention_policy(settings))
     if fmt == "json":
         click.echo(planview.dumps(report))
         return
     output.print_status(report)
+    output.print_retention(report["retention"])
+
+
+def retention_policy(settings: settings_.Settings) -> retention.Policy:
+    return retention.Policy(
+        settings.op_event_retention_days, settings.archive_retention_days, settings.archive_dir,
+        settings.checkpoint_interval_seconds,
+    )  # fmt: skip
 
 
 def _time(value: str | None) -> dt.datetime | None:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from reconciler import settings as settings_
-from reconciler.cli import output
+from reconciler.cli import keying, output
 from reconciler.reconcile import running
 
 __all__ = ["run", "serve"]
@@ -71,10 +71,12 @@ def run(
     try:
         # One parse process: forking a process that runs threads (scheduler, server, writer) can
         # copy a held lock into the child and hang it. The parse cache makes restarts warm anyway.
-        reconciler = reconciling.make_reconciler(settings, None, None, db, workers=1)
+        reconciler = reconciling.make_reconciler(settings, None, None, db, workers=1, sign=True)
         decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
         daemon = scheduling.Daemon(settings, db, reconciler, decider, leadership=leadership)
-        application = app.create_app(db, decider=decider, sweep_seconds=None, policy_seconds=0.5, runner=daemon)
+        application = app.create_app(
+            db, decider=decider, sweep_seconds=None, policy_seconds=0.5, runner=daemon, signer=reconciler.signer
+        )
         server = uvicorn.Server(
             uvicorn.Config(
                 application, host=host, port=port, timeout_graceful_shutdown=10, **_http_options(application, settings)
@@ -123,6 +125,6 @@ def serve(settings: settings_.Settings, host: str, port: int) -> None:
 
     db = running.open_database(settings.database)
     decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
-    application = app.create_app(db, decider=decider)
+    application = app.create_app(db, decider=decider, signer=keying.signer(settings))
     _tune_process()
     uvicorn.run(application, host=host, port=port, **_http_options(application, settings))

@@ -9,7 +9,10 @@ coalesced into one):
 - **canary** (every ``canary_step_seconds``): one reconcile that may take the next canary step.
 - **approvals**: expire and escalate approval requests.
 - **heartbeats**: mark instances not heard from for ``heartbeat_timeout_seconds`` UNHEALTHY.
-- **retention**: archive op events past the retention to gzipped JSON Lines, then delete them.
+- **retention**: archive op events past the retention to gzipped JSON Lines, then delete them;
+  delete archives past the archive retention (both listed in a signed checkpoint).
+- **checkpoints** (every ``checkpoint_interval_seconds``): re-hash the stored genomes, then sign a
+  checkpoint of every tenant's change-record chain that moved (``evidence.checkpoints``).
 
 Only the leader (``leading``) runs them; a follower's poll tries to take the lead, and otherwise
 only follows the applied commit, which it serves like the leader. The server calls
@@ -33,11 +36,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 from reconciler import clock as clock_
 from reconciler import errors, metrics
 from reconciler import settings as settings_
+from reconciler.audit import integrity
 from reconciler.daemon import hooks
 from reconciler.decisions import deciding, events
+from reconciler.evidence import checkpoints, retention
 from reconciler.oversight import approving
 from reconciler.reconcile import running
-from reconciler.state import database, locking, opevents
+from reconciler.state import database, locking
 
 __all__ = ["STOP_GRACE_SECONDS", "Daemon"]
 
@@ -107,6 +112,7 @@ class Daemon:
             ("approvals", self.sweep_approvals, s.approval_sweep_seconds, 0.0),
             ("heartbeats", self.check_heartbeats, max(1.0, s.heartbeat_timeout_seconds / 3), 0.0),
             ("retention", self.retain, s.retention_interval_seconds, 0.0),
+            ("checkpoints", self.checkpoint, s.checkpoint_interval_seconds, 0.0),
         ]
         for name, job, seconds, jitter in jobs:
             trigger = IntervalTrigger(seconds=seconds, jitter=jitter or None, timezone=dt.UTC)
@@ -189,11 +195,32 @@ class Daemon:
 
     def retain(self) -> None:
         if self.leadership.acquire():
-            cutoff = self.clock.now() - dt.timedelta(days=self.settings.op_event_retention_days)
+            s = self.settings
+            policy = retention.Policy(
+                s.op_event_retention_days, s.archive_retention_days, s.archive_dir, s.checkpoint_interval_seconds
+            )
             with database.transaction(self.db) as connection:
-                moved = opevents.archive_and_prune(connection, cutoff, self.settings.archive_dir)
-            if moved:
-                log.info("archived and deleted %d op events older than %s", moved, cutoff.isoformat())
+                swept = retention.run(connection, policy, self.clock.now(), self.reconciler.signer)
+            if swept.archived or swept.pruned:
+                log.info(
+                    "archived and deleted %d op events older than %d days; deleted %d archives past their retention",
+                    swept.archived, s.op_event_retention_days, len(swept.pruned),
+                )  # fmt: skip
+
+    def checkpoint(self) -> None:
+        """Re-hash the stored genomes (a version found altered is denied every decision until it
+        verifies again), then sign a checkpoint of every chain that moved since its last one."""
+        if not self.leadership.acquire():
+            return
+        now = self.clock.now()
+        with database.transaction(self.db) as connection:
+            genomes = integrity.verify_genomes(connection, now)
+            written = checkpoints.write(connection, self.reconciler.signer, now) if self.reconciler.signer else []
+        for found in genomes:
+            if found.newly_found or found.restored:
+                log.error("genome of %s/%s: %s", found.tenant, found.name, found.describe())
+        if written:
+            log.info("signed %d chain checkpoints", len(written))
 
     # ---------------------------------------------------------------- steps
 

@@ -8,8 +8,10 @@ rule that reads its own tenant's entries (``data.arm.fleet.envelopes[input.insta
 decides alike everywhere, and no tenant sees another's.
 
 :func:`bundle` builds a gzipped tar in OPA's bundle format: ``.manifest`` (revision = the applied
-commit SHA, roots ``arm``), the built-in library and the fleet's modules, and ``data.json``. Bytes
-are deterministic for a revision (fixed mtimes, sorted entries), so the SHA doubles as the ETag.
+commit SHA, roots ``arm``), the built-in library and the fleet's modules, ``data.json``, and with a
+signing key ``.signatures.json`` in OPA's bundle-signing format (``evidence.opasigning``; scope:
+the tenant), which sidecars verify. Bytes are deterministic for a revision and key (fixed mtimes,
+sorted entries, Ed25519 signatures are deterministic), so the SHA and key id make the ETag.
 :class:`TenantEngines` evaluates a tenant's bundle in process: what the server's Data API answers,
 the same as that tenant's sidecars.
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from reconciler.evidence import keys, opasigning
 from reconciler.policy import engines, library
 from reconciler.policy import envelopes as policy_envelopes
 from reconciler.state import fleetstate, tables
@@ -73,8 +76,9 @@ def policy(
 _READS_DATA = re.compile(r"\bdata\b(?!\s*\.\s*arm\s*\.\s*(?:decision|ext)\b)")
 
 
-def bundle(connection: sa.Connection, tenant: str) -> tuple[bytes, str | None]:
-    """(gzipped tar bytes, revision) of the applied commit's policy bundle for one tenant."""
+def bundle(connection: sa.Connection, tenant: str, signer: keys.Signer | None = None) -> tuple[bytes, str | None]:
+    """(gzipped tar bytes, revision) of the applied commit's policy bundle for one tenant; with a
+    ``signer``, signed in OPA's format (``.signatures.json``, scope = the tenant)."""
     contents = policy(connection, tenant)
     files: dict[str, bytes] = {
         ".manifest": json.dumps({"revision": contents.revision, "roots": ["arm"]}, sort_keys=True).encode(),
@@ -82,6 +86,8 @@ def bundle(connection: sa.Connection, tenant: str) -> tuple[bytes, str | None]:
     }
     for path, text in contents.modules.items():
         files[path] = text.encode()
+    if signer is not None:
+        files[opasigning.SIGNATURES_FILE] = opasigning.signatures(files, signer, scope=tenant)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(files):

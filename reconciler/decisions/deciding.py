@@ -5,7 +5,8 @@ applied commit, takes the version's effective envelope (stored at apply), assess
 risk, counts what the instance spent and how often it made this very call, and evaluates the
 policy (``policy.inputs.evaluate``: ``data.arm.decision.unchecked`` for the well-formed inputs it
 builds, ``result`` for an unknown instance; a tenant's kill switch shows as the instance's held
-state). In the same transaction it records the decision as an op event
+state; a version whose stored genome failed verification is DENY with ``VERSION_INTEGRITY_FAILED``,
+read into the cached resolution like the envelope). In the same transaction it records the decision as an op event
 (secrets redacted from arguments and reasons), a DENY also as a change record
 (``BUDGET_EXCEEDED``, ``LOOP_DETECTED`` or ``POLICY_EVALUATED``), and a NEEDS_APPROVAL as an approval request the runtime can poll; an
 approved request allows exactly that call, once. Nothing is answered that was not committed.
@@ -406,6 +407,12 @@ class Decider:
         if context.instance is not None and context.envelope is _MISSING:
             # Fail closed: a version without its envelope was never fully applied.
             return inputs.Outcome("DENY", [f"version {version} has no effective envelope yet: apply the fleet again"], assessment)
+        if context.envelope is _INTEGRITY_FAILED:
+            reason = (
+                f"VERSION_INTEGRITY_FAILED: the stored genome of version {version} does not match its hash; "
+                "every decision of its instances is denied until it verifies again ('armctl audit verify')"
+            )
+            return inputs.Outcome("DENY", [reason], assessment)
         return inputs.evaluate(self.engine, document, assessment)
 
     def _pending(
@@ -460,8 +467,13 @@ class Decider:
             # more versions than it deploys, and decoding every envelope made the first decision
             # after an apply wait ~0.3 s on 10,000 versions.
             deployed = sa.select(i.tenant, i.version).distinct()
-            query = sa.select(v.tenant, v.name, v.envelope).where(sa.tuple_(v.tenant, v.name).in_(deployed))
-            envelopes = {(r.tenant, r.name): r.envelope for r in connection.execute(query)}
+            query = sa.select(v.tenant, v.name, v.envelope, v.integrity).where(sa.tuple_(v.tenant, v.name).in_(deployed))
+            envelopes = {}
+            for version in connection.execute(query):
+                # A version whose stored genome failed verification is decided DENY, whatever its
+                # envelope says, until it verifies again (audit.integrity bumps the generation).
+                failed = version.integrity == "FAILED"
+                envelopes[(version.tenant, version.name)] = _INTEGRITY_FAILED if failed else version.envelope
             production = {
                 (r.tenant, r.name): bool((r.spec or {}).get("production"))
                 for r in connection.execute(sa.select(e.tenant, e.name, e.spec))
@@ -587,6 +599,10 @@ _EMPTY_ENVELOPE: dict[str, Any] = {
 
 #: Stands for a version whose effective envelope is not stored (decisions fail closed).
 _MISSING: dict[str, Any] = dict(_EMPTY_ENVELOPE)
+
+#: Stands for the envelope of a version whose stored genome failed verification: every decision
+#: of its instances is DENY (VERSION_INTEGRITY_FAILED) until it verifies again.
+_INTEGRITY_FAILED: dict[str, Any] = dict(_EMPTY_ENVELOPE)
 
 
 def _deny_type(reasons: list[str]) -> str:

@@ -2,7 +2,8 @@
 
 Plain queries shaped for ``armctl status`` and ``armctl history`` (and the HTTP status
 endpoint): the applied revision, the last runs with their errors, objects that wait on a gate
-or are held by an emergency control, canary rollouts in progress, counts by lifecycle, and
+or are held by an emergency control, versions whose genome failed verification (and the instances
+denied for it), canary rollouts in progress, counts by lifecycle, and
 change records filtered by commit, object, type and time.
 """
 
@@ -112,6 +113,16 @@ def status(connection: sa.Connection, runs: int = 5, tenant: str | None = None) 
         )  # fmt: skip
 
     v = tables.agent_versions
+    failed = sa.select(v.c.tenant, v.c.name).where(v.c.integrity == "FAILED", v.c.status == "ACTIVE")
+    for row in connection.execute(scoped(failed, v).order_by(v.c.tenant, v.c.name)):
+        denied = sa.select(i.c.id).where(i.c.tenant == row.tenant, i.c.version == row.name, i.c.state != "RETIRED")
+        ids = list(connection.execute(denied.order_by(i.c.id)).scalars())
+        who = f"; every decision of its instances is denied: {', '.join(ids)}" if ids else ""
+        conditions.append(
+            {"kind": "AgentVersion", "tenant": row.tenant, "name": row.name, "type": "IntegrityFailed",
+             "reason": "VERSION_INTEGRITY_FAILED", "message": f"its stored genome does not match its hash{who}",
+             "instances": ids}
+        )  # fmt: skip
     by_lifecycle = sa.select(v.c.lifecycle, sa.func.count().label("n")).where(v.c.status == "ACTIVE").group_by(v.c.lifecycle)
     lifecycles = {row.lifecycle: row.n for row in connection.execute(scoped(by_lifecycle, v))}
     by_state = sa.select(i.c.state, sa.func.count().label("n")).group_by(i.c.state)

@@ -4,7 +4,9 @@
 at once when the database already has that commit and nothing changed outside Git since (same
 SHA, same state generation: no query beyond one row, no writes), validates the commit, loads its
 policy into the engine, plans against the actual state and applies the plan in one transaction
-together with the reconcile-run row and the new applied revision. A failure of any step applies
+together with the reconcile-run row, the new applied revision and (with a signer) a signed
+checkpoint of every tenant's chain it moved (``evidence.checkpoints``; the daemon's timer
+anchors what decisions and operators append between applies). A failure of any step applies
 nothing, keeps the last good commit in force, and is recorded as a failed run with every error.
 
 Canary rollouts move between commits: ``apply(ref, advance=True)`` (``armctl apply``, the
@@ -27,6 +29,7 @@ import sqlalchemy as sa
 from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.desired import caching, loading, repository, snapshot
+from reconciler.evidence import checkpoints, keys
 from reconciler.policy import engines, library
 from reconciler.reconcile import actions, applying, planning, validating
 from reconciler.state import actual as actual_
@@ -65,6 +68,7 @@ class Reconciler:
         clock: clock_.Clock | None = None,
         limits: loading.Limits | None = None,
         workers: int = 1,
+        signer: keys.Signer | None = None,
     ) -> None:
         self.db = db
         self.repo = repo
@@ -74,6 +78,8 @@ class Reconciler:
         self.clock = clock or clock_.SystemClock()
         self.limits = limits
         self.workers = workers
+        #: signs a checkpoint of every chain the apply moved, in its transaction (None: no checkpoints)
+        self.signer = signer
         self.policy_digest = ""
         self._previous: snapshot.Snapshot | None = None  # the last applied snapshot, for incremental loads
         self.cached_actual: actual_.Actual | None = None  # the state as the last apply left it
@@ -156,6 +162,10 @@ class Reconciler:
                     applied = applying.apply(connection, result, snap, actual, now, run_id)
                     outcome = "APPLIED" if result.actions else "NOOP"
                     self._finish(connection, run_id, outcome, len(result.actions), [], snap, actual.generation)
+                    if self.signer is not None:
+                        # The tenants whose chains this apply holds locked already: locking more
+                        # here, after the plan's, could deadlock with a decision writer.
+                        checkpoints.write(connection, self.signer, now, {a.tenant for a in result.actions})
                     if applied.after is not None:
                         applied.after.policy_digest = self.policy_digest
                 timings["apply"] = time.perf_counter() - mark

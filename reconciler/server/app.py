@@ -3,7 +3,8 @@
 ``create_app`` builds the :class:`services.Services` every router reads (store, clock, decider,
 token cache, counters), mounts one router per concern — ``operators`` (approvals, emergency
 controls, instances), ``events`` (what runtimes report), ``opa`` (bundle, Data API, decision
-logs), ``health`` (health, readiness, metrics, status, webhooks) — and puts the decision fast
+logs), ``health`` (health, readiness, metrics, status, webhooks), ``keys`` (the public signing
+keys) — and puts the decision fast
 path (``decisions.DecisionRoute``) ahead of FastAPI's own stack. Every ``/v1`` route needs a
 bearer token (``server.auth``): runtime tokens ask decisions and send events for their tenant's
 instances; operator tokens decide approvals and pull emergency controls as their Operator, whose
@@ -26,8 +27,9 @@ from fastapi import responses
 from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.decisions import deciding
+from reconciler.evidence import keys as keys_
 from reconciler.oversight import approving
-from reconciler.server import auth, decisions, events, health, opa, operators, services
+from reconciler.server import auth, decisions, events, health, keys, opa, operators, services
 from reconciler.state import database
 
 __all__ = ["create_app"]
@@ -47,15 +49,20 @@ def create_app(
     sweep_seconds: float | None = 30.0,
     policy_seconds: float | None = 2.0,
     runner: services.Runner | None = None,
+    signer: keys_.Signer | None = None,
 ) -> fastapi.FastAPI:
     """The application. Every ``sweep_seconds`` it expires and escalates approvals; every
     ``policy_seconds`` it loads the applied commit's policy into the engine (None: never).
-    With a ``runner`` (the daemon) it also takes Git webhooks and reports the daemon's state."""
+    With a ``runner`` (the daemon) it also takes Git webhooks and reports the daemon's state.
+    With a ``signer`` it signs the OPA bundles it serves (and publishes the key at /v1/keys)."""
     clock = clock or clock_.SystemClock()
     # Group commit: concurrent decisions share a transaction (each still waits for its commit).
     own_decider = decider is None
     decider = decider or deciding.Decider(db, clock=clock, group_commit=True)
-    served = services.Services(db=db, clock=clock, decider=decider, tokens=auth.Tokens(db, clock), runner=runner)
+    served = services.Services(db=db, clock=clock, decider=decider, tokens=auth.Tokens(db, clock), runner=runner, signer=signer)
+    if signer is not None:
+        with database.transaction(db) as connection:
+            keys_.register(connection, signer.public, signer.source, clock.now())
 
     def sweep_once() -> approving.Swept:
         with database.transaction(db) as connection:
@@ -100,7 +107,7 @@ def create_app(
         ``decisions.DecisionRoute`` before FastAPI routes it, so this never runs."""
         raise errors.InternalError("POST /v1/decisions is answered by decisions.DecisionRoute")
 
-    routers = (operators.router, events.router, opa.router, health.router)
+    routers = (operators.router, events.router, opa.router, health.router, keys.router)
     for router in routers:
         app.include_router(router)
 

@@ -1,7 +1,8 @@
 """What OPA and its sidecars see: the bundle, OPA's Data API, and decision-log uploads.
 
-- ``GET /v1/bundles/arm.tar.gz``: the token's tenant's bundle of the applied commit (``ETag``:
-  its revision; a sidecar polling the revision it has gets 304 without the bundle being built).
+- ``GET /v1/bundles/arm.tar.gz``: the token's tenant's bundle of the applied commit, signed in
+  OPA's format when the server has a key (``ETag``: its revision and key; a sidecar polling the
+  revision it has gets 304 without the bundle being built).
 - ``GET|POST /v1/data[/{path}]``: OPA's Data API, read-only, evaluated on the tenant's bundle:
   the answer that tenant's sidecars give. Writes are refused: policy changes through Git.
 - ``POST /logs``: OPA decision-log uploads (gzipped JSON arrays), kept as op events.
@@ -18,6 +19,7 @@ from fastapi import responses
 
 from reconciler import errors
 from reconciler.decisions import bundling, events
+from reconciler.evidence import keys
 from reconciler.policy import inputs as policy_inputs
 from reconciler.server import auth, decisions, services
 from reconciler.state import database, fleetstate
@@ -30,20 +32,22 @@ router = fastapi.APIRouter()
 MAX_LOG_BYTES = 16 * 1024 * 1024
 
 
-def _bundle_etag(revision: str | None, tenant: str) -> str:
-    return f'"{revision}:{tenant}"'
+def _bundle_etag(revision: str | None, tenant: str, signer: keys.Signer | None) -> str:
+    return f'"{revision}:{tenant}:{signer.kid}"' if signer is not None else f'"{revision}:{tenant}"'
 
 
 @router.get("/v1/bundles/arm.tar.gz")
 def opa_bundle(
     request: fastapi.Request, who: auth.Who, if_none_match: Annotated[str | None, fastapi.Header()] = None
 ) -> fastapi.Response:
-    with database.reading(services.of(request).db) as connection:
+    served = services.of(request)
+    with database.reading(served.db) as connection:
         # A sidecar polling the revision it has gets its 304 without the bundle being built.
-        if if_none_match == _bundle_etag((fleetstate.read(connection) or {}).get("applied_sha"), who.tenant):
+        if if_none_match == _bundle_etag((fleetstate.read(connection) or {}).get("applied_sha"), who.tenant, served.signer):
             return fastapi.Response(status_code=304, headers={"ETag": if_none_match})
-        data, revision = bundling.bundle(connection, who.tenant)
-    return fastapi.Response(data, media_type="application/gzip", headers={"ETag": _bundle_etag(revision, who.tenant)})
+        data, revision = bundling.bundle(connection, who.tenant, served.signer)
+    etag = _bundle_etag(revision, who.tenant, served.signer)
+    return fastapi.Response(data, media_type="application/gzip", headers={"ETag": etag})
 
 
 def _query_tenant(served: services.Services, tenant: str, path: list[str], given: Any | None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""What the routers share: the store, the clock, the decider, the token cache, the counters.
+"""What the routers share: the store, the clock, the decider, the token cache, the counters, the
+signing key.
 
 ``app.create_app`` builds one :class:`Services` and keeps it on the application
 (``app.state.services``); every router reads it from the request with :func:`of`, so routers hold
@@ -16,6 +17,7 @@ from starlette import requests
 from reconciler import clock as clock_
 from reconciler import metrics
 from reconciler.decisions import bundling, deciding
+from reconciler.evidence import keys
 from reconciler.server import auth
 from reconciler.state import database
 
@@ -41,6 +43,8 @@ class Services:
     decider: deciding.Decider
     tokens: auth.Tokens
     runner: Runner | None = None
+    #: signs the OPA bundles served (None: unsigned); its public key is published at /v1/keys
+    signer: keys.Signer | None = None
     #: decisions answered, by result
     decisions: metrics.Counter = dataclasses.field(
         default_factory=lambda: metrics.Counter(

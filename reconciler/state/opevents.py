@@ -3,15 +3,18 @@
 Time-indexed rows in ``op_events``; this module writes them, answers the two questions a
 decision asks of them (how much an instance has spent, in a run and today; how often it made
 the same call recently), and applies the retention: older events are archived to gzipped
-JSON Lines files, then deleted.
+JSON Lines files (one per tenant and batch, recorded with their SHA-256 in ``op_event_archives``),
+then deleted; archives past the archive retention are deleted in turn (``prune_archives``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import sqlalchemy as sa
 from reconciler import money
 from reconciler.state import database, tables
 
-__all__ = ["add", "archive_and_prune", "calls_since", "insert_decisions", "spent", "tick_micros"]
+__all__ = ["add", "archive_and_prune", "calls_since", "insert_decisions", "prune_archives", "spent", "tick_micros"]
 
 
 _e = tables.op_events.c
@@ -123,14 +126,26 @@ def calls_since(connection: sa.Connection, tenant: str, instance: str, call_key:
     )
 
 
-def archive_and_prune(connection: sa.Connection, older_than: dt.datetime, archive_dir: Path, batch: int = 5000) -> int:
+def archive_and_prune(
+    connection: sa.Connection,
+    older_than: dt.datetime,
+    archive_dir: Path,
+    batch: int = 5000,
+    *,
+    keep_days: int = 180,
+    now: dt.datetime | None = None,
+) -> int:
     """Move events older than ``older_than`` to gzipped JSON Lines files, then delete them.
 
-    One file per run (``op-events-<cutoff>-<first id>.jsonl.gz``), written and fsynced before any
-    row is deleted, so an interrupted run loses nothing (at worst it archives some rows twice).
+    One file per tenant and batch (``op-events-<tenant>-<cutoff>-<first id>.jsonl.gz``), so a
+    tenant's archives hold its events alone. Each is written and fsynced before any row is
+    deleted, so an interrupted run loses nothing (at worst it archives some rows twice), and
+    recorded in ``op_event_archives`` with its SHA-256, its events and when its retention ends
+    (``keep_days`` after its newest event): the next chain checkpoint lists it, signed.
     """
     e = tables.op_events.c
     archive_dir.mkdir(parents=True, exist_ok=True)
+    made = now or dt.datetime.now(dt.UTC)
     moved = 0
     last_id = 0
     while True:
@@ -141,13 +156,56 @@ def archive_and_prune(connection: sa.Connection, older_than: dt.datetime, archiv
         )
         if not rows:
             return moved
-        path = archive_dir / f"op-events-{older_than:%Y%m%dT%H%M%S}-{rows[0]['id']}.jsonl.gz"
-        with gzip.open(path, "wt", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps({**row, "at": row["at"].isoformat()}, default=str, sort_keys=True) + "\n")
-        with path.open("rb") as written:
-            os.fsync(written.fileno())
+        by_tenant: dict[str, list[Any]] = {}
+        for row in rows:
+            by_tenant.setdefault(row["tenant"], []).append(row)
+        for tenant, group in by_tenant.items():
+            name = f"op-events-{_SAFE.sub('_', tenant)}-{older_than:%Y%m%dT%H%M%S}-{group[0]['id']}.jsonl.gz"
+            path = archive_dir / name
+            with gzip.open(path, "wt", encoding="utf-8") as out:
+                for row in group:
+                    out.write(json.dumps({**row, "at": row["at"].isoformat()}, default=str, sort_keys=True) + "\n")
+            with path.open("rb") as written:
+                os.fsync(written.fileno())
+                digest = hashlib.sha256(written.read())
+            last_at = max(row["at"] for row in group)
+            connection.execute(
+                tables.op_event_archives.insert().values(
+                    tenant=tenant,
+                    name=name,
+                    sha256=digest.hexdigest(),
+                    bytes=path.stat().st_size,
+                    events=len(group),
+                    first_id=group[0]["id"],
+                    last_id=group[-1]["id"],
+                    first_at=min(row["at"] for row in group),
+                    last_at=last_at,
+                    created_at=made,
+                    keep_until=last_at + dt.timedelta(days=keep_days),
+                )
+            )
         ids = [row["id"] for row in rows]
         connection.execute(tables.op_events.delete().where(e.id.in_(ids)))
         moved += len(ids)
         last_id = ids[-1]
+
+
+#: Characters kept from a tenant's name in an archive's file name.
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def prune_archives(connection: sa.Connection, archive_dir: Path, now: dt.datetime) -> list[str]:
+    """Delete the archives whose retention ended (``keep_until`` passed); their names.
+
+    The row stays, marked ``pruned_at``: the next chain checkpoint lists the pruning, so a
+    verification can tell an archive deleted after its retention from one removed before.
+    """
+    a = tables.op_event_archives
+    due = connection.execute(
+        sa.select(a.c.id, a.c.name).where(a.c.pruned_at.is_(None), a.c.keep_until <= now).order_by(a.c.id)
+    ).all()
+    for row in due:
+        (archive_dir / row.name).unlink(missing_ok=True)
+    if due:
+        connection.execute(a.update().where(a.c.id.in_([row.id for row in due])).values(pruned_at=now))
+    return [row.name for row in due]

@@ -1,5 +1,6 @@
 """The SQL schema: one table per manifest kind, plus instances, approvals, change records, op
-events, reconcile runs, API tokens and the fleet's applied revision.
+events, reconcile runs, API tokens, the fleet's applied revision, and the evidence tables
+(signing keys' public halves, chain checkpoints, op-event archives).
 
 SQLAlchemy Core tables (no ORM: the reconciler reads and writes in bulk). The same metadata runs
 on SQLite and PostgreSQL; JSON is JSONB on PostgreSQL. Alembic migrations in ``migrations/`` are
@@ -309,6 +310,57 @@ policy_modules = sa.Table(
     sa.Column("path", sa.String(1024), primary_key=True),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("sha", sa.String(40), nullable=False),
+)
+
+# Evidence (reconciler/evidence): the public halves of the signing keys, the signed checkpoints of
+# each tenant's change-record chain, and the op-event archives those checkpoints list.
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),  # first 16 hex digits of sha256(raw public key)
+    sa.Column("algorithm", sa.String(16), nullable=False),  # EdDSA (Ed25519)
+    sa.Column("public_key", sa.String(64), nullable=False),  # base64 of the 32 raw bytes
+    sa.Column("source", sa.String(16), nullable=False),  # managed (state directory) | file (ARM_SIGNING_KEY_FILE)
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+chain_checkpoints = sa.Table(
+    "chain_checkpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(253), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),  # the tenant's checkpoints, from 1
+    sa.Column("seq", sa.Integer, nullable=False),  # the chain record it anchors (0: none yet)
+    sa.Column("head", sa.String(71), nullable=False),  # that record's hash
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("previous", sa.String(71), nullable=False),  # the previous checkpoint's hash
+    sa.Column("archives", JSON, nullable=False),  # op-event archives made since the previous one
+    sa.Column("pruned", JSON, nullable=False),  # archives deleted since, past their retention
+    sa.Column("kid", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),  # Ed25519 over the canonical body, base64
+    sa.Column("hash", sa.String(71), nullable=False),
+    sa.UniqueConstraint("tenant", "number"),
+)
+
+op_event_archives = sa.Table(
+    "op_event_archives",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(253), nullable=False),
+    sa.Column("name", sa.String(300), nullable=False, unique=True),  # file name in the archive directory
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("first_id", sa.BigInteger, nullable=False),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    sa.Column("first_at", UTCDateTime, nullable=False),
+    sa.Column("last_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("keep_until", UTCDateTime, nullable=False),  # the archive retention ends then
+    sa.Column("listed_in", sa.Integer, nullable=True),  # the checkpoint that lists it
+    sa.Column("pruned_at", UTCDateTime, nullable=True),
+    sa.Column("pruned_in", sa.Integer, nullable=True),  # the checkpoint that lists its pruning
+    sa.Index(None, "tenant", "last_at"),
 )
 
 #: Manifest kind → its table (Deployment manifests live in ``deployment_specs``).

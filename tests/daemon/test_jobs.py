@@ -23,6 +23,7 @@ from reconciler import settings as settings_
 from reconciler.daemon import scheduling
 from reconciler.decisions import deciding, events
 from reconciler.desired import repository
+from reconciler.evidence import keys
 from reconciler.reconcile import reporting, running
 from reconciler.state import database, locking, opevents, tables
 from tests.conftest import GitRepo
@@ -291,3 +292,27 @@ def test_a_stop_gives_up_on_a_fetch_that_never_answers_after_its_grace(git_repo:
     db.dispose()
     for connection in [*held, host]:
         connection.close()
+
+
+def test_the_checkpoint_job_verifies_genomes_and_anchors_what_moved_since(
+    daemon: tuple[scheduling.Daemon, GitRepo, clock_.FrozenClock], tmp_path: Path
+) -> None:
+    d, _, clock = daemon
+    d.reconciler.signer = keys.create(tmp_path / "keys", NOW)
+    d.poll()  # the apply signs checkpoint 1
+    cp = tables.chain_checkpoints.c
+    with d.db.connect() as connection:
+        head = connection.execute(sa.select(sa.func.max(tables.change_records.c.seq))).scalar_one()
+        assert connection.execute(sa.select(cp.number, cp.seq)).all() == [(1, head)]
+    d.checkpoint()  # nothing moved: no checkpoint
+    v = tables.agent_versions
+    with d.db.begin() as connection:
+        genome = connection.execute(sa.select(v.c.genome)).scalar_one()
+        connection.execute(v.update().values(genome={**genome, "model": {"provider": "p", "name": "other"}}))
+    clock.advance(300)
+    d.checkpoint()
+    with d.db.connect() as connection:
+        assert connection.execute(sa.select(v.c.integrity)).scalar_one() == "FAILED"
+        # The VERSION_INTEGRITY_FAILED record is anchored by the checkpoint of the same run.
+        assert connection.execute(sa.select(cp.number, cp.seq).order_by(cp.number)).all() == [(1, head), (2, head + 1)]
+    assert d.decider.decide(deciding.Request("acme:app-dev-g1-0", "crm.lookup")).reasons[0].startswith("VERSION_INTEGRITY_FAILED")

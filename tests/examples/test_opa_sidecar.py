@@ -24,6 +24,7 @@ import yaml
 
 from reconciler.policy import engines, goopa
 from reconciler.state import tables
+from tests.evidence.opaverify import BundleRefused, read_bundle, verify_bundle
 from tests.examples.conftest import EXAMPLES, Served, free_port, http_status, stop
 from tests.realopa import require
 
@@ -68,7 +69,13 @@ def fetch(request: urllib.request.Request) -> tuple[int, dict[str, str], bytes]:
 
 
 def sidecar_env(served: Served) -> dict[str, str]:
-    return {"ARM_URL": served.url, "ARM_TOKEN": served.token}
+    """The environment the README sets: the URL, the token, the tenant and the bundle key (the
+    ``spki`` of the current key ``GET /v1/keys`` lists)."""
+    request = urllib.request.Request(f"{served.url}/v1/keys", headers={"Authorization": f"Bearer {served.token}"})
+    status, _, body = fetch(request)
+    assert status == 200, body
+    (current,) = [k for k in json.loads(body)["keys"] if k["current"]]
+    return {"ARM_URL": served.url, "ARM_TOKEN": served.token, "ARM_TENANT": "acme", "ARM_BUNDLE_KEY": current["spki"]}
 
 
 def test_the_sidecar_pulls_the_applied_commits_bundle_with_its_bearer_token(served: Served) -> None:
@@ -101,6 +108,32 @@ def test_the_sidecar_pulls_the_applied_commits_bundle_with_its_bearer_token(serv
     assert fetch(again)[0] == 304
     stranger = opa_config({"ARM_URL": served.url, "ARM_TOKEN": "arm_never-issued"})
     assert fetch(service_request(stranger, bundle["service"], bundle["resource"]))[0] == 401
+
+
+def test_the_sidecar_activates_only_a_bundle_whose_signature_verifies_with_its_configured_key(served: Served) -> None:
+    config = opa_config(sidecar_env(served))
+    bundle = config["bundles"]["arm"]
+    status, _, body = fetch(service_request(config, bundle["service"], bundle["resource"]))
+    assert status == 200
+    signing = bundle["signing"]
+    assert config["keys"][signing["keyid"]]["key"].startswith("-----BEGIN PUBLIC KEY-----\n")
+    payload = verify_bundle(body, config["keys"], keyid=signing["keyid"], scope=signing["scope"])
+    assert {".manifest", "data.json", "fleet/policies/acme.rego"} <= {f["name"] for f in payload["files"]}
+    # What a sidecar must refuse: a changed data.json, a bundle signed for another tenant.
+    files = read_bundle(body)
+    data = json.loads(files["data.json"])
+    data["arm"]["fleet"]["tools"]["acme"]["payments.refund"]["risk"] = "GREEN"
+    files["data.json"] = json.dumps(data).encode()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    with pytest.raises(BundleRefused, match=r"data\.json: digest mismatch"):
+        verify_bundle(gzip.compress(raw.getvalue()), config["keys"], keyid=signing["keyid"], scope=signing["scope"])
+    with pytest.raises(BundleRefused, match="scope mismatch"):
+        verify_bundle(body, config["keys"], keyid=signing["keyid"], scope="globex")
 
 
 def test_a_sidecar_started_without_its_token_is_refused_with_401(served: Served) -> None:
