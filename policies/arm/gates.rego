@@ -2,7 +2,9 @@
 #
 # Input: {"steps": [step, ...]}, one step per transition the planner wants to take:
 #   {"id": "...", "kind": "AgentVersion" | "Deployment", "from": "...", "to": "...",
-#    "version": {"name", "lifecycle", "evaluations": [{"suite", "score", "threshold", "passed"}], "integrity"},
+#    "version": {"name", "template", "lifecycle", "integrity"},
+#    "evidence": [{"suite", "category", "required": bool, "status": "missing" | "passing" | "failing",
+#                  "summary"}],   # recorded evaluation runs, judged against their EvaluationSuite
 #    "environment": {"name", "admission": {"minLifecycle", "requireApproval", ...}},   # deployments
 #    "requirement": {"required": n, "roles": [...]},      # approvals this step needs, if any
 #    "approvals": [{"operator", "roles": [...], "decision": "APPROVE" | "DENY"}]}
@@ -36,27 +38,31 @@ needs_approval(approval, others) := true if {
 	count(others) == 0
 } else := false
 
-# TESTING -> CANDIDATE needs evaluation evidence, all of it passing.
-evidence_waiting(step) := ["waiting for passing evaluation evidence (spec.evaluations is empty)"] if {
+# Evidence is recorded evaluation runs, never what a manifest says. TESTING -> CANDIDATE needs at
+# least one suite requiring it, and every required suite passing; a deployment needs the suites
+# its environment requires passing, and no failing safety or regression suite (continuous
+# evaluation). Summaries come judged, numbers formatted: no float is formatted here.
+evidence_waiting(step) := [msg] if {
 	step.kind == "AgentVersion"
 	step.to == "CANDIDATE"
-	count(object.get(step.version, "evaluations", [])) == 0
-} else := reasons if {
-	step.kind == "AgentVersion"
-	step.to == "CANDIDATE"
-	reasons := [sprintf("waiting for passing evaluation evidence: suite %s scored %s, below %s", [e.suite, format_score(e.score), format_score(e.threshold)]) |
-		some e in step.version.evaluations
-		not passing(e)
-	]
+	count([e | some e in evidence_of(step); e.required == true]) == 0
+	msg := sprintf("waiting for evaluation: no EvaluationSuite is required for TESTING -> CANDIDATE of template %s", [object.get(step.version, "template", "?")])
+} else := [sprintf("waiting for evaluation: %s", [e.summary]) |
+	some e in evidence_of(step)
+	holds_back(e)
+]
+
+evidence_of(step) := evidence if {
+	evidence := object.get(step, "evidence", [])
+	is_array(evidence)
 } else := []
 
-passing(e) if {
-	e.passed == true
-	e.score >= e.threshold
+holds_back(e) if {
+	e.required == true
+	e.status != "passing"
 }
 
-# Scores are 0..1; print them as percentages so float formatting never differs between engines.
-format_score(x) := sprintf("%d%%", [round(x * 100)])
+holds_back(e) if e.status == "failing"
 
 # Steps with a requirement need that many approvals from operators holding one of its roles.
 approval_waiting(step) := [] if {

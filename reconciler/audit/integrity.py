@@ -34,13 +34,20 @@ def check_version(stored: dict[str, object], stored_hash: str) -> str | None:
     return None if computed == stored_hash else computed
 
 
-def verify_genomes(connection: sa.Connection, now: dt.datetime) -> list[Tampered]:
+def verify_genomes(
+    connection: sa.Connection, now: dt.datetime, *, tenant: str | None = None, name: str | None = None
+) -> list[Tampered]:
+    """Re-hash stored genomes (every one, or one version's: a detail read re-hashes the genome it
+    shows) and mark those that were altered, recording each the first time it is found."""
     v = tables.agent_versions
     found = []
     records = []
-    for row in connection.execute(
-        sa.select(v.c.id, v.c.tenant, v.c.name, v.c.genome, v.c.genome_hash, v.c.integrity).order_by(v.c.id)
-    ):
+    query = sa.select(v.c.id, v.c.tenant, v.c.name, v.c.genome, v.c.genome_hash, v.c.integrity).order_by(v.c.id)
+    if tenant is not None:
+        query = query.where(v.c.tenant == tenant)
+    if name is not None:
+        query = query.where(v.c.name == name)
+    for row in connection.execute(query):
         computed = check_version(row.genome, row.genome_hash)
         if computed is None:
             continue

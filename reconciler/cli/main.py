@@ -47,6 +47,8 @@ class LazyGroup(click.Group):
         "instance": "reconciler.cli.controls:instance",
         "tenant": "reconciler.cli.controls:tenant",
         "events": "reconciler.cli.eventing:events",
+        "eval": "reconciler.cli.evaluating:eval_",
+        "version": "reconciler.cli.versions:version",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -2,7 +2,8 @@
 
 ``load(connection)`` reads, in one query per table, just the columns a plan needs: identities,
 digests, statuses and lifecycles of every object, the deployment records, instances, open and
-decided approvals, and the head of each tenant's change-record chain. Specs and genomes are not
+decided approvals, the evaluation runs recorded for each version (the gates' evidence), and the
+head of each tenant's change-record chain. Specs and genomes are not
 read here (they can be large); the applier reads the few it needs for ``before`` values. Rows
 are named tuples: a fleet of 10,000 versions makes tens of thousands of them per reconcile.
 
@@ -28,6 +29,7 @@ __all__ = [
     "DeploymentRecord",
     "InstanceRow",
     "ObjectRow",
+    "RunRow",
     "canaries_in_progress",
     "canary_health",
     "load",
@@ -91,6 +93,16 @@ class ApprovalRow(NamedTuple):
     decisions: list[dict[str, Any]]
 
 
+class RunRow(NamedTuple):
+    """An evaluation run as the gates judge it (``evidence.judging``)."""
+
+    id: int
+    suite: str
+    genome_hash: str
+    metrics: dict[str, float]
+    samples: int
+
+
 @dataclasses.dataclass
 class Actual:
     applied_sha: str | None = None
@@ -107,6 +119,8 @@ class Actual:
     chain_heads: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
     #: (kind, tenant, name) → stored conditions, for versions and deployments that have any
     conditions: dict[tuple[str, str, str], list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    #: (tenant, version) → its evaluation runs, oldest first (runs are append-only)
+    evaluations: dict[tuple[str, str], list[RunRow]] = dataclasses.field(default_factory=dict)
     _digests: dict[str, set[tuple[str, str, str]]] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def active_digests(self, kind: str) -> set[tuple[str, str, str]]:
@@ -234,6 +248,12 @@ def load(connection: sa.Connection) -> Actual:
             )
         )
     actual.approvals = dict(approvals)
+    e = tables.evaluation_runs.c
+    runs: dict[tuple[str, str], list[RunRow]] = defaultdict(list)
+    query = sa.select(e.id, e.tenant, e.version, e.suite, e.genome_hash, e.metrics, e.samples).order_by(e.id)
+    for r in connection.execute(query):
+        runs[(r.tenant, r.version)].append(RunRow(r.id, r.suite, r.genome_hash, r.metrics, r.samples))
+    actual.evaluations = dict(runs)
     cr = tables.change_records.c
     latest = sa.select(cr.tenant, sa.func.max(cr.seq).label("seq")).group_by(cr.tenant).subquery()
     heads = sa.select(cr.tenant, cr.seq, cr.hash).join(latest, sa.and_(cr.tenant == latest.c.tenant, cr.seq == latest.c.seq))
