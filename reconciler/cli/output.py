@@ -80,6 +80,7 @@ def validation_json(snap: snapshot.Snapshot, elapsed: float, cache: caching.Pars
         "counts": snap.counts(),
         "files": snap.files,
         "problems": [p.as_dict() for p in snap.problems],
+        "warnings": [w.as_dict() for w in snap.warnings],
         "seconds": round(elapsed, 4),
         "cache": {"hits": cache.hits, "misses": cache.misses},
     }
@@ -93,11 +94,16 @@ def print_validation(snap: snapshot.Snapshot, elapsed: float) -> None:
     click.echo("  " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
     if snap.ok:
         click.echo(click.style("✓ valid", fg="green") + f" ({snap.files} files in {elapsed:.2f} s)")
-        return
-    n = len(snap.problems)
-    click.echo(click.style(f"✗ {n} problem{'s' if n != 1 else ''}", fg="red", bold=True))
-    for problem in snap.problems:
-        click.echo(f"  {click.style(problem.where(), bold=True)}: {problem.message}")
+    else:
+        n = len(snap.problems)
+        click.echo(click.style(f"✗ {n} problem{'s' if n != 1 else ''}", fg="red", bold=True))
+        for problem in snap.problems:
+            click.echo(f"  {click.style(problem.where(), bold=True)}: {problem.message}")
+    if snap.warnings:
+        n = len(snap.warnings)
+        click.echo(click.style(f"! {n} warning{'s' if n != 1 else ''}", fg="yellow", bold=True))
+        for warning in snap.warnings:
+            click.echo(f"  {click.style(warning.where(), bold=True)}: {warning.message}")
 
 
 def print_status(report: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
 import pydantic
@@ -43,6 +43,7 @@ __all__ = [
     "Submitter",
     "applied_suites",
     "check_hash",
+    "import_runs",
     "list_runs",
     "run_json",
     "runs_of",
@@ -302,6 +303,58 @@ def runs_of(connection: sa.Connection, tenant: str, versions: list[str]) -> dict
     for run in connection.execute(query.order_by(r.id)):
         found[run.version].append(actual_.RunRow(run.id, run.suite, run.genome_hash, run.metrics, run.samples))
     return found
+
+
+class _Exported(pydantic.BaseModel):
+    """A run as ``run_json`` shows it: what ``import_runs`` reads back."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+    id: int = pydantic.Field(ge=1)
+    tenant: str = pydantic.Field(min_length=1, max_length=253)
+    version: str = pydantic.Field(min_length=1, max_length=253)
+    template: str = pydantic.Field(min_length=1, max_length=253)
+    genomeHash: str = pydantic.Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    suite: str = pydantic.Field(min_length=1, max_length=253)
+    category: Literal["safety", "regression", "capability"]
+    metrics: dict[str, Annotated[float, pydantic.Field(allow_inf_nan=False)]]
+    samples: int = pydantic.Field(ge=0, le=MAX_SAMPLES)
+    runUrl: str | None = pydantic.Field(default=None, max_length=2048)
+    submitter: str = pydantic.Field(max_length=300)
+    verdict: Literal["missing", "passing", "failing"]
+    at: dt.datetime
+
+
+def import_runs(connection: sa.Connection, runs: Any, source: str) -> int:
+    """Write runs exported from another store (``GET /v1/evaluations``, ``armctl eval list
+    --format json``) as they are, ids kept: how a pull-request plan's scratch database gets the
+    evidence production holds. Gates still judge them against the commit's suites and bind them
+    by genome hash. ``errors.ConfigError`` names the run and field of anything malformed."""
+    if not isinstance(runs, list):
+        raise errors.ConfigError(f"{source}: a JSON list of evaluation runs is needed (as GET /v1/evaluations answers)")
+    rows: list[dict[str, Any]] = []
+    for index, item in enumerate(runs):
+        try:
+            run = _Exported.model_validate(item)
+        except pydantic.ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            field = ".".join(str(part) for part in first["loc"]) or "run"
+            raise errors.ConfigError(f"{source}: run {index}, field {field}: {first['msg']}") from exc
+        if run.at.tzinfo is None:
+            raise errors.ConfigError(f"{source}: run {index}, field at: a time with its UTC offset is needed")
+        rows.append(
+            {
+                "id": run.id, "tenant": run.tenant, "version": run.version, "template": run.template,
+                "genome_hash": run.genomeHash, "suite": run.suite, "category": run.category, "suite_digest": "imported",
+                "metrics": run.metrics, "samples": run.samples, "run_url": run.runUrl, "details": None,
+                "submitter": run.submitter, "verdict": run.verdict, "at": run.at,
+            }
+        )  # fmt: skip
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise errors.ConfigError(f"{source}: run ids repeat; export the runs again")
+    if rows:
+        connection.execute(tables.evaluation_runs.insert(), sorted(rows, key=lambda r: r["id"]))
+    return len(rows)
 
 
 # ---------------------------------------------------------------- checks
