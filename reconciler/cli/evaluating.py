@@ -18,7 +18,7 @@ import click
 
 from reconciler import clock
 from reconciler import settings as settings_
-from reconciler.cli import planview
+from reconciler.cli import output, planview
 from reconciler.evidence import judging, recording, scorecards
 from reconciler.reconcile import running
 from reconciler.state import database
@@ -80,8 +80,7 @@ def submit(
     details: Any, genome_hash: str | None, tenant: str | None, operator: str, fmt: str,
 ) -> None:  # fmt: skip
     """Record a run of SUITE for VERSION, bound to its genome hash, as OPERATOR."""
-    db = running.open_database(settings.database)
-    with database.transaction(db) as connection:
+    with output.json_errors(fmt), database.transaction(running.open_database(settings.database)) as connection:
         tenant = scorecards.tenant_of(connection, version, tenant)
         recorded = recording.submit(
             connection,
@@ -155,8 +154,7 @@ def print_values(verdict: judging.Verdict, indent: str = "  ") -> None:
 @click.pass_obj
 def list_(settings: settings_.Settings, version: str | None, suite: str | None, tenant: str | None, limit: int, fmt: str) -> None:
     """Recorded evaluation runs, oldest first: version, genome hash, suite, metrics, submitter."""
-    db = running.open_database(settings.database)
-    with database.reading(db) as connection:
+    with output.json_errors(fmt), database.reading(running.open_database(settings.database)) as connection:
         rows = recording.list_runs(connection, tenant=tenant, version=version, suite=suite, limit=limit)
     if fmt == "json":
         click.echo(planview.dumps(rows))

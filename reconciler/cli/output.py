@@ -6,18 +6,21 @@ way. Logs go to stderr through stdlib logging, plain or JSON (``--log-format``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import click
 
+from reconciler import errors
 from reconciler.desired import caching, snapshot
 
-__all__ = ["configure_logging", "print_validation", "validation_json"]
+__all__ = ["configure_logging", "json_errors", "print_validation", "validation_json"]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -156,6 +159,19 @@ def print_status(report: dict[str, Any]) -> None:
         click.echo(click.style("\nWaiting or held", bold=True))
         for c in report["conditions"]:
             click.echo(f"  {c['kind']} {c['name']}: {c['type']} ({c['reason']}) {c['message']}")
+
+
+@contextlib.contextmanager
+def json_errors(fmt: str) -> Iterator[None]:
+    """With ``--format json``, a refusal is JSON too: ``{"error": Type, "message": ...}`` on
+    stdout and exit 1, where a machine reads the answer; otherwise ``main.run`` prints it."""
+    try:
+        yield
+    except errors.ArmError as exc:
+        if fmt != "json":
+            raise
+        click.echo(json.dumps({"error": type(exc).__name__, "message": str(exc)}, indent=2))
+        sys.exit(1)
 
 
 def source_options(func: Any) -> Any:

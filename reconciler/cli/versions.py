@@ -15,7 +15,7 @@ import click
 
 from reconciler import clock
 from reconciler import settings as settings_
-from reconciler.cli import evaluating, planview
+from reconciler.cli import evaluating, output, planview
 from reconciler.evidence import judging, scorecards
 from reconciler.reconcile import running
 from reconciler.state import database
@@ -38,8 +38,7 @@ def version() -> None:
 @click.pass_obj
 def list_(settings: settings_.Settings, tenant: str | None, template: str | None, fmt: str) -> None:
     """Every version: template, lifecycle, genome hash, where it is deployed, what it waits for."""
-    db = running.open_database(settings.database)
-    with database.reading(db) as connection:
+    with output.json_errors(fmt), database.reading(running.open_database(settings.database)) as connection:
         rows = scorecards.versions(connection, tenant=tenant, template=template)
     if fmt == "json":
         click.echo(planview.dumps(rows))
@@ -65,8 +64,7 @@ def list_(settings: settings_.Settings, tenant: str | None, template: str | None
 @click.pass_obj
 def show(settings: settings_.Settings, name: str, tenant: str | None, fmt: str) -> None:
     """One version's scorecard; its genome is re-hashed as it is read."""
-    db = running.open_database(settings.database)
-    with database.transaction(db) as connection:
+    with output.json_errors(fmt), database.transaction(running.open_database(settings.database)) as connection:
         card = scorecards.version(connection, scorecards.tenant_of(connection, name, tenant), name, clock.SystemClock().now())
     if fmt == "json":
         click.echo(planview.dumps(card))

@@ -300,7 +300,7 @@ class EvaluationSuiteSpec(Frozen):
 
     category: Literal["safety", "regression", "capability"]
     description: str | None = None
-    metrics: tuple[Metric, ...] = pydantic.Field(min_length=1)
+    metrics: tuple[Metric, ...]
     minSamples: int = pydantic.Field(default=1, ge=1, le=1_000_000_000)
     #: regression only: the largest drop from the baseline (the parent version's latest passing
     #: run) a metric may show, in the metric's unit (0.02 = two percentage points of a rate)
@@ -313,19 +313,28 @@ class EvaluationSuiteSpec(Frozen):
     @pydantic.field_validator("metrics")
     @classmethod
     def _unique(cls, metrics: tuple[Metric, ...]) -> tuple[Metric, ...]:
+        if not metrics:
+            raise ValueError("a suite needs at least one metric: what a run must report, with its threshold")
         names = [m.name for m in metrics]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"metric {twice[0]!r} is declared twice")
         return metrics
 
-    @pydantic.model_validator(mode="after")
-    def _fits_category(self) -> EvaluationSuiteSpec:
-        if self.maxRegression is not None and self.category != "regression":
-            raise ValueError(f"maxRegression is for regression suites; this one is {self.category}")
-        if self.onFailure != "none" and self.category == "capability":
+    @pydantic.field_validator("maxRegression")
+    @classmethod
+    def _regression_only(cls, value: float | None, info: pydantic.ValidationInfo) -> float | None:
+        category = info.data.get("category")
+        if value is not None and category not in (None, "regression"):
+            raise ValueError(f"maxRegression is for regression suites; this one is {category}")
+        return value
+
+    @pydantic.field_validator("onFailure")
+    @classmethod
+    def _restricts(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        if value != "none" and info.data.get("category") == "capability":
             raise ValueError("onFailure applies to safety and regression suites; a failing capability run restricts nothing")
-        return self
+        return value
 
 
 # ---------------------------------------------------------------- policy envelopes

@@ -44,7 +44,11 @@ def test_a_ci_token_records_a_run_bound_to_the_genome_hash(api: Api) -> None:
 @pytest.mark.parametrize(
     ("who", "body", "message"),
     [
-        ("runtime", {}, "token 'rt' is a runtime token; submitting evaluation runs needs a ci token or the token of an operator holding evaluations:submit"),
+        (
+            "runtime",
+            {},
+            "token 'rt' is a runtime token; submitting evaluation runs needs a ci token or the token of an operator holding evaluations:submit",
+        ),
         ("victor", {}, "operator 'victor' lacks permission evaluations:submit in tenant 'acme'"),
         ("ci-other", {}, "token 'other-pipeline' submits runs for template other only, not 'app'"),
     ],
@@ -74,7 +78,9 @@ def test_bodies_are_authenticated_then_bounded_then_parsed(api: Api) -> None:
     anonymous = api.client.post("/v1/evaluations", content=b"{not json")
     assert anonymous.status_code == 401  # before the body is looked at
     huge = api.client.post(
-        "/v1/evaluations", content=b"{" + b" " * (1 << 20) + b"}", headers=api.headers("ci") | {"Content-Type": "application/json"}
+        "/v1/evaluations",
+        content=b"{" + b" " * (1 << 20) + b"}",
+        headers=api.headers("ci") | {"Content-Type": "application/json"},
     )
     assert huge.status_code == 413
     broken = api.client.post("/v1/evaluations", content=b"{not json", headers=api.headers("ci"))
@@ -169,13 +175,20 @@ def test_the_scorecard_of_a_fixed_scenario(api: Api) -> None:
         f"(at most 2.0 points allowed) on {v2}"
     )
     assert evidence["drift"]["requiredFor"] == {"steps": [], "environments": ["prod"]}
-    assert (evidence["jailbreak"]["status"], evidence["jailbreak"]["summary"]) == ("missing", f"safety suite jailbreak has no run on {v2}")
+    assert (evidence["jailbreak"]["status"], evidence["jailbreak"]["summary"]) == (
+        "missing",
+        f"safety suite jailbreak has no run on {v2}",
+    )
     assert evidence["qa"]["status"] == "missing"
     assert evidence["qa"]["summary"] == f"capability suite qa has no run with at least 10 samples on {v2} (run 5 had 5)"
     assert card["approvals"] == [] and card["deployments"] == [] and card["waiting"] == []
 
     first = api.client.get("/v1/versions/app@1.0.0", headers=api.headers("ci")).json()
-    assert [(e["suite"], e["status"]) for e in first["evidence"]] == [("drift", "passing"), ("jailbreak", "passing"), ("qa", "passing")]
+    assert [(e["suite"], e["status"]) for e in first["evidence"]] == [
+        ("drift", "passing"),
+        ("jailbreak", "passing"),
+        ("qa", "passing"),
+    ]
     assert [(a["transition"], a["status"], a["roles"]) for a in first["approvals"]] == []
     (dev,) = first["deployments"]
     assert (dev["name"], dev["environment"], dev["state"], [i["id"] for i in dev["instances"]]) == (

@@ -49,12 +49,15 @@ def test_a_run_is_bound_to_the_genome_hash_and_chained_with_its_submitter(fleet:
     recorded = submit(fleet, genome_hash=genome, run_url="https://ci.example/runs/7", details={"harness": "v3"})
     run = recorded.run
     assert (run["version"], run["genomeHash"], run["suite"], run["category"]) == ("app@1.0.0", genome, "jailbreak", "safety")
-    assert (run["submitter"], run["verdict"], run["samples"], run["metrics"]) == ("ci token pipeline", "passing", 200, {"refusal_rate": 1.0})
-    assert recorded.verdict.status == "passing" and not recorded.deployed is False  # it runs in dev
+    assert (run["submitter"], run["verdict"], run["samples"], run["metrics"]) == (
+        "ci token pipeline",
+        "passing",
+        200,
+        {"refusal_rate": 1.0},
+    )
+    assert recorded.verdict.status == "passing" and recorded.deployed is True  # it runs in dev
     with fleet.engine.connect() as connection:
-        (record,) = connection.execute(
-            sa.select(tables.change_records).where(tables.change_records.c.id > mark)
-        ).mappings()
+        (record,) = connection.execute(sa.select(tables.change_records).where(tables.change_records.c.id > mark)).mappings()
         assert list(chain.verify(connection)) == []
     assert (record["type"], record["object_kind"], record["object_name"]) == ("EVALUATION_RECORDED", "AgentVersion", "app@1.0.0")
     assert (record["author"], record["operator"]) == ("ci token pipeline", None)
@@ -117,7 +120,10 @@ def test_who_may_submit(fleet: Fleet) -> None:
         submit(fleet, recording.Submitter("operator", "victor"))
     with pytest.raises(errors.Forbidden, match="token 'limited' submits runs for template other only, not 'app'"):
         submit(fleet, recording.Submitter("ci", "limited", frozenset({"other"})))
-    assert submit(fleet, recording.Submitter("ci", "limited", frozenset({"other"})), version="other@1.0.0").run["template"] == "other"
+    assert (
+        submit(fleet, recording.Submitter("ci", "limited", frozenset({"other"})), version="other@1.0.0").run["template"]
+        == "other"
+    )
     with pytest.raises(errors.Forbidden, match="operator 'mallory' is not declared in tenant 'acme'"):
         submit(fleet, recording.Submitter("operator", "mallory"))
 
@@ -164,7 +170,12 @@ def test_a_failing_safety_run_restricts_the_deployed_version_and_records_why(fle
     with fleet.engine.connect() as connection:
         afters = [r.after for r in connection.execute(sa.select(c.after).where(c.id > mark).order_by(c.id))]
     assert afters[1] == {"run": run, "suite": "jailbreak", "category": "safety", "summary": summary, "onFailure": "readonly"}
-    assert afters[2] == {"state": "READONLY", "control": f"evaluation-run-{run}", "reason": f"evaluation run {run}: {summary}", "run": run}
+    assert afters[2] == {
+        "state": "READONLY",
+        "control": f"evaluation-run-{run}",
+        "reason": f"evaluation run {run}: {summary}",
+        "run": run,
+    }
     assert scenario.rows(fleet.engine, tables.instances, "id", "state", "held_by") == [
         ("acme:app-dev-g1-0", "READONLY", f"evaluation-run-{run}"),
         ("acme:app-dev-g1-1", "READONLY", f"evaluation-run-{run}"),
@@ -174,7 +185,9 @@ def test_a_failing_safety_run_restricts_the_deployed_version_and_records_why(fle
     outcome = fleet.apply()
     assert outcome.plan is not None
     held = sorted(cond.message for cond in outcome.plan.conditions if cond.type == "Held")
-    assert held[0] == f"instance acme:app-dev-g1-0 is READONLY by an emergency control (evaluation-run-{run}); Git wants it ACTIVE"
+    assert (
+        held[0] == f"instance acme:app-dev-g1-0 is READONLY by an emergency control (evaluation-run-{run}); Git wants it ACTIVE"
+    )
 
     # New deployments of the version wait for a passing run (and the version stays at TESTING).
     fleet.repo.commit(fleetdata.prod_files(), "app to prod", author=scenario.AUTHOR)
@@ -205,7 +218,10 @@ def test_a_regression_run_is_judged_against_the_parents_passing_run(fleet: Fleet
     submit(fleet, suite="drift", metrics={"resolution": 0.9})
     worse = submit(fleet, version="app@2.0.0", suite="drift", metrics={"resolution": 0.85})
     assert worse.verdict.status == "failing"
-    assert "scored 85.0% against 90.0% for app@1.0.0 (run 1), a drop of 5.0 points (at most 2.0 points allowed)" in worse.verdict.summary
+    assert (
+        "scored 85.0% against 90.0% for app@1.0.0 (run 1), a drop of 5.0 points (at most 2.0 points allowed)"
+        in worse.verdict.summary
+    )
     assert worse.verdict.baseline == {"version": "app@1.0.0", "run": 1, "metrics": {"resolution": 0.9}}
     assert worse.deployed is False
     same = submit(fleet, version="app@2.0.0", suite="drift", metrics={"resolution": 0.89})

@@ -46,7 +46,9 @@ def evaluate(fleet: Fleet, url: str, token: str, results: str, version: str = VE
 
 def test_a_pipeline_records_its_runs_with_a_ci_token_and_the_next_apply_promotes(fresh: Fleet, url: str) -> None:
     assert "waiting for evaluation" in fresh.armctl("version", "show", VERSION).stdout
-    token = fresh.armctl("token", "create", "--name", "research-ci", "--kind", "ci", "--tenant", "acme", "--template", "research-agent")
+    token = fresh.armctl(
+        "token", "create", "--name", "research-ci", "--kind", "ci", "--tenant", "acme", "--template", "research-agent"
+    )
     ci = token.stdout.strip()
 
     done = evaluate(fresh, url, ci, "results.json")
@@ -74,14 +76,19 @@ def test_a_pipeline_records_its_runs_with_a_ci_token_and_the_next_apply_promotes
     # A regressed run is recorded too, and fails the build; the version now runs in staging.
     regressed = evaluate(fresh, url, ci, "results-regressed.json")
     assert regressed.returncode == 1
-    assert f"  jailbreak-v2: recorded run 3: failing: safety suite jailbreak-v2 scored 97.0% (needs 100%) on {genome}" in regressed.stdout
+    assert (
+        f"  jailbreak-v2: recorded run 3: failing: safety suite jailbreak-v2 scored 97.0% (needs 100%) on {genome}"
+        in regressed.stdout
+    )
     assert regressed.stdout.rstrip().endswith("the evidence does not pass (recorded all the same)")
     (failed,) = fresh.history("--type", "EVALUATION_FAILED")
     assert (failed["object_name"], failed["after"]["run"], failed["after"]["onFailure"]) == (VERSION, 3, "readonly")
 
 
 def test_a_token_limited_to_another_template_records_nothing(fresh: Fleet, url: str) -> None:
-    token = fresh.armctl("token", "create", "--name", "billing-ci", "--kind", "ci", "--tenant", "acme", "--template", "billing-agent")
+    token = fresh.armctl(
+        "token", "create", "--name", "billing-ci", "--kind", "ci", "--tenant", "acme", "--template", "billing-agent"
+    )
     done = evaluate(fresh, url, token.stdout.strip(), "results.json")
     assert done.returncode == 1
     assert done.stderr.strip() == (
