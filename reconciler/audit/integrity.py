@@ -1,8 +1,11 @@
-"""Genome integrity: re-hash stored genomes and mark the versions whose genome was altered.
+"""Integrity: re-hash stored genomes and mark the versions whose genome was altered; check that
+evaluation runs still say what was recorded.
 
 A version's stored genome must hash to its stored ``genome_hash``. ``verify_genomes`` checks
 them all (``armctl audit verify``); a mismatch sets ``integrity = 'FAILED'`` — the admission gate
 then refuses to deploy it — and writes ``VERSION_INTEGRITY_FAILED`` once, when first found.
+``verify_runs`` compares every evaluation run with the hash-chained ``EVALUATION_RECORDED``
+record written with it: evidence changed behind the store's back is found there.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from reconciler.audit import chain
 from reconciler.desired import genome
 from reconciler.state import fleetstate, tables
 
-__all__ = ["Tampered", "check_version", "verify_genomes"]
+__all__ = ["AlteredRun", "Tampered", "check_version", "verify_genomes", "verify_runs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,3 +72,44 @@ def verify_genomes(
         chain.append(connection, records, now)
         fleetstate.bump_generation(connection)  # the admission gate's inputs changed outside Git
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class AlteredRun:
+    tenant: str
+    run: int
+    reason: str
+
+
+#: What an evaluation run's EVALUATION_RECORDED record repeats of it: record key → run column.
+_RUN_FIELDS = {"genomeHash": "genome_hash", "suite": "suite", "metrics": "metrics", "samples": "samples"}
+
+
+def verify_runs(connection: sa.Connection) -> list[AlteredRun]:
+    """Every evaluation run that no longer matches the change record written with it (or has
+    none): the store refuses to update or delete runs, and this finds what went around it."""
+    c = tables.change_records.c
+    recorded: dict[tuple[str, int], tuple[str, dict[str, object]]] = {}
+    query = sa.select(c.tenant, c.object_name, c.after).where(c.type == "EVALUATION_RECORDED")
+    for row in connection.execute(query):
+        after = row.after or {}
+        if isinstance(after.get("run"), int):
+            recorded[(row.tenant, after["run"])] = (row.object_name, after)
+    r = tables.evaluation_runs.c
+    altered = []
+    seen = set()
+    for run in connection.execute(sa.select(r.id, r.tenant, r.version, *(r[col] for col in _RUN_FIELDS.values())).order_by(r.id)):
+        seen.add((run.tenant, run.id))
+        found = recorded.get((run.tenant, run.id))
+        if found is None:
+            altered.append(AlteredRun(run.tenant, run.id, "no EVALUATION_RECORDED change record names it"))
+            continue
+        version, after = found
+        changed = [key for key, column in _RUN_FIELDS.items() if after.get(key) != getattr(run, column)]
+        if version != run.version:
+            changed.insert(0, "version")
+        if changed:
+            altered.append(AlteredRun(run.tenant, run.id, f"differs from its EVALUATION_RECORDED record in {', '.join(changed)}"))
+    for tenant, run_id in sorted(set(recorded) - seen):
+        altered.append(AlteredRun(tenant, run_id, "recorded by EVALUATION_RECORDED but missing from the store"))
+    return altered

@@ -1,4 +1,5 @@
-"""``armctl audit verify``: recompute genome hashes and the change-record chain."""
+"""``armctl audit verify``: recompute genome hashes and the change-record chain, and check every
+evaluation run against the record written with it."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def audit() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
 def verify(settings: settings_.Settings, fmt: str) -> None:
-    """Re-hash every stored genome and every change record; exit 1 naming the first break.
+    """Re-hash every stored genome and every change record, and check every evaluation run
+    against its EVALUATION_RECORDED record; exit 1 naming the first break.
 
     A tampered genome is marked FAILED (it can no longer be deployed) and recorded as
     VERSION_INTEGRITY_FAILED the first time it is found.
@@ -35,7 +37,8 @@ def verify(settings: settings_.Settings, fmt: str) -> None:
         tampered = integrity.verify_genomes(connection, clock.SystemClock().now())
         breaks = list(chain.verify(connection))
         records = connection.execute(chain.count_query()).scalar_one()
-    ok = not tampered and not breaks
+        altered = integrity.verify_runs(connection)
+    ok = not tampered and not breaks and not altered
     if fmt == "json":
         click.echo(
             planview.dumps(
@@ -44,6 +47,7 @@ def verify(settings: settings_.Settings, fmt: str) -> None:
                     "records": records,
                     "chainBreaks": [b.__dict__ for b in breaks],
                     "tamperedGenomes": [t.__dict__ for t in tampered],
+                    "alteredRuns": [a.__dict__ for a in altered],
                 }
             )
         )
@@ -58,8 +62,11 @@ def verify(settings: settings_.Settings, fmt: str) -> None:
             )
             for b in breaks[1:]:
                 click.echo(f"  also: tenant {b.tenant} record {b.seq} (id {b.id}): {b.reason}")
+        for a in altered:
+            click.echo(f"✗ evaluation run {a.run} of tenant {a.tenant} {a.reason}")
         if ok:
             click.echo(
-                click.style("✓ ", fg="green") + f"{records} change records chain correctly; every stored genome matches its hash"
+                click.style("✓ ", fg="green")
+                + f"{records} change records chain correctly; every stored genome matches its hash; every evaluation run matches its record"
             )
     sys.exit(0 if ok else 1)

@@ -64,7 +64,15 @@ def _invalid(detail: list[dict[str, Any]]) -> responses.JSONResponse:
     return responses.JSONResponse({"detail": encoders.jsonable_encoder(detail)}, status_code=422)
 
 
-@router.post("/v1/evaluations", status_code=201, response_model=None)
+@router.post(
+    "/v1/evaluations",
+    status_code=201,
+    response_model=None,
+    # The handler reads the body itself (after authenticating, bounded): declared here for the document.
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": EvaluationBody.model_json_schema()}}}
+    },
+)
 async def submit_evaluation(request: fastapi.Request, who: auth.Who) -> Any:
     """Record an evaluation run: ``{version, suite, metrics: {name: value}, samples, runUrl?,
     details?, genomeHash?}``. 201 with the run and what the version's runs of the suite amount

@@ -226,3 +226,25 @@ def test_a_regression_run_is_judged_against_the_parents_passing_run(fleet: Fleet
     assert worse.deployed is False
     same = submit(fleet, version="app@2.0.0", suite="drift", metrics={"resolution": 0.89})
     assert same.verdict.status == "passing"
+
+
+def test_audit_verify_finds_a_run_altered_behind_the_stores_back(fleet: Fleet) -> None:
+    from reconciler.audit import integrity
+
+    submit(fleet)
+    submit(fleet, suite="drift", metrics={"resolution": 0.9})
+    with fleet.engine.connect() as connection:
+        assert integrity.verify_runs(connection) == []
+    # Someone with the database's owner rights drops the guard and rewrites the evidence.
+    with fleet.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("DROP TRIGGER evaluation_runs_append_only ON evaluation_runs")
+        else:
+            connection.exec_driver_sql("DROP TRIGGER evaluation_runs_no_update")
+        connection.execute(
+            tables.evaluation_runs.update().where(tables.evaluation_runs.c.id == 2).values(metrics={"resolution": 0.99})
+        )
+    with fleet.engine.connect() as connection:
+        assert integrity.verify_runs(connection) == [
+            integrity.AlteredRun("acme", 2, "differs from its EVALUATION_RECORDED record in metrics")
+        ]
