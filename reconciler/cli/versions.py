@@ -64,8 +64,8 @@ def list_(settings: settings_.Settings, tenant: str | None, template: str | None
 @click.pass_obj
 def show(settings: settings_.Settings, name: str, tenant: str | None, fmt: str) -> None:
     """One version's scorecard; its genome is re-hashed as it is read."""
-    with output.json_errors(fmt), database.transaction(running.open_database(settings.database)) as connection:
-        card = scorecards.version(connection, scorecards.tenant_of(connection, name, tenant), name, clock.SystemClock().now())
+    with output.json_errors(fmt):
+        card = scorecards.show(running.open_database(settings.database), tenant, name, clock.SystemClock().now(), resolve=True)
     if fmt == "json":
         click.echo(planview.dumps(card))
         return

@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from reconciler import errors
 from reconciler.audit import integrity
 from reconciler.evidence import judging, recording
-from reconciler.state import tables
+from reconciler.state import database, tables
 
-__all__ = ["tenant_of", "version", "versions"]
+__all__ = ["show", "tenant_of", "version", "versions"]
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -97,15 +97,38 @@ def _deployed(connection: sa.Connection, tenant: str | None) -> dict[tuple[str, 
     return found
 
 
+def show(db: database.Engine, tenant: str | None, name: str, now: dt.datetime, *, resolve: bool = False) -> dict[str, Any]:
+    """One version's scorecard, read without taking the store's write lock; only a re-hash that
+    finds the genome newly altered writes (marks the version, records VERSION_INTEGRITY_FAILED).
+    ``resolve``: ``tenant`` may be None, found from the version's name (``tenant_of``)."""
+    with database.reading(db) as connection:
+        if resolve:
+            tenant = tenant_of(connection, name, tenant)
+        assert tenant is not None
+        card, newly_tampered = _card(connection, tenant, name, now)
+    if newly_tampered:
+        with database.transaction(db) as connection:
+            integrity.verify_genomes(connection, now, tenant=tenant, name=name)
+    return card
+
+
 def version(connection: sa.Connection, tenant: str, name: str, now: dt.datetime) -> dict[str, Any]:
-    """One version's scorecard (see the module docstring); ``errors.NotFound`` when it does not
-    exist in ``tenant``. Writes only when the re-hash finds the genome altered."""
+    """One version's scorecard (see the module docstring) in the caller's transaction;
+    ``errors.NotFound`` when it does not exist in ``tenant``. Writes only when the re-hash finds
+    the genome newly altered."""
+    card, newly_tampered = _card(connection, tenant, name, now)
+    if newly_tampered:
+        integrity.verify_genomes(connection, now, tenant=tenant, name=name)
+    return card
+
+
+def _card(connection: sa.Connection, tenant: str, name: str, now: dt.datetime) -> tuple[dict[str, Any], bool]:
     v = tables.agent_versions
     row = connection.execute(sa.select(v).where(v.c.tenant == tenant, v.c.name == name)).mappings().first()
     if row is None:
         raise errors.NotFound(f"version {name!r} does not exist in tenant {tenant!r}")
-    tampered = integrity.verify_genomes(connection, now, tenant=tenant, name=name)
-    status = "FAILED" if tampered else row["integrity"]
+    computed = integrity.check_version(row["genome"], row["genome_hash"])
+    status = "FAILED" if computed is not None else row["integrity"]
     card: dict[str, Any] = {
         "name": row["name"],
         "tenant": tenant,
@@ -117,7 +140,7 @@ def version(connection: sa.Connection, tenant: str, name: str, now: dt.datetime)
         "integrity": {
             "status": status,
             "checkedAt": now.isoformat(),
-            "computedHash": tampered[0].computed_hash if tampered else row["genome_hash"],
+            "computedHash": computed or row["genome_hash"],
         },
         "lineage": _lineage(connection, tenant, row),
         "evidence": _evidence(connection, tenant, row),
@@ -127,7 +150,7 @@ def version(connection: sa.Connection, tenant: str, name: str, now: dt.datetime)
         "createdSha": row["created_sha"],
         "createdAt": _iso(row["created_at"]),
     }
-    return card
+    return card, computed is not None and row["integrity"] != "FAILED"
 
 
 def _lineage(connection: sa.Connection, tenant: str, row: Any) -> dict[str, Any]:

@@ -147,8 +147,7 @@ def show_version(request: fastapi.Request, name: str, who: auth.Who) -> dict[str
     """One version's scorecard: lineage, evidence per suite, approvals, deployments, integrity
     (its genome re-hashed now)."""
     served = services.of(request)
-    with database.transaction(served.db) as connection:
-        card = scorecards.version(connection, who.tenant, name, served.clock.now())
+    card = scorecards.show(served.db, who.tenant, name, served.clock.now())
     if who.templates is not None and card["template"] not in who.templates:
         raise errors.NotFound(f"version {name!r} does not exist for the templates of token {who.name!r}")
     return card

@@ -195,3 +195,21 @@ def test_the_scorecard_of_a_fixed_scenario(api: Api) -> None:
         "app-dev", "dev", "ACTIVE", ["acme:app-dev-g1-0", "acme:app-dev-g1-1"],
     )  # fmt: skip
     assert api.client.get("/v1/versions/nope@1.0.0", headers=api.headers("alice")).status_code == 404
+
+
+def test_the_scorecard_rehashes_the_genome_and_records_a_tampered_one_once(api: Api) -> None:
+    engine = api.fleet.engine
+    versions = tables.agent_versions
+    with engine.begin() as connection:
+        genome = connection.execute(sa.select(versions.c.genome).where(versions.c.name == "app@2.0.0")).scalar_one()
+        genome["model"]["name"] = "a-cheaper-model"
+        connection.execute(versions.update().where(versions.c.name == "app@2.0.0").values(genome=genome))
+    for _ in range(2):
+        card = api.client.get("/v1/versions/app@2.0.0", headers=api.headers("alice")).json()
+        assert card["integrity"]["status"] == "FAILED" and card["integrity"]["computedHash"] != card["genomeHash"]
+    recorded = scenario.records(engine)
+    assert recorded.count(("VERSION_INTEGRITY_FAILED", "AgentVersion", "app@2.0.0")) == 1
+    assert scenario.rows(engine, versions, "integrity", name="app@2.0.0") == [("FAILED",)]
+    assert post(api, "ci", {"version": "app@2.0.0"}).json()["message"] == (
+        "version app@2.0.0 failed its integrity check; no evidence can be recorded for it"
+    )
