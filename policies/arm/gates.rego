@@ -4,7 +4,8 @@
 #   {"id": "...", "kind": "AgentVersion" | "Deployment", "from": "...", "to": "...",
 #    "version": {"name", "template", "lifecycle", "integrity"},
 #    "evidence": [{"suite", "category", "required": bool, "status": "missing" | "passing" | "failing",
-#                  "summary"}],   # recorded evaluation runs, judged against their EvaluationSuite
+#                  "summary"}],   # recorded evaluation runs, judged against their EvaluationSuite;
+#                                 # summary: why, with the numbers (not given for passing ones)
 #    "environment": {"name", "admission": {"minLifecycle", "requireApproval", ...}},   # deployments
 #    "requirement": {"required": n, "roles": [...]},      # approvals this step needs, if any
 #    "approvals": [{"operator", "roles": [...], "decision": "APPROVE" | "DENY"}]}
@@ -47,7 +48,7 @@ evidence_waiting(step) := [msg] if {
 	step.to == "CANDIDATE"
 	count([e | some e in evidence_of(step); e.required == true]) == 0
 	msg := sprintf("waiting for evaluation: no EvaluationSuite is required for TESTING -> CANDIDATE of template %s", [object.get(step.version, "template", "?")])
-} else := [sprintf("waiting for evaluation: %s", [e.summary]) |
+} else := [sprintf("waiting for evaluation: %s", [object.get(e, "summary", e.suite)]) |
 	some e in evidence_of(step)
 	holds_back(e)
 ]

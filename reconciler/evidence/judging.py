@@ -21,10 +21,9 @@ Numbers in summaries are formatted here, never in Rego: engines format floats di
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 __all__ = ["Run", "Verdict", "applies", "format_value", "judge", "required_for", "wilson"]
 
@@ -51,10 +50,10 @@ class Run(Protocol):
     def samples(self) -> int: ...
 
 
-@dataclasses.dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """What a version's runs of one suite amount to. ``summary`` says it in one sentence,
-    numbers included (``safety suite jailbreak-v2 scored 97.0% (needs 100%) on sha256:…``)."""
+    numbers included (``safety suite jailbreak-v2 scored 97.0% (needs 100%) on sha256:…``).
+    A named tuple: a plan makes one per version and suite."""
 
     suite: str
     category: str
@@ -141,6 +140,35 @@ def _candidates(runs: Iterable[Run], suite: str, genome_hash: str) -> list[Run]:
     return [r for r in runs if r.suite == suite and r.genome_hash == genome_hash]
 
 
+def _passes(facts: Mapping[str, Any], run: Run) -> bool:
+    """Whether ``run`` clears every threshold of its suite: ``_threshold_results`` without the
+    detail, for the judgements that pass (nearly all of those a plan makes)."""
+    metrics = run.metrics
+    for metric in facts["metrics"]:
+        value = metrics.get(metric["name"])
+        if value is None:
+            return False
+        if metric["significance"]:
+            value = _effective(metric, value, run.samples)
+        threshold = metric["threshold"]
+        slack = _SLACK * max(1.0, abs(threshold))
+        if (value < threshold - slack) if metric["direction"] == "higher" else (value > threshold + slack):
+            return False
+    return True
+
+
+def _within_baseline(facts: Mapping[str, Any], run: Run, base: Run) -> bool:
+    allowed = float(facts["maxRegression"])
+    metrics, before = run.metrics, base.metrics
+    for metric in facts["metrics"]:
+        name = metric["name"]
+        value, reference = metrics[name], float(before.get(name, metrics[name]))
+        change = (reference - value) if metric["direction"] == "higher" else (value - reference)
+        if change > allowed + _SLACK * max(1.0, abs(reference)):
+            return False
+    return True
+
+
 def _threshold_results(facts: Mapping[str, Any], run: Run) -> list[dict[str, Any]]:
     results = []
     for metric in facts["metrics"]:
@@ -172,9 +200,35 @@ def baseline_run(facts: Mapping[str, Any], suite: str, genome_hash: str, runs: I
     """The latest run of ``suite`` on ``genome_hash`` that clears every threshold with enough
     samples: what a child version's regression is measured against."""
     for run in reversed(_candidates(runs, suite, genome_hash)):
-        if run.samples >= facts["minSamples"] and all(r["passes"] for r in _threshold_results(facts, run)):
+        if run.samples >= facts["minSamples"] and _passes(facts, run):
             return run
     return None
+
+
+def _quick(
+    suite: str,
+    facts: Mapping[str, Any],
+    genome_hash: str,
+    runs: Iterable[Run],
+    parent: str | None,
+    parent_hash: str | None,
+    parent_runs: Iterable[Run],
+) -> Verdict | None:
+    """A passing verdict, found the short way (no values, no summary); None when the runs do
+    not pass, for ``judge`` to say why in full."""
+    needs = facts["minSamples"]
+    qualifying = None
+    for run in reversed(runs if isinstance(runs, list) else list(runs)):
+        if run.suite == suite and run.genome_hash == genome_hash and run.samples >= needs:
+            qualifying = run
+            break
+    if qualifying is None or not _passes(facts, qualifying):
+        return None
+    if facts["category"] == "regression" and parent is not None:
+        base = baseline_run(facts, suite, parent_hash, parent_runs) if parent_hash else None
+        if base is None or not _within_baseline(facts, qualifying, base):
+            return None
+    return Verdict(suite, facts["category"], "passing", "", qualifying.id, qualifying.samples)
 
 
 def judge(
@@ -186,13 +240,19 @@ def judge(
     parent: str | None = None,
     parent_hash: str | None = None,
     parent_runs: Iterable[Run] = (),
+    detail: bool = True,
 ) -> Verdict:
     """The verdict of a version's ``runs`` (any suites: only ``suite`` on ``genome_hash`` count)
-    against ``suite``'s ``facts``; ``parent`` and its runs give a regression suite its baseline."""
+    against ``suite``'s ``facts``; ``parent`` and its runs give a regression suite its baseline.
+    Without ``detail`` (the planner) a passing verdict comes without values or summary."""
     category = facts["category"]
+    if not detail:
+        quick = _quick(suite, facts, genome_hash, runs, parent, parent_hash, parent_runs)
+        if quick is not None:
+            return quick
+    qualifying, latest = _latest_qualifying(facts, _candidates(runs, suite, genome_hash))
     what = f"{category} suite {suite}"
     on = f"on {genome_hash}"
-    qualifying, latest = _latest_qualifying(facts, _candidates(runs, suite, genome_hash))
     if qualifying is None:
         if latest is None:
             return Verdict(suite, category, "missing", f"{what} has no run {on}")

@@ -43,38 +43,75 @@ def _suites(ctx: context.Context, tenant: str, template: str) -> list[tuple[str,
             ctx.memo["suites_by_tenant"] = by_tenant
         template_obj = ctx.desired.get("AgentTemplate", tenant, template)
         labels = template_obj.doc.facts["labels"] if template_obj is not None and template_obj.doc.facts else {}
-        found = [(s.name, s.doc.facts) for s in by_tenant.get(tenant, []) if judging.applies(s.doc.facts, template, labels)]
+        # Only suites naming the template, or selecting one of its labels, can apply: a fleet of
+        # thousands of templates must not try every suite on each.
+        named, selecting = _index(ctx, tenant, by_tenant.get(tenant, []))
+        candidates = {s.key: s for s in named.get(template, [])}
+        for pair in labels.items():
+            candidates.update((s.key, s) for s in selecting.get(pair, []))
+        found = [(s.name, s.doc.facts) for s in sorted(candidates.values()) if judging.applies(s.doc.facts, template, labels)]
         memo[(tenant, template)] = found
     return found
 
 
+def _index(
+    ctx: context.Context, tenant: str, suites: list[snapshot_.Object]
+) -> tuple[dict[str, list[snapshot_.Object]], dict[tuple[str, str], list[snapshot_.Object]]]:
+    """A tenant's suites by the template they name, and by one of the labels they select."""
+    memo = ctx.memo.setdefault("suite_index", {})
+    index = memo.get(tenant)
+    if index is None:
+        named: dict[str, list[snapshot_.Object]] = defaultdict(list)
+        selecting: dict[tuple[str, str], list[snapshot_.Object]] = defaultdict(list)
+        for suite in suites:
+            scope = suite.doc.facts["appliesTo"]
+            for name in scope["templates"] or ():
+                named[name].append(suite)
+            if scope["labels"]:
+                selecting[min(scope["labels"].items())].append(suite)
+        index = memo[tenant] = (named, selecting)
+    return index  # type: ignore[no-any-return]
+
+
 def _verdict(ctx: context.Context, tenant: str, version: str, suite: str, facts: dict[str, Any]) -> judging.Verdict:
+    """The verdict of a version's runs of a suite, judged once per plan (a version's step and its
+    deployments ask alike)."""
+    verdicts: dict[tuple[str, str, str], judging.Verdict] = ctx.memo.setdefault("verdicts", {})
+    found = verdicts.get((tenant, version, suite))
+    if found is not None:
+        return found
     desired = ctx.desired
     genome_hash = desired.genome_hashes.get((tenant, version), "")
     obj = desired.get("AgentVersion", tenant, version)
     parent = obj.doc.parent if obj is not None else None
-    runs = ctx.actual.evaluations.get((tenant, version), ())
+    runs = _runs_of(ctx, tenant, version, suite)
     if facts["category"] != "regression" or parent is None:
-        return judging.judge(suite, facts, genome_hash, runs)
-    return judging.judge(
-        suite,
-        facts,
-        genome_hash,
-        runs,
-        parent=parent,
-        parent_hash=desired.genome_hashes.get((tenant, parent)),
-        parent_runs=ctx.actual.evaluations.get((tenant, parent), ()),
-    )
+        verdict = judging.judge(suite, facts, genome_hash, runs, detail=False)
+    else:
+        verdict = judging.judge(
+            suite,
+            facts,
+            genome_hash,
+            runs,
+            parent=parent,
+            parent_hash=desired.genome_hashes.get((tenant, parent)),
+            parent_runs=_runs_of(ctx, tenant, parent, suite),
+            detail=False,
+        )
+    verdicts[(tenant, version, suite)] = verdict
+    return verdict
+
+
+def _runs_of(ctx: context.Context, tenant: str, version: str, suite: str) -> list[Any]:
+    """A version's runs of one suite, oldest first."""
+    return ctx.actual.evaluations.get((tenant, version, suite), [])
 
 
 def _entry(verdict: judging.Verdict, required: bool) -> dict[str, Any]:
-    return {
-        "suite": verdict.suite,
-        "category": verdict.category,
-        "required": required,
-        "status": verdict.status,
-        "summary": verdict.summary,
-    }
+    entry = {"suite": verdict.suite, "category": verdict.category, "required": required, "status": verdict.status}
+    if verdict.status != "passing":  # what a waiting step says; a whole fleet's passing ones would only weigh on the engine
+        entry["summary"] = verdict.summary
+    return entry
 
 
 def for_version_step(ctx: context.Context, obj: snapshot_.Object, state: str, target: str) -> list[dict[str, Any]]:

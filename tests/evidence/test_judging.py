@@ -171,3 +171,12 @@ def test_a_suite_applies_to_named_or_selected_templates(
 ) -> None:
     facts = suite("safety", {"name": "m", "threshold": 1.0}, appliesTo=scope)
     assert judging.applies(facts, template, labels) is applies
+
+
+@pytest.mark.parametrize("row", list(ROWS.values()), ids=list(ROWS))
+def test_the_planners_quick_judgement_agrees_with_the_detailed_one(row: Row) -> None:
+    parent = {"parent": row.parent, "parent_hash": PARENT_HASH if row.parent else None, "parent_runs": row.parent_runs}
+    quick = judging.judge("s", row.facts, HASH, row.runs, detail=False, **parent)  # type: ignore[arg-type]
+    assert quick.status == row.status
+    if quick.status != "passing":  # a waiting step shows the same sentence
+        assert quick.summary == row.summary

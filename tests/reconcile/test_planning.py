@@ -78,7 +78,7 @@ def evaluated(
     def with_runs(snap: snapshot_.Snapshot) -> actual_.Actual:
         actual = build(snap)
         for name in names:
-            runs = actual.evaluations.setdefault(("acme", name), [])
+            runs = actual.evaluations.setdefault(("acme", name, suite), [])
             genome = snap.genome_hashes[("acme", name)]
             runs.append(actual_.RunRow(len(runs) + 1, suite, genome, metrics or dict(scenario.PASSING), samples))
         return actual
