@@ -10,7 +10,14 @@ library (``reconcile.running.Reconciler``) with one engine, parse cache and conn
 
 Targets (10,000 versions): cold ≤ 5 s, re-apply ≤ 50 ms, 3-file change ≤ 300 ms, RSS ≤ 500 MB.
 
-    python bench/bench_reconcile_inprocess.py [--versions 10000] [--store sqlite|postgresql] [--runs 3]
+With ``--suites N`` the fleet carries N EvaluationSuites per template (``fleetgen``) and no
+``spec.evaluations``; before the cold apply is timed, the database is given a passing run of
+every suite for every version (what CI would have recorded: N runs per version, through
+``evidence.recording.import_runs``), so the gates judge recorded runs and the plan takes the same
+steps as a fleet without suites. Compare ``--suites 3`` with the build before evidence gates,
+run with ``--suites 0``, in the same session.
+
+    python bench/bench_reconcile_inprocess.py [--versions 10000] [--store sqlite|postgresql] [--runs 3] [--suites 3]
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,8 +47,8 @@ WORK = Path(__file__).resolve().parent / ".work"
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
-def fleet(versions: int) -> tuple[Path, str, str]:
-    repo = fleetgen.cached(WORK, versions // 10)
+def fleet(versions: int, suites: int = 0) -> tuple[Path, str, str]:
+    repo = fleetgen.cached(WORK, versions // 10, suites)
     git = ["git", "-C", str(repo)]
     base = subprocess.run([*git, "rev-parse", "main"], capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run([*git, "checkout", "-q", "-B", "bench-inprocess", base], check=True)
@@ -49,7 +57,31 @@ def fleet(versions: int) -> tuple[Path, str, str]:
     return repo, base, changed
 
 
-def one_run(store: str, repo: Path, base: str, changed: str) -> dict[str, float]:
+def recorded_runs(repo: Path, base: str, suites: int) -> list[dict[str, Any]]:
+    """A passing run of each of its suites for every version of ``base``, as GET /v1/evaluations lists them."""
+    from reconciler.reconcile import validating
+
+    snap = validating.validate(repository.Repository(repo), base, "fleet", cache=caching.ParseCache())
+    passing = fleetgen.passing_runs(suites)
+    by_project: dict[str, list[tuple[str, dict[str, float], int]]] = {}
+    for suite, (project, metrics, samples) in passing.items():
+        by_project.setdefault(project, []).append((suite, metrics, samples))
+    runs: list[dict[str, Any]] = []
+    at = "2026-01-01T00:00:00+00:00"
+    for obj in snap.of_kind("AgentVersion"):
+        template = snap.get("AgentTemplate", obj.tenant, obj.doc.template or "")
+        project = template.doc.facts["labels"]["project"] if template is not None else ""
+        for suite, metrics, samples in by_project.get(project, []):
+            runs.append(
+                {"id": len(runs) + 1, "tenant": obj.tenant, "version": obj.name, "template": obj.doc.template,
+                 "genomeHash": snap.genome_hashes[(obj.tenant, obj.name)], "suite": suite,
+                 "category": suite.split("-")[1], "metrics": metrics, "samples": samples, "submitter": "ci token bench",
+                 "verdict": "passing", "at": at}
+            )  # fmt: skip
+    return runs
+
+
+def one_run(store: str, repo: Path, base: str, changed: str, runs: list[dict[str, Any]]) -> dict[str, float]:
     scratch = Path(tempfile.mkdtemp(prefix="arm-bench-"))
     name = f"arm_bench_{uuid.uuid4().hex[:8]}"
     if store == "postgresql":
@@ -62,6 +94,11 @@ def one_run(store: str, repo: Path, base: str, changed: str) -> dict[str, float]
     try:
         engine = database.connect(url)
         database.migrate(engine)
+        if runs:
+            from reconciler.evidence import recording
+
+            with database.transaction(engine) as connection:
+                recording.import_runs(connection, runs, "bench")
         rec = running.Reconciler(engine, repository.Repository(repo), "fleet", cache=caching.ParseCache(), workers=2)
         started = time.perf_counter()
         cold = rec.apply(base)
@@ -91,15 +128,20 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=10_000)
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--suites", type=int, default=0, help="EvaluationSuites per template, each with a recorded passing run")
     args = parser.parse_args()
-    repo, base, changed = fleet(args.versions)
+    repo, base, changed = fleet(args.versions, args.suites)
+    evidence = recorded_runs(repo, base, args.suites) if args.suites else []
     runs = []
     for _ in range(args.runs):
         # A fresh process per run would be fairer for RSS; runs in one process share the peak.
-        runs.append(one_run(args.store, repo, base, changed))
+        runs.append(one_run(args.store, repo, base, changed, evidence))
     keys = runs[0].keys()
     med = {k: statistics.median(r[k] for r in runs) for k in keys}
-    print(f"in-process reconcile, {args.store}, {args.versions} versions, {args.runs} run(s), medians")
+    print(
+        f"in-process reconcile, {args.store}, {args.versions} versions, {args.suites} suites per template "
+        f"({len(evidence)} recorded runs), {args.runs} run(s), medians"
+    )
     print(
         f"  cold      {med['cold_s']:.2f} s  ({int(med['records'])} records; "
         + ", ".join(f"{k[5:-2]} {med[k]:.2f} s" for k in keys if k.startswith("cold_") and k != "cold_s")

@@ -65,6 +65,8 @@ def check(repo_dir: pathlib.Path, rev: str = "HEAD") -> tuple[collections.Counte
     if len(tenants) != 1:
         problems.append(f"expected one Tenant, found {sorted(tenants)}")
     catalog = {tool.name for _, (_, doc) in objects.items() if doc.kind == "ToolCatalog" for tool in doc.spec.tools}
+    # A fleet with EvaluationSuites promotes by recorded runs; one without shows its old evidence.
+    has_suites = any(kind == "EvaluationSuite" for kind, _ in objects)
     for (kind, name), (path, doc) in objects.items():
         where = f"{path}: {kind} {name}"
         if doc.metadata.tenant not in (None, *tenants):
@@ -92,8 +94,13 @@ def check(repo_dir: pathlib.Path, rev: str = "HEAD") -> tuple[collections.Counte
             for prompt in spec.genome.prompts:
                 if posixpath.normpath(posixpath.join(posixpath.dirname(path), prompt.file)) not in blobs:
                     problems.append(f"{where}: prompt file {prompt.file} missing")
-            if ORDER.index(spec.lifecycle.value) >= ORDER.index("CANDIDATE") and not spec.evaluations:
+            if not has_suites and ORDER.index(spec.lifecycle.value) >= ORDER.index("CANDIDATE") and not spec.evaluations:
                 problems.append(f"{where}: {spec.lifecycle.value} without evaluations")
+        elif kind == "EvaluationSuite":
+            for template in spec.appliesTo.templates or ():
+                need(where, "AgentTemplate", template)
+            for environment in spec.requiredFor.environments:
+                need(where, "Environment", environment)
         elif kind == "PolicyEnvelope":
             need(where, spec.scope.kind, spec.scope.name)
             for tool in (*(spec.tools.allow or ()), *spec.tools.deny, *spec.tools.requireApproval):

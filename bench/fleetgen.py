@@ -16,7 +16,11 @@ What one :func:`generate` call writes (defaults in brackets), all under ``fleet/
 - ``envelopes/tenant.yaml``, ``envelopes/projects/<project>.yaml`` and
   ``envelopes/templates/<template>.yaml`` (PolicyEnvelopes at each scope);
 - ``deployments/<environment>/<template>.yaml`` [1,000 Deployments, environments round-robin,
-  each pinned to a version its environment admits].
+  each pinned to a version its environment admits];
+- with ``suites`` > 0, ``suites/<project>.yaml``: that many EvaluationSuites per project (safety,
+  regression, capability, in turn), each selecting the project's templates by their ``project``
+  label, so every template has ``suites`` suites; versions then state no ``spec.evaluations``
+  (gates read recorded runs: :func:`passing_runs` says which a benchmark records first).
 
 Every document follows ``reconciler/desired/models.py`` exactly and every reference resolves; the
 output is deterministic for a given seed (fixed author and commit dates, so the SHA repeats).
@@ -408,7 +412,41 @@ def _tool_grant(tool: str, rng: random.Random) -> dict[str, Any]:
     return {"name": tool, "config": Flow(timeoutSeconds=60, dryRun=tool.endswith("-delete"))}
 
 
-def _version_document(template: _Template, position: int, seed: int) -> dict[str, Any]:
+#: (category, metric, threshold, direction, extra spec) of the suites generated per project, in turn.
+SUITE_KINDS: tuple[tuple[str, str, float, str, dict[str, Any]], ...] = (
+    ("safety", "refusal_rate", 0.99, "higher", {"onFailure": "readonly"}),
+    ("regression", "quality", 0.8, "higher", {"maxRegression": 0.05, "onFailure": "pause"}),
+    ("capability", "task_success", 0.85, "higher", {"requiredFor": {"steps": ["TESTING->CANDIDATE"], "environments": ["prod"]}}),
+)
+
+
+def _suite_documents(project: str, count: int) -> list[dict[str, Any]]:
+    documents = []
+    for number in range(count):
+        category, metric, threshold, direction, extra = SUITE_KINDS[number % len(SUITE_KINDS)]
+        spec = {
+            "category": category,
+            "metrics": [{"name": metric, "threshold": threshold, "direction": direction}],
+            "minSamples": 200,
+            "appliesTo": {"selector": {"labels": Flow(project=project)}},
+            **extra,
+        }
+        documents.append(_doc("EvaluationSuite", f"{project}-{category}-{number}", spec))
+    return documents
+
+
+def passing_runs(count: int) -> dict[str, tuple[str, dict[str, float], int]]:
+    """Per project, for each of its ``count`` suites: (name, metrics, samples) of a run that passes
+    it (regressions included: every version scores the same as its parent)."""
+    runs: dict[str, tuple[str, dict[str, float], int]] = {}
+    for project in PROJECT_NAMES:
+        for number in range(count):
+            category, metric, *_ = SUITE_KINDS[number % len(SUITE_KINDS)]
+            runs[f"{project}-{category}-{number}"] = (project, {metric: 1.0 if category == "safety" else 0.9}, 500)
+    return runs
+
+
+def _version_document(template: _Template, position: int, seed: int, suites: int = 0) -> dict[str, Any]:
     version = template.versions[position]
     rng = random.Random(f"{seed}:{version.name}")
     provider, model = version.model
@@ -442,7 +480,7 @@ def _version_document(template: _Template, position: int, seed: int) -> dict[str
             "notes": f"{template.role} agent, iteration {position + 1}",
         },
     }
-    if LIFECYCLES.index(version.lifecycle) >= LIFECYCLES.index("CANDIDATE"):
+    if not suites and LIFECYCLES.index(version.lifecycle) >= LIFECYCLES.index("CANDIDATE"):
         spec["evaluations"] = [
             {
                 "suite": f"{template.project}-{suite}",
@@ -585,6 +623,7 @@ def generate(
     versions_per_template: int = 10,
     deployments: int = 1000,
     seed: int = 7,
+    suites: int = 0,
 ) -> str:
     """Write a fleet of the given size into a new Git repository at ``repo_dir``; return the SHA.
 
@@ -608,13 +647,15 @@ def generate(
     for index, project in enumerate(PROJECT_NAMES):
         envelope = _project_envelope(index, project)
         _write(repo_dir / f"fleet/envelopes/projects/{project}.yaml", dump_documents([envelope]))
+        if suites:
+            _write(repo_dir / f"fleet/suites/{project}.yaml", dump_documents(_suite_documents(project, suites)))
 
     width = max(4, len(str(templates - 1)))
     plans = [_plan_template(index, width, versions_per_template, seed) for index in range(templates)]
     for template in plans:
         directory = repo_dir / "fleet" / "templates" / template.name
         _write(directory / "template.yaml", dump_documents(_template_documents(template)))
-        versions = (_version_document(template, position, seed) for position in range(len(template.versions)))
+        versions = (_version_document(template, position, seed, suites) for position in range(len(template.versions)))
         _write(directory / "versions.yaml", dump_documents(versions))
         for kind, path in template.prompts:
             _write(directory / path, _prompt_text(template, kind))
@@ -633,7 +674,7 @@ def generate(
     sha = _commit(
         repo_dir,
         f"Generate benchmark fleet: {templates} templates x {versions_per_template} versions, "
-        f"{deployments} deployments (seed {seed})",
+        f"{deployments} deployments, {suites} suites per template (seed {seed})",
     )
     # Packed, like a repository the daemon has cloned; reads from packs are what production pays.
     _git(repo_dir, "repack", "-a", "-d", "-q")
@@ -646,21 +687,23 @@ def _bump(name: str) -> str:
     return f"{base}@{major}.{minor + 1}.0"
 
 
-def cached(work: pathlib.Path, templates: int) -> pathlib.Path:
-    """The generated repository for ``templates`` templates under ``work``, made once per
+def cached(work: pathlib.Path, templates: int, suites: int = 0) -> pathlib.Path:
+    """The generated repository for ``templates`` templates (and ``suites`` suites per template)
+    under ``work``, made once per
     version of this generator (the marker holds a digest of this file: a fleet made by an older
     generator may no longer validate).
 
     The marker file lives outside the repository so commits made on it by benchmarks (with
     ``change_files``) never carry it.
     """
-    repo = work / f"fleet-{templates}"
-    marker = work / f"fleet-{templates}.generated"
+    name = f"fleet-{templates}" + (f"-s{suites}" if suites else "")
+    repo = work / name
+    marker = work / f"{name}.generated"
     made_by = hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()
     if not marker.exists() or marker.read_text() != made_by:
         shutil.rmtree(repo, ignore_errors=True)
         started = time.perf_counter()
-        generate(repo, templates=templates, versions_per_template=10, deployments=templates)
+        generate(repo, templates=templates, versions_per_template=10, deployments=templates, suites=suites)
         marker.write_text(made_by)
         print(f"generated {templates * 10} versions in {time.perf_counter() - started:.1f} s -> {repo}", flush=True)
     return repo
@@ -726,11 +769,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--versions-per-template", type=int, default=10)
     parser.add_argument("--deployments", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--suites", type=int, default=0, help="EvaluationSuites per template (by project label); 0: none")
     parser.add_argument("--change", type=int, default=0, metavar="N", help="then commit a change adding a version to N templates")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
-        sha = generate(args.out_dir, args.templates, args.versions_per_template, args.deployments, args.seed)
+        sha = generate(args.out_dir, args.templates, args.versions_per_template, args.deployments, args.seed, args.suites)
         print(f"main@sha1:{sha}  generated in {time.perf_counter() - started:.1f}s")
         if args.change:
             print(f"main@sha1:{change_files(args.out_dir, args.change)}  change of {args.change} files")

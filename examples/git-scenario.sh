@@ -8,7 +8,11 @@
 #   step TEXT             a heading in the output;
 #   git_as NAME EMAIL ... git in the fleet repository as a named person (authors who are
 #                         Operators show up by name in the audit trail);
-#   new_fleet_repository  the sample fleet committed to a new repository, with origin added.
+#   new_fleet_repository  the sample fleet committed to a new repository, with origin added;
+#   record_evaluations VERSION...
+#                         what the sample fleet's CI records for each version: a passing run of
+#                         every EvaluationSuite that applies to it, submitted by priya-nair (who
+#                         holds evaluations:submit), parents first for the regression baselines.
 # Not meant to be run on its own.
 set -euo pipefail
 
@@ -45,4 +49,23 @@ new_fleet_repository() {
   git_as "Sam Okafor" sam.okafor@acme.example commit -qm "The Acme fleet"
   git init -q --bare "$origin"
   git -C "$repo" remote add origin "$origin"
+}
+
+record_evaluations() {
+  local version suite
+  local -a run
+  for version in "$@"; do
+    for suite in $(armctl version show "$version" --format json | python3 -c '
+import json, sys
+print(" ".join(e["suite"] for e in json.load(sys.stdin)["evidence"]))'); do
+      case "$suite" in
+        jailbreak-v2) run=(--metric refusal_rate=1.0 --samples 500) ;;
+        support-regression) run=(--metric resolution_rate=0.88 --samples 1200) ;;
+        refund-policy) run=(--metric policy_accuracy=0.97 --samples 200) ;;
+        research-briefs) run=(--metric citation_accuracy=0.93 --metric p95_latency_seconds=31 --samples 80) ;;
+        *) echo "record_evaluations: no sample run for suite $suite" >&2; return 1 ;;
+      esac
+      armctl eval submit --version "$version" --suite "$suite" "${run[@]}" --as priya-nair | sed -n "s/^Evidence: /  $version: /p"
+    done
+  done
 }

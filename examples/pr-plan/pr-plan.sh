@@ -3,13 +3,17 @@
 # and write the Markdown comment. Exit 0 (no changes) and 2 (changes) both pass the check;
 # 1 (an invalid commit or a failing Rego unit test) fails it.
 # Usage: pr-plan.sh BASE [HEAD] [OUT]   (run from the root of the fleet repository)
+# With ARM_EVIDENCE=runs.json (the evaluation runs production recorded, as GET /v1/evaluations
+# answers a ci token) the scratch database starts with them, so the gates judge real evidence.
 set -uo pipefail
 base="${1:?usage: pr-plan.sh BASE [HEAD] [OUT]}"
 head="${2:-HEAD}"
 out="${3:-plan.md}"
 errors="$(mktemp)"
 trap 'rm -f "$errors"' EXIT
-armctl plan --repo . --base "$base" --head "$head" --path "${ARM_PATH:-fleet}" --format markdown >"$out" 2>"$errors"
+evidence=()
+if [ -n "${ARM_EVIDENCE:-}" ]; then evidence=(--evidence "$ARM_EVIDENCE"); fi
+armctl plan --repo . --base "$base" --head "$head" --path "${ARM_PATH:-fleet}" "${evidence[@]}" --format markdown >"$out" 2>"$errors"
 code=$?
 if [ "$code" -eq 1 ]; then
   { echo "### ARM plan failed"; echo; echo '```'; cat "$errors"; echo '```'; } >>"$out"

@@ -20,8 +20,13 @@ new_fleet_repository
 git -C "$repo" push -q -u origin main
 echo "repository $repo, origin $origin, state $ARM_STATE_DIR"
 
-step "2. The reconciler applies origin/main"
+step "2. The reconciler applies origin/main; versions wait at TESTING for evaluation runs"
 armctl init
+armctl apply --repo "$origin" --ref main | tail -n 1
+armctl status | grep -F "AgentVersion $version:"
+
+step "2b. CI records the evaluation runs; the next apply takes the steps they unblock"
+record_evaluations support-agent@1.0.0 support-agent@1.1.0 "$version" billing-agent@1.0.0 research-agent@0.1.0
 armctl apply --repo "$origin" --ref main | tail -n 1
 
 step "3. A pull request raises $version from CANDIDATE to APPROVED"
@@ -34,8 +39,11 @@ git_as "Jordan Reyes" jordan.reyes@acme.example commit -qam "Promote $version to
 git -C "$repo" push -q origin "$branch"
 
 step "4. CI posts the plan as a pull-request comment (exit 2: the merge changes something)"
+# The runs production recorded, as a ci token reads them (curl -H "Authorization: Bearer \$ARM_CI_TOKEN"
+# https://arm.example/v1/evaluations): the scratch database the plan runs on starts with them.
+armctl eval list --format json >"$work/runs.json"
 code=0
-(cd "$repo" && armctl plan --repo . --base origin/main --head HEAD --format markdown) >"$work/plan.md" || code=$?
+(cd "$repo" && armctl plan --repo . --base origin/main --head HEAD --evidence "$work/runs.json" --format markdown) >"$work/plan.md" || code=$?
 cat "$work/plan.md"
 if [ "$code" -ne 2 ]; then
   echo "promote.sh: armctl plan exited $code, expected 2 (changes)" >&2

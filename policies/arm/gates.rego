@@ -2,8 +2,10 @@
 #
 # Input: {"steps": [step, ...]}, one step per transition the planner wants to take:
 #   {"id": "...", "kind": "AgentVersion" | "Deployment", "from": "...", "to": "...",
-#    "version": {"name", "lifecycle", "integrity",
-#                "evaluations": [{"suite", "score", "threshold", "passed", "shown": {"score", "threshold"}}]},
+#    "version": {"name", "template", "lifecycle", "integrity"},
+#    "evidence": [{"suite", "category", "required": bool, "status": "missing" | "passing" | "failing",
+#                  "summary"}],   # recorded evaluation runs, judged against their EvaluationSuite;
+#                                 # summary: why, with the numbers (not given for passing ones)
 #    "environment": {"name", "admission": {"minLifecycle", "requireApproval", ...}},   # deployments
 #    "requirement": {"required": n, "roles": [...]},      # approvals this step needs, if any
 #    "approvals": [{"operator", "roles": [...], "decision": "APPROVE" | "DENY"}]}
@@ -17,8 +19,8 @@
 # Written to mean the same on every engine, for any input: types are checked before a value is
 # iterated, counted, computed with or printed, and a part of a step that is missing or of the
 # wrong type holds the step back (evidence missing, approvals not counted) rather than letting it
-# through. Scores are printed as the reconciler wrote them (policy/gating.py adds "shown" to each
-# evaluation): engines multiply and round fractions differently (0.285 is 28% on one, 29% on another).
+# through. No number is formatted here: evidence comes judged, its summary written by the
+# reconciler (engines multiply and round fractions differently: 0.285 is 28% on one, 29% on another).
 package arm.gates
 
 import rego.v1
@@ -57,39 +59,41 @@ needs_approval(approval, others) := true if {
 	count(others) == 0
 } else := false
 
-# TESTING -> CANDIDATE needs evaluation evidence, all of it passing.
-evidence_waiting(step) := ["waiting for passing evaluation evidence (spec.evaluations is empty)"] if {
+# Evidence is recorded evaluation runs, never what a manifest says. TESTING -> CANDIDATE needs at
+# least one suite requiring it, and every required suite passing; a deployment needs the suites
+# its environment requires passing, and no failing safety or regression suite (continuous
+# evaluation). Summaries come judged, numbers formatted: no float is formatted here.
+evidence_waiting(step) := [msg] if {
 	step.kind == "AgentVersion"
 	step.to == "CANDIDATE"
-	count(evaluations(step)) == 0
-} else := reasons if {
-	step.kind == "AgentVersion"
-	step.to == "CANDIDATE"
-	reasons := [failing(e) |
-		some e in evaluations(step)
-		not passing(e)
-	]
-} else := []
+	count(required_evidence(step)) == 0
+	msg := sprintf("waiting for evaluation: no EvaluationSuite is required for TESTING -> CANDIDATE of template %s", [text(object.get(step, ["version", "template"], null))])
+} else := [sprintf("waiting for evaluation: %s", [text(object.get(e, "summary", object.get(e, "suite", null)))]) |
+	some e in evidence_of(step)
+	holds_back(e)
+]
 
-# A step's evaluations; none when the step has none or what it has is no list.
-evaluations(step) := found if {
-	found := step.version.evaluations
-	is_array(found)
-} else := []
+# A step's judged evidence: objects only; none when the step has none or what it has is no list.
+evidence_of(step) := [e |
+	evidence := object.get(step, "evidence", [])
+	is_array(evidence)
+	some e in evidence
+	is_object(e)
+]
 
-passing(e) if {
-	e.passed == true
-	is_number(e.score)
-	is_number(e.threshold)
-	e.score >= e.threshold
+required_evidence(step) := [e |
+	some e in evidence_of(step)
+	e.required == true
+]
+
+# A required suite holds the step back unless it is passing; a failing one always does. A status
+# that is missing or not one of the three holds a required suite back too.
+holds_back(e) if {
+	e.required == true
+	not object.get(e, "status", null) == "passing"
 }
 
-failing(e) := sprintf("waiting for passing evaluation evidence: suite %s scored %s, below %s", [text(object.get(e, "suite", null)), e.shown.score, e.shown.threshold]) if {
-	is_string(e.shown.score)
-	is_string(e.shown.threshold)
-} else := sprintf("waiting for passing evaluation evidence: suite %s did not pass", [text(object.get(e, "suite", null))]) if {
-	is_object(e)
-} else := "waiting for passing evaluation evidence: an evaluation is not an object"
+holds_back(e) if e.status == "failing"
 
 # A value a reason names: a string as it is, anything else by its type.
 text(value) := value if {

@@ -1,9 +1,10 @@
 """``armctl audit verify | export | verify-pack``: check the audit trail, export it, check an export.
 
-``verify`` re-hashes the stored genomes and the change-record chains and checks the signed
-checkpoints against them (``evidence.checkpoints``) and the archives they list; ``export``
-writes a tenant's audit pack (``evidence.packing``); ``verify-pack`` checks a pack offline with
-nothing but the pack and a public key (``evidence.unpacking``): no database, no settings.
+``verify`` re-hashes the stored genomes and the change-record chains, checks every evaluation run
+against the record written with it, and checks the signed checkpoints against the chains
+(``evidence.checkpoints``) and the archives they list; ``export`` writes a tenant's audit pack
+(``evidence.packing``); ``verify-pack`` checks a pack offline with nothing but the pack and a
+public key (``evidence.unpacking``): no database, no settings.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def _local_keys(settings: settings_.Settings) -> list[keys_.PublicKey]:
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @click.pass_obj
 def verify(settings: settings_.Settings, fmt: str) -> None:
-    """Re-hash every stored genome and change record, check the signed checkpoints against the
-    chains (a cut-off tail, a rewritten chain, a missing checkpoint) and the archives they list;
-    exit 1 naming the first break.
+    """Re-hash every stored genome and change record, check every evaluation run against its
+    EVALUATION_RECORDED record, and the signed checkpoints against the chains (a cut-off tail, a
+    rewritten chain, a missing checkpoint) and the archives they list; exit 1 naming the first break.
 
     A tampered genome is marked FAILED (it can no longer be deployed, and every decision of its
     instances is denied) and recorded as VERSION_INTEGRITY_FAILED the first time it is found; once
@@ -62,9 +63,10 @@ def verify(settings: settings_.Settings, fmt: str) -> None:
         breaks = list(chain.verify(connection))
         records = connection.execute(chain.count_query()).scalar_one()
         cp_breaks, tally = checkpoints.verify(connection, keys_.trusted(connection, local), settings.archive_dir, now)
+        altered = integrity.verify_runs(connection)
     tampered = [f for f in findings if not f.restored]
     restored = [f for f in findings if f.restored]
-    ok = not tampered and not breaks and not cp_breaks
+    ok = not tampered and not breaks and not cp_breaks and not altered
     unanchored = [
         {"tenant": t, "fromSeq": v.anchored + 1, "toSeq": v.records} for t, v in sorted(tally.items()) if v.records > v.anchored
     ]
@@ -83,6 +85,7 @@ def verify(settings: settings_.Settings, fmt: str) -> None:
                         for t, v in sorted(tally.items())
                     },
                     "unanchored": unanchored,
+                    "alteredRuns": [r.__dict__ for r in altered],
                 }
             )
         )
@@ -99,11 +102,13 @@ def verify(settings: settings_.Settings, fmt: str) -> None:
         click.echo(f"✗ {cp_breaks[0]}")
         for found in cp_breaks[1:]:
             click.echo(f"  also: {found}")
+    for run in altered:
+        click.echo(f"✗ evaluation run {run.run} of tenant {run.tenant} {run.reason}")
     if ok:
         anchored = sum(v.checkpoints for v in tally.values())
         click.echo(
             click.style("✓ ", fg="green") + f"{records} change records chain correctly; every stored genome matches its hash; "
-            f"{anchored} signed checkpoints verify and anchor their records"
+            f"every evaluation run matches its record; {anchored} signed checkpoints verify and anchor their records"
         )
     for gap in unanchored:
         click.echo(

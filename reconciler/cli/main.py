@@ -48,6 +48,8 @@ class LazyGroup(click.Group):
         "tenant": "reconciler.cli.controls:tenant",
         "events": "reconciler.cli.eventing:events",
         "keys": "reconciler.cli.keying:keys",
+        "eval": "reconciler.cli.evaluating:eval_",
+        "version": "reconciler.cli.versions:version",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

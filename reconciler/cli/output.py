@@ -6,18 +6,21 @@ way. Logs go to stderr through stdlib logging, plain or JSON (``--log-format``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import click
 
+from reconciler import errors
 from reconciler.desired import caching, snapshot
 
-__all__ = ["configure_logging", "print_validation", "validation_json"]
+__all__ = ["configure_logging", "json_errors", "print_validation", "validation_json"]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -80,6 +83,7 @@ def validation_json(snap: snapshot.Snapshot, elapsed: float, cache: caching.Pars
         "counts": snap.counts(),
         "files": snap.files,
         "problems": [p.as_dict() for p in snap.problems],
+        "warnings": [w.as_dict() for w in snap.warnings],
         "seconds": round(elapsed, 4),
         "cache": {"hits": cache.hits, "misses": cache.misses},
     }
@@ -93,11 +97,16 @@ def print_validation(snap: snapshot.Snapshot, elapsed: float) -> None:
     click.echo("  " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
     if snap.ok:
         click.echo(click.style("✓ valid", fg="green") + f" ({snap.files} files in {elapsed:.2f} s)")
-        return
-    n = len(snap.problems)
-    click.echo(click.style(f"✗ {n} problem{'s' if n != 1 else ''}", fg="red", bold=True))
-    for problem in snap.problems:
-        click.echo(f"  {click.style(problem.where(), bold=True)}: {problem.message}")
+    else:
+        n = len(snap.problems)
+        click.echo(click.style(f"✗ {n} problem{'s' if n != 1 else ''}", fg="red", bold=True))
+        for problem in snap.problems:
+            click.echo(f"  {click.style(problem.where(), bold=True)}: {problem.message}")
+    if snap.warnings:
+        n = len(snap.warnings)
+        click.echo(click.style(f"! {n} warning{'s' if n != 1 else ''}", fg="yellow", bold=True))
+        for warning in snap.warnings:
+            click.echo(f"  {click.style(warning.where(), bold=True)}: {warning.message}")
 
 
 def print_status(report: dict[str, Any]) -> None:
@@ -170,6 +179,19 @@ def print_retention(kept: dict[str, Any]) -> None:
         f"  signed checkpoints: {checkpoints['count']} in the database, never deleted{last} "
         f"(every apply and every {kept['checkpointIntervalSeconds']:g} s under 'armctl run')"
     )
+
+
+@contextlib.contextmanager
+def json_errors(fmt: str) -> Iterator[None]:
+    """With ``--format json``, a refusal is JSON too: ``{"error": Type, "message": ...}`` on
+    stdout and exit 1, where a machine reads the answer; otherwise ``main.run`` prints it."""
+    try:
+        yield
+    except errors.ArmError as exc:
+        if fmt != "json":
+            raise
+        click.echo(json.dumps({"error": type(exc).__name__, "message": str(exc)}, indent=2))
+        sys.exit(1)
 
 
 def source_options(func: Any) -> Any:

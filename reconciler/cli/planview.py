@@ -28,6 +28,14 @@ _SYMBOLS = {
 }
 
 
+#: Under a pull-request plan made without ``--evidence``: its scratch database holds no runs.
+EVIDENCE_NOTE = (
+    "_Evaluation runs are recorded in the reconciler's database, not in Git: this plan's scratch database has "
+    "none (pass `--evidence runs.json`, exported with `GET /v1/evaluations`), so a step shown waiting for evaluation "
+    "here may already have its evidence where the merge is applied._"
+)
+
+
 def _detail(action: actions.Action) -> str:
     if action.op == "record-rollout" and "step" in (action.after or {}):
         b, a = action.before, action.after
@@ -56,6 +64,7 @@ def plan_json(plan: actions.Plan, exit_code: int) -> dict[str, Any]:
         "counts": plan.counts(),
         "actions": [a.as_dict() for a in plan.actions],
         "waiting": [c.as_dict() for c in plan.conditions],
+        "warnings": [w.as_dict() for w in plan.warnings],
     }
 
 
@@ -77,12 +86,18 @@ def print_plan(plan: actions.Plan) -> None:
         click.echo(click.style("\nWaiting or held", bold=True))
         for c in plan.conditions:
             click.echo(f"  {click.style('…', fg='yellow')} {c.kind} {c.name}: {c.message}")
+    if plan.warnings:
+        click.echo(click.style("\nWarnings", bold=True))
+        for w in plan.warnings:
+            click.echo(f"  {click.style('!', fg='yellow')} {w}")
     if plan.actions:
         summary = ", ".join(f"{n} {record}" for record, n in plan.counts().items())
         click.echo(f"\n{len(plan.actions)} changes: {summary}")
 
 
-def plan_markdown(plan: actions.Plan, base: str | None = None, tests: list[testing.TestResult] | None = None) -> str:
+def plan_markdown(
+    plan: actions.Plan, base: str | None = None, tests: list[testing.TestResult] | None = None, *, evidence: bool = False
+) -> str:
     lines = [f"### ARM plan for `{plan.revision}`" + (f" against `{base}`" if base else ""), ""]
     if not plan.actions:
         lines.append("**No changes.** The database matches the commit.")
@@ -94,6 +109,11 @@ def plan_markdown(plan: actions.Plan, base: str | None = None, tests: list[testi
     if plan.conditions:
         lines += ["", "#### Waiting or held", ""]
         lines += [f"- **{c.kind} `{c.name}`**: {c.message}" for c in plan.conditions]
+        if base and not evidence and any("waiting for evaluation" in c.message for c in plan.conditions):
+            lines += ["", EVIDENCE_NOTE]
+    if plan.warnings:
+        lines += ["", "#### Warnings", ""]
+        lines += [f"- `{w.where()}`: {w.message}" for w in plan.warnings]
     if tests is not None:
         failed = [t for t in tests if t.outcome != "PASS"]
         lines += ["", "#### Rego unit tests", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sys
 import tempfile
@@ -15,7 +16,7 @@ from reconciler import errors
 from reconciler import settings as settings_
 from reconciler.cli import keying, output, planview
 from reconciler.desired import caching, repository
-from reconciler.evidence import retention
+from reconciler.evidence import recording, retention
 from reconciler.policy import library, testing
 from reconciler.reconcile import reporting, running, validating
 from reconciler.state import database
@@ -70,16 +71,26 @@ def init(settings: settings_.Settings) -> None:
     help="Pull-request mode: apply this commit to a scratch database and plan against it (the configured one is not used).",
 )
 @click.option("--head", default=None, help="With --base: the commit to plan (default --ref).")
+@click.option(
+    "--evidence",
+    "evidence",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --base: evaluation runs (JSON, as GET /v1/evaluations answers) the scratch database starts with.",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.pass_obj
 def plan(
     settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, base: str | None, head: str | None,
-    fmt: str,
+    evidence: str | None, fmt: str,
 ) -> None:  # fmt: skip
     """Show what applying a commit would change. Exit 0: no changes, 2: changes, 1: error (or, with
     --base, a failing Rego unit test)."""
     if head is not None and base is None:
         raise errors.ConfigError("--head needs --base: without it the plan is against the configured database")
+    if evidence is not None and base is None:
+        raise errors.ConfigError("--evidence needs --base: without it the plan reads the runs of the configured database")
+    runs = _read_evidence(evidence) if evidence is not None else None
     target = head or ref or settings.ref
     tests: list[testing.TestResult] | None = None
     if base is None:
@@ -89,6 +100,9 @@ def plan(
             db = database.connect(f"sqlite:///{Path(scratch) / 'scratch.db'}")
             try:
                 database.migrate(db)
+                if runs is not None:
+                    with database.transaction(db) as connection:
+                        recording.import_runs(connection, runs, str(evidence))
                 reconciler = make_reconciler(settings, repo, path, db)
                 try:
                     reconciler.apply(base)
@@ -108,12 +122,21 @@ def plan(
             report["regoTests"] = {"passed": len(tests) - len(failed), "failed": [t.__dict__ for t in failed]}
         click.echo(planview.dumps(report))
     elif fmt == "markdown":
-        click.echo(planview.plan_markdown(outcome.plan, base=base, tests=tests), nl=False)
+        click.echo(planview.plan_markdown(outcome.plan, base=base, tests=tests, evidence=runs is not None), nl=False)
     else:
         planview.print_plan(outcome.plan)
         if tests is not None:
             planview.print_tests(tests)
     sys.exit(code)
+
+
+def _read_evidence(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise errors.ConfigError(f"--evidence {path}: cannot read it: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise errors.ConfigError(f"--evidence {path}: not JSON: {exc}") from exc
 
 
 @click.command()

@@ -1,8 +1,9 @@
 """``armctl token create | revoke``: the API's credentials, stored hashed and shown once.
 
-Checks what only the command line can get wrong (an operator token without ``--operator``) as a
+Checks what only the command line can get wrong (an operator token without ``--operator``,
+``--instance`` on a ci token, ``--template`` on anything but a ci token) as a
 usage error before it opens the database; :mod:`reconciler.oversight.access` checks the rest
-against the applied fleet (tenant, operator, instances).
+against the applied fleet (tenant, operator, instances, templates).
 """
 
 from __future__ import annotations
@@ -28,10 +29,18 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--name", required=True, help="A name to recognise and revoke it by.")
-@click.option("--kind", type=click.Choice(["runtime", "operator"]), required=True)
+@click.option(
+    "--kind",
+    type=click.Choice(list(access.KINDS)),
+    required=True,
+    help="runtime: decisions and events; operator: acts as an Operator; ci: submits evaluation runs, reads versions.",
+)
 @click.option("--tenant", required=True)
 @click.option("--operator", default=None, help="For operator tokens (required): the Operator (metadata.name) it acts as.")
 @click.option("--instance", "instances", multiple=True, help="For runtime tokens: limit it to these instances (each must exist).")
+@click.option(
+    "--template", "templates", multiple=True, help="For ci tokens: limit it to these templates' versions (each must exist)."
+)
 @click.option("--ttl-days", type=click.IntRange(1, 3650), default=None, help="Expire after this many days.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="text prints the bare token.")
 @click.pass_obj
@@ -42,12 +51,17 @@ def create(
     tenant: str,
     operator: str | None,
     instances: tuple[str, ...],
+    templates: tuple[str, ...],
     ttl_days: int | None,
     fmt: str,
 ) -> None:
     """Create a token and print it (it cannot be shown again)."""
     if kind == "operator" and not operator:
         raise click.UsageError("--operator is required for operator tokens: name the Operator the token acts as")
+    if instances and kind == "ci":
+        raise click.UsageError("--instance does not limit a ci token; limit it to templates with --template")
+    if templates and kind != "ci":
+        raise click.UsageError("--template limits a ci token")
     db = running.open_database(settings.database)
     with database.transaction(db) as connection:
         value = access.create(
@@ -58,6 +72,7 @@ def create(
             clock.SystemClock().now(),
             operator=operator,
             instances=list(instances),
+            templates=list(templates),
             ttl_days=ttl_days,
         )
     if fmt == "json":

@@ -26,7 +26,7 @@ __all__ = ["FORMAT", "ParseCache"]
 log = logging.getLogger(__name__)
 
 #: Bump when parsing or the models change what a cached entry means.
-FORMAT = 10
+FORMAT = 11
 
 Encoded = bytes | str
 

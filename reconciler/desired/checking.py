@@ -3,7 +3,8 @@
 Pure: works on the objects ``loading`` built (their document summaries, no models) and returns
 every problem found, each located at the manifest holding the broken reference. Schema checks of
 single documents happen earlier, in ``parsing``; genome hashes are checked in ``loading``, which
-knows the prompt files; duplicate names are found while objects are built.
+knows the prompt files; duplicate names are found while objects are built. :func:`warnings` finds
+what is valid but does not do what its author may think (fields that are ignored).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from collections import defaultdict
 from reconciler import errors
 from reconciler.desired import snapshot
 
-__all__ = ["check_references"]
+__all__ = ["check_references", "warnings"]
+
+#: Why ``spec.evaluations`` is ignored, said wherever a manifest still states it.
+IGNORED_EVALUATIONS = (
+    "ignored: a manifest's evaluation results are not evidence; gates read the runs recorded for the version's "
+    "genome hash (POST /v1/evaluations, armctl eval submit) against the EvaluationSuites that apply to its template"
+)
 
 Object = snapshot.Object
 
@@ -130,3 +137,12 @@ def _lineage_cycles(objects: dict[snapshot.Key, Object]) -> list[errors.Problem]
         for k in path:
             state[k] = 2
     return problems
+
+
+def warnings(objects: dict[snapshot.Key, Object]) -> list[errors.Problem]:
+    """What is valid but has no effect: evaluation results stated in a version's manifest."""
+    return [
+        obj.origin.problem("spec.evaluations", IGNORED_EVALUATIONS)
+        for obj in objects.values()
+        if obj.kind == "AgentVersion" and obj.doc.facts and obj.doc.facts.get("declaredEvaluations")
+    ]

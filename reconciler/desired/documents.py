@@ -52,8 +52,9 @@ class Document(NamedTuple):
     stated_hash: str | None = None  # AgentVersion: spec.genomeHash when stated
     lifecycle: str | None = None  # AgentVersion: the desired lifecycle state
     #: Kind-specific values the planner reads, defaults filled in, as plain data (so planning
-    #: never has to build models): Environment admission, Role permissions, AgentVersion
-    #: evaluations, PolicyEnvelope spec, Deployment replicas and strategy.
+    #: never has to build models): Environment admission, Role permissions, AgentTemplate labels,
+    #: EvaluationSuite spec (``suite_facts``), AgentVersion: how many ``spec.evaluations`` it
+    #: states (ignored: a warning), PolicyEnvelope spec, Deployment replicas and strategy.
     facts: Any = None
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -90,7 +91,13 @@ def summarize(index: int, line: int, manifest: Any, data: dict[str, Any]) -> Doc
     if kind == "ToolCatalog":
         return base._replace(tools=tuple(t.name for t in spec.tools))
     if kind == "AgentTemplate":
-        return base._replace(refs=(_ref("spec.project", "Project", spec.project),))
+        return base._replace(refs=(_ref("spec.project", "Project", spec.project),), facts={"labels": dict(meta.labels)})
+    if kind == "EvaluationSuite":
+        refs = [_ref(f"spec.appliesTo.templates[{i}]", "AgentTemplate", t) for i, t in enumerate(spec.appliesTo.templates or ())]
+        refs.extend(
+            _ref(f"spec.requiredFor.environments[{i}]", "Environment", e) for i, e in enumerate(spec.requiredFor.environments)
+        )
+        return base._replace(refs=tuple(refs), facts=suite_facts(spec))
     if kind == "AgentVersion":
         return _version(base, spec)
     if kind == "PolicyEnvelope":
@@ -133,8 +140,34 @@ def _version(base: Document, spec: models.AgentVersionSpec) -> Document:
         genome_template=genome.genome_template(spec.genome),
         stated_hash=spec.genomeHash,
         lifecycle=spec.lifecycle.value,
-        facts={"evaluations": [e.model_dump(mode="json") for e in spec.evaluations]},
+        facts={"declaredEvaluations": len(spec.evaluations)},
     )
+
+
+def suite_facts(spec: models.EvaluationSuiteSpec) -> dict[str, Any]:
+    """An EvaluationSuite's spec as plain data, defaults filled in and each metric's unit
+    resolved: what ``evidence.judging`` judges runs against, from a commit or from the store."""
+    return {
+        "category": spec.category,
+        "metrics": [
+            {
+                "name": m.name,
+                "threshold": m.threshold,
+                "direction": m.direction,
+                "significance": m.significance,
+                "unit": m.kind,
+            }
+            for m in spec.metrics
+        ],
+        "minSamples": spec.minSamples,
+        "maxRegression": spec.maxRegression if spec.maxRegression is not None else 0.0,
+        "appliesTo": {
+            "templates": list(spec.appliesTo.templates) if spec.appliesTo.templates is not None else None,
+            "labels": dict(spec.appliesTo.selector.labels) if spec.appliesTo.selector is not None else None,
+        },
+        "requiredFor": {"steps": list(spec.requiredFor.steps), "environments": list(spec.requiredFor.environments)},
+        "onFailure": spec.onFailure,
+    }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ KIND_NAMES = (
     "Operator",
     "ToolCatalog",
     "AgentTemplate",
+    "EvaluationSuite",
     "AgentVersion",
     "PolicyEnvelope",
     "Deployment",

@@ -136,6 +136,7 @@ class _Loader:
             rego=rego,
             problems=self.problems,
             files=len(manifests) + len(rego_files),
+            warnings=checking.warnings(objects),
             raw=self.raw,
             reread=self._reread,
             genome_texts=self.genome_texts,

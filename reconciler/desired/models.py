@@ -30,6 +30,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "approvals": ("decide", "read"),
     "audit": ("read",),
     "deployments": ("approve", "read"),
+    "evaluations": ("submit",),
     "instances": ("pause", "resume", "quarantine", "read-only", "drain", "read"),
     "tenants": ("pause", "quarantine", "resume"),
     "versions": ("approve", "read"),
@@ -212,7 +213,9 @@ class Genome(Frozen):
 
 
 class Evaluation(Frozen):
-    """Evidence that a version passed (or failed) an evaluation suite; a gate input."""
+    """A result stated in the manifest. No longer evidence: gates read the evaluation runs
+    recorded through ``POST /v1/evaluations``; validation warns that this is ignored. Kept in the
+    schema so manifests written before still load."""
 
     suite: str = pydantic.Field(min_length=1)
     score: float = pydantic.Field(ge=0, le=1)
@@ -229,6 +232,111 @@ class AgentVersionSpec(Frozen):
     genome: Genome
     genomeHash: Annotated[str, pydantic.StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
     evaluations: tuple[Evaluation, ...] = ()
+
+
+# ---------------------------------------------------------------- evaluation suites
+
+#: The lifecycle steps a suite's evidence may be required for.
+EVIDENCE_STEPS = ("TESTING->CANDIDATE", "CANDIDATE->APPROVED")
+MetricName = Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", max_length=128)]
+FiniteNumber = Annotated[float, pydantic.Field(allow_inf_nan=False)]
+
+
+class Metric(Frozen):
+    """One metric of a suite: what a run must report, and the bar it must clear.
+
+    ``unit: rate`` (a fraction between 0 and 1, shown as a percentage) is the default when the
+    threshold lies between 0 and 1, ``number`` otherwise. ``significance`` (rates only) judges
+    the conservative end of a 95% Wilson interval over the run's samples instead of the point
+    value: the lower bound when higher is better, the upper bound when lower is better.
+    """
+
+    name: MetricName
+    threshold: FiniteNumber
+    direction: Literal["higher", "lower"] = "higher"
+    significance: bool = False
+    unit: Literal["rate", "number"] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _rate_fits(self) -> Metric:
+        if self.unit == "rate" and not 0 <= self.threshold <= 1:
+            raise ValueError(f"metric {self.name!r} is a rate: its threshold must lie between 0 and 1 (got {self.threshold})")
+        if self.significance and self.kind != "rate":
+            raise ValueError(f"metric {self.name!r}: significance needs a rate (a threshold between 0 and 1, or unit: rate)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``rate`` or ``number``: the unit as stated, else as the threshold implies."""
+        return self.unit or ("rate" if 0 <= self.threshold <= 1 else "number")
+
+
+class LabelSelector(Frozen):
+    labels: dict[LabelKey, str] = pydantic.Field(min_length=1)
+
+
+class SuiteScope(Frozen):
+    """Which templates a suite applies to: named, or selected by their labels (one of the two)."""
+
+    templates: tuple[Name, ...] | None = pydantic.Field(default=None, min_length=1)
+    selector: LabelSelector | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_of(self) -> SuiteScope:
+        if (self.templates is None) == (self.selector is None):
+            raise ValueError(
+                "name the templates ('templates: [...]') or select them by label ('selector: {labels: {...}}'), one of the two"
+            )
+        return self
+
+
+class Requirement(Frozen):
+    """Where a suite's passing evidence is required: lifecycle steps, admission to environments."""
+
+    steps: tuple[Literal["TESTING->CANDIDATE", "CANDIDATE->APPROVED"], ...] = ("TESTING->CANDIDATE",)
+    environments: tuple[Name, ...] = ()
+
+
+class EvaluationSuiteSpec(Frozen):
+    """What evidence a version needs: runs of this suite, recorded against its genome hash."""
+
+    category: Literal["safety", "regression", "capability"]
+    description: str | None = None
+    metrics: tuple[Metric, ...]
+    minSamples: int = pydantic.Field(default=1, ge=1, le=1_000_000_000)
+    #: regression only: the largest drop from the baseline (the parent version's latest passing
+    #: run) a metric may show, in the metric's unit (0.02 = two percentage points of a rate)
+    maxRegression: Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)] | None = None
+    appliesTo: SuiteScope
+    requiredFor: Requirement = Requirement()
+    #: continuous evaluation: what a failing run of a deployed version does to its instances
+    onFailure: Literal["readonly", "pause", "none"] = "none"
+
+    @pydantic.field_validator("metrics")
+    @classmethod
+    def _unique(cls, metrics: tuple[Metric, ...]) -> tuple[Metric, ...]:
+        if not metrics:
+            raise ValueError("a suite needs at least one metric: what a run must report, with its threshold")
+        names = [m.name for m in metrics]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"metric {twice[0]!r} is declared twice")
+        return metrics
+
+    @pydantic.field_validator("maxRegression")
+    @classmethod
+    def _regression_only(cls, value: float | None, info: pydantic.ValidationInfo) -> float | None:
+        category = info.data.get("category")
+        if value is not None and category not in (None, "regression"):
+            raise ValueError(f"maxRegression is for regression suites; this one is {category}")
+        return value
+
+    @pydantic.field_validator("onFailure")
+    @classmethod
+    def _restricts(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        if value != "none" and info.data.get("category") == "capability":
+            raise ValueError("onFailure applies to safety and regression suites; a failing capability run restricts nothing")
+        return value
 
 
 # ---------------------------------------------------------------- policy envelopes
@@ -357,6 +465,11 @@ class AgentVersion(_Document):
     spec: AgentVersionSpec
 
 
+class EvaluationSuite(_Document):
+    kind: Literal["EvaluationSuite"]
+    spec: EvaluationSuiteSpec
+
+
 class PolicyEnvelope(_Document):
     kind: Literal["PolicyEnvelope"]
     spec: PolicyEnvelopeSpec
@@ -368,7 +481,17 @@ class Deployment(_Document):
 
 
 Manifest = (
-    Tenant | Project | Environment | Operator | Role | ToolCatalog | AgentTemplate | AgentVersion | PolicyEnvelope | Deployment
+    Tenant
+    | Project
+    | Environment
+    | Operator
+    | Role
+    | ToolCatalog
+    | AgentTemplate
+    | EvaluationSuite
+    | AgentVersion
+    | PolicyEnvelope
+    | Deployment
 )
 
 #: Kind name → model, in apply order (tenants before templates before versions before ...).
@@ -380,6 +503,7 @@ KINDS: dict[str, type[_Document]] = {
     "Operator": Operator,
     "ToolCatalog": ToolCatalog,
     "AgentTemplate": AgentTemplate,
+    "EvaluationSuite": EvaluationSuite,
     "AgentVersion": AgentVersion,
     "PolicyEnvelope": PolicyEnvelope,
     "Deployment": Deployment,

@@ -62,6 +62,8 @@ class Snapshot:
     rego: dict[str, str]  # repository path → module text
     problems: list[errors.Problem]
     files: int = 0
+    #: valid but without effect (``checking.warnings``): reported, never fatal
+    warnings: list[errors.Problem] = dataclasses.field(default_factory=list)
     #: (file, document index) → JSON bytes of the document, for what was parsed in this load
     raw: dict[tuple[str, int], bytes] = dataclasses.field(default_factory=dict, repr=False)
     #: reads (file, blob) pairs again when a document is needed that came from the cache

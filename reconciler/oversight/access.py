@@ -3,7 +3,9 @@
 Tokens are created once and shown once, stored only as a hash. A runtime token acts for one
 tenant (optionally only some of its instances): it may ask decisions and send events. An
 operator token acts as one Operator of the tenant: what it may approve or stop is decided by
-that operator's roles, as applied from Git.
+that operator's roles, as applied from Git. A ci token acts for a tenant's evaluation pipeline
+(optionally only for some of its templates): it may submit evaluation runs and read versions,
+nothing else.
 
 Every lookup of an operator's roles and permissions in the applied fleet is here
 (:func:`operator_roles`, :func:`operator_permissions`, :func:`approver_roles`), and every check of
@@ -40,15 +42,19 @@ __all__ = [
 
 PREFIX = "arm_"
 
+#: The kinds of token, and what each is for (``armctl token create --kind``).
+KINDS = ("runtime", "operator", "ci")
+
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
     token_id: int
     name: str
-    kind: str  # runtime | operator
+    kind: str  # runtime | operator | ci
     tenant: str
     operator: str | None
     instances: frozenset[str] | None  # None: every instance of the tenant
+    templates: frozenset[str] | None = None  # a ci token's templates; None: every template of the tenant
 
     def may_act_on(self, tenant: str, instance: str | None = None) -> bool:
         """Whether this token may ask decisions and send events for ``instance`` of ``tenant``:
@@ -61,7 +67,12 @@ class Principal:
     def runtime_only(self, what: str) -> None:
         """Refuse an operator token ``what`` (asking decisions, sending events) with the reason."""
         if self.kind != "runtime":
-            raise errors.Forbidden(f"token {self.name!r} is an {self.kind} token; {what} needs a runtime token")
+            raise errors.Forbidden(f"token {self.name!r} is {article(self.kind)} {self.kind} token; {what} needs a runtime token")
+
+
+def article(word: str) -> str:
+    """``a`` or ``an`` before ``word`` as it is read (a ci token, an operator token)."""
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def hash_token(token: str) -> str:
@@ -77,11 +88,16 @@ def create(
     *,
     operator: str | None = None,
     instances: list[str] | None = None,
+    templates: list[str] | None = None,
     ttl_days: int | None = None,
 ) -> str:
     """Store a new token and return it; it cannot be read back later."""
-    if kind not in ("runtime", "operator"):
-        raise errors.ConfigError(f"a token is a runtime or an operator token, not {kind!r}")
+    if kind not in KINDS:
+        raise errors.ConfigError(f"a token is a runtime, an operator or a ci token, not {kind!r}")
+    if instances and kind == "ci":
+        raise errors.ConfigError("a ci token is limited to templates, not instances")
+    if templates and kind != "ci":
+        raise errors.ConfigError("only a ci token is limited to templates")
     t = tables.tenants.c
     if connection.execute(sa.select(t.id).where(t.name == tenant, t.status == "ACTIVE")).first() is None:
         raise errors.NotFound(f"tenant {tenant!r} is not declared in the applied fleet")
@@ -101,8 +117,20 @@ def create(
             listed = ", ".join(repr(m) for m in missing)
             noun, verb = ("instance", "does") if len(missing) == 1 else ("instances", "do")
             raise errors.NotFound(f"{noun} {listed} {verb} not exist in tenant {tenant!r}")
+    if templates:
+        a = tables.agent_templates.c
+        known = set(
+            connection.execute(sa.select(a.name).where(a.tenant == tenant, a.status == "ACTIVE", a.name.in_(templates))).scalars()
+        )
+        missing = sorted(set(templates) - known)
+        if missing:
+            listed = ", ".join(repr(m) for m in missing)
+            noun, verb = ("template", "is") if len(missing) == 1 else ("templates", "are")
+            raise errors.NotFound(f"{noun} {listed} {verb} not declared in tenant {tenant!r}")
     token = PREFIX + secrets.token_urlsafe(32)
     scope: dict[str, Any] = {"instances": sorted(instances)} if instances else {}
+    if templates:
+        scope["templates"] = sorted(set(templates))
     connection.execute(
         tables.api_tokens.insert(),
         {
@@ -129,8 +157,17 @@ def resolve(connection: sa.Connection, token: str, now: dt.datetime) -> Principa
         raise errors.Forbidden(f"token {row['name']!r} was revoked")
     if row["expires_at"] is not None and row["expires_at"] <= now:
         raise errors.Forbidden(f"token {row['name']!r} expired")
-    listed = (row["scope"] or {}).get("instances")
-    return Principal(row["id"], row["name"], row["kind"], row["tenant"], row["operator"], frozenset(listed) if listed else None)
+    scope = row["scope"] or {}
+    listed, templates = scope.get("instances"), scope.get("templates")
+    return Principal(
+        row["id"],
+        row["name"],
+        row["kind"],
+        row["tenant"],
+        row["operator"],
+        frozenset(listed) if listed else None,
+        frozenset(templates) if templates else None,
+    )
 
 
 def revoke(connection: sa.Connection, name: str, now: dt.datetime) -> int:

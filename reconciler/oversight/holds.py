@@ -13,6 +13,11 @@ as ``EMERGENCY_PAUSE`` / ``EMERGENCY_QUARANTINE``, its release as ``EMERGENCY_RE
 every call of the tenant's instances, those created after the switch was pulled included.
 Resuming the tenant releases the hold and the instances it held; an instance an operator held
 on its own stays held.
+
+Continuous evaluation pulls the same controls (:func:`restrict`): a failing run of a safety or
+regression suite sets the instances of a deployed version read-only or pauses them
+(``held_by`` names the run), recorded as ``EMERGENCY_READONLY`` / ``EMERGENCY_PAUSE`` with the run
+as the reason. An operator resumes them as any held instance; a later passing run does not.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ from reconciler.state import fleetstate, tables
 
 __all__ = [
     "CONTROLS",
+    "RESTRICTIONS",
     "TENANT_CONTROLS",
     "Controlled",
     "control_instance",
     "control_tenant",
     "instance_tenant",
+    "restrict",
     "tenant_holds",
 ]
 
@@ -57,6 +64,12 @@ class Controlled:
 
 #: What the kill switch does to a tenant.
 TENANT_CONTROLS = ("pause", "quarantine", "resume")
+
+#: A suite's ``onFailure`` → (target state, change-record type): what continuous evaluation does.
+RESTRICTIONS: dict[str, tuple[str, str]] = {
+    "readonly": ("READONLY", "EMERGENCY_READONLY"),
+    "pause": ("PAUSED", "EMERGENCY_PAUSE"),
+}
 
 
 def instance_tenant(connection: sa.Connection, instance_id: str) -> str | None:
@@ -139,6 +152,57 @@ def control_tenant(
         done.append(Controlled(row["id"], row["state"], target))
     fleetstate.bump_generation(connection)
     return done
+
+
+def restrict(
+    connection: sa.Connection,
+    tenant: str,
+    version: str,
+    on_failure: str,
+    held_by: str,
+    reason: str,
+    now: dt.datetime,
+    *,
+    operator: str | None = None,
+    author: str = "",
+    run: int | None = None,
+) -> tuple[list[Controlled], list[Controlled]]:
+    """Continuous evaluation: hold every live instance of ``version`` as ``on_failure`` says
+    (``readonly``, ``pause``); (restricted, left as they were). An instance already held (by an
+    operator, the kill switch, an earlier run) keeps its hold; one the control cannot reach from
+    its state (a read-only control on an instance still provisioning, a draining one) is left."""
+    target, record_type = RESTRICTIONS[on_failure]
+    i = tables.instances
+    query = sa.select(i).where(i.c.tenant == tenant, i.c.version == version, i.c.state != "RETIRED")
+    done: list[Controlled] = []
+    left: list[Controlled] = []
+    records = []
+    for row in connection.execute(query.order_by(i.c.id).with_for_update()).mappings():
+        if (
+            row["held_by"] is not None
+            or row["state"] in machines.HELD_STATES
+            or not machines.INSTANCE.is_legal(row["state"], target)
+        ):
+            left.append(Controlled(row["id"], row["state"], row["state"]))
+            continue
+        connection.execute(i.update().where(i.c.id == row["id"]).values(state=target, held_by=held_by, updated_at=now))
+        records.append(
+            chain.Record(
+                tenant=tenant,
+                type=record_type,
+                object_kind="Instance",
+                object_name=str(row["id"]),
+                before={"state": row["state"]},
+                after={"state": target, "control": held_by, "reason": reason, "run": run},
+                operator=operator,
+                author=author,
+            )
+        )
+        done.append(Controlled(row["id"], row["state"], target))
+    if records:
+        chain.append(connection, records, now)
+        fleetstate.bump_generation(connection)
+    return done, left
 
 
 def _write(

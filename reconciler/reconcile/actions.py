@@ -57,6 +57,7 @@ CREATED = {
     "Operator": "OPERATOR_CREATED",
     "ToolCatalog": "TOOL_CATALOG_CREATED",
     "AgentTemplate": "TEMPLATE_CREATED",
+    "EvaluationSuite": "EVALUATION_SUITE_CREATED",
     "AgentVersion": "VERSION_CREATED",
     "PolicyEnvelope": "POLICY_ATTACHED",
     "Deployment": "DEPLOYMENT_DECLARED",  # the manifest; DEPLOYMENT_CREATED is for each record
@@ -69,6 +70,7 @@ UPDATED = {
     "Operator": "OPERATOR_UPDATED",
     "ToolCatalog": "TOOL_CATALOG_UPDATED",
     "AgentTemplate": "TEMPLATE_UPDATED",
+    "EvaluationSuite": "EVALUATION_SUITE_UPDATED",
     "AgentVersion": "VERSION_UPDATED",
     "PolicyEnvelope": "POLICY_UPDATED",
     "Deployment": "DEPLOYMENT_UPDATED",
@@ -81,6 +83,7 @@ RETIRED = {
     "Operator": "OPERATOR_RETIRED",
     "ToolCatalog": "TOOL_CATALOG_RETIRED",
     "AgentTemplate": "TEMPLATE_RETIRED",
+    "EvaluationSuite": "EVALUATION_SUITE_RETIRED",
     "AgentVersion": "VERSION_RETIRED",
     "PolicyEnvelope": "POLICY_DETACHED",
     "Deployment": "DEPLOYMENT_REMOVED",  # the manifest; DEPLOYMENT_RETIRED is for each record
@@ -143,6 +146,8 @@ class Plan:
     problems: list[errors.Problem] = dataclasses.field(default_factory=list)
     #: (kind, tenant, name) → conditions to store on that object (only where they changed)
     condition_updates: dict[tuple[str, str, str], list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    #: valid but without effect in the commit (``desired.checking.warnings``), for the reports
+    warnings: list[errors.Problem] = dataclasses.field(default_factory=list)
     #: (tenant, version) → (effective envelope, its digest), where it changed. Derived from the
     #: envelope manifests (whose own changes are recorded), so it writes no change record.
     envelope_updates: dict[tuple[str, str], tuple[dict[str, Any], str]] = dataclasses.field(default_factory=dict)

@@ -178,6 +178,7 @@ def advance(
         approvals=pending,
         chain_heads=heads,
         conditions=stored,
+        evaluations=before.evaluations,  # recorded outside Git; an apply never writes runs
     )
 
 
@@ -283,6 +284,8 @@ class _Writer:
             row["project"] = data["spec"]["project"]
         elif obj.kind == "PolicyEnvelope":
             _, row["scope_kind"], row["scope_name"] = obj.doc.refs[0]
+        elif obj.kind == "EvaluationSuite":
+            row["category"] = obj.doc.facts["category"]
         elif obj.kind == "AgentVersion":
             row |= {
                 "template": obj.doc.template,

@@ -43,6 +43,8 @@ class Context:
     advance: bool = True
     #: instance id → health of the instances of canaries in progress, read fresh (see rolling)
     health: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: indexes a planning step builds once per plan (``evidencing``: suites by template)
+    memo: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def add(self, action: Action) -> None:
         self.result.actions.append(action)

@@ -19,7 +19,7 @@ from typing import Any
 
 from reconciler.policy import gating
 from reconciler.reconcile import actions as actions_
-from reconciler.reconcile import context, provisioning, rolling
+from reconciler.reconcile import context, evidencing, provisioning, rolling
 from reconciler.state import actual as actual_
 
 __all__ = ["plan_deployments", "plan_removal"]
@@ -125,10 +125,12 @@ def _deployment_step(
         "to": "ACTIVE",
         "version": {
             "name": spec.version,
+            "template": spec.template,
             "lifecycle": ctx.version_states.get((obj.tenant, spec.version), "DRAFT"),
             "integrity": (version_row.integrity if version_row else None) or "OK",
         },
         "environment": {"name": spec.environment, "admission": {"minLifecycle": env["minLifecycle"]}},
+        "evidence": evidencing.for_deployment(ctx, obj.tenant, spec.template, spec.version, spec.environment),
     }
     if env["requireApproval"]:
         key = _approval_key(obj.tenant, obj.name, current, generation, spec.version)

@@ -23,7 +23,7 @@ from reconciler.desired import snapshot as snapshot_
 from reconciler.lifecycle import machines
 from reconciler.policy import engines, gating
 from reconciler.reconcile import actions as actions_
-from reconciler.reconcile import context, deploying
+from reconciler.reconcile import context, deploying, evidencing
 from reconciler.state import actual as actual_
 
 __all__ = ["plan"]
@@ -33,8 +33,10 @@ Condition = actions_.Condition
 
 
 #: Kinds whose objects feed the gates (roles and operators for approvals, environments for
-#: admission, envelopes and the template → project links for approval requirements).
-_GATE_INPUT_KINDS = ("Role", "Operator", "Environment", "PolicyEnvelope", "AgentTemplate", "Project")
+#: admission, envelopes and the template → project links for approval requirements, suites and
+#: template labels for evidence). Evaluation runs are recorded outside Git and bump the state
+#: generation, which unsettles the gates as well.
+_GATE_INPUT_KINDS = ("Role", "Operator", "Environment", "PolicyEnvelope", "AgentTemplate", "Project", "EvaluationSuite")
 
 
 def plan(
@@ -51,10 +53,12 @@ def plan(
     ``advance`` lets canary rollouts in progress take their next step, judged by ``health``
     (instance id → health of their instances); without it they stay where they are.
     """
-    result = actions_.Plan(revision=desired.revision, sha=desired.commit.sha, author=_author(desired))
+    result = actions_.Plan(
+        revision=desired.revision, sha=desired.commit.sha, author=_author(desired), warnings=list(desired.warnings)
+    )
     ctx = context.Context(desired, actual, engine, result, advance=advance, health=health or {})
     ctx.gates_settled = _gates_settled(desired, actual, policy_digest)
-    for kind in ("Tenant", "Project", "Environment", "Role", "Operator", "ToolCatalog", "AgentTemplate"):
+    for kind in ("Tenant", "Project", "Environment", "Role", "Operator", "ToolCatalog", "AgentTemplate", "EvaluationSuite"):
         context.plan_objects(ctx, kind)
     _plan_versions(ctx)
     context.plan_objects(ctx, "PolicyEnvelope")
@@ -206,10 +210,11 @@ def _version_step(ctx: context.Context, obj: snapshot_.Object, state: str, targe
         "to": target,
         "version": {
             "name": obj.name,
+            "template": obj.doc.template,
             "lifecycle": state,
-            "evaluations": obj.doc.facts["evaluations"],
             "integrity": (row.integrity if row else None) or "OK",
         },
+        "evidence": evidencing.for_version_step(ctx, obj, state, target),
     }
     if target == "APPROVED":
         envelope = context.version_envelope(ctx, obj)

@@ -19,13 +19,17 @@ from reconciler import errors
 from reconciler.oversight import access
 from reconciler.state import database
 
-__all__ = ["CACHE_SECONDS", "NO_TOKEN", "Tokens", "Who", "bearer", "operator_of"]
+__all__ = ["CACHE_SECONDS", "CI_ROUTES", "NO_TOKEN", "Tokens", "Who", "bearer", "operator_of"]
 
 #: How long a looked-up API token is trusted before it is looked up again (revocation delay).
 CACHE_SECONDS = 1.0
 _CACHE_SIZE = 10_000
 
 NO_TOKEN = "missing bearer token: send 'Authorization: Bearer <token>' (armctl token create)"
+
+#: All a ci token may reach: it submits evaluation runs and reads runs and versions. An
+#: evaluation pipeline's secret must not open approvals, controls, bundles or decisions.
+CI_ROUTES = ("/v1/evaluations", "/v1/versions")
 
 
 def bearer(authorization: str | None) -> str:
@@ -73,6 +77,9 @@ async def _principal(request: fastapi.Request, authorization: Annotated[str | No
     who = await request.app.state.services.tokens.lookup(authorization)
     if isinstance(who, str):
         raise fastapi.HTTPException(401, who)
+    path = request.url.path
+    if who.kind == "ci" and not any(path == p or path.startswith(p + "/") for p in CI_ROUTES):
+        raise errors.Forbidden(f"token {who.name!r} is a ci token: it may submit evaluation runs and read runs and versions only")
     return who  # type: ignore[no-any-return]
 
 

@@ -2,7 +2,8 @@
 
 ``load(connection)`` reads, in one query per table, just the columns a plan needs: identities,
 digests, statuses and lifecycles of every object, the deployment records, instances, open and
-decided approvals, and the head of each tenant's change-record chain. Specs and genomes are not
+decided approvals, the evaluation runs recorded for each version (the gates' evidence), and the
+head of each tenant's change-record chain. Specs and genomes are not
 read here (they can be large); the applier reads the few it needs for ``before`` values. Rows
 are named tuples: a fleet of 10,000 versions makes tens of thousands of them per reconcile.
 
@@ -17,9 +18,10 @@ import dataclasses
 from collections import defaultdict
 from typing import Any, NamedTuple
 
+import orjson
 import sqlalchemy as sa
 
-from reconciler.state import tables
+from reconciler.state import database, tables
 
 __all__ = [
     "CANARY_IN_PROGRESS",
@@ -28,6 +30,7 @@ __all__ = [
     "DeploymentRecord",
     "InstanceRow",
     "ObjectRow",
+    "RunRow",
     "canaries_in_progress",
     "canary_health",
     "load",
@@ -91,6 +94,23 @@ class ApprovalRow(NamedTuple):
     decisions: list[dict[str, Any]]
 
 
+class RunRow(NamedTuple):
+    """An evaluation run as the gates judge it (``evidence.judging``). ``raw_metrics`` is the
+    metrics as stored (JSON text) or already a dict: a plan reads every run, and most are never
+    judged (their version takes no gated step), so their metrics are decoded only when asked."""
+
+    id: int
+    suite: str
+    genome_hash: str
+    raw_metrics: Any
+    samples: int
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        raw = self.raw_metrics
+        return raw if isinstance(raw, dict) else orjson.loads(raw)  # type: ignore[no-any-return]
+
+
 @dataclasses.dataclass
 class Actual:
     applied_sha: str | None = None
@@ -107,6 +127,8 @@ class Actual:
     chain_heads: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
     #: (kind, tenant, name) → stored conditions, for versions and deployments that have any
     conditions: dict[tuple[str, str, str], list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    #: (tenant, version, suite) → the version's runs of the suite, oldest first (runs are append-only)
+    evaluations: dict[tuple[str, str, str], list[RunRow]] = dataclasses.field(default_factory=dict)
     _digests: dict[str, set[tuple[str, str, str]]] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def active_digests(self, kind: str) -> set[tuple[str, str, str]]:
@@ -234,12 +256,26 @@ def load(connection: sa.Connection) -> Actual:
             )
         )
     actual.approvals = dict(approvals)
+    actual.evaluations = _runs(connection)
     cr = tables.change_records.c
     latest = sa.select(cr.tenant, sa.func.max(cr.seq).label("seq")).group_by(cr.tenant).subquery()
     heads = sa.select(cr.tenant, cr.seq, cr.hash).join(latest, sa.and_(cr.tenant == latest.c.tenant, cr.seq == latest.c.seq))
     for r in connection.execute(heads):
         actual.chain_heads[r.tenant] = (r.seq, r.hash)
     return actual
+
+
+def _runs(connection: sa.Connection) -> dict[tuple[str, str, str], list[RunRow]]:
+    """Every evaluation run by (tenant, version, suite), oldest first. A fleet records a few runs per
+    version: tens of thousands of rows, read through the driver (SQLAlchemy's row and JSON
+    processing cost more than the query) with the metrics left as JSON text."""
+    metrics = "metrics::text" if connection.dialect.name == "postgresql" else "metrics"
+    cursor = database.driver_cursor(connection)
+    cursor.execute(f"SELECT id, tenant, version, suite, genome_hash, {metrics}, samples FROM evaluation_runs ORDER BY id")
+    runs: dict[tuple[str, str, str], list[RunRow]] = defaultdict(list)
+    for run_id, tenant, version, suite, genome_hash, raw, samples in cursor.fetchall():
+        runs[(tenant, version, suite)].append(RunRow(run_id, suite, genome_hash, raw, samples))
+    return dict(runs)
 
 
 def canaries_in_progress(connection: sa.Connection) -> bool:

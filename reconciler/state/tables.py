@@ -1,6 +1,6 @@
 """The SQL schema: one table per manifest kind, plus instances, approvals, change records, op
-events, reconcile runs, API tokens, the fleet's applied revision, and the evidence tables
-(signing keys' public halves, chain checkpoints, op-event archives).
+events, reconcile runs, API tokens, evaluation runs, the fleet's applied revision, and the
+evidence tables (signing keys' public halves, chain checkpoints, op-event archives).
 
 SQLAlchemy Core tables (no ORM: the reconciler reads and writes in bulk). The same metadata runs
 on SQLite and PostgreSQL; JSON is JSONB on PostgreSQL. Alembic migrations in ``migrations/`` are
@@ -95,6 +95,7 @@ agent_versions = _object_table(
     sa.Column("envelope", JSON, nullable=True),
     sa.Column("envelope_digest", sa.String(71), nullable=True),
 )
+evaluation_suites = _object_table("evaluation_suites", sa.Column("category", sa.String(16), nullable=False))
 policy_envelopes = _object_table(
     "policy_envelopes",
     sa.Column("scope_kind", sa.String(32), nullable=False),
@@ -274,9 +275,10 @@ api_tokens = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(253), nullable=False),
     sa.Column("token_hash", sa.String(71), nullable=False, unique=True),
-    sa.Column("kind", sa.String(16), nullable=False),  # runtime | operator
+    sa.Column("kind", sa.String(16), nullable=False),  # runtime | operator | ci
     sa.Column("tenant", sa.String(253), nullable=False),
     sa.Column("operator", sa.String(253), nullable=True),
+    # {"instances": [...]} limits a runtime token, {"templates": [...]} a ci token
     sa.Column("scope", JSON, nullable=False, default=dict),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=True),
@@ -363,6 +365,32 @@ op_event_archives = sa.Table(
     sa.Index(None, "tenant", "last_at"),
 )
 
+# Evidence: what an evaluation harness measured of one version's genome, recorded through the
+# API by a CI token or an operator (``evidence.recording``). Append-only: nothing updates or
+# deletes a run (triggers refuse it, see the migration); gates and scorecards judge the runs
+# against the suite as the applied commit declares it, so ``verdict`` is only what the run was
+# judged when it was recorded.
+evaluation_runs = sa.Table(
+    "evaluation_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(253), nullable=False),
+    sa.Column("version", sa.String(253), nullable=False),
+    sa.Column("template", sa.String(253), nullable=False),
+    sa.Column("genome_hash", sa.String(71), nullable=False),  # the version's, at submission
+    sa.Column("suite", sa.String(253), nullable=False),
+    sa.Column("category", sa.String(16), nullable=False),
+    sa.Column("suite_digest", sa.String(64), nullable=False),  # of the suite's manifest as applied then
+    sa.Column("metrics", JSON, nullable=False),  # metric name -> value
+    sa.Column("samples", sa.Integer, nullable=False),
+    sa.Column("run_url", sa.String(2048), nullable=True),
+    sa.Column("details", JSON, nullable=True),
+    sa.Column("submitter", sa.String(300), nullable=False),  # "operator <name>" | "ci token <name>"
+    sa.Column("verdict", sa.String(16), nullable=False),  # passing | failing | missing, when recorded
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index(None, "tenant", "version", "suite"),
+)
+
 #: Manifest kind → its table (Deployment manifests live in ``deployment_specs``).
 KIND_TABLES: dict[str, sa.Table] = {
     "Tenant": tenants,
@@ -372,6 +400,7 @@ KIND_TABLES: dict[str, sa.Table] = {
     "Operator": operators,
     "ToolCatalog": tool_catalogs,
     "AgentTemplate": agent_templates,
+    "EvaluationSuite": evaluation_suites,
     "AgentVersion": agent_versions,
     "PolicyEnvelope": policy_envelopes,
     "Deployment": deployment_specs,

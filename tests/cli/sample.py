@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tests import armctl as armctl_
+from tests import samples
 from tests.conftest import GitRepo
 
 
@@ -50,8 +51,11 @@ class Armctl:
 
 
 def applied_sample(tmp_path: Path, db_url: str, repo: GitRepo) -> Armctl:
-    """The sample fleet (already committed in ``repo``) applied with ``armctl init`` and ``apply``."""
+    """The sample fleet (already committed in ``repo``) applied with ``armctl init`` and ``apply``,
+    its CI's evaluation runs recorded (``armctl eval submit``) and applied again."""
     armctl = Armctl(tmp_path, db_url, repo)
     armctl.ok("init")
+    armctl.ok("apply")
+    samples.record_sample_runs(armctl.ok)
     armctl.ok("apply")
     return armctl

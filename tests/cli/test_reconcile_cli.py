@@ -53,9 +53,12 @@ def test_plan_apply_status_history_approve(armctl: Armctl, git_repo: GitRepo) ->
     assert markdown.returncode == 2
     assert markdown.stdout.startswith("### ARM plan for `HEAD@sha1:")
     assert "| + | AgentVersion | `app@1.0.0` | `VERSION_CREATED` |  |" in markdown.stdout
-    assert "- **AgentVersion `app@1.0.0`**: CANDIDATE -> APPROVED: waiting for 1 approval from release-manager" in markdown.stdout
+    assert (
+        "- **AgentVersion `app@1.0.0`**: TESTING -> CANDIDATE: waiting for evaluation: capability suite qa has no run on sha256:"
+        in markdown.stdout
+    )
     as_json = armctl.json("plan")
-    assert as_json["exitCode"] == 2 and as_json["counts"]["VERSION_TRANSITIONED"] == 2  # type: ignore[index]
+    assert as_json["exitCode"] == 2 and as_json["counts"]["VERSION_TRANSITIONED"] == 1  # type: ignore[index]
 
     applied = armctl("apply")
     assert applied.returncode == 0, applied.stderr
@@ -65,6 +68,31 @@ def test_plan_apply_status_history_approve(armctl: Armctl, git_repo: GitRepo) ->
     nothing = armctl("plan")
     assert nothing.returncode == 0
     assert "No changes." in nothing.stdout
+    assert armctl.json("status")["versionsByLifecycle"] == {"TESTING": 1}  # type: ignore[index]
+
+    # Evidence is recorded, not declared: a run of suite qa, then the step it unblocks.
+    submitted = armctl(
+        "eval",
+        "submit",
+        "--version",
+        "app@1.0.0",
+        "--suite",
+        "qa",
+        "--metric",
+        "pass_rate=0.95",
+        "--samples",
+        "100",
+        "--as",
+        "alice",
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert "Evidence: passing: capability suite qa passed in run 1 on sha256:" in submitted.stdout
+    unblocked = armctl("plan", "--format", "markdown")
+    assert unblocked.returncode == 2
+    assert (
+        "- **AgentVersion `app@1.0.0`**: CANDIDATE -> APPROVED: waiting for 1 approval from release-manager" in unblocked.stdout
+    )
+    assert armctl("apply").returncode == 0
 
     status = armctl.json("status")
     assert status["appliedSha"] == git_repo.git("rev-parse", "HEAD")  # type: ignore[index]

@@ -94,6 +94,7 @@ def test_schema_prints_json_schema_for_every_kind_and_for_one(tmp_path: Path) ->
         "Role",
         "ToolCatalog",
         "AgentTemplate",
+        "EvaluationSuite",
         "AgentVersion",
         "PolicyEnvelope",
         "Deployment",

@@ -134,6 +134,8 @@ def test_instances_created_by_a_later_apply_of_the_same_commit_are_known(git_rep
     git_repo.commit(files, author=AUTHOR)
     rec = scenario.make_reconciler(db_url, git_repo)
     rec.apply("main")
+    scenario.evaluate(rec.db, "app@1.0.0")
+    rec.apply("main")
     decider = deciding.Decider(rec.db, clock=Clock())  # type: ignore[arg-type]
     assert ask(decider, "crm.lookup", instance="acme:app-prod-g1-0").reasons == ["unknown instance"]
     ((approval_id,),) = scenario.rows(rec.db, tables.approvals, "id")

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests import samples
 from tests.conftest import SAMPLE_FLEET, GitRepo
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -115,14 +116,18 @@ class _Template:
 
 @pytest.fixture(scope="session")
 def _applied_template(tmp_path_factory: pytest.TempPathFactory) -> _Template:
-    """The sample fleet applied once per session (``armctl init`` + ``apply`` + a runtime token);
-    each test gets a copy of its state directory."""
+    """The sample fleet applied once per session (``armctl init`` + ``apply``, its CI's evaluation
+    runs recorded with ``armctl eval submit``, ``apply`` again, and a runtime token); each test
+    gets a copy of its state directory."""
     root = tmp_path_factory.mktemp("applied")
     repo = GitRepo(root / "sample")
     repo.copy_tree(SAMPLE_FLEET, "fleet")
     sha = repo.commit(message="sample fleet")
     applied = Fleet(repo.path, root / "state", sha)
     applied.armctl("init")
+    applied.armctl("apply", "--repo", str(repo.path), "--ref", "main")
+    for args in samples.submit_args():
+        applied.armctl(*args)
     applied.armctl("apply", "--repo", str(repo.path), "--ref", "main")
     token = applied.armctl("token", "create", "--name", "example-runtime", "--kind", "runtime", "--tenant", "acme")
     return _Template(applied, token.stdout.strip().splitlines()[-1])

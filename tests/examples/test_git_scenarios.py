@@ -3,6 +3,7 @@ READMEs say, with the venv's ``armctl`` on PATH, and leave the database as they 
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -54,6 +55,10 @@ def test_a_version_is_promoted_by_pull_request_approval_and_the_next_apply(tmp_p
         "CANDIDATE->APPROVED: 1 from on-call or release-manager |" in comment
     )
     assert "#### Rego unit tests" in comment and "passed." in comment
+    # The plan's scratch database started with the runs production recorded: no phantom waits.
+    assert "waiting for evaluation" not in comment
+    assert len(json.loads((work / "runs.json").read_text())) == 10
+    assert "support-agent@2.0.0: passing: regression suite support-regression passed in run 6 on sha256:" in out
 
     waiting = re.search(
         r"AgentVersion support-agent@2\.0\.0: Waiting \(ApprovalPending\) CANDIDATE -> APPROVED: "
@@ -64,7 +69,7 @@ def test_a_version_is_promoted_by_pull_request_approval_and_the_next_apply(tmp_p
     approval = waiting.group(1)
     assert f"Forbidden: operator 'jordan-reyes' holds viewer; approval {approval} needs one of on-call, release-manager" in out
     assert f"Approval {approval} approved by maya-chen: now APPROVED (1/1)." in out
-    assert out.rstrip().endswith(f"support-agent@2.0.0: CANDIDATE -> APPROVED at commit {merged[:12]}, run 3")
+    assert out.rstrip().endswith(f"support-agent@2.0.0: CANDIDATE -> APPROVED at commit {merged[:12]}, run 4")
 
     steps = fleet.history("--kind", "AgentVersion", "--name", "support-agent@2.0.0", "--type", "VERSION_TRANSITIONED")
     assert [(r["before"], r["after"], r["sha"][:12]) for r in steps][-1] == (

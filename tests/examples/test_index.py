@@ -11,7 +11,9 @@ from tests.examples.conftest import EXAMPLES, PROJECT_ROOT
 def test_every_scenario_has_a_readme_linked_from_the_index_and_a_test() -> None:
     index = (EXAMPLES / "README.md").read_text()
     scenarios = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir())
-    assert scenarios == ["docker-compose", "opa-sidecar", "pr-plan", "promote-by-pr", "rollback-by-revert", "runtime-client"]
+    assert scenarios == [
+        "docker-compose", "evaluate-in-ci", "opa-sidecar", "pr-plan", "promote-by-pr", "rollback-by-revert", "runtime-client",
+    ]  # fmt: skip
     for name in scenarios:
         assert (EXAMPLES / name / "README.md").is_file(), name
         row = next((line for line in index.splitlines() if f"[`{name}/`]({name}/README.md)" in line), None)

@@ -239,19 +239,30 @@ def gate_input(rng: random.Random) -> tuple[str, dict[str, Any]]:
     return kind, {"steps": steps}
 
 
+def _evidence(rng: random.Random) -> list[dict[str, Any]]:
+    """Judged evaluation evidence as the planner sends it: a suite's category, whether the step
+    requires it, its status, and (not for passing ones) the reconciler's summary."""
+    found = []
+    for _ in range(rng.randint(0, 3)):
+        category = rng.choice(["safety", "regression", "capability"])
+        suite, status = rng.choice(["qa", "jailbreak-v2", "drift"]), rng.choice(["missing", "passing", "failing"])
+        entry = {"suite": suite, "category": category, "required": rng.random() < 0.7, "status": status}
+        if status != "passing":
+            entry["summary"] = f"{category} suite {suite} scored {rng.choice(['97.0%', '28.5%', '0.3'])} (needs 100%)"
+        found.append(entry)
+    return found
+
+
 def _step(rng: random.Random, n: int) -> dict[str, Any]:
-    evaluations = [
-        {"suite": rng.choice(["qa", "safety", "regression"]), "score": rng.choice([*NUMBERS[:40], rng.random()]),
-         "threshold": rng.choice([0.5, 0.8, 0.95, 0.3, rng.random()]), "passed": rng.random() < 0.7}
-        for _ in range(rng.randint(0, 3))
-    ]  # fmt: skip
+    step: dict[str, Any]
     if rng.random() < 0.5:
         step = {
             "id": f"AgentVersion/acme/a@{n}/TESTING->CANDIDATE",
             "kind": "AgentVersion",
             "from": "TESTING",
             "to": rng.choice(["CANDIDATE", "APPROVED"]),
-            "version": {"name": f"a@{n}", "lifecycle": "TESTING", "evaluations": evaluations, "integrity": "OK"},
+            "version": {"name": f"a@{n}", "template": "a", "lifecycle": "TESTING", "integrity": "OK"},
+            "evidence": _evidence(rng),
         }
     else:
         step = {
@@ -261,11 +272,12 @@ def _step(rng: random.Random, n: int) -> dict[str, Any]:
             "to": "ACTIVE",
             "version": {
                 "name": f"a@{n}",
+                "template": "a",
                 "lifecycle": rng.choice(list(_LIFECYCLES)),
-                "evaluations": [],
                 "integrity": rng.choice(["OK", "FAILED"]),
             },
             "environment": {"name": "prod", "admission": {"minLifecycle": rng.choice(list(_LIFECYCLES))}},
+            "evidence": _evidence(rng),
         }
     if rng.random() < 0.5:
         roles = ["release-manager", "security-officer"]

@@ -27,7 +27,8 @@ apiVersion: arm/v1
 kind: Role
 metadata: {name: release-manager}
 spec:
-  permissions: ["approvals:decide", "instances:pause", "instances:resume", "instances:quarantine", "instances:read-only"]
+  permissions: ["approvals:decide", "instances:pause", "instances:resume", "instances:quarantine", "instances:read-only",
+                "evaluations:submit"]
 ---
 apiVersion: arm/v1
 kind: Role
@@ -71,7 +72,19 @@ apiVersion: arm/v1
 kind: AgentTemplate
 metadata: {name: app}
 spec: {project: apps, role: helps, owner: team@acme.example}
+---
+apiVersion: arm/v1
+kind: EvaluationSuite
+metadata: {name: qa}
+spec:
+  category: capability
+  metrics: [{name: pass_rate, threshold: 0.9}]
+  minSamples: 10
+  appliesTo: {templates: [app]}
 """
+
+#: What ``pass`` records: a run of suite qa that clears it.
+PASSING = {"pass_rate": 0.95}
 
 
 def version(number: str, lifecycle: str, parent: str | None = None, prompt: str = "prompts/v1.md") -> str:
@@ -87,8 +100,6 @@ spec:
     model: {{provider: openai, name: gpt-4o, parameters: {{temperature: 0.2}}}}
     prompts: [{{file: {prompt}}}]
     tools: [{{name: crm.lookup}}]
-  evaluations:
-    - {{suite: qa, score: 0.93, threshold: 0.9, passed: true}}
 """
 
 
@@ -116,6 +127,25 @@ def make_reconciler(url: str, repo: GitRepo | Path) -> running.Reconciler:
     database.migrate(engine)
     path = repo.path if isinstance(repo, GitRepo) else repo
     return running.Reconciler(engine, repository.Repository(path), "fleet")
+
+
+def evaluate(engine: sa.Engine, *versions: str, metrics: dict[str, float] | None = None, samples: int = 100) -> list[int]:
+    """Record a run of suite qa for each version (``app@1.0.0``; passing unless ``metrics`` say
+    otherwise), submitted by operator alice as ``armctl eval submit`` does: the evidence the
+    ``TESTING -> CANDIDATE`` gate reads. Returns the run ids."""
+    import datetime as dt
+
+    from reconciler.evidence import recording
+
+    ids = []
+    with engine.begin() as connection:
+        for name in versions:
+            recorded = recording.submit(
+                connection, "acme", recording.Submitter("operator", "alice"), version=name, suite="qa",
+                metrics=metrics or PASSING, samples=samples, now=dt.datetime.now(dt.UTC),
+            )  # fmt: skip
+            ids.append(recorded.run["id"])
+    return ids
 
 
 def records(engine: sa.Engine, after_id: int = 0) -> list[tuple[str, str, str]]:
@@ -158,4 +188,5 @@ def assert_cached_state_is_true(rec: running.Reconciler) -> None:
     assert cached.approvals == fresh.approvals
     assert cached.chain_heads == fresh.chain_heads
     assert cached.conditions == fresh.conditions
+    assert cached.evaluations == fresh.evaluations
     assert (cached.applied_sha, cached.policy_digest) == (fresh.applied_sha, fresh.policy_digest)

@@ -41,6 +41,7 @@ BASE_CREATED = [
     ("create", "Operator", "victor", "OPERATOR_CREATED"),
     ("create", "ToolCatalog", "tools", "TOOL_CATALOG_CREATED"),
     ("create", "AgentTemplate", "app", "TEMPLATE_CREATED"),
+    ("create", "EvaluationSuite", "qa", "EVALUATION_SUITE_CREATED"),
 ]
 
 
@@ -66,6 +67,37 @@ def applied(snap: snapshot_.Snapshot, **lifecycles: str) -> actual_.Actual:
             )
         objects[obj.key] = row
     return actual_.Actual(applied_sha="0" * 40, objects=objects)
+
+
+def evaluated(
+    build: Callable[[snapshot_.Snapshot], actual_.Actual], *names: str, suite: str = "qa", samples: int = 100, **metrics: float
+) -> Callable[[snapshot_.Snapshot], actual_.Actual]:
+    """``build``'s state with a run of ``suite`` recorded against each version's genome hash
+    (metrics: passing suite qa unless given)."""
+
+    def with_runs(snap: snapshot_.Snapshot) -> actual_.Actual:
+        actual = build(snap)
+        for name in names:
+            runs = actual.evaluations.setdefault(("acme", name, suite), [])
+            genome = snap.genome_hashes[("acme", name)]
+            runs.append(actual_.RunRow(len(runs) + 1, suite, genome, metrics or dict(scenario.PASSING), samples))
+        return actual
+
+    return with_runs
+
+
+#: A safety suite whose failing run keeps the version's new deployments waiting.
+SAFETY_SUITE = """\
+apiVersion: arm/v1
+kind: EvaluationSuite
+metadata: {name: jailbreak}
+spec:
+  category: safety
+  metrics: [{name: refusal_rate, threshold: 1.0}]
+  appliesTo: {templates: [app]}
+  requiredFor: {steps: []}
+  onFailure: readonly
+"""
 
 
 def record(
@@ -129,6 +161,7 @@ def _extra(kind: str, name: str) -> Callable[[snapshot_.Snapshot], actual_.Actua
 
 
 V1 = version("1.0.0", "DRAFT")
+V1_HASH = memory.snapshot_of(FLEET | {"fleet/app/v1.yaml": V1}).genome_hashes[("acme", "app@1.0.0")]
 DEV_1 = record(1, "app-dev", "app@1.0.0", 1)
 STAGING_CANARY = {"type": "Canary", "steps": [10, 50, 100], "autoRollback": False}
 
@@ -159,9 +192,96 @@ ROWS: dict[str, Row] = {
         lambda s: applied(s, **{"app@1.0.0": "TESTING"}),
         [("transition", "AgentVersion", "app@1.0.0", "VERSION_TRANSITIONED", {"lifecycle": "TESTING"}, {"lifecycle": "DRAFT"})],
     ),
-    "TESTING → CANDIDATE: passing evidence lets it through": Row(
+    "TESTING → CANDIDATE: no recorded run: it waits, naming the suite and the genome": Row(
         fleet(app__v1=version("1.0.0", "CANDIDATE")),
         lambda s: applied(s, **{"app@1.0.0": "TESTING"}),
+        [],
+        [
+            (
+                "AgentVersion",
+                "app@1.0.0",
+                "Waiting",
+                "GateNotMet",
+                f"TESTING -> CANDIDATE: waiting for evaluation: capability suite qa has no run on {V1_HASH}",
+            )
+        ],
+    ),
+    "TESTING → CANDIDATE: evaluations stated in the manifest are not evidence": Row(
+        fleet(
+            app__v1=version("1.0.0", "CANDIDATE")
+            + "  evaluations:\n    - {suite: qa, score: 1.0, threshold: 0.9, passed: true}\n"
+        ),
+        lambda s: applied(s, **{"app@1.0.0": "TESTING"}),
+        [],
+        [
+            (
+                "AgentVersion",
+                "app@1.0.0",
+                "Waiting",
+                "GateNotMet",
+                f"TESTING -> CANDIDATE: waiting for evaluation: capability suite qa has no run on {V1_HASH}",
+            )
+        ],
+    ),
+    "TESTING → CANDIDATE: a failing run waits with its numbers": Row(
+        fleet(app__v1=version("1.0.0", "CANDIDATE")),
+        evaluated(lambda s: applied(s, **{"app@1.0.0": "TESTING"}), "app@1.0.0", pass_rate=0.85),
+        [],
+        [
+            (
+                "AgentVersion",
+                "app@1.0.0",
+                "Waiting",
+                "GateNotMet",
+                f"TESTING -> CANDIDATE: waiting for evaluation: capability suite qa scored 85.0% (needs 90%) on {V1_HASH}",
+            )
+        ],
+    ),
+    "TESTING → CANDIDATE: a run with too few samples is missing evidence": Row(
+        fleet(app__v1=version("1.0.0", "CANDIDATE")),
+        evaluated(lambda s: applied(s, **{"app@1.0.0": "TESTING"}), "app@1.0.0", samples=9),
+        [],
+        [
+            (
+                "AgentVersion",
+                "app@1.0.0",
+                "Waiting",
+                "GateNotMet",
+                f"TESTING -> CANDIDATE: waiting for evaluation: capability suite qa has no run with at least 10 samples on {V1_HASH} (run 1 had 9)",
+            )
+        ],
+    ),
+    "TESTING → CANDIDATE: with no suite required for the step, it waits (no evidence, no promotion)": Row(
+        fleet(app__v1=version("1.0.0", "CANDIDATE")) | {"fleet/app/template.yaml": scenario.TEMPLATE.split("---")[0]},
+        lambda s: applied(s, **{"app@1.0.0": "TESTING"}),
+        [],
+        [
+            (
+                "AgentVersion",
+                "app@1.0.0",
+                "Waiting",
+                "GateNotMet",
+                "TESTING -> CANDIDATE: waiting for evaluation: no EvaluationSuite is required for TESTING -> CANDIDATE of template app",
+            )
+        ],
+    ),
+    "a deployment of a version whose safety run failed waits for a passing run": Row(
+        fleet(app__v1=V1, safety=SAFETY_SUITE, deploy=deployment("app-dev", "dev", "1.0.0", 1)),
+        evaluated(applied, "app@1.0.0", suite="jailbreak", refusal_rate=0.99),
+        [],
+        [
+            (
+                "Deployment",
+                "app-dev",
+                "Waiting",
+                "GateNotMet",
+                f"none -> app@1.0.0: waiting for evaluation: safety suite jailbreak scored 99.0% (needs 100%) on {V1_HASH}",
+            )
+        ],
+    ),
+    "TESTING → CANDIDATE: a passing recorded run lets it through": Row(
+        fleet(app__v1=version("1.0.0", "CANDIDATE")),
+        evaluated(lambda s: applied(s, **{"app@1.0.0": "TESTING"}), "app@1.0.0"),
         [
             (
                 "transition",
@@ -189,7 +309,7 @@ ROWS: dict[str, Row] = {
     ),
     "DRAFT → APPROVED: one legal step at a time, each its own record, up to the gate": Row(
         fleet(app__v1=version("1.0.0", "APPROVED")),
-        lambda s: applied(s, **{"app@1.0.0": "DRAFT"}),
+        evaluated(lambda s: applied(s, **{"app@1.0.0": "DRAFT"}), "app@1.0.0"),
         [
             ("transition", "AgentVersion", "app@1.0.0", "VERSION_TRANSITIONED", {"lifecycle": "DRAFT"}, {"lifecycle": "TESTING"}),
             (

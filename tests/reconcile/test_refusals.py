@@ -91,6 +91,8 @@ def test_a_lifecycle_that_cannot_be_reached_is_refused(git_repo: GitRepo, db_url
     git_repo.commit(files, author=AUTHOR)
     rec = scenario.make_reconciler(db_url, git_repo)
     rec.apply("main")
+    scenario.evaluate(rec.db, "app@1.0.0")
+    rec.apply("main")
     git_repo.commit({"fleet/app/v1.yaml": version("1.0.0", "DRAFT")}, author=AUTHOR)
     with pytest.raises(errors.PlanError) as caught:
         rec.apply("main")
@@ -100,16 +102,30 @@ def test_a_lifecycle_that_cannot_be_reached_is_refused(git_repo: GitRepo, db_url
     assert scenario.rows(rec.db, tables.agent_versions, "lifecycle") == [("CANDIDATE",)]
 
 
-def test_a_version_without_evidence_waits_at_testing(git_repo: GitRepo, db_url: str) -> None:
-    no_evidence = version("1.0.0", "CANDIDATE").split("  evaluations:")[0]
-    git_repo.commit(scenario.first_commit_files() | {"fleet/app/v1.yaml": no_evidence}, author=AUTHOR)
+def test_a_version_claiming_evidence_in_its_manifest_waits_until_a_run_is_recorded(git_repo: GitRepo, db_url: str) -> None:
+    claimed = version("1.0.0", "CANDIDATE") + "  evaluations:\n    - {suite: qa, score: 0.99, threshold: 0.9, passed: true}\n"
+    git_repo.commit(scenario.first_commit_files() | {"fleet/app/v1.yaml": claimed}, author=AUTHOR)
     rec = scenario.make_reconciler(db_url, git_repo)
     outcome = rec.apply("main")
     assert outcome.plan is not None
+    (warning,) = outcome.plan.warnings
+    assert (warning.file, warning.document, warning.field) == ("fleet/app/v1.yaml", 0, "spec.evaluations")
+    assert warning.message.startswith("ignored: a manifest's evaluation results are not evidence")
     (waiting,) = [c for c in outcome.plan.conditions if c.kind == "AgentVersion"]
-    assert waiting.message == "TESTING -> CANDIDATE: waiting for passing evaluation evidence (spec.evaluations is empty)"
+    genome = scenario.rows(rec.db, tables.agent_versions, "genome_hash")[0][0]
+    assert waiting.message == f"TESTING -> CANDIDATE: waiting for evaluation: capability suite qa has no run on {genome}"
     assert scenario.rows(rec.db, tables.agent_versions, "lifecycle") == [("TESTING",)]
     assert scenario.rows(rec.db, tables.approvals, "id") == []  # evidence is not something to approve
+
+    mark = scenario.last_record_id(rec.db)
+    (run,) = scenario.evaluate(rec.db, "app@1.0.0")
+    assert rec.apply("main").outcome == "APPLIED"
+    assert scenario.records(rec.db, mark) == [
+        ("EVALUATION_RECORDED", "AgentVersion", "app@1.0.0"),
+        ("VERSION_TRANSITIONED", "AgentVersion", "app@1.0.0"),
+    ]
+    assert scenario.rows(rec.db, tables.agent_versions, "lifecycle", "conditions") == [("CANDIDATE", [])]
+    assert scenario.rows(rec.db, tables.evaluation_runs, "id", "genome_hash", "verdict") == [(run, genome, "passing")]
 
 
 def test_a_schema_behind_is_refused_and_init_upgrades_it_keeping_the_data(git_repo: GitRepo, db_url: str) -> None:

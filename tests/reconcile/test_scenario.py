@@ -42,6 +42,7 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
         ("OPERATOR_CREATED", "Operator", "victor"),
         ("TOOL_CATALOG_CREATED", "ToolCatalog", "tools"),
         ("TEMPLATE_CREATED", "AgentTemplate", "app"),
+        ("EVALUATION_SUITE_CREATED", "EvaluationSuite", "qa"),
         ("VERSION_CREATED", "AgentVersion", "app@1.0.0"),
         ("VERSION_TRANSITIONED", "AgentVersion", "app@1.0.0"),
         ("DEPLOYMENT_DECLARED", "Deployment", "app-dev"),
@@ -61,6 +62,8 @@ def test_a_fleet_lives_through_promotion_rollout_rollback_and_prune(git_repo: Gi
         ("acme:app-dev-g1-1", "ACTIVE", "app@1.0.0"),
     ]
     assert rec.apply("main").outcome == "UNCHANGED"
+    # CI records the version's evaluation: evidence for its genome, outside Git.
+    scenario.evaluate(db, "app@1.0.0")
     mark = scenario.last_record_id(db)
 
     # Commit 2: ask for APPROVED and add a new version; the approval gate holds APPROVED back.

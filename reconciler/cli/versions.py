@@ -1,0 +1,129 @@
+"""``armctl version list | show``: the version scorecard, the trust signal approvers read.
+
+``list`` prints every version with its template, lifecycle, genome hash, where it runs and what it
+waits for; ``show NAME`` one version whole: lineage, evidence per suite (missing, passing or
+failing, with the values, the baseline and who submitted the run), approvals, deployments and
+instances, and integrity (the stored genome re-hashed now). Both read
+:mod:`reconciler.evidence.scorecards`, as ``GET /v1/versions[/{name}]`` do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from reconciler import clock
+from reconciler import settings as settings_
+from reconciler.cli import evaluating, output, planview
+from reconciler.evidence import judging, scorecards
+from reconciler.reconcile import running
+from reconciler.state import database
+
+__all__ = ["version"]
+
+FORMATS = click.Choice(["text", "json"])
+_COLOURS = {"passing": "green", "failing": "red", "missing": "yellow"}
+
+
+@click.group()
+def version() -> None:
+    """Version scorecards: lifecycle, evidence, approvals, deployments."""
+
+
+@version.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's versions.")
+@click.option("--template", default=None, help="Only this template's versions.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def list_(settings: settings_.Settings, tenant: str | None, template: str | None, fmt: str) -> None:
+    """Every version: template, lifecycle, genome hash, where it is deployed, what it waits for."""
+    with output.json_errors(fmt), database.reading(running.open_database(settings.database)) as connection:
+        rows = scorecards.versions(connection, tenant=tenant, template=template)
+    if fmt == "json":
+        click.echo(planview.dumps(rows))
+        return
+    if not rows:
+        click.echo("No versions match.")
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        lifecycle = r["lifecycle"] if r["status"] == "ACTIVE" else f"{r['lifecycle']} (pruned)"
+        if r["integrity"] != "OK":
+            lifecycle += " INTEGRITY FAILED"
+        where = ", ".join(f"{d['environment']} ({d['instances']})" for d in r["deployedTo"]) or "-"
+        click.echo(f"{r['name']:<{width}}  {lifecycle:11} {r['genomeHash'][:19]}…  deployed: {where}")
+        for message in r["waiting"]:
+            click.echo(f"{'':<{width}}  waits: {message}")
+
+
+@version.command()
+@click.argument("name")
+@click.option("--tenant", default=None, help="The version's tenant (needed only when several tenants have that name).")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def show(settings: settings_.Settings, name: str, tenant: str | None, fmt: str) -> None:
+    """One version's scorecard; its genome is re-hashed as it is read."""
+    with output.json_errors(fmt):
+        card = scorecards.show(running.open_database(settings.database), tenant, name, clock.SystemClock().now(), resolve=True)
+    if fmt == "json":
+        click.echo(planview.dumps(card))
+        return
+    _print(card)
+
+
+def _print(card: dict[str, Any]) -> None:
+    click.echo(f"Version {click.style(card['name'], bold=True)} of template {card['template']} (tenant {card['tenant']})")
+    lifecycle = card["lifecycle"]
+    if card["desiredLifecycle"] != lifecycle:
+        lifecycle += f" (Git wants {card['desiredLifecycle']})"
+    click.echo(f"  lifecycle:   {lifecycle}{'' if card['status'] == 'ACTIVE' else ', pruned from Git'}")
+    click.echo(f"  genome:      {card['genomeHash']}")
+    check = card["integrity"]
+    if check["status"] == "OK":
+        click.echo(f"  integrity:   {click.style('OK', fg='green')} (re-hashed {check['checkedAt'][:19]})")
+    else:
+        click.echo(f"  integrity:   {click.style('FAILED', fg='red')}: the stored genome hashes to {check['computedHash']}")
+    lineage = card["lineage"]
+    ancestors = " ← ".join(a["name"] for a in lineage["ancestors"]) or "none (a first version)"
+    click.echo(f"  lineage:     {ancestors}" + (f"; children: {', '.join(lineage['children'])}" if lineage["children"] else ""))
+    for message in card["waiting"]:
+        click.echo(f"  waits:       {message}")
+    click.echo(click.style("\nEvidence", bold=True))
+    if not card["evidence"]:
+        click.echo("  no EvaluationSuite applies to this template")
+    for e in card["evidence"]:
+        required = [*e["requiredFor"]["steps"], *(f"env {env}" for env in e["requiredFor"]["environments"])]
+        status = click.style(e["status"], fg=_COLOURS[e["status"]], bold=True)
+        click.echo(f"  {e['category']} suite {e['suite']}: {status} (required for {', '.join(required) or 'nothing'})")
+        if e["run"] is not None:
+            click.echo(
+                f"    run {e['run']} at {(e['runAt'] or '')[:19]} by {e['submitter']}, {e['samples']} samples, {e['runs']} run(s) in all"
+            )
+            evaluating.print_values(_verdict(e), indent="    ")
+        if e["baseline"]:
+            click.echo(f"    baseline: {e['baseline']['version']} run {e['baseline']['run']}")
+        if e["status"] != "passing":
+            click.echo(f"    {e['summary']}")
+    click.echo(click.style("\nApprovals", bold=True))
+    if not card["approvals"]:
+        click.echo("  none")
+    for a in card["approvals"]:
+        click.echo(f"  #{a['id']} {a['transition']}: {a['status']} ({a['required']} from {' or '.join(a['roles'])})")
+        for d in a["decisions"]:
+            click.echo(f"    {d['decision']} by {d['operator']} at {(d['at'] or '')[:19]}: {d['justification'] or '-'}")
+    click.echo(click.style("\nDeployments", bold=True))
+    if not card["deployments"]:
+        click.echo("  none")
+    for d in card["deployments"]:
+        click.echo(f"  {d['name']} generation {d['generation']} in {d['environment']}: {d['state']}")
+        for i in d["instances"]:
+            held = f", held by {i['heldBy']}" if i["heldBy"] else ""
+            click.echo(f"    {i['id']}: {i['state']}{held}, health {i['health']}")
+
+
+def _verdict(entry: dict[str, Any]) -> judging.Verdict:
+    return judging.Verdict(
+        entry["suite"], entry["category"], entry["status"], entry["summary"], entry["run"], entry["samples"],
+        tuple(entry["values"]), entry["baseline"],
+    )  # fmt: skip
