@@ -77,17 +77,18 @@ def test_an_apply_signs_a_checkpoint_of_the_chain_with_a_key_made_on_first_use(
 
 def test_audit_verify_catches_a_deleted_newest_record(tmp_path: Path, db_url: str, sample_repo: GitRepo) -> None:
     armctl = applied_sample(tmp_path, db_url, sample_repo)
+    newest = _checkpoints(armctl)[-1]["number"]  # one per apply that moved the chain
     (cut,) = tampering.cut_newest(armctl.engine, "acme")
     # The chain alone still verifies: nothing in it says a record is missing at the end.
     with armctl.engine.connect() as connection:
         assert list(chain.verify(connection)) == []
     result = armctl("audit", "verify")
     assert result.returncode == 1
-    assert f"✗ tenant acme, checkpoint 1, record {cut}: the chain ends at record {cut - 1}" in result.stdout
+    assert f"✗ tenant acme, checkpoint {newest}, record {cut}: the chain ends at record {cut - 1}" in result.stdout
     assert "tail truncated" in result.stdout
     report = json.loads(armctl("audit", "verify", "--format", "json").stdout)
     (found,) = report["checkpointBreaks"]
-    assert (found["tenant"], found["checkpoint"], found["record"]) == ("acme", 1, cut)
+    assert (found["tenant"], found["checkpoint"], found["record"]) == ("acme", newest, cut)
     # The periodic checkpoint does not anchor the shortened chain: the cut stays visible.
     signer = keys.signer_for(tmp_path / "state" / "keys", None, dt.datetime.now(dt.UTC))
     assert signer is not None
@@ -100,7 +101,8 @@ def test_audit_verify_catches_a_chain_rewritten_and_rehashed_without_the_key(
     tmp_path: Path, db_url: str, sample_repo: GitRepo
 ) -> None:
     armctl = applied_sample(tmp_path, db_url, sample_repo)
-    (cp,) = _checkpoints(armctl)
+    cp = _checkpoints(armctl)[0]  # the first checkpoint already covers record 5
+    assert cp["seq"] >= 5
 
     def lie(row: dict[str, Any]) -> None:
         row["author"] = "Mallory <mallory@evil.example>"
@@ -118,11 +120,12 @@ def test_audit_verify_catches_a_removed_a_forged_and_an_altered_checkpoint(
     tmp_path: Path, db_url: str, sample_repo: GitRepo
 ) -> None:
     armctl = applied_sample(tmp_path, db_url, sample_repo)
-    for change in range(3):  # checkpoints 2, 3, 4: each after a DENY and an apply
+    made = len(_checkpoints(armctl))  # the sample's applies each signed one
+    for change in range(3):  # three more: each after a DENY and an apply
         _decide_denied(armctl)
         _change(sample_repo, f"extra-{change}")
         armctl.ok("apply")
-    assert [c["number"] for c in _checkpoints(armctl)] == [1, 2, 3, 4]
+    assert [c["number"] for c in _checkpoints(armctl)] == list(range(1, made + 4))
     c = tables.chain_checkpoints
     with armctl.engine.begin() as connection:
         connection.execute(c.delete().where(c.c.tenant == "acme", c.c.number == 2))
@@ -180,13 +183,15 @@ def test_a_checkpoint_is_signed_by_a_key_brought_in_through_arm_signing_key_file
 def test_keys_rotate_and_what_an_old_key_signed_still_verifies(tmp_path: Path, db_url: str, sample_repo: GitRepo) -> None:
     armctl = applied_sample(tmp_path, db_url, sample_repo)
     first = armctl.json("keys", "list")["current"]
+    before = [c["kid"] for c in _checkpoints(armctl)]
+    assert set(before) == {first}
     made = armctl.json("keys", "create")
     assert made["kid"] != first and made["current"] is True and "PRIVATE" not in json.dumps(made)
     assert os.stat(made["path"]).st_mode & 0o777 == 0o600
     _decide_denied(armctl)
     _change(sample_repo, "rotated")
     armctl.ok("apply")
-    assert [c["kid"] for c in _checkpoints(armctl)] == [first, made["kid"]]
+    assert [c["kid"] for c in _checkpoints(armctl)] == [*before, made["kid"]]
     listed = armctl.json("keys", "list")
     assert listed["current"] == made["kid"]
     assert [(k["kid"], k["current"], k["published"]) for k in listed["keys"]] == [(first, False, True), (made["kid"], True, True)]
