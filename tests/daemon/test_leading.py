@@ -33,11 +33,10 @@ def _concurrently(lock: locking.AdvisoryLock, n: int = 5) -> list[bool]:
 
 
 def test_after_the_lock_session_dies_racing_jobs_leave_exactly_one_leader(db_url: str) -> None:
-    key = int(uuid.uuid4().int % (1 << 62))
     admin = sa.create_engine(POSTGRES_URL)
     db = sa.create_engine(db_url, pool_size=10)
-    other = locking.AdvisoryLock(sa.create_engine(db_url), key=key)
-    lock = locking.AdvisoryLock(db, key=key)
+    other = locking.AdvisoryLock(sa.create_engine(db_url))
+    lock = locking.AdvisoryLock(db)
     try:
         assert lock.acquire()
         assert lock._connection is not None
@@ -92,3 +91,25 @@ def test_a_transaction_after_the_listener_stops_is_still_atomic(db_url: str) -> 
         with db.begin() as connection:
             connection.execute(sa.text(f"DROP TABLE {table}"))
         db.dispose()
+
+
+def test_installations_in_two_schemas_of_one_database_each_have_their_leader(db_url: str) -> None:
+    """Advisory locks belong to the database: keyed by schema, neither blocks the other's leader."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    here, there = sa.create_engine(db_url), sa.create_engine(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    first, second, rival = locking.AdvisoryLock(here), locking.AdvisoryLock(there), locking.AdvisoryLock(here)
+    try:
+        assert first.acquire() and second.acquire()
+        assert not rival.acquire()  # within one schema, still one leader
+        assert first.key != second.key
+    finally:
+        for lock in (first, second, rival):
+            lock.release()
+        here.dispose()
+        there.dispose()
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
