@@ -143,7 +143,8 @@ class AdvisoryLock(Leadership):
     def notify(self) -> None:
         try:
             with self.db.begin() as connection:
-                connection.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+                # The payload names the schema: replicas of another installation ignore it.
+                connection.execute(sa.text("SELECT pg_notify(:channel, current_schema())"), {"channel": CHANNEL})
         except sa.exc.DBAPIError as exc:
             log.warning("cannot tell the other replicas to refresh: %s", exc.orig or exc)
 
@@ -159,11 +160,13 @@ class AdvisoryLock(Leadership):
                 driver = raw.driver_connection
                 assert driver is not None
                 driver.autocommit = True  # type: ignore[attr-defined]
+                schema = driver.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[attr-defined]
                 driver.execute(f"LISTEN {CHANNEL}")  # type: ignore[attr-defined]
                 while not stop.is_set():
                     # Wakes at least every second to notice ``stop``.
-                    for _ in driver.notifies(timeout=1.0):  # type: ignore[attr-defined]
-                        wake()
+                    for note in driver.notifies(timeout=1.0):  # type: ignore[attr-defined]
+                        if note.payload == schema:
+                            wake()
             except (sa.exc.SQLAlchemyError, self.db.dialect.loaded_dbapi.Error) as exc:  # listen again after a pause
                 log.warning("refresh notifications stopped, listening again: %s", exc)
                 stop.wait(1)

@@ -105,6 +105,24 @@ def test_installations_in_two_schemas_of_one_database_each_have_their_leader(db_
         assert first.acquire() and second.acquire()
         assert not rival.acquire()  # within one schema, still one leader
         assert first.key != second.key
+        # A webhook's wake-up reaches the replicas of its own installation only.
+        woken, stop = threading.Event(), threading.Event()
+        listener = threading.Thread(target=first.listen, args=(woken.set, stop))
+        listener.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not woken.is_set():  # until the listener listens: its own schema's notify wakes it
+                assert time.monotonic() < deadline, "a notify of its own schema never woke the listener"
+                second.notify()
+                first.notify()
+                woken.wait(0.2)
+            woken.clear()
+            for _ in range(3):
+                second.notify()
+            assert not woken.wait(1.5)
+        finally:
+            stop.set()
+            listener.join()
     finally:
         for lock in (first, second, rival):
             lock.release()
