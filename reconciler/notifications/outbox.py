@@ -1,0 +1,211 @@
+"""The notification outbox: what must be told, written in the transaction of what it tells.
+
+:func:`enqueue_records` is called by ``audit.chain`` whenever change records are written — by a
+reconcile, an operator, a sweep or the decision writer — on the same connection, so an outbox
+row exists exactly when its change record does: a rolled-back transaction leaves neither, a
+committed one both. :func:`enqueue` does the same for events that are not change records (a gate
+starting to wait, a failed reconcile). Each event gets one row per channel that wants it
+(``events.Channel.wants``); an event no channel wants costs one query (the tenant's channels) and
+writes nothing, and a record type that is never told costs nothing at all.
+
+Rows are written through the DB-API cursor of the caller's transaction (the decision writer has
+no SQLAlchemy connection), in the same dialect-neutral SQL as ``audit.chain.append_raw``.
+``BUDGET_EXCEEDED`` is told once per instance and channel in :data:`REPEAT_SECONDS`: an agent
+that keeps calling past its budget is denied each time, but its channel is not flooded.
+:func:`list_notifications` reads the rows back for ``armctl notifications list`` and the API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from reconciler.notifications import events
+from reconciler.state import database, tables
+
+__all__ = ["REPEAT_SECONDS", "STATUSES", "enqueue", "enqueue_records", "list_notifications"]
+
+#: What an outbox row can be: waiting for (another) attempt, told, or given up on.
+STATUSES = ("PENDING", "DELIVERED", "FAILED")
+
+#: A BUDGET_EXCEEDED of the same instance is told to a channel at most once in this many seconds.
+REPEAT_SECONDS = 900
+
+#: Events told at most once per object and channel within :data:`REPEAT_SECONDS`.
+_REPEATING = frozenset({"BUDGET_EXCEEDED"})
+
+_COLUMNS = (
+    "tenant, channel, event, object_kind, object_name, environment, record_seq, payload, status, attempts,"
+    " next_attempt_at, created_at"
+)
+
+
+def enqueue_records(cursor: Any, dialect: str, rows: Iterable[dict[str, Any]]) -> int:
+    """Outbox rows for the change records ``rows`` (as ``audit.chain`` builds them) that some
+    channel wants, in the caller's transaction; how many were written."""
+    told = [(row, event) for row in rows if (event := events.of_record(row)) is not None]
+    if not told:
+        return 0
+    channels = _channels(cursor, dialect, {row["tenant"] for row, _ in told})
+    if not channels:
+        return 0
+    found: list[tuple[events.Event, Any]] = []
+    places: dict[tuple[str, str, str], str | None] = {}
+    for row, event in told:
+        if not any(event in c.events for c in channels):
+            continue
+        where = _where(row)
+        if where not in places:
+            places[where] = _environment(cursor, dialect, where)
+        found.append((events.record_event(row, event, places[where]), row["at"]))
+    return _write(cursor, dialect, channels, found)
+
+
+def enqueue(cursor: Any, dialect: str, told: Iterable[events.Event], at: dt.datetime) -> int:
+    """Outbox rows for events that are not change records, in the caller's transaction."""
+    told = list(told)
+    if not told:
+        return 0
+    tenants = {e.tenant for e in told}
+    channels = _channels(cursor, dialect, None if None in tenants else {t for t in tenants if t is not None})
+    return _write(cursor, dialect, channels, [(e, at) for e in told])
+
+
+def _write(cursor: Any, dialect: str, channels: list[events.Channel], found: list[tuple[events.Event, Any]]) -> int:
+    mark = database.placeholder(dialect)
+    json_mark = "?" if dialect == "sqlite" else "%s::jsonb"
+    values = []
+    seen: set[tuple[str, str, str, str]] = set()
+    for event, at in found:
+        stamp = database.bind_at(at, dialect)
+        payload = orjson.dumps(event.payload(), option=orjson.OPT_NON_STR_KEYS).decode()
+        for channel in channels:
+            if not channel.wants(event):
+                continue
+            if event.event in _REPEATING:
+                key = (channel.tenant, channel.name, event.event, event.object_name)
+                if key in seen or _told_lately(cursor, mark, key, at, dialect):
+                    continue
+                seen.add(key)
+            seq = event.record["seq"] if event.record else None
+            values.append((channel.tenant, channel.name, event.event, event.object_kind, event.object_name,
+                           event.environment, seq, payload, "PENDING", 0, stamp, stamp))  # fmt: skip
+    if values:
+        cursor.executemany(
+            f"INSERT INTO notification_outbox ({_COLUMNS}) VALUES ({', '.join([mark] * 7)}, {json_mark}, {', '.join([mark] * 4)})",
+            values,
+        )
+    return len(values)
+
+
+def _told_lately(cursor: Any, mark: str, key: tuple[str, str, str, str], at: dt.datetime, dialect: str) -> bool:
+    since = database.bind_at(at - dt.timedelta(seconds=REPEAT_SECONDS), dialect)
+    cursor.execute(
+        f"SELECT 1 FROM notification_outbox WHERE tenant = {mark} AND channel = {mark} AND event = {mark} AND object_name = {mark}"
+        f" AND created_at > {mark} LIMIT 1",
+        [*key, since],
+    )
+    return cursor.fetchone() is not None
+
+
+def _channels(cursor: Any, dialect: str, tenants: set[str] | None) -> list[events.Channel]:
+    """The applied channels of ``tenants`` (None: of every tenant)."""
+    mark = database.placeholder(dialect)
+    query = "SELECT tenant, name, spec FROM notification_channels WHERE status = 'ACTIVE'"
+    params: list[Any] = []
+    if tenants is not None:
+        if not tenants:
+            return []
+        query += f" AND tenant IN ({', '.join([mark] * len(tenants))})"
+        params = sorted(tenants)
+    cursor.execute(query + " ORDER BY tenant, name", params)
+    return [events.Channel.of(t, n, _json(spec)) for t, n, spec in cursor.fetchall()]
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _where(row: dict[str, Any]) -> tuple[str, str, str]:
+    """What a record's environment is found through: (tenant, Instance | Deployment | "", name)."""
+    tenant, kind, name = row["tenant"], row["object_kind"], row["object_name"]
+    if kind in ("Instance", "Deployment"):
+        return tenant, kind, name
+    after = row["after"] if isinstance(row["after"], dict) else {}
+    subject = after.get("subject")
+    if kind == "Approval" and isinstance(subject, dict):
+        if subject.get("kind") == "ToolCall":
+            return tenant, "Instance", str(subject.get("instance") or subject.get("name") or "")
+        if subject.get("kind") == "Deployment":
+            return tenant, "Deployment", str(subject.get("name") or "")
+    return tenant, "", ""
+
+
+def _environment(cursor: Any, dialect: str, where: tuple[str, str, str]) -> str | None:
+    """The environment an instance or deployment runs in (None: tied to none, or not found)."""
+    tenant, kind, name = where
+    mark = database.placeholder(dialect)
+    if kind == "Instance":
+        cursor.execute(f"SELECT environment FROM instances WHERE id = {mark}", [name])
+        row = cursor.fetchone()
+        return row[0] if row else None
+    if kind == "Deployment":
+        cursor.execute(f"SELECT spec FROM deployment_specs WHERE tenant = {mark} AND name = {mark}", [tenant, name])
+        row = cursor.fetchone()
+        if row is not None:
+            return _json(row[0]).get("environment")
+        cursor.execute(
+            f"SELECT environment FROM deployments WHERE tenant = {mark} AND name = {mark} ORDER BY generation DESC LIMIT 1",
+            [tenant, name],
+        )
+        row = cursor.fetchone()
+        return row[0] if row else None
+    return None
+
+
+def list_notifications(
+    connection: sa.Connection,
+    *,
+    tenant: str | None = None,
+    status: str | None = None,
+    channel: str | None = None,
+    event: str | None = None,
+    limit: int = 100,
+    before: int | None = None,
+) -> list[dict[str, Any]]:
+    """Outbox rows, newest first, with their delivery status (``before``: ids below it, a page)."""
+    o = tables.notification_outbox.c
+    query = sa.select(tables.notification_outbox).order_by(o.id.desc()).limit(limit)
+    for column, value in ((o.tenant, tenant), (o.status, status), (o.channel, channel), (o.event, event)):
+        if value is not None:
+            query = query.where(column == value)
+    if before is not None:
+        query = query.where(o.id < before)
+    return [_listed(row) for row in connection.execute(query).mappings()]
+
+
+def _listed(row: Any) -> dict[str, Any]:
+    def at(value: dt.datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "id": row["id"],
+        "tenant": row["tenant"],
+        "channel": row["channel"],
+        "event": row["event"],
+        "object": {"kind": row["object_kind"], "name": row["object_name"]},
+        "environment": row["environment"],
+        "summary": (row["payload"] or {}).get("summary"),
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "lastStatus": row["last_status"],
+        "lastError": row["last_error"],
+        "createdAt": at(row["created_at"]),
+        "nextAttemptAt": at(row["next_attempt_at"]) if row["status"] == "PENDING" else None,
+        "deliveredAt": at(row["delivered_at"]),
+        "recordSeq": row["record_seq"],
+    }
