@@ -459,13 +459,15 @@ class NotificationChannelSpec(Frozen):
     format: Literal["generic", "slack"] = "generic"
     #: the HMAC-SHA256 key the body is signed with (``X-ARM-Signature-256``); required for generic
     secret: FromEnv | None = None
-    events: tuple[EventName, ...] = pydantic.Field(min_length=1)
+    events: tuple[EventName, ...]
     #: only events of these environments; unset: every event, those tied to no environment included
     environments: tuple[Name, ...] | None = pydantic.Field(default=None, min_length=1)
 
     @pydantic.field_validator("events")
     @classmethod
     def _once(cls, events: tuple[str, ...]) -> tuple[str, ...]:
+        if not events:
+            raise ValueError(f"list the events the channel is told, at least one of: {', '.join(kinds.NOTIFICATION_EVENTS)}")
         twice = sorted({e for e in events if events.count(e) > 1})
         if twice:
             raise ValueError(f"event {twice[0]!r} is listed twice")
