@@ -105,3 +105,16 @@ def test_budget_breaches_from_the_decision_writer_are_told_once_per_window(git_r
         assert records > 6  # every denial is still in the chain; only the telling is limited
     finally:
         engine.dispose()
+
+
+def test_the_sample_fleets_commented_channel_is_valid_once_uncommented(git_repo: GitRepo) -> None:
+    from tests.conftest import SAMPLE_FLEET
+
+    text = (SAMPLE_FLEET / "notifications.yaml").read_text(encoding="utf-8")
+    commented = text[text.index("# apiVersion:") :].splitlines()
+    manifest = "\n".join(line.removeprefix("# ") for line in commented)
+    git_repo.copy_tree(SAMPLE_FLEET, "fleet")
+    git_repo.commit({"fleet/notifications.yaml": manifest})
+    result = armctl.invoke(["validate", "--repo", str(git_repo.path), "--format", "json"])
+    assert result.returncode == 0, result.stdout
+    assert result.json()["counts"]["NotificationChannel"] == 1
