@@ -1,10 +1,12 @@
-"""``armctl notifications list | deliver``: what the fleet told its channels, and telling it now.
+"""``armctl notifications list | deliver | retry``: what the fleet told its channels, and telling it now.
 
 ``list`` shows the outbox newest first: each notification's event, object, channel and delivery
 status (PENDING with its next attempt and last error, DELIVERED, FAILED after its last attempt).
 ``deliver`` drains what is due once, as the daemon's notification job does every few seconds:
 for a fleet run by ``armctl apply`` from CI or cron, or to push a retry after fixing a receiver.
-Channel URLs and signing keys are read from the environment variables the channels name.
+``retry`` sends notifications again from their first attempt (those the worker gave up on,
+once their receiver is fixed). Channel URLs and signing keys are read from the environment
+variables the channels name.
 """
 
 from __future__ import annotations
@@ -98,3 +100,27 @@ def deliver(settings: settings_.Settings, fmt: str) -> None:
     )
     if passed.retrying or passed.failed:
         click.echo("See 'armctl notifications list --status pending' (or failed) for why.")
+
+
+@notifications.command()
+@click.argument("ids", type=int, nargs=-1)
+@click.option("--failed", is_flag=True, help="Every notification the worker gave up on.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def retry(settings: settings_.Settings, ids: tuple[int, ...], failed: bool, fmt: str) -> None:
+    """Send notifications IDS (or --failed: every FAILED one) again, from their first attempt."""
+    if not ids and not failed:
+        raise click.UsageError("name the notifications to send again, or --failed for every one given up on")
+    with output.json_errors(fmt):
+        db = running.open_database(settings.database)
+        with database.transaction(db) as connection:
+            requeued = outbox.retry(connection, ids, clock.SystemClock().now(), failed=failed)
+    if fmt == "json":
+        click.echo(json.dumps({"requeued": requeued}, indent=2))
+        return
+    if not requeued:
+        click.echo("Nothing to send again.")
+        return
+    click.echo(
+        f"Requeued {', '.join(str(i) for i in requeued)}: sent by the daemon's next pass, or 'armctl notifications deliver'."
+    )

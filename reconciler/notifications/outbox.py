@@ -24,10 +24,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from reconciler import errors
 from reconciler.notifications import events
 from reconciler.state import database, tables
 
-__all__ = ["REPEAT_SECONDS", "STATUSES", "enqueue", "enqueue_records", "list_notifications"]
+__all__ = ["REPEAT_SECONDS", "STATUSES", "enqueue", "enqueue_records", "list_notifications", "retry"]
 
 #: What an outbox row can be: waiting for (another) attempt, told, or given up on.
 STATUSES = ("PENDING", "DELIVERED", "FAILED")
@@ -209,3 +210,30 @@ def _listed(row: Any) -> dict[str, Any]:
         "deliveredAt": at(row["delivered_at"]),
         "recordSeq": row["record_seq"],
     }
+
+
+def retry(connection: sa.Connection, ids: Iterable[int], now: dt.datetime, *, failed: bool = False) -> list[int]:
+    """Send rows again from their first attempt, due now: the ``ids`` named (each must exist and not
+    be waiting already) and, with ``failed``, every FAILED row; the ids requeued. For a receiver
+    fixed after the worker gave up on it, or a notification someone asks to be sent again."""
+    o = tables.notification_outbox.c
+    wanted = sorted(set(ids))
+    if wanted:
+        found = dict(connection.execute(sa.select(o.id, o.status).where(o.id.in_(wanted))).all())
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise errors.NotFound(f"no notification {', '.join(str(i) for i in missing)}")
+        waiting = [i for i in wanted if found[i] == "PENDING"]
+        if waiting:
+            raise errors.Conflict(f"notification {', '.join(str(i) for i in waiting)} is already waiting to be sent")
+    condition: sa.ColumnElement[bool] = o.id.in_(wanted)
+    if failed:
+        condition = sa.or_(condition, o.status == "FAILED")
+    requeued = list(connection.execute(sa.select(o.id).where(condition).order_by(o.id)).scalars())
+    if requeued:
+        connection.execute(
+            tables.notification_outbox.update()
+            .where(o.id.in_(requeued))
+            .values(status="PENDING", attempts=0, next_attempt_at=now, claimed_until=None, delivered_at=None)
+        )
+    return requeued

@@ -231,6 +231,20 @@ def test_every_notification_reaches_a_receiver_that_was_down_exactly_once(tmp_pa
             page = client.get("/v1/notifications", params={"limit": 2}, headers=bearer(operator)).json()
             assert len(page["notifications"]) == 2 and page["next"] == page["notifications"][-1]["id"]
             assert client.get("/v1/notifications", headers=bearer(runtime)).status_code == 403
+
+        # Once its receiver is fixed, what the worker gave up on is sent again from its first attempt.
+        (gave_up,) = [r["id"] for r in stored if r["channel"] == "nowhere"]
+        assert armctl.json("notifications", "retry", "--failed") == {"requeued": [gave_up]}
+        assert (
+            armctl.refused("notifications", "retry", str(gave_up))
+            == f"Conflict: notification {gave_up} is already waiting to be sent"
+        )
+        assert armctl.refused("notifications", "retry", "424242") == "NotFound: no notification 424242"
+        environ["TEST_UNSET_URL"] = f"http://127.0.0.1:{port}/late"
+        clock.advance((dt.datetime.now(dt.UTC) - clock.now()).total_seconds())  # the CLI requeued it due now
+        with Receiver(port) as receiver:
+            assert delivering.drain(engine, clock, environ, policy).delivered == [gave_up]
+        assert [json.loads(r.body)["event"] for r in receiver.at("/late")] == ["EMERGENCY_PAUSE"]
     finally:
         engine.dispose()
 
