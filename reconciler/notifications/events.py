@@ -21,7 +21,18 @@ from typing import Any
 
 from reconciler.desired import kinds
 
-__all__ = ["EVENTS", "TOLD_TYPES", "Channel", "Event", "of_record", "record_event", "slack_text", "summary"]
+__all__ = [
+    "EVENTS",
+    "EVERYWHERE",
+    "TOLD_TYPES",
+    "Channel",
+    "Event",
+    "of_record",
+    "record_event",
+    "scope",
+    "slack_text",
+    "summary",
+]
 
 EVENTS = frozenset(kinds.NOTIFICATION_EVENTS)
 
@@ -36,6 +47,11 @@ _CONTROLS = {"read-only": "EMERGENCY_READONLY", "drain": "EMERGENCY_DRAIN", "res
 TOLD_TYPES = frozenset(_RECORDED | {"INSTANCE_TRANSITIONED"})
 
 
+#: ``Event.environments`` of an event about a whole tenant or the whole fleet: every channel
+#: subscribed to it hears it, whatever environments it names.
+EVERYWHERE = None
+
+
 @dataclasses.dataclass(frozen=True)
 class Event:
     """One thing to tell. ``tenant`` None: the whole fleet (a failed reconcile), told to the
@@ -47,21 +63,42 @@ class Event:
     object_name: str
     summary: str
     details: Any = None
-    environment: str | None = None
     #: the change record it tells: seq, hash, commit SHA, operator, author (None: not a record)
     record: dict[str, Any] | None = None
+    #: where it happens, found by ``outbox`` (:func:`scope`): the environments of the instance,
+    #: deployment or version it is about (none: tied to no environment), or :data:`EVERYWHERE`
+    environments: tuple[str, ...] | None = ()
 
     def payload(self) -> dict[str, Any]:
         """What is stored in the outbox and sent (``delivering`` adds the delivery id and channel)."""
+        envs = self.environments
         return {
             "event": self.event,
             "tenant": self.tenant,
-            "environment": self.environment,
+            "environment": envs[0] if envs is not None and len(envs) == 1 else None,
+            "environments": None if envs is None else list(envs),
             "object": {"kind": self.object_kind, "name": self.object_name},
             "summary": self.summary,
             "details": self.details,
             "record": self.record,
         }
+
+
+def scope(event: Event) -> tuple[str, str]:
+    """What an event's environments are found through: ("Instance" | "Deployment" | "AgentVersion",
+    name); ("*", "") for a tenant's or the fleet's (every environment); ("", "") for none."""
+    kind, name = event.object_kind, event.object_name
+    if kind in ("Instance", "Deployment", "AgentVersion"):
+        return kind, name
+    if kind in ("Tenant", "Commit"):
+        return "*", ""
+    subject = event.details.get("subject") if isinstance(event.details, dict) else None
+    if kind == "Approval" and isinstance(subject, dict):
+        if subject.get("kind") == "ToolCall":
+            return "Instance", str(subject.get("instance") or subject.get("name") or "")
+        if subject.get("kind") in ("Deployment", "AgentVersion"):
+            return str(subject["kind"]), str(subject.get("name") or "")
+    return "", ""
 
 
 def of_record(row: dict[str, Any]) -> str | None:
@@ -78,7 +115,7 @@ def of_record(row: dict[str, Any]) -> str | None:
     return kind
 
 
-def record_event(row: dict[str, Any], event: str, environment: str | None) -> Event:
+def record_event(row: dict[str, Any], event: str) -> Event:
     """The :class:`Event` telling change record ``row`` as ``event``."""
     return Event(
         event=event,
@@ -87,7 +124,6 @@ def record_event(row: dict[str, Any], event: str, environment: str | None) -> Ev
         object_name=row["object_name"],
         summary=summary(event, row),
         details=row["after"],
-        environment=environment,
         record={
             "seq": row["seq"],
             "hash": row.get("hash"),
@@ -158,8 +194,11 @@ class Channel:
 
     def wants(self, event: Event) -> bool:
         """Whether this channel subscribes to ``event``: its type, its tenant (a fleet-wide event
-        reaches every tenant's channels), and, when the channel names environments, one of them
-        (an event tied to no environment then does not reach it)."""
+        reaches every tenant's channels), and, when the channel names environments, one of the
+        event's (an event tied to no environment then does not reach it; one about a whole tenant
+        or the fleet does)."""
         if event.event not in self.events or (event.tenant is not None and event.tenant != self.tenant):
             return False
-        return self.environments is None or event.environment in self.environments
+        if self.environments is None or event.environments is EVERYWHERE:
+            return True
+        return not self.environments.isdisjoint(event.environments)

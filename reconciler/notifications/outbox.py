@@ -17,6 +17,7 @@ that keeps calling past its budget is denied each time, but its channel is not f
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 from typing import Any
@@ -52,18 +53,8 @@ def enqueue_records(cursor: Any, dialect: str, rows: Iterable[dict[str, Any]]) -
     if not told:
         return 0
     channels = _channels(cursor, dialect, {row["tenant"] for row, _ in told})
-    if not channels:
-        return 0
-    found: list[tuple[events.Event, Any]] = []
-    places: dict[tuple[str, str, str], str | None] = {}
-    for row, event in told:
-        if not any(event in c.events for c in channels):
-            continue
-        where = _where(row)
-        if where not in places:
-            places[where] = _environment(cursor, dialect, where)
-        found.append((events.record_event(row, event, places[where]), row["at"]))
-    return _write(cursor, dialect, channels, found)
+    wanted = [(events.record_event(row, event), row["at"]) for row, event in told if any(event in c.events for c in channels)]
+    return _write(cursor, dialect, channels, wanted)
 
 
 def enqueue(cursor: Any, dialect: str, told: Iterable[events.Event], at: dt.datetime) -> int:
@@ -73,7 +64,7 @@ def enqueue(cursor: Any, dialect: str, told: Iterable[events.Event], at: dt.date
         return 0
     tenants = {e.tenant for e in told}
     channels = _channels(cursor, dialect, None if None in tenants else {t for t in tenants if t is not None})
-    return _write(cursor, dialect, channels, [(e, at) for e in told])
+    return _write(cursor, dialect, channels, [(e, at) for e in told if any(e.event in c.events for c in channels)])
 
 
 def _write(cursor: Any, dialect: str, channels: list[events.Channel], found: list[tuple[events.Event, Any]]) -> int:
@@ -81,7 +72,13 @@ def _write(cursor: Any, dialect: str, channels: list[events.Channel], found: lis
     json_mark = "?" if dialect == "sqlite" else "%s::jsonb"
     values = []
     seen: set[tuple[str, str, str, str]] = set()
+    places: dict[tuple[str | None, str, str], tuple[str, ...] | None] = {}
     for event, at in found:
+        kind, name = events.scope(event)
+        if (event.tenant, kind, name) not in places:
+            places[(event.tenant, kind, name)] = _environments(cursor, dialect, event.tenant, kind, name)
+        event = dataclasses.replace(event, environments=places[(event.tenant, kind, name)])
+        shown = None if event.environments is None else ",".join(event.environments)[:253] or None
         stamp = database.bind_at(at, dialect)
         payload = orjson.dumps(event.payload(), option=orjson.OPT_NON_STR_KEYS).decode()
         for channel in channels:
@@ -94,7 +91,7 @@ def _write(cursor: Any, dialect: str, channels: list[events.Channel], found: lis
                 seen.add(key)
             seq = event.record["seq"] if event.record else None
             values.append((channel.tenant, channel.name, event.event, event.object_kind, event.object_name,
-                           event.environment, seq, payload, "PENDING", 0, stamp, stamp))  # fmt: skip
+                           shown, seq, payload, "PENDING", 0, stamp, stamp))  # fmt: skip
     if values:
         cursor.executemany(
             f"INSERT INTO notification_outbox ({_COLUMNS}) VALUES ({', '.join([mark] * 7)}, {json_mark}, {', '.join([mark] * 4)})",
@@ -131,41 +128,32 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _where(row: dict[str, Any]) -> tuple[str, str, str]:
-    """What a record's environment is found through: (tenant, Instance | Deployment | "", name)."""
-    tenant, kind, name = row["tenant"], row["object_kind"], row["object_name"]
-    if kind in ("Instance", "Deployment"):
-        return tenant, kind, name
-    after = row["after"] if isinstance(row["after"], dict) else {}
-    subject = after.get("subject")
-    if kind == "Approval" and isinstance(subject, dict):
-        if subject.get("kind") == "ToolCall":
-            return tenant, "Instance", str(subject.get("instance") or subject.get("name") or "")
-        if subject.get("kind") == "Deployment":
-            return tenant, "Deployment", str(subject.get("name") or "")
-    return tenant, "", ""
-
-
-def _environment(cursor: Any, dialect: str, where: tuple[str, str, str]) -> str | None:
-    """The environment an instance or deployment runs in (None: tied to none, or not found)."""
-    tenant, kind, name = where
+def _environments(cursor: Any, dialect: str, tenant: str | None, kind: str, name: str) -> tuple[str, ...] | None:
+    """The environments an event happens in (``events.scope``): an instance's, a deployment's,
+    those a version has live instances in; None for a tenant's or the fleet's (every one)."""
     mark = database.placeholder(dialect)
+    if kind == "*":
+        return events.EVERYWHERE
     if kind == "Instance":
         cursor.execute(f"SELECT environment FROM instances WHERE id = {mark}", [name])
-        row = cursor.fetchone()
-        return row[0] if row else None
-    if kind == "Deployment":
+    elif kind == "Deployment":
         cursor.execute(f"SELECT spec FROM deployment_specs WHERE tenant = {mark} AND name = {mark}", [tenant, name])
         row = cursor.fetchone()
         if row is not None:
-            return _json(row[0]).get("environment")
+            return (str(_json(row[0])["environment"]),)
         cursor.execute(
             f"SELECT environment FROM deployments WHERE tenant = {mark} AND name = {mark} ORDER BY generation DESC LIMIT 1",
             [tenant, name],
         )
-        row = cursor.fetchone()
-        return row[0] if row else None
-    return None
+    elif kind == "AgentVersion":
+        cursor.execute(
+            f"SELECT DISTINCT environment FROM instances WHERE tenant = {mark} AND version = {mark} AND state <> 'RETIRED'"
+            " ORDER BY environment",
+            [tenant, name],
+        )
+    else:
+        return ()
+    return tuple(str(r[0]) for r in cursor.fetchall())
 
 
 def list_notifications(

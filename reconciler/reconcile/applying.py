@@ -76,9 +76,7 @@ def apply(
     conditions = writer.conditions(approvals)
     heads = chain.heads()
     records = chain.write(connection)
-    outbox.enqueue(
-        database.driver_cursor(connection), connection.dialect.name, _started_waiting(actual, desired, conditions), now
-    )
+    outbox.enqueue(database.driver_cursor(connection), connection.dialect.name, _started_waiting(actual, conditions), now)
     after = advance(actual, plan, desired, writer, approvals, conditions, heads)
     return ApplyResult(records, approvals, after)
 
@@ -186,9 +184,7 @@ def advance(
     )
 
 
-def _started_waiting(
-    actual: actual_.Actual, desired: snapshot_.Snapshot, conditions: dict[tuple[str, str, str], list[dict[str, Any]]]
-) -> list[events.Event]:
+def _started_waiting(actual: actual_.Actual, conditions: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[events.Event]:
     """``GATE_WAITING`` for each object whose stored conditions now say it waits and did not before:
     told once, when it starts to wait, however many reconciles it then waits through."""
     told = []
@@ -196,8 +192,6 @@ def _started_waiting(
         waiting = next((c for c in now_stored if c["type"] == "Waiting"), None)
         if waiting is None or any(c["type"] == "Waiting" for c in actual.conditions.get((kind, tenant, name), [])):
             continue
-        obj = desired.objects.get((kind, tenant, name))
-        facts = obj.doc.facts if obj is not None and isinstance(obj.doc.facts, dict) else {}
         told.append(
             events.Event(
                 event="GATE_WAITING",
@@ -206,7 +200,6 @@ def _started_waiting(
                 object_name=name,
                 summary=f"{kind} {name} waits: {waiting['message']}",
                 details={"reason": waiting["reason"], "message": waiting["message"], "revision": waiting.get("observedRevision")},
-                environment=facts.get("environment") if kind == "Deployment" else None,
             )
         )
     return told
