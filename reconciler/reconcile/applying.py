@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from reconciler.audit import chain as chain_
 from reconciler.desired import snapshot as snapshot_
+from reconciler.notifications import events, outbox
 from reconciler.reconcile import actions as actions_
 from reconciler.state import actual as actual_
 from reconciler.state import database, tables
@@ -75,6 +76,7 @@ def apply(
     conditions = writer.conditions(approvals)
     heads = chain.heads()
     records = chain.write(connection)
+    outbox.enqueue(database.driver_cursor(connection), connection.dialect.name, _started_waiting(actual, conditions), now)
     after = advance(actual, plan, desired, writer, approvals, conditions, heads)
     return ApplyResult(records, approvals, after)
 
@@ -180,6 +182,27 @@ def advance(
         conditions=stored,
         evaluations=before.evaluations,  # recorded outside Git; an apply never writes runs
     )
+
+
+def _started_waiting(actual: actual_.Actual, conditions: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[events.Event]:
+    """``GATE_WAITING`` for each object whose stored conditions now say it waits and did not before:
+    told once, when it starts to wait, however many reconciles it then waits through."""
+    told = []
+    for (kind, tenant, name), now_stored in conditions.items():
+        waiting = next((c for c in now_stored if c["type"] == "Waiting"), None)
+        if waiting is None or any(c["type"] == "Waiting" for c in actual.conditions.get((kind, tenant, name), [])):
+            continue
+        told.append(
+            events.Event(
+                event="GATE_WAITING",
+                tenant=tenant,
+                object_kind=kind,
+                object_name=name,
+                summary=f"{kind} {name} waits: {waiting['message']}",
+                details={"reason": waiting["reason"], "message": waiting["message"], "revision": waiting.get("observedRevision")},
+            )
+        )
+    return told
 
 
 def _operator_of(desired: snapshot_.Snapshot) -> str | None:
