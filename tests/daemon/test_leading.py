@@ -60,7 +60,8 @@ def test_after_the_lock_session_dies_racing_jobs_leave_exactly_one_leader(db_url
 
 
 def test_a_transaction_after_the_listener_stops_is_still_atomic(db_url: str) -> None:
-    db = sa.create_engine(db_url, pool_size=1, max_overflow=0)
+    app = f"arm-listener-{uuid.uuid4().hex[:8]}"  # its own name: other test workers listen too
+    db = sa.create_engine(f"{db_url}&application_name={app}", pool_size=1, max_overflow=0)
     table = f"t_{uuid.uuid4().hex[:8]}"
     with db.begin() as connection:
         connection.execute(sa.text(f"CREATE TABLE {table} (x int)"))
@@ -73,8 +74,8 @@ def test_a_transaction_after_the_listener_stops_is_still_atomic(db_url: str) -> 
         try:
             while True:  # until the listener's connection is listening
                 with watcher.connect() as connection:
-                    query = "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN arm_refresh'"
-                    if connection.execute(sa.text(query)).scalar():
+                    query = "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN arm_refresh' AND application_name = :app"
+                    if connection.execute(sa.text(query), {"app": app}).scalar():
                         break
                 assert time.monotonic() < deadline, "the listener never started listening"
                 time.sleep(0.02)
