@@ -29,7 +29,7 @@ from reconciler import errors
 from reconciler.notifications import events
 from reconciler.state import database, tables
 
-__all__ = ["REPEAT_SECONDS", "STATUSES", "enqueue", "enqueue_records", "list_notifications", "retry"]
+__all__ = ["REPEAT_SECONDS", "STATUSES", "enqueue", "enqueue_records", "list_notifications", "retry", "unsent"]
 
 #: What an outbox row can be: waiting for (another) attempt, told, or given up on.
 STATUSES = ("PENDING", "DELIVERED", "FAILED")
@@ -225,3 +225,12 @@ def retry(connection: sa.Connection, ids: Iterable[int], now: dt.datetime, *, fa
             .values(status="PENDING", attempts=0, next_attempt_at=now, claimed_until=None, delivered_at=None)
         )
     return requeued
+
+
+def unsent(connection: sa.Connection) -> dict[str, int]:
+    """How many notifications wait for (another) attempt and how many were given up on: the
+    ``/metrics`` gauges an operator alerts on."""
+    o = tables.notification_outbox.c
+    query = sa.select(o.status, sa.func.count()).where(o.status.in_(("PENDING", "FAILED"))).group_by(o.status)
+    found = {status: int(n) for status, n in connection.execute(query)}
+    return {"PENDING": found.get("PENDING", 0), "FAILED": found.get("FAILED", 0)}

@@ -245,6 +245,9 @@ def test_every_notification_reaches_a_receiver_that_was_down_exactly_once(tmp_pa
             page = client.get("/v1/notifications", params={"limit": 2}, headers=bearer(operator)).json()
             assert len(page["notifications"]) == 2 and page["next"] == page["notifications"][-1]["id"]
             assert client.get("/v1/notifications", headers=bearer(runtime)).status_code == 403
+            metrics = client.get("/metrics").text
+            assert 'arm_notifications_unsent{status="pending"} 1' in metrics
+            assert 'arm_notifications_unsent{status="failed"} 1' in metrics
 
         # Once its receiver is fixed, what the worker gave up on is sent again from its first attempt.
         assert armctl.json("notifications", "retry", "--failed") == {"requeued": [gave_up]}
