@@ -42,7 +42,7 @@ from reconciler import settings as settings_
 from reconciler.notifications import events
 from reconciler.state import database, tables
 
-__all__ = ["Outcome", "Passed", "Policy", "deliver_due", "drain", "sign", "verify"]
+__all__ = ["SIGNATURE_HEADER", "Outcome", "Passed", "Policy", "body_of", "deliver_due", "drain", "http_post", "sign", "verify"]
 
 log = logging.getLogger(__name__)
 
