@@ -185,12 +185,14 @@ def advance(
 
 
 def _started_waiting(actual: actual_.Actual, conditions: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[events.Event]:
-    """``GATE_WAITING`` for each object whose stored conditions now say it waits and did not before:
-    told once, when it starts to wait, however many reconciles it then waits through."""
+    """``GATE_WAITING`` for each object whose stored conditions now say it waits, and did not before
+    or for another reason (evidence, then an approval; an approval denied): told once when it starts
+    to wait, however many reconciles it then waits through."""
     told = []
     for (kind, tenant, name), now_stored in conditions.items():
         waiting = next((c for c in now_stored if c["type"] == "Waiting"), None)
-        if waiting is None or any(c["type"] == "Waiting" for c in actual.conditions.get((kind, tenant, name), [])):
+        before = {c["reason"] for c in actual.conditions.get((kind, tenant, name), []) if c["type"] == "Waiting"}
+        if waiting is None or waiting["reason"] in before:
             continue
         told.append(
             events.Event(
