@@ -29,7 +29,7 @@ from reconciler import errors
 from reconciler.notifications import events
 from reconciler.state import database, tables
 
-__all__ = ["REPEAT_SECONDS", "STATUSES", "enqueue", "enqueue_records", "list_notifications", "retry", "unsent"]
+__all__ = ["REPEAT_SECONDS", "STATUSES", "enqueue", "enqueue_records", "list_notifications", "retry", "subscribed", "unsent"]
 
 #: What an outbox row can be: waiting for (another) attempt, told, or given up on.
 STATUSES = ("PENDING", "DELIVERED", "FAILED")
@@ -65,6 +65,12 @@ def enqueue(cursor: Any, dialect: str, told: Iterable[events.Event], at: dt.date
     tenants = {e.tenant for e in told}
     channels = _channels(cursor, dialect, None if None in tenants else {t for t in tenants if t is not None})
     return _write(cursor, dialect, channels, [(e, at) for e in told if any(e.event in c.events for c in channels)])
+
+
+def subscribed(cursor: Any, dialect: str, event: str, tenants: set[str]) -> bool:
+    """Whether a channel of ``tenants`` wants ``event`` at all: lets a caller with many events to
+    tell skip making them when nobody listens."""
+    return any(event in c.events for c in _channels(cursor, dialect, tenants))
 
 
 def _write(cursor: Any, dialect: str, channels: list[events.Channel], found: list[tuple[events.Event, Any]]) -> int:
