@@ -77,6 +77,8 @@ def _print(row: dict[str, Any]) -> None:
     click.echo(f"        {row['summary']}")
     if row["status"] == "PENDING" and row["attempts"]:
         click.echo(f"        attempt {row['attempts']} failed: {row['lastError']}; next at {row['nextAttemptAt']}")
+    elif row["status"] == "PENDING" and row["nextAttemptAt"] != row["createdAt"]:
+        click.echo(f"        waits behind an earlier notification of its channel; next at {row['nextAttemptAt']}")
     elif row["status"] == "FAILED":
         click.echo(f"        gave up after {row['attempts']} attempts: {row['lastError']}")
     elif row["status"] == "DELIVERED":

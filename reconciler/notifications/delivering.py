@@ -42,7 +42,7 @@ from reconciler import settings as settings_
 from reconciler.notifications import events
 from reconciler.state import database, tables
 
-__all__ = ["Outcome", "Passed", "Policy", "deliver_due", "drain", "sign", "verify"]
+__all__ = ["SIGNATURE_HEADER", "Outcome", "Passed", "Policy", "body_of", "deliver_due", "drain", "http_post", "sign", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -168,25 +168,24 @@ def drain(
 def _claim(connection: sa.Connection, now: dt.datetime, policy: Policy) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
     o = tables.notification_outbox
     free = sa.or_(o.c.claimed_until.is_(None), o.c.claimed_until < now)
-    due = connection.execute(
-        sa.select(o).where(o.c.status == "PENDING", o.c.next_attempt_at <= now, free).order_by(o.c.id).limit(policy.batch)
-    ).mappings().all()  # fmt: skip
     # A channel whose earlier row waits out its backoff holds its later rows back: they go after
-    # it, in order, and a receiver that is down is not called for each new row.
-    held: dict[tuple[str, str], int] = {}
-    if due:
-        waiting = (
-            sa.select(o.c.tenant, o.c.channel, sa.func.min(o.c.id))
-            .where(o.c.status == "PENDING", o.c.next_attempt_at > now)
-            .group_by(o.c.tenant, o.c.channel)
-        )
-        held = {(tenant, channel): first for tenant, channel, first in connection.execute(waiting)}
+    # it, in order, a receiver that is down is not called for each new row, and a backlog of
+    # rows held back never fills the batch ahead of other channels' rows.
+    waiting = (
+        sa.select(o.c.tenant, o.c.channel, sa.func.min(o.c.id))
+        .where(o.c.status == "PENDING", o.c.next_attempt_at > now)
+        .group_by(o.c.tenant, o.c.channel)
+    )
+    held = [
+        sa.not_(sa.and_(o.c.tenant == tenant, o.c.channel == channel, o.c.id > first))
+        for tenant, channel, first in connection.execute(waiting)
+    ]
+    due = connection.execute(
+        sa.select(o).where(o.c.status == "PENDING", o.c.next_attempt_at <= now, free, *held).order_by(o.c.id).limit(policy.batch)
+    ).mappings().all()  # fmt: skip
     claimed = []
     until = now + dt.timedelta(seconds=policy.claim_seconds)
     for row in due:
-        first_held = held.get((row["tenant"], row["channel"]))
-        if first_held is not None and first_held < row["id"]:
-            continue
         taken = connection.execute(
             o.update().where(o.c.id == row["id"], o.c.status == "PENDING", free).values(claimed_until=until)
         ).rowcount

@@ -29,7 +29,7 @@ from reconciler import errors
 from reconciler.notifications import events
 from reconciler.state import database, tables
 
-__all__ = ["REPEAT_SECONDS", "STATUSES", "enqueue", "enqueue_records", "list_notifications", "retry"]
+__all__ = ["REPEAT_SECONDS", "STATUSES", "enqueue", "enqueue_records", "list_notifications", "retry", "subscribed", "unsent"]
 
 #: What an outbox row can be: waiting for (another) attempt, told, or given up on.
 STATUSES = ("PENDING", "DELIVERED", "FAILED")
@@ -65,6 +65,12 @@ def enqueue(cursor: Any, dialect: str, told: Iterable[events.Event], at: dt.date
     tenants = {e.tenant for e in told}
     channels = _channels(cursor, dialect, None if None in tenants else {t for t in tenants if t is not None})
     return _write(cursor, dialect, channels, [(e, at) for e in told if any(e.event in c.events for c in channels)])
+
+
+def subscribed(cursor: Any, dialect: str, event: str, tenants: set[str]) -> bool:
+    """Whether a channel of ``tenants`` wants ``event`` at all: lets a caller with many events to
+    tell skip making them when nobody listens."""
+    return any(event in c.events for c in _channels(cursor, dialect, tenants))
 
 
 def _write(cursor: Any, dialect: str, channels: list[events.Channel], found: list[tuple[events.Event, Any]]) -> int:
@@ -225,3 +231,12 @@ def retry(connection: sa.Connection, ids: Iterable[int], now: dt.datetime, *, fa
             .values(status="PENDING", attempts=0, next_attempt_at=now, claimed_until=None, delivered_at=None)
         )
     return requeued
+
+
+def unsent(connection: sa.Connection) -> dict[str, int]:
+    """How many notifications wait for (another) attempt and how many were given up on: the
+    ``/metrics`` gauges an operator alerts on."""
+    o = tables.notification_outbox.c
+    query = sa.select(o.status, sa.func.count()).where(o.status.in_(("PENDING", "FAILED"))).group_by(o.status)
+    found = {status: int(n) for status, n in connection.execute(query)}
+    return {"PENDING": found.get("PENDING", 0), "FAILED": found.get("FAILED", 0)}

@@ -76,7 +76,7 @@ def apply(
     conditions = writer.conditions(approvals)
     heads = chain.heads()
     records = chain.write(connection)
-    outbox.enqueue(database.driver_cursor(connection), connection.dialect.name, _started_waiting(actual, conditions), now)
+    _tell_waiting(connection, actual, conditions, now)
     after = advance(actual, plan, desired, writer, approvals, conditions, heads)
     return ApplyResult(records, approvals, after)
 
@@ -184,25 +184,40 @@ def advance(
     )
 
 
-def _started_waiting(actual: actual_.Actual, conditions: dict[tuple[str, str, str], list[dict[str, Any]]]) -> list[events.Event]:
-    """``GATE_WAITING`` for each object whose stored conditions now say it waits and did not before:
-    told once, when it starts to wait, however many reconciles it then waits through."""
-    told = []
+def _tell_waiting(
+    connection: sa.Connection,
+    actual: actual_.Actual,
+    conditions: dict[tuple[str, str, str], list[dict[str, Any]]],
+    now: dt.datetime,
+) -> None:
+    """``GATE_WAITING`` for each object whose stored conditions now say it waits, and did not before
+    or for another reason (evidence, then an approval; an approval denied): told once when it starts
+    to wait, however many reconciles it then waits through. A cold apply of a big fleet starts
+    thousands waiting: the events are made only when a channel of their tenants subscribes."""
+    cursor, dialect = database.driver_cursor(connection), connection.dialect.name
+    if not conditions or not outbox.subscribed(cursor, dialect, "GATE_WAITING", {t for _, t, _ in conditions}):
+        return
+    started = []
     for (kind, tenant, name), now_stored in conditions.items():
         waiting = next((c for c in now_stored if c["type"] == "Waiting"), None)
-        if waiting is None or any(c["type"] == "Waiting" for c in actual.conditions.get((kind, tenant, name), [])):
+        if waiting is None:
             continue
-        told.append(
-            events.Event(
-                event="GATE_WAITING",
-                tenant=tenant,
-                object_kind=kind,
-                object_name=name,
-                summary=f"{kind} {name} waits: {waiting['message']}",
-                details={"reason": waiting["reason"], "message": waiting["message"], "revision": waiting.get("observedRevision")},
-            )
+        before = actual.conditions.get((kind, tenant, name))
+        if before and any(c["type"] == "Waiting" and c["reason"] == waiting["reason"] for c in before):
+            continue
+        started.append((kind, tenant, name, waiting))
+    told = [
+        events.Event(
+            event="GATE_WAITING",
+            tenant=tenant,
+            object_kind=kind,
+            object_name=name,
+            summary=f"{kind} {name} waits: {waiting['message']}",
+            details={"reason": waiting["reason"], "message": waiting["message"], "revision": waiting.get("observedRevision")},
         )
-    return told
+        for kind, tenant, name, waiting in started
+    ]
+    outbox.enqueue(cursor, dialect, told, now)
 
 
 def _operator_of(desired: snapshot_.Snapshot) -> str | None:

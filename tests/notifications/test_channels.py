@@ -118,3 +118,45 @@ def test_the_sample_fleets_commented_channel_is_valid_once_uncommented(git_repo:
     result = armctl.invoke(["validate", "--repo", str(git_repo.path), "--format", "json"])
     assert result.returncode == 0, result.stdout
     assert result.json()["counts"]["NotificationChannel"] == 1
+
+
+def test_a_channel_that_is_down_holds_back_only_its_own_rows(db_url: str) -> None:
+    from reconciler import clock as clock_
+    from reconciler.notifications import delivering
+    from tests.notifications.receiver import Receiver, free_port
+
+    now = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+    engine = database.connect(db_url)
+    try:
+        database.migrate(engine)
+        row = {"tenant": "acme", "labels": {}, "digest": "0" * 64, "status": "ACTIVE", "origin": "test", "created_sha": "0" * 40,
+               "updated_sha": "0" * 40, "created_at": now, "updated_at": now}  # fmt: skip
+        with engine.begin() as connection:
+            for name in ("down", "up"):
+                spec = {"url": {"fromEnv": f"TEST_{name.upper()}_URL"}, "format": "slack", "events": ["EMERGENCY_PAUSE"]}
+                connection.execute(tables.notification_channels.insert(), {**row, "name": name, "spec": spec})
+
+        def pause(times: int) -> None:
+            record = chain.Record(tenant="acme", type="EMERGENCY_PAUSE", object_kind="Tenant", object_name="acme",
+                                  after={"hold": "pause", "reason": "drill"}, operator="olga")  # fmt: skip
+            with database.transaction(engine) as connection:
+                chain.append(connection, [record] * times, now)
+
+        clock = clock_.FrozenClock(now)
+        port = free_port()
+        environ = {"TEST_DOWN_URL": f"http://127.0.0.1:{free_port()}/down", "TEST_UP_URL": f"http://127.0.0.1:{port}/up"}
+        policy = delivering.Policy(batch=2)
+        with Receiver(port) as receiver:
+            pause(1)
+            first = delivering.drain(engine, clock, environ, policy)
+            assert len(first.retrying) == 1 and len(first.delivered) == 1
+            pause(3)  # three more for each channel: "down"'s wait behind its first, in order
+            later = delivering.drain(engine, clock, environ, policy)
+        assert len(later.delivered) == 3 and later.retrying == later.failed == []
+        assert len(receiver.at("/up")) == 4
+        o = tables.notification_outbox.c
+        with engine.connect() as connection:
+            waiting = connection.execute(sa.select(o.attempts).where(o.channel == "down").order_by(o.id)).scalars().all()
+        assert waiting == [1, 0, 0, 0]
+    finally:
+        engine.dispose()

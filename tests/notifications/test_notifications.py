@@ -15,7 +15,7 @@ from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.desired import repository
 from reconciler.notifications import delivering
-from reconciler.oversight import access, holds
+from reconciler.oversight import access, approving, holds
 from reconciler.reconcile import running
 from reconciler.server import app as server_app
 from reconciler.state import database, tables
@@ -143,6 +143,21 @@ def test_every_notification_reaches_a_receiver_that_was_down_exactly_once(tmp_pa
         reconciler.apply("main")
         assert _told(engine) == expected
 
+        # Denied, the deployment waits for another reason: told again, once.
+        with database.transaction(engine) as connection:
+            (approval,) = connection.execute(sa.select(tables.approvals.c.id)).scalars()
+            approving.decide(connection, approval, "olga", "DENY", "not this week", clock.now())
+        for _ in range(2):
+            clock.advance(1)
+            reconciler.apply("main")
+        expected += [("ops-hook", "GATE_WAITING", "prod"), ("prod-chat", "GATE_WAITING", "prod")]
+        assert _told(engine) == expected
+        denied = _outbox(engine)[-1]["payload"]
+        assert (
+            denied["summary"]
+            == f"Deployment app-prod waits: none -> app@1.0.0: approval {approval} was denied by olga: not this week"
+        )  # type: ignore[index]
+
         # An emergency control: told to the channels that want dev's pauses (not prod-chat).
         with database.transaction(engine) as connection:
             holds.control_instance(connection, "acme:app-dev-g1-0", "pause", "olga", "leaking data", clock.now())
@@ -217,6 +232,7 @@ def test_every_notification_reaches_a_receiver_that_was_down_exactly_once(tmp_pa
         assert [json.loads(r.body)["text"].split(":")[0] for r in chat] == [
             "[ARM] APPROVAL_REQUESTED (acme/prod)",
             "[ARM] GATE_WAITING (acme/prod)",
+            "[ARM] GATE_WAITING (acme/prod)",
             "[ARM] EMERGENCY_PAUSE (acme)",
         ]
         assert json.loads(chat[-1].body)["text"] == "[ARM] EMERGENCY_PAUSE (acme): Tenant acme paused by olga: incident 7"
@@ -245,6 +261,9 @@ def test_every_notification_reaches_a_receiver_that_was_down_exactly_once(tmp_pa
             page = client.get("/v1/notifications", params={"limit": 2}, headers=bearer(operator)).json()
             assert len(page["notifications"]) == 2 and page["next"] == page["notifications"][-1]["id"]
             assert client.get("/v1/notifications", headers=bearer(runtime)).status_code == 403
+            metrics = client.get("/metrics").text
+            assert 'arm_notifications_unsent{status="pending"} 1' in metrics
+            assert 'arm_notifications_unsent{status="failed"} 1' in metrics
 
         # Once its receiver is fixed, what the worker gave up on is sent again from its first attempt.
         assert armctl.json("notifications", "retry", "--failed") == {"requeued": [gave_up]}
