@@ -25,7 +25,18 @@ from reconciler.desired import genome
 from reconciler.state import actual as actual_
 from reconciler.state import database, locking, tables
 
-__all__ = ["GENESIS_HASH", "Chain", "Record", "append_raw", "body", "body_hash", "canonical", "record_hash", "verify"]
+__all__ = [
+    "GENESIS_HASH",
+    "Chain",
+    "Record",
+    "append_raw",
+    "body",
+    "body_hash",
+    "canonical",
+    "record_hash",
+    "verify",
+    "verify_generic",
+]
 
 GENESIS_HASH = actual_.GENESIS_HASH
 
@@ -249,10 +260,13 @@ class Bodies:
 def verify(connection: sa.Connection) -> Iterator[Break]:
     """Every broken link, per tenant in order: a wrong hash, a wrong prev_hash, a gap in seq.
 
-    On SQLite the rows are read as bytes, one tenant at a time, and each body is put together
-    with one formatting of bytes (:func:`_verify_sqlite`); elsewhere through :class:`Bodies`."""
+    On SQLite the rows are read as bytes and hashed in worker processes for a long chain
+    (``audit.verifying``); elsewhere through :class:`Bodies`."""
     if connection.dialect.name == "sqlite":
-        yield from _verify_sqlite(connection)
+        # Imported here: ``verifying`` builds on this module.
+        from reconciler.audit import verifying
+
+        yield from verifying.verify_sqlite(connection)
     else:
         yield from verify_generic(connection)
 
@@ -275,87 +289,6 @@ def verify_generic(connection: sa.Connection) -> Iterator[Break]:
             elif bodies.of(row)[1] != row[12]:
                 yield Break(tenant, row[1], row[13], "hash does not match the record's content (altered)")
             seq, prev = row[1], row[12]
-
-
-#: A stored record's hashed text, from SQLite's stored columns as bytes (``_verify_sqlite``):
-#: prev_hash, after, the time's date and clock, author, before, kind, name, operator, seq, sha,
-#: tenant, type. Keys in canonical (sorted) order; ``before`` and ``after`` are stored canonical.
-_SQLITE_BODY = (
-    b'%s{"after":%s,"at":"%sT%sZ","author":%s,"before":%s,"object":{"kind":%s,"name":%s},"operator":%s,'
-    b'"seq":%d,"sha":%s,"tenant":%s,"type":%s}'
-)
-
-
-def _verify_sqlite(connection: sa.Connection) -> Iterator[Break]:
-    """:func:`verify` on SQLite, at the speed of reading the rows: the driver hands out bytes (no
-    text decoding), a tenant's rows come without the tenant and the id (read only for a break),
-    and each body is one ``%`` of bytes and one SHA-256. A row whose hash does not come out so
-    (its stored text not canonical, its time in another form) is judged by :class:`Bodies`, the
-    exact form, before it is called a break."""
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    factory = raw.text_factory
-    raw.text_factory = bytes
-    try:
-        cursor = raw.cursor()
-        tenants = [t.decode() for (t,) in cursor.execute("SELECT DISTINCT tenant FROM change_records ORDER BY tenant").fetchall()]
-        found = []
-        for tenant in tenants:
-            found.extend(_verify_tenant(cursor, tenant))
-    finally:
-        raw.text_factory = factory
-    for tenant, seq, reason in found:
-        (record_id,) = connection.execute(
-            sa.select(tables.change_records.c.id).where(
-                tables.change_records.c.tenant == tenant, tables.change_records.c.seq == seq
-            )
-        ).first() or (0,)
-        yield Break(tenant, seq, record_id, reason)
-
-
-def _verify_tenant(cursor: Any, tenant: str) -> list[tuple[str, int, str]]:
-    text = _JsonBytes()
-    tenant_json = text[tenant.encode()]
-    sha256, body_of = hashlib.sha256, _SQLITE_BODY.__mod__
-    broken: list[tuple[str, int, str]] = []
-    seq, prev = 0, GENESIS_HASH.encode()
-    cursor.execute(
-        "SELECT seq, sha, author, operator, type, object_kind, object_name, before, after, at, prev_hash, hash"
-        " FROM change_records WHERE tenant = ? ORDER BY seq",
-        [tenant],
-    )
-    while rows := cursor.fetchmany(10000):
-        for row in rows:
-            number, at, stored_prev, stored = row[0], row[9], row[10], row[11]
-            if number != seq + 1:
-                broken.append((tenant, number, f"sequence jumps from {seq} to {number} (records missing)"))
-            elif stored_prev != prev:
-                broken.append((tenant, number, "prev_hash does not link to the record before it"))
-            else:
-                body = body_of((
-                    stored_prev, row[8] or b"null", at[:10], at[11:], text[row[2]], row[7] or b"null", text[row[5]],
-                    text[row[6]], text[row[3]], number, text[row[1]], tenant_json, text[row[4]],
-                ))  # fmt: skip
-                if b"sha256:" + sha256(body).hexdigest().encode() != stored and not _exact(tenant, row):
-                    broken.append((tenant, number, "hash does not match the record's content (altered)"))
-            seq, prev = number, stored
-    return broken
-
-
-def _exact(tenant: str, row: tuple[Any, ...]) -> bool:
-    """Whether a row read as bytes hashes right in the exact form (:class:`Bodies`)."""
-    decoded = [tenant, *(v.decode() if isinstance(v, bytes) else v for v in row)]
-    return Bodies("sqlite").of(decoded)[1] == decoded[12]
-
-
-class _JsonBytes(dict[Any, bytes]):
-    """A stored text (bytes or None) → its canonical JSON as bytes, remembered."""
-
-    def __missing__(self, value: Any) -> bytes:
-        encoded = canonical(None if value is None else value.decode())
-        if len(self) < 100_000:
-            self[value] = encoded
-        return encoded
 
 
 class _JsonStrings(dict[Any, str]):
