@@ -5,12 +5,11 @@ general path (``chain.verify_generic``), measured by ``bench/bench_evidence.py``
 
 - the driver hands out bytes, not text: no UTF-8 decoding of 13 columns a row;
 - a tenant's rows are read without the tenant and the id (the id is looked up for a break only);
-- each body is one ``%`` formatting of bytes (the stored ``before``/``after`` are the canonical
-  JSON the hash covers, ``chain._stored``) and one SHA-256; a row whose hash does not come out so
-  (its stored text not canonical, its time in another form) is judged in the exact form
-  (``chain.Bodies``) before it is called a break;
+- each body is one ``%`` formatting of bytes and one SHA-256 (``audit.hashing``, which worker
+  processes import without the rest of the package);
 - a long chain (:data:`PARALLEL_FROM` records) is cut into stretches verified in worker
-  processes, one per core, each starting from the state the pass in one process would have there
+  processes, one per core (plain interpreters running ``audit.hashing.serve``, which imports
+  nothing else of the package), each starting from the state the pass in one process would have there
   (the sequence number and hash of the record before the stretch), so the breaks found, and their
   order, are exactly the same. Workers open the database file read-only; the stretches end at the
   records the caller's snapshot holds, and records are only ever appended.
@@ -18,40 +17,27 @@ general path (``chain.verify_generic``), measured by ``bench/bench_evidence.py``
 
 from __future__ import annotations
 
-import concurrent.futures
-import hashlib
-import multiprocessing
+import json
+import logging
 import os
-import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from reconciler.audit import chain
+from reconciler.audit import chain, hashing
 from reconciler.state import tables
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PARALLEL_FROM", "verify_sqlite"]
 
 #: From this many records on, the chains are verified in worker processes (one per core): below
 #: it, starting the workers costs more than they save.
 PARALLEL_FROM = 200_000
-
-#: A stored record's hashed text from its columns as bytes: prev_hash, after, the time's date and
-#: clock, author, before, kind, name, operator, seq, sha, tenant, type (keys in canonical order).
-_BODY = (
-    b'%s{"after":%s,"at":"%sT%sZ","author":%s,"before":%s,"object":{"kind":%s,"name":%s},"operator":%s,'
-    b'"seq":%d,"sha":%s,"tenant":%s,"type":%s}'
-)
-
-#: (tenant, first seq, last seq, seq of the record before, its hash): one stretch of a chain.
-Stretch = tuple[str, int, int, int, bytes]
-Found = tuple[str, int, str]
-
-#: Where a tenant's first stretch starts: below any sequence number, so a record stored with one
-#: below 1 is read (and named) too.
-_LOWEST = -(2**63)
 
 
 def verify_sqlite(connection: sa.Connection, workers: int | None = None) -> Iterator[chain.Break]:
@@ -72,7 +58,9 @@ def verify_sqlite(connection: sa.Connection, workers: int | None = None) -> Iter
             found = _in_workers(cursor, [(t.decode(), last) for t, last, _ in ends], path, workers)
         else:
             found = [
-                b for t, last, _ in ends for b in _verify(cursor, (t.decode(), _LOWEST, last, 0, chain.GENESIS_HASH.encode()))
+                b
+                for t, last, _ in ends
+                for b in hashing.verify(cursor, (t.decode(), hashing.LOWEST, last, 0, chain.GENESIS_HASH.encode()))
             ]
     finally:
         raw.text_factory = factory
@@ -82,8 +70,8 @@ def verify_sqlite(connection: sa.Connection, workers: int | None = None) -> Iter
         yield chain.Break(tenant, seq, record_id, reason)
 
 
-def _in_workers(cursor: Any, ends: list[tuple[str, int]], path: str, workers: int) -> list[Found]:
-    stretches: list[Stretch] = []
+def _in_workers(cursor: Any, ends: list[tuple[str, int]], path: str, workers: int) -> list[hashing.Found]:
+    stretches: list[hashing.Stretch] = []
     total = sum(last for _, last in ends) or 1
     for tenant, last in ends:
         pieces = max(1, round(2 * workers * last / total))
@@ -93,65 +81,39 @@ def _in_workers(cursor: Any, ends: list[tuple[str, int]], path: str, workers: in
                 "SELECT seq, hash FROM change_records WHERE tenant = ? AND seq < ? ORDER BY seq DESC LIMIT 1", [tenant, first]
             ).fetchone()
             seq, head = before if before is not None else (0, chain.GENESIS_HASH.encode())
-            stretches.append((tenant, _LOWEST if first == 1 else first, min(first + size - 1, last), seq, head))
-    # Spawned, not forked: the caller may hold threads and locks (a server, a daemon).
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return [b for found in pool.map(_verify_file, [path] * len(stretches), stretches) for b in found]
+            stretches.append((tenant, hashing.LOWEST if first == 1 else first, min(first + size - 1, last), seq, head))
+    return _run_workers(cursor, path, stretches, workers)
 
 
-def _verify_file(path: str, stretch: Stretch) -> list[Found]:
-    """A worker: one stretch, read from the database file opened read-only."""
-    connection = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+def _run_workers(cursor: Any, path: str, stretches: list[hashing.Stretch], workers: int) -> list[hashing.Found]:
+    """The stretches verified by ``workers`` processes running ``audit.hashing.serve``: plain
+    interpreters importing that one module (not forked: the caller may hold threads and locks;
+    not multiprocessing's spawn, which imports the caller's main module again). Workers that
+    cannot start or fail leave the work to this process: the check never fails for want of them."""
+    shares = [list(range(n, len(stretches), workers)) for n in range(workers)]
+    package = str(Path(hashing.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))}
+    results: dict[int, list[hashing.Found]] = {}
     try:
-        connection.text_factory = bytes
-        return _verify(connection.cursor(), stretch)
-    finally:
-        connection.close()
-
-
-def _verify(cursor: Any, stretch: Stretch) -> list[Found]:
-    """The breaks of one stretch of a tenant's chain, starting after record ``seq`` (hash ``prev``)."""
-    tenant, first, last, seq, prev = stretch
-    text = _JsonBytes()
-    tenant_json = text[tenant.encode()]
-    sha256, body_of = hashlib.sha256, _BODY.__mod__
-    broken: list[Found] = []
-    cursor.execute(
-        "SELECT seq, sha, author, operator, type, object_kind, object_name, before, after, at, prev_hash, hash"
-        " FROM change_records WHERE tenant = ? AND seq >= ? AND seq <= ? ORDER BY seq",
-        [tenant, first, last],
-    )
-    while rows := cursor.fetchmany(10000):
-        for row in rows:
-            number, at, stored_prev, stored = row[0], row[9], row[10], row[11]
-            if number != seq + 1:
-                broken.append((tenant, number, f"sequence jumps from {seq} to {number} (records missing)"))
-            elif stored_prev != prev:
-                broken.append((tenant, number, "prev_hash does not link to the record before it"))
-            else:
-                body = body_of((
-                    stored_prev, row[8] or b"null", at[:10], at[11:], text[row[2]], row[7] or b"null", text[row[5]],
-                    text[row[6]], text[row[3]], number, text[row[1]], tenant_json, text[row[4]],
-                ))  # fmt: skip
-                if b"sha256:" + sha256(body).hexdigest().encode() != stored and not _exact(tenant, row):
-                    broken.append((tenant, number, "hash does not match the record's content (altered)"))
-            seq, prev = number, stored
-    return broken
-
-
-def _exact(tenant: str, row: tuple[Any, ...]) -> bool:
-    """Whether a row read as bytes hashes right in the exact form (``chain.Bodies``)."""
-    decoded = [tenant, *(v.decode() if isinstance(v, bytes) else v for v in row)]
-    return chain.Bodies("sqlite").of(decoded)[1] == decoded[12]
-
-
-class _JsonBytes(dict[Any, bytes]):
-    """A stored text (bytes or None) → its canonical JSON as bytes, remembered: a chain repeats
-    its tenants, types, authors and objects."""
-
-    def __missing__(self, value: Any) -> bytes:
-        encoded = chain.canonical(None if value is None else value.decode())
-        if len(self) < 100_000:
-            self[value] = encoded
-        return encoded
+        running = []
+        for share in shares:
+            process = subprocess.Popen(
+                [sys.executable, "-c", "from reconciler.audit import hashing; hashing.serve()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            )  # fmt: skip
+            work = {"path": path, "stretches": [[*stretches[i][:4], stretches[i][4].decode()] for i in share]}
+            assert process.stdin is not None
+            process.stdin.write(json.dumps(work).encode())
+            process.stdin.close()
+            running.append((process, share))
+        for process, share in running:
+            assert process.stdout is not None and process.stderr is not None
+            answer, errors = process.stdout.read(), process.stderr.read()
+            if process.wait() != 0:
+                raise OSError(f"a worker exited {process.returncode}: {errors.decode(errors='replace').strip()[-300:]}")
+            for i, found in zip(share, json.loads(answer), strict=True):
+                results[i] = [(t, seq, reason) for t, seq, reason in found]
+    except (OSError, ValueError) as exc:
+        log.warning("verifying the chains in this process: the worker processes failed (%s)", exc)
+        return [b for stretch in stretches for b in hashing.verify(cursor, stretch)]
+    return [b for i in range(len(stretches)) for b in results[i]]
