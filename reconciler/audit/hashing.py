@@ -1,7 +1,7 @@
 """Hashing stored change records as bytes: the inner loop of ``audit.verifying``.
 
 Kept apart, importing nothing of the package, so a worker process that ``audit.verifying``
-starts begins in a few milliseconds. A record's hashed text is put together from its columns as
+starts is running in a few milliseconds. A record's hashed text is put together from its columns as
 SQLite stores them (``before`` and ``after`` are the canonical JSON the hash covers, written so by
 ``audit.chain``): one ``%`` formatting of bytes and one SHA-256 a row. A row whose hash does not
 come out so (its stored text not canonical, its time in another form) is judged in the exact form
