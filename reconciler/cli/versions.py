@@ -184,8 +184,7 @@ def verify_card(settings: settings_.Settings, path: Path, key: str | None, fmt: 
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise errors.ConfigError(f"{path} is not a JSON agent card: {exc}") from exc
         if key is not None:
-            given = Path(key)
-            public = keys_.parse_public(given.read_bytes() if given.is_file() else key, "--key")
+            public = keys_.parse_public(_key_text(key), "--key")
             trusted = {public.kid: public}
         else:
             with database.reading(running.open_database(settings.database)) as connection:
@@ -201,6 +200,15 @@ def verify_card(settings: settings_.Settings, path: Path, key: str | None, fmt: 
             click.echo(f"  {problem}", err=True)
     if kid is None:
         sys.exit(1)
+
+
+def _key_text(key: str) -> str | bytes:
+    """What ``--key`` holds: a file's content when it names a readable file, else the key itself
+    (a long key is no file name: the OS refuses to look it up)."""
+    try:
+        return Path(key).read_bytes() if Path(key).is_file() else key
+    except OSError:
+        return key
 
 
 @version.command("lineage")

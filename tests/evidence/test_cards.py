@@ -142,6 +142,14 @@ def test_the_lineage_sheet_and_the_card_as_armctl_prints_them(fleet: Fleet, db_u
     assert current["published"] is True
     checked = armctl.invoke(["version", "verify-card", str(path), "--key", current["publicKey"]], env)
     assert checked.returncode == 0 and f"signed by key {current['kid']}" in checked.stdout
+    # The key as GET /v1/keys lists it (a JSON document longer than any file name) works too.
+    as_listed = json.dumps({k: current[k] for k in ("kid", "publicKey", "publicKeyPem", "spki", "jwk")})
+    assert armctl.invoke(["version", "verify-card", str(path), "--key", as_listed], env).returncode == 0
+    missing = armctl.invoke(["version", "verify-card", str(tmp_path / "none.json"), "--format", "json"], env)
+    assert missing.returncode == 1 and missing.json()["error"] == "NotFound"
+    (tmp_path / "junk.json").write_text("{not json")
+    junk = armctl.invoke(["version", "verify-card", str(tmp_path / "junk.json")], env)
+    assert junk.returncode == 1 and junk.stderr.startswith("ConfigError: ") and "Traceback" not in junk.stderr
     path.write_text(json.dumps(json.loads(shown.stdout) | {"genomeHash": "sha256:" + "0" * 64}))
     refused = armctl.invoke(["version", "verify-card", str(path), "--format", "json"], env)  # keys from the database
     assert refused.returncode == 1 and refused.json()["ok"] is False
