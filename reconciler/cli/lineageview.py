@@ -90,6 +90,8 @@ def text(sheet: Mapping[str, Any]) -> list[str]:
                 out += [f"    {first}"] + [f"      {line}" for line in rest]
         out.append("  deployed:" + ("" if g["deployments"] else " never"))
         out += [f"    {_deployment_line(d)}" for d in g["deployments"]]
+    if sheet["children"]:
+        out += ["", f"Children of {sheet['version']}: {', '.join(sheet['children'])}"]
     return out
 
 
@@ -124,4 +126,6 @@ def markdown(sheet: Mapping[str, Any]) -> list[str]:
         out.append("- **Deployed:**" + ("" if g["deployments"] else " never"))
         out += [f"  - {_deployment_line(d)}" for d in g["deployments"]]
         out.append("")
+    if sheet["children"]:
+        out += [f"Children of `{sheet['version']}`: " + ", ".join(f"`{c}`" for c in sheet["children"]), ""]
     return out

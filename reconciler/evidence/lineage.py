@@ -1,7 +1,7 @@
 """Lineage sheets: a version's ancestry, what changed at each step, who let it through, where it ran.
 
 ``armctl version lineage NAME`` calls :func:`sheet`: the chain of parents from the template's
-first version down to NAME, oldest first. Each generation says:
+first version down to NAME, oldest first (and NAME's own children, by name). Each generation says:
 
 - ``changes`` from its parent's genome (:func:`changes`, pure): the model (provider, name, each
   parameter, the fallbacks), the prompts by content hash (a prompt file is in the genome only as
@@ -93,7 +93,8 @@ def _sheet(connection: sa.Connection, tenant: str, name: str) -> dict[str, Any]:
                 "deployments": deployments.get(member, []),
             }
         )
-    return {"version": name, "tenant": tenant, "template": row.template, "ancestry": generations}
+    children = sorted(r.name for r in rows.values() if r.parent == name)
+    return {"version": name, "tenant": tenant, "template": row.template, "ancestry": generations, "children": children}
 
 
 def _model_line(genome_doc: Mapping[str, Any]) -> str:

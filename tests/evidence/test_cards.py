@@ -119,7 +119,9 @@ def test_the_lineage_sheet_and_the_card_as_armctl_prints_them(fleet: Fleet, db_u
     prompts = two["changes"]["prompts"]
     assert prompts["added"] == prompts["removed"] == [] and [p["role"] for p in prompts["changed"]] == ["system"]
     assert two["changes"]["model"] == [] and two["changes"]["tools"] == {"added": [], "removed": [], "changed": []}
-    assert two["deployments"] == [] and two["lifecycle"] == "DRAFT"
+    assert two["deployments"] == [] and two["lifecycle"] == "DRAFT" and sheet["children"] == []
+    first = armctl.invoke(["version", "lineage", "app@1.0.0"], env).stdout
+    assert first.rstrip().endswith("Children of app@1.0.0: app@2.0.0")
 
     text = armctl.invoke(["version", "lineage", "app@2.0.0"], env)
     assert text.returncode == 0, text.stderr
