@@ -99,7 +99,6 @@ def test_schema_prints_json_schema_for_every_kind_and_for_one(tmp_path: Path) ->
         "AgentVersion",
         "PolicyEnvelope",
         "Deployment",
-        "NotificationChannel",
     }
     one = json.loads(armctl("schema", "--kind", "Deployment").stdout)
     assert one["title"] == "Deployment"
