@@ -31,7 +31,7 @@ from reconciler import errors
 from reconciler.desired import caching, loading, repository, snapshot
 from reconciler.evidence import checkpoints, keys
 from reconciler.policy import engines, library
-from reconciler.reconcile import actions, applying, planning, validating
+from reconciler.reconcile import actions, applying, planning, reporting, validating
 from reconciler.state import actual as actual_
 from reconciler.state import database, fleetstate, tables
 
@@ -54,6 +54,8 @@ class Outcome:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     #: the commit's fleet Rego (path → text), set by ``plan`` so callers can run its tests
     rego: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the validated commit, set by ``plan`` (for its decision impact)
+    desired: snapshot.Snapshot | None = None
 
 
 class Reconciler:
@@ -93,11 +95,17 @@ class Reconciler:
         with database.reading(self.db) as connection:
             actual = actual_.load(connection)
             health = actual_.canary_health(connection) if actual.has_canaries() else {}
-        result = planning.plan(snap, actual, self.engine, self.policy_digest, advance=advance, health=health)
-        result.raise_for_problems()
+            result = planning.plan(snap, actual, self.engine, self.policy_digest, advance=advance, health=health)
+            result.raise_for_problems()
+            reporting.describe_updates(connection, result)
         return Outcome(
-            "PLANNED", snap.revision, snap.commit.sha, plan=result, seconds=time.perf_counter() - started, rego=dict(snap.rego)
-        )
+            "PLANNED", snap.revision, snap.commit.sha, plan=result, seconds=time.perf_counter() - started, rego=dict(snap.rego),
+            desired=snap,
+        )  # fmt: skip
+
+    def validated(self, ref: str) -> snapshot.Snapshot:
+        """``ref`` read and validated (every problem raised), its policy loaded; nothing planned."""
+        return self._validated(ref)
 
     def apply(self, ref: str, *, advance: bool = True) -> Outcome:
         """Make the database match ``ref``; all of it or none of it.

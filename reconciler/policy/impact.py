@@ -1,0 +1,494 @@
+"""Decision impact: what a policy change does to tool-call decisions, before it is applied.
+
+A :class:`Side` is everything that decides tool calls at one commit (or in the database): the
+fleet's Rego next to the library, each version's effective envelope, each tenant's tool catalog,
+which environments are production and where versions run. :func:`decide` asks one side for one
+call through the decision endpoint's own path (``inputs.build_input`` and ``inputs.evaluate``,
+what ``decisions.deciding`` calls), so an impact or a replay answers exactly as the endpoint would.
+
+Two uses, one machinery:
+
+- :func:`probe` (``armctl plan``): for every version deployed or deployable on both sides, every
+  tool of either catalog and every risk level a call of it can reach (each argument finding
+  raises one level), under the base and under the head; identical inputs are evaluated once,
+  and a probe whose inputs are the same on both sides is not evaluated at all.
+- :class:`Replayer` (``decisions.replaying``): a recorded decision decided again under the head
+  side, from what the decision kept (``decisions.deciding._replay_data``).
+
+:class:`Flips` groups the decisions that change by from → to, tool and scope, with counts and an
+example; a flip **widens** when it allows what was not allowed, or asks for approval where it denied.
+Pure: the sides are built by ``reconcile.impacting`` (from a snapshot or the database).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from reconciler import errors
+from reconciler.policy import engines, envelopes, inputs, library, risk
+
+__all__ = ["Flips", "Replayer", "Side", "decide", "probe", "widening"]
+
+#: Lifecycles a version may be deployed at (an environment admits from one of them upward).
+DEPLOYABLE = frozenset(("CANDIDATE", "APPROVED"))
+
+#: The findings that raise a probe's risk by 0, 1 and 2 levels (what arguments can show).
+_RAISES: tuple[tuple[str | None, str | None, str | None, str | None], ...] = (
+    (None, None, None, None),
+    (None, None, "a destructive operation", None),
+    (None, None, "a destructive operation", "a bulk operation"),
+)
+
+#: Fleet Rego that reads the caller (``input.instance``), or the data document (keyed by version):
+#: then a decision may depend on which version asks, and probes are made per version.
+_READS_CALLER = re.compile(r"\binput\s*(?:\.\s*instance\b|\[\s*\"instance\")|\bdata\b(?!\s*\.\s*arm\s*\.\s*(?:decision|ext)\b)")
+_READS_ENV_NAME = re.compile(r"environment\b[^\n]*\bname\b")
+
+_NOT_DEPLOYED = "(not deployed)"
+
+
+def widening(before: str, after: str) -> bool:
+    """Whether a flip lets through what was held: → ALLOW, or DENY → NEEDS_APPROVAL."""
+    return (after == "ALLOW" and before != "ALLOW") or (before == "DENY" and after == "NEEDS_APPROVAL")
+
+
+@dataclasses.dataclass
+class Side:
+    """What decides tool calls at one commit or in the database."""
+
+    revision: str
+    fleet_modules: Mapping[str, str]  # the fleet's Rego: path → text
+    envelopes: Mapping[tuple[str, str], Mapping[str, Any]]  # (tenant, version) → effective envelope
+    templates: Mapping[tuple[str, str], str]  # (tenant, version) → template
+    lifecycles: Mapping[tuple[str, str], str]  # (tenant, version) → lifecycle (desired, or stored)
+    tools: Mapping[str, Mapping[str, Mapping[str, Any]]]  # tenant → tool → catalog entry
+    production: Mapping[tuple[str, str], bool]  # (tenant, environment) → production
+    placements: Mapping[tuple[str, str], frozenset[str]]  # (tenant, version) → environments it runs in
+    #: tenant → its ``spec.policyChanges.widening`` ({requiredApprovals, approverRoles}), where declared
+    widening_rules: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    _engine: engines.EmbeddedEngine | None = dataclasses.field(default=None, repr=False)
+    _for_policy: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def modules(self) -> dict[str, str]:
+        return library.modules_for({p: t for p, t in self.fleet_modules.items() if not p.endswith("_test.rego")}, tests=False)
+
+    @property
+    def reads_caller(self) -> bool:
+        return any(_READS_CALLER.search(t) for p, t in self.fleet_modules.items() if not p.endswith("_test.rego"))
+
+    @property
+    def reads_environment_name(self) -> bool:
+        return any(_READS_ENV_NAME.search(t) for p, t in self.fleet_modules.items() if not p.endswith("_test.rego"))
+
+    def fleet_data(self) -> dict[str, Any]:
+        """The policy's data as ``decisions.bundling.fleet_data`` builds it from the database."""
+        by_tenant: dict[str, dict[str, Any]] = {}
+        for (tenant, version), envelope in sorted(self.envelopes.items()):
+            by_tenant.setdefault(tenant, {})[version] = envelopes.for_policy(envelope)
+        tools = {tenant: dict(entries) for tenant, entries in self.tools.items()}
+        return {"arm": {"fleet": {"envelopes": by_tenant, "tools": tools}}}
+
+    def engine(self) -> engines.EmbeddedEngine:
+        """An embedded engine loaded with this side's policy (built once)."""
+        if self._engine is None:
+            engine = engines.EmbeddedEngine()
+            data = self.fleet_data() if self.reads_caller else {}
+            engine.load(engines.Bundle(self.modules, data, self.revision))
+            self._engine = engine
+        return self._engine
+
+    def policy_envelope(self, envelope: Mapping[str, Any]) -> dict[str, Any]:
+        """``envelope`` as the policy reads it, made once per envelope object."""
+        made = self._for_policy.get(id(envelope))
+        if made is None:
+            made = self._for_policy[id(envelope)] = envelopes.for_policy(envelope)
+        return made
+
+    def deployable(self) -> set[tuple[str, str]]:
+        """Versions deployed, or at a lifecycle an environment may admit."""
+        return {key for key, state in self.lifecycles.items() if state in DEPLOYABLE} | {
+            key for key, places in self.placements.items() if places and key in self.envelopes
+        }
+
+
+def decide(
+    side: Side,
+    tenant: str,
+    version: str,
+    instance_id: str,
+    state: str,
+    environment: str | None,
+    production: bool,
+    tool: str,
+    args: Mapping[str, Any],
+    cost_estimate: float,
+    findings: tuple[str | None, str | None, str | None, str | None],
+    *,
+    spent_run: int = 0,
+    spent_day: int = 0,
+    loop: int = 0,
+    granted: bool = False,
+    template: str | None = None,
+) -> inputs.Outcome:
+    """One call decided under ``side``, through the decision endpoint's path (the version must
+    have an envelope on the side: the caller checks)."""
+    envelope = side.envelopes[(tenant, version)]
+    context = inputs.Context(
+        {
+            "id": instance_id,
+            "state": state,
+            "tenant": tenant,
+            "template": template if template is not None else side.templates.get((tenant, version), ""),
+            "version": version,
+        },
+        {"name": environment, "production": production},
+        side.tools.get(tenant, {}).get(tool),
+        envelope,
+        spent_run,
+        spent_day,
+        loop,
+        granted,
+        side.policy_envelope(envelope),
+    )
+    document, assessment = inputs.build_input(context, tool, args, cost_estimate, findings)
+    return inputs.evaluate(side.engine(), document, assessment)
+
+
+# ---------------------------------------------------------------------------- flips
+
+
+@dataclasses.dataclass
+class _Group:
+    tool: str
+    before: str
+    after: str
+    scope: str
+    count: int = 0
+    versions: Counter[str] = dataclasses.field(default_factory=Counter)
+    tenants: Counter[str] = dataclasses.field(default_factory=Counter)
+    examples: list[Any] = dataclasses.field(default_factory=list)
+
+
+class Flips:
+    """Decisions that change, grouped by (from, to, tool, scope), with counts and examples."""
+
+    def __init__(self, examples: int = 1) -> None:
+        self._groups: dict[tuple[str, str, str, str], _Group] = {}
+        self._examples = examples
+
+    def add(self, tool: str, before: str, after: str, scope: str, tenant: str, version: str, example: Any, n: int = 1) -> None:
+        key = (before, after, tool, scope)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(tool, before, after, scope)
+        group.count += n
+        group.versions[version] += n
+        group.tenants[tenant] += n
+        if len(group.examples) < self._examples:
+            group.examples.append(example)
+
+    def __bool__(self) -> bool:
+        return bool(self._groups)
+
+    @property
+    def total(self) -> int:
+        return sum(g.count for g in self._groups.values())
+
+    def widening_tenants(self) -> dict[str, list[dict[str, Any]]]:
+        """tenant → the widening flips that touch it (for governed policy changes)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for flip in self.as_list():
+            if flip["widening"]:
+                for tenant in flip["tenants"]:
+                    found.setdefault(tenant, []).append(flip)
+        return found
+
+    def as_list(self) -> list[dict[str, Any]]:
+        """The flips, widening first, then by count; each ``{tool, from, to, widening, scope,
+        count, versions, tenants, byVersion, byTenant, example(s)}``."""
+        out: list[dict[str, Any]] = []
+        for g in self._groups.values():
+            out.append(
+                {
+                    "tool": g.tool,
+                    "from": g.before,
+                    "to": g.after,
+                    "widening": widening(g.before, g.after),
+                    "scope": g.scope,
+                    "count": g.count,
+                    "versions": sorted(g.versions),
+                    "tenants": sorted(g.tenants),
+                    "byVersion": dict(sorted(g.versions.items())),
+                    "byTenant": dict(sorted(g.tenants.items())),
+                    "example": g.examples[0] if g.examples else None,
+                    "examples": list(g.examples),
+                }
+            )
+        out.sort(key=lambda f: (not f["widening"], -int(f["count"]), f["tool"], f["from"], f["to"], f["scope"]))
+        return out
+
+
+# ---------------------------------------------------------------------------- probing
+
+
+@dataclasses.dataclass
+class Impact:
+    """What :func:`probe` found: the flips, and how much it asked."""
+
+    flips: Flips
+    probes: int = 0
+    evaluated: int = 0
+    versions: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        flips = self.flips.as_list()
+        for flip in flips:
+            for key in ("byVersion", "byTenant", "examples"):
+                flip.pop(key)
+        return {
+            "changed": bool(flips),
+            "flips": flips,
+            "widening": sum(f["count"] for f in flips if f["widening"]),
+            "narrowing": sum(f["count"] for f in flips if not f["widening"]),
+            "versions": self.versions,
+            "probes": self.probes,
+            "evaluated": self.evaluated,
+        }
+
+
+class _Cached:
+    """One side's decisions on probes, each distinct input evaluated once."""
+
+    def __init__(self, side: Side, per_version: bool, by_env_name: bool) -> None:
+        self.side = side
+        self.per_version = per_version
+        self.by_env_name = by_env_name
+        self.cache: dict[tuple[Any, ...], str] = {}
+        self.evaluated = 0
+
+    def decision(self, tenant: str, version: str, environment: str | None, production: bool, tool: str, raises: int) -> str:
+        side = self.side
+        envelope = side.envelopes[(tenant, version)]
+        key = (
+            tenant,
+            version if self.per_version else None,
+            id(envelope),
+            environment if self.by_env_name else None,
+            production,
+            tool,
+            raises,
+        )
+        found = self.cache.get(key)
+        if found is None:
+            self.evaluated += 1
+            name = version if self.per_version else "probe"
+            outcome = decide(
+                side, tenant, version, f"{name}/probe", "ACTIVE", environment, production, tool, {}, 0.0, _RAISES[raises],
+                template=None if self.per_version else "probe",
+            )  # fmt: skip
+            found = self.cache[key] = outcome.decision
+        return found
+
+
+def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = None) -> Impact:
+    """The decisions that differ between ``base`` and ``head`` over every version deployed or
+    deployable on both sides (or ``versions``), every tool of either catalog and every risk level
+    its calls can reach, in every environment the version runs in (not deployed: production and
+    not, as the tenant has them)."""
+    per_version = base.reads_caller or head.reads_caller
+    by_env = base.reads_environment_name or head.reads_environment_name
+    same_policy = base.modules == head.modules
+    left, right = _Cached(base, per_version, by_env), _Cached(head, per_version, by_env)
+    flips = Flips()
+    impact = Impact(flips)
+    wanted = sorted(versions) if versions is not None else sorted(base.deployable() | head.deployable())
+    tenant_flags: dict[str, list[tuple[str | None, bool]]] = {}
+    for tenant, version in wanted:
+        key = (tenant, version)
+        if key not in base.envelopes or key not in head.envelopes:
+            continue  # new on the head (nothing runs it yet) or gone from it (retired)
+        impact.versions += 1
+        b_env, h_env = base.envelopes[key], head.envelopes[key]
+        same_envelope = same_policy and _same(b_env, h_env)
+        places = sorted(base.placements.get(key, frozenset()) | head.placements.get(key, frozenset()))
+        if places:
+            where: list[tuple[str | None, bool]] = [
+                (env, head.production.get((tenant, env), base.production.get((tenant, env), False))) for env in places
+            ]
+        else:
+            where = tenant_flags.get(tenant) or tenant_flags.setdefault(tenant, _unplaced(head, tenant))
+        b_tools, h_tools = base.tools.get(tenant, {}), head.tools.get(tenant, {})
+        template = head.templates.get(key) or base.templates.get(key, "")
+        scope = f"{tenant}/{template}"
+        for tool in sorted(set(b_tools) | set(h_tools)):
+            b_entry, h_entry = b_tools.get(tool), h_tools.get(tool)
+            if same_envelope and b_entry == h_entry:
+                impact.probes += 3 * len(where)
+                continue  # the same input on both sides: the same decision
+            b_rank = risk.LEVELS.index(b_entry["risk"]) if b_entry else 2
+            h_rank = risk.LEVELS.index(h_entry["risk"]) if h_entry else 2
+            seen: set[tuple[int, int]] = set()
+            for raises in range(3):
+                levels = (min(b_rank + raises, 2), min(h_rank + raises, 2))
+                impact.probes += len(where)
+                if levels in seen:
+                    continue
+                seen.add(levels)
+                for environment, production in where:
+                    before = left.decision(tenant, version, environment, production, tool, raises)
+                    after = right.decision(tenant, version, environment, production, tool, raises)
+                    if before != after:
+                        example = {
+                            "version": version,
+                            "environment": environment or _NOT_DEPLOYED,
+                            "risk": risk.LEVELS[levels[1]],
+                        }
+                        flips.add(tool, before, after, scope, tenant, version, example)
+    impact.evaluated = left.evaluated + right.evaluated
+    return impact
+
+
+def _unplaced(side: Side, tenant: str) -> list[tuple[str | None, bool]]:
+    flags = sorted({flag for (t, _), flag in side.production.items() if t == tenant}) or [False]
+    return [(None, flag) for flag in flags]
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    if a is b:
+        return True
+    strip = lambda e: {k: v for k, v in e.items() if k != "sources"}  # noqa: E731  # names only
+    return strip(a) == strip(b)
+
+
+# ---------------------------------------------------------------------------- replaying
+
+
+@dataclasses.dataclass
+class Replay:
+    """What :class:`Replayer` found over a stream of recorded decisions."""
+
+    flips: Flips = dataclasses.field(default_factory=lambda: Flips(examples=3))
+    replayed: int = 0
+    unreplayable: Counter[str] = dataclasses.field(default_factory=Counter)
+    evaluated: int = 0
+    first_at: str | None = None
+    last_at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        flips = self.flips.as_list()
+        for flip in flips:
+            flip["examples"] = [e for e in flip["examples"]]
+            flip.pop("example")
+            flip.pop("scope")
+        return {
+            "replayed": self.replayed,
+            "unreplayable": {"count": sum(self.unreplayable.values()), "why": dict(sorted(self.unreplayable.items()))},
+            "changed": sum(f["count"] for f in flips),
+            "widening": sum(f["count"] for f in flips if f["widening"]),
+            "flips": flips,
+            "evaluated": self.evaluated,
+            "from": self.first_at,
+            "until": self.last_at,
+        }
+
+
+#: Why a recorded decision cannot be replayed.
+NO_REPLAY_DATA = "recorded before replay data was kept"
+NOT_POLICY = "not decided by the policy (unknown instance, integrity failure, no envelope)"
+VERSION_GONE = "version gone from the head"
+
+
+class Replayer:
+    """Decides recorded decisions again under ``side``; identical inputs are evaluated once.
+
+    A recorded decision is (id, tenant, at, instance, payload) with the payload as stored (JSON
+    text or bytes, or decoded). The cache key is what the input is made of: the call's identity
+    (its key hashes the tool and the arguments), the caller, the counters and what the arguments
+    showed; the instance's id only where the fleet's Rego reads the caller.
+    """
+
+    def __init__(self, side: Side, *, tenant: str | None = None) -> None:
+        self.side = side
+        self.tenant = tenant
+        self.result = Replay()
+        self._per_instance = side.reads_caller
+        self._cache: dict[tuple[Any, ...], str] = {}
+
+    def feed(self, rows: Iterable[tuple[Any, str, Any, str | None, Any]]) -> Replay:
+        side, result, cache, tenant_only = self.side, self.result, self._cache, self.tenant
+        envelopes_, unreplayable, flips = side.envelopes, result.unreplayable, result.flips
+        loads = orjson.loads
+        for decision_id, tenant, at, instance, payload in rows:
+            if tenant_only is not None and tenant != tenant_only:
+                continue
+            if type(payload) is not dict:
+                payload = loads(payload)
+            data = payload.get("replay")
+            if data is None:
+                unreplayable[NO_REPLAY_DATA] += 1
+                continue
+            if not data.get("policy"):
+                unreplayable[NOT_POLICY] += 1
+                continue
+            version = payload.get("version")
+            if (tenant, version) not in envelopes_:
+                unreplayable[VERSION_GONE] += 1
+                continue
+            findings = data.get("findings") or {}
+            key = (
+                tenant,
+                version,
+                instance if self._per_instance else None,
+                payload.get("callKey"),
+                data.get("state"),
+                data.get("environment"),
+                data.get("production"),
+                payload.get("costEstimate"),
+                data.get("spentRun"),
+                data.get("spentDay"),
+                data.get("loop"),
+                data.get("granted"),
+                tuple(sorted(findings.items())) if findings else None,
+            )
+            after = cache.get(key)
+            if after is None:
+                after = cache[key] = self._decide(tenant, version, instance or "", payload, data, findings)
+            before = payload.get("decision")
+            result.replayed += 1
+            stamp = at if isinstance(at, str) else at.isoformat()
+            if result.first_at is None:
+                result.first_at = stamp
+            result.last_at = stamp
+            if before != after:
+                flips.add(payload.get("tool", ""), before, after, tenant, tenant, version, decision_id)
+        result.evaluated = len(cache)
+        return result
+
+    def _decide(
+        self, tenant: str, version: str, instance: str, payload: Mapping[str, Any], data: Mapping[str, Any], found: Any
+    ) -> str:
+        args = payload.get("args")
+        cost = payload.get("costEstimate")
+        try:
+            outcome = decide(
+                self.side, tenant, version, instance, str(data.get("state")), data.get("environment"),
+                bool(data.get("production")), str(payload.get("tool", "")), args if isinstance(args, dict) else {},
+                float(cost) if isinstance(cost, int | float) else 0.0, risk.findings_of(found),
+                spent_run=_whole(data.get("spentRun")), spent_day=_whole(data.get("spentDay")), loop=_whole(data.get("loop")),
+                granted=data.get("granted") is True, template=data.get("template"),
+            )  # fmt: skip
+        except errors.PolicyError as exc:
+            raise errors.PolicyError(f"replaying a decision of {tenant}/{version}: {exc}") from exc
+        return outcome.decision
+
+
+def _whole(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
