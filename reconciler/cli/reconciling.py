@@ -220,6 +220,14 @@ def apply(settings: settings_.Settings, repo: str | None, ref: str | None, path:
             report |= {"counts": outcome.plan.counts(), "waiting": [c.as_dict() for c in outcome.plan.conditions]}
         click.echo(planview.dumps(report))
         return
+    if outcome.outcome == "WAITING":
+        assert outcome.plan is not None
+        click.echo(f"{outcome.revision} is not applied: it waits for approval of its policy change.")
+        for c in outcome.plan.conditions:
+            if c.kind == "PolicyChange":
+                click.echo(f"  … {c.tenant}: {c.message}")
+        click.echo("Approve with 'armctl approvals approve ID', then apply again.")
+        return
     if outcome.outcome == "UNCHANGED":
         click.echo(f"{outcome.revision} is already applied; nothing to do ({outcome.seconds * 1000:.0f} ms).")
         _print_rollouts(outcome)

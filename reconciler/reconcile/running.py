@@ -31,7 +31,7 @@ from reconciler import errors
 from reconciler.desired import caching, loading, repository, snapshot
 from reconciler.evidence import checkpoints, keys
 from reconciler.policy import engines, library
-from reconciler.reconcile import actions, applying, planning, reporting, validating
+from reconciler.reconcile import actions, applying, governing, planning, reporting, validating
 from reconciler.state import actual as actual_
 from reconciler.state import database, fleetstate, tables
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Outcome:
-    outcome: str  # APPLIED | NOOP | UNCHANGED (nothing written; may carry the plan) | FAILED | PLANNED
+    outcome: str  # APPLIED | NOOP | UNCHANGED (nothing written; may carry the plan) | FAILED | PLANNED | WAITING (a widening policy change)
     revision: str
     sha: str
     plan: actions.Plan | None = None
@@ -162,6 +162,21 @@ class Reconciler:
                 result.raise_for_problems()
                 timings["plan"] = time.perf_counter() - mark
                 mark = time.perf_counter()
+                waits, requested = governing.check(connection, snap, actual, result, self.policy_digest, self.clock.now())
+                if waits:
+                    # A widening policy change waits for its approval: nothing of the commit is applied.
+                    result.conditions.extend(waits)
+                    if requested:
+                        now = self.clock.now()
+                        waiting_run = self._insert_run(connection, attempt, "WAITING", now)
+                        problems = [errors.Problem("<policy change>", message=c.message).as_dict() for c in waits]
+                        connection.execute(
+                            tables.reconcile_runs.update()
+                            .where(tables.reconcile_runs.c.id == waiting_run)
+                            .values(finished_at=now, errors=problems)
+                        )
+                    self.cached_actual = None
+                    return Outcome("WAITING", snap.revision, snap.commit.sha, result, seconds=time.perf_counter() - started)
                 if _idle(actual, snap, result):
                     outcome, run_id = "UNCHANGED", None  # a canary that waits: nothing to write, not even a run
                 else:
