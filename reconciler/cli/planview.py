@@ -78,10 +78,7 @@ def _change_text(path: str, before: Any, after: Any) -> str:
 def _detail(action: actions.Action) -> str:
     if action.op == "update":
         changes = _changes(action)
-        return "; ".join(
-            f"{path}: {_short(b) if b is not None else '(unset)'} → {_short(a) if a is not None else '(unset)'}"
-            for path, b, a in changes
-        )
+        return "; ".join(_change_text(path, b, a) for path, b, a in changes)
     if action.op == "record-rollout" and "step" in (action.after or {}):
         b, a = action.before, action.after
         return f"canary weight {b['weight']}% → {a['weight']}% (step {a['step']}): {a['instances']} instances on the new version"
