@@ -400,10 +400,14 @@ class Replay:
         }
 
 
+#: Stored payloads remembered by their text (each ~1 KB): a bound on the replayer's memory.
+_SEEN_PAYLOADS = 100_000
+
 #: Why a recorded decision cannot be replayed.
 NO_REPLAY_DATA = "recorded before replay data was kept"
 NOT_POLICY = "not decided by the policy (unknown instance, integrity failure, no envelope)"
 VERSION_GONE = "version gone from the head"
+UNREADABLE = "payload not readable"
 
 
 class Replayer:
@@ -421,56 +425,79 @@ class Replayer:
         self.result = Replay()
         self._per_instance = side.reads_caller
         self._cache: dict[tuple[Any, ...], str] = {}
+        self._seen: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def feed(self, rows: Iterable[tuple[Any, str, Any, str | None, Any]]) -> Replay:
-        side, result, cache, tenant_only = self.side, self.result, self._cache, self.tenant
-        envelopes_, unreplayable, flips = side.envelopes, result.unreplayable, result.flips
-        loads = orjson.loads
+        """Replay ``rows``; the result so far (a replayer may be fed several streams)."""
+        result, tenant_only, per_instance = self.result, self.tenant, self._per_instance
+        unreplayable, flips, seen = result.unreplayable, result.flips, self._seen
+        replayed = 0
+        stamp: Any = None
         for decision_id, tenant, at, instance, payload in rows:
             if tenant_only is not None and tenant != tenant_only:
                 continue
-            if type(payload) is not dict:
-                payload = loads(payload)
-            data = payload.get("replay")
-            if data is None:
-                unreplayable[NO_REPLAY_DATA] += 1
+            # Traffic repeats itself: a payload stored as the same text is the same call, decided
+            # the same way, so its outcome is looked up by the text before anything is decoded.
+            key = (tenant, instance if per_instance else None, payload) if type(payload) is not dict else None
+            known = seen.get(key) if key is not None else None
+            if known is None:
+                known = self._outcome(tenant, instance, payload)
+                if key is not None and len(seen) < _SEEN_PAYLOADS:
+                    seen[key] = known
+            if known[0] is None:
+                unreplayable[known[1]] += 1
                 continue
-            if not data.get("policy"):
-                unreplayable[NOT_POLICY] += 1
-                continue
-            version = payload.get("version")
-            if (tenant, version) not in envelopes_:
-                unreplayable[VERSION_GONE] += 1
-                continue
-            findings = data.get("findings") or {}
-            key = (
-                tenant,
-                version,
-                instance if self._per_instance else None,
-                payload.get("callKey"),
-                data.get("state"),
-                data.get("environment"),
-                data.get("production"),
-                payload.get("costEstimate"),
-                data.get("spentRun"),
-                data.get("spentDay"),
-                data.get("loop"),
-                data.get("granted"),
-                tuple(sorted(findings.items())) if findings else None,
-            )
-            after = cache.get(key)
-            if after is None:
-                after = cache[key] = self._decide(tenant, version, instance or "", payload, data, findings)
-            before = payload.get("decision")
-            result.replayed += 1
-            stamp = at if isinstance(at, str) else at.isoformat()
-            if result.first_at is None:
-                result.first_at = stamp
-            result.last_at = stamp
+            replayed += 1
+            if stamp is None:
+                stamp = at
+                if result.first_at is None:
+                    result.first_at = at if isinstance(at, str) else at.isoformat()
+            stamp = at
+            _, tool, before, after, version = known
             if before != after:
-                flips.add(payload.get("tool", ""), before, after, tenant, tenant, version, decision_id)
-        result.evaluated = len(cache)
+                flips.add(tool, before, after, tenant, tenant, version, decision_id)
+        if stamp is not None:
+            result.last_at = stamp if isinstance(stamp, str) else stamp.isoformat()
+        result.replayed += replayed
+        result.evaluated = len(self._cache)
         return result
+
+    def _outcome(self, tenant: str, instance: str | None, raw: Any) -> tuple[Any, ...]:
+        """(True, tool, recorded, replayed, version) or (None, why it cannot be replayed)."""
+        try:
+            payload = raw if type(raw) is dict else orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return (None, UNREADABLE)
+        if not isinstance(payload, dict) or not isinstance(payload.get("replay", {}), dict):
+            return (None, UNREADABLE)
+        data = payload.get("replay")
+        if data is None:
+            return (None, NO_REPLAY_DATA)
+        if not data.get("policy"):
+            return (None, NOT_POLICY)
+        version = payload.get("version")
+        if (tenant, version) not in self.side.envelopes:
+            return (None, VERSION_GONE)
+        findings = data.get("findings") or {}
+        key = (
+            tenant,
+            version,
+            instance if self._per_instance else None,
+            payload.get("callKey"),
+            data.get("state"),
+            data.get("environment"),
+            data.get("production"),
+            payload.get("costEstimate"),
+            data.get("spentRun"),
+            data.get("spentDay"),
+            data.get("loop"),
+            data.get("granted"),
+            tuple(sorted(findings.items())) if findings else None,
+        )
+        after = self._cache.get(key)
+        if after is None:
+            after = self._cache[key] = self._decide(tenant, str(version), instance or "", payload, data, findings)
+        return (True, payload.get("tool", ""), payload.get("decision"), after, version)
 
     def _decide(
         self, tenant: str, version: str, instance: str, payload: Mapping[str, Any], data: Mapping[str, Any], found: Any
