@@ -50,7 +50,7 @@ def head_commit(repo: Path) -> str:
     document = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
     document["spec"].setdefault("tools", {})["deny"] = ["kb-search"]
     path.write_text(fleetgen.dump_documents([document]), encoding="utf-8")
-    return fleetgen._commit(repo, "bench: support may not search the knowledge base")  # noqa: SLF001
+    return fleetgen._commit(repo, "bench: support may not search the knowledge base")
 
 
 def record(state: Path, repo: Path, base: str, distinct: int, total: int) -> dict[str, Any]:
@@ -176,7 +176,7 @@ def main() -> None:
     try:
         repo = state / "fleet"
         subprocess.run(["git", "clone", "-q", str(fleetgen.cached(WORK, 1000)), str(repo)], check=True)
-        base = fleetgen._git(repo, "rev-parse", "HEAD")  # noqa: SLF001
+        base = fleetgen._git(repo, "rev-parse", "HEAD")
         head = head_commit(repo)
         made = record(state, repo, base, args.distinct, args.decisions)
         print(
