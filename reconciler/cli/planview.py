@@ -214,6 +214,8 @@ def _versions_text(versions: list[str]) -> str:
 def _example_text(example: Any) -> str:
     if not isinstance(example, dict):
         return str(example)
+    if "args" in example:
+        return f"`{example['version']}` in {example['environment']} with `{json.dumps(example['args'], sort_keys=True)}`"
     return f"`{example['version']}` in {example['environment']} at {example['risk']}"
 
 

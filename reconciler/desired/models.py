@@ -165,6 +165,10 @@ class Tool(Frozen):
     writes: bool = False
     external: bool = False
     productionImpact: bool = False
+    #: Arguments a plan's decision impact also asks this tool with (besides none at all), for
+    #: fleet rules that read arguments: ``[{amount: 250}, {amount: 600}]``. Never stored in a
+    #: decision; a probe's arguments are assessed like a call's.
+    probes: tuple[dict[str, Any], ...] = pydantic.Field(default=(), max_length=20)
 
 
 class ToolCatalogSpec(Frozen):

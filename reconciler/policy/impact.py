@@ -274,7 +274,18 @@ class _Cached:
         self.cache: dict[tuple[Any, ...], str] = {}
         self.evaluated = 0
 
-    def decision(self, tenant: str, version: str, environment: str | None, production: bool, tool: str, raises: int) -> str:
+    def decision(
+        self,
+        tenant: str,
+        version: str,
+        environment: str | None,
+        production: bool,
+        tool: str,
+        raises: int,
+        declared: tuple[bytes, dict[str, Any]] | None = None,
+    ) -> str:
+        """The side's decision on a probe: a call raised ``raises`` levels by its arguments, or
+        with ``declared`` arguments (their canonical text, and them) assessed as a call's."""
         side = self.side
         envelope = side.envelopes[(tenant, version)]
         key = (
@@ -284,14 +295,16 @@ class _Cached:
             environment if self.by_env_name else None,
             production,
             tool,
-            raises,
+            raises if declared is None else declared[0],
         )
         found = self.cache.get(key)
         if found is None:
             self.evaluated += 1
             name = version if self.per_version else "probe"
+            args = declared[1] if declared is not None else {}
+            findings = risk.assess("GREEN", args).findings if declared is not None else _RAISES[raises]
             outcome = decide(
-                side, tenant, version, f"{name}/probe", "ACTIVE", environment, production, tool, {}, 0.0, _RAISES[raises],
+                side, tenant, version, f"{name}/probe", "ACTIVE", environment, production, tool, args, 0.0, findings,
                 template=None if self.per_version else "probe",
             )  # fmt: skip
             found = self.cache[key] = outcome.decision
@@ -352,8 +365,26 @@ def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = N
                             "risk": risk.LEVELS[levels[1]],
                         }
                         flips.add(tool, before, after, scope, tenant, version, example)
+            for declared in _declared(b_entry, h_entry):
+                impact.probes += len(where)
+                for environment, production in where:
+                    before = left.decision(tenant, version, environment, production, tool, 0, declared)
+                    after = right.decision(tenant, version, environment, production, tool, 0, declared)
+                    if before != after:
+                        shown = {"version": version, "environment": environment or _NOT_DEPLOYED, "args": declared[1]}
+                        flips.add(tool, before, after, scope, tenant, version, shown)
     impact.evaluated = left.evaluated + right.evaluated
     return impact
+
+
+def _declared(*entries: Mapping[str, Any] | None) -> list[tuple[bytes, dict[str, Any]]]:
+    """The argument probes a catalog declares for a tool (``probes``) on either side, once each."""
+    found: dict[bytes, dict[str, Any]] = {}
+    for entry in entries:
+        for args in (entry or {}).get("probes") or ():
+            if isinstance(args, dict):
+                found.setdefault(orjson.dumps(args, option=orjson.OPT_SORT_KEYS), args)
+    return sorted(found.items())
 
 
 def _unplaced(side: Side, tenant: str) -> list[tuple[str | None, bool]]:

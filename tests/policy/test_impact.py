@@ -147,3 +147,19 @@ def test_a_replay_decides_recorded_calls_again_as_the_endpoint_would() -> None:
     ]
     # The two identical kb.search calls were evaluated once; the loop counter still denies crm.update.
     assert result["evaluated"] == 3
+
+
+def test_argument_probes_a_catalog_declares_catch_a_fleet_rule_that_reads_arguments() -> None:
+    rule = (
+        "package arm.ext.t\n\nimport rego.v1\n\nlimit := {limit}\n\n"
+        'deny contains "refund too large" if {{\n\tinput.tool.name == "pay.refund"\n'
+        '\tamount := object.get(input.args, "amount", 0)\n\tis_number(amount)\n\tamount > limit\n}}\n'
+    )
+    tools = {**CATALOG, "pay.refund": {"name": "pay.refund", "risk": "GREEN", "probes": [{"amount": 50}, {"amount": 300}]}}
+    base = side(tools=tools, rego={"fleet/policies/t.rego": rule.format(limit=500)})
+    head = side(tools=tools, rego={"fleet/policies/t.rego": rule.format(limit=200)})
+    report = impact.probe(base, head).as_dict()
+    # Without arguments the rule never fires; the declared refund of 300 is now above the limit.
+    assert [(f["tool"], f["from"], f["to"], f["count"], f["example"]["args"]) for f in report["flips"]] == [
+        ("pay.refund", "ALLOW", "DENY", 3, {"amount": 300})
+    ]
