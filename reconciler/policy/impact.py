@@ -73,6 +73,8 @@ class Side:
     placements: Mapping[tuple[str, str], frozenset[str]]  # (tenant, version) → environments it runs in
     #: tenant → its ``spec.policyChanges.widening`` ({requiredApprovals, approverRoles}), where declared
     widening_rules: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    #: (tenant, template) → its project: flips are grouped by project (a template's own name where unknown)
+    projects: Mapping[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     _engine: engines.EmbeddedEngine | None = dataclasses.field(default=None, repr=False)
     _for_policy: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -340,7 +342,8 @@ def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = N
             where = tenant_flags.get(tenant) or tenant_flags.setdefault(tenant, _unplaced(head, tenant))
         b_tools, h_tools = base.tools.get(tenant, {}), head.tools.get(tenant, {})
         template = head.templates.get(key) or base.templates.get(key, "")
-        scope = f"{tenant}/{template}"
+        project = head.projects.get((tenant, template)) or base.projects.get((tenant, template))
+        scope = f"{tenant}/{project}" if project else f"{tenant}/{template}"
         for tool in sorted(set(b_tools) | set(h_tools)):
             b_entry, h_entry = b_tools.get(tool), h_tools.get(tool)
             if same_envelope and b_entry == h_entry:

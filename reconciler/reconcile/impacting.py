@@ -26,6 +26,7 @@ __all__ = ["side_of_database", "side_of_snapshot"]
 def side_of_snapshot(snap: snapshot_.Snapshot) -> impact.Side:
     """What decides tool calls once ``snap`` is applied."""
     plan = actions.Plan(revision=snap.revision, sha=snap.commit.sha, author="")
+    snap.prefetch([o for kind in ("ToolCatalog", "Environment", "Deployment", "Tenant") for o in snap.of_kind(kind)])
     ctx = context.Context(snap, actual_.Actual(), engines.EmbeddedEngine(), plan)
     envelopes: dict[tuple[str, str], Any] = {}
     templates: dict[tuple[str, str], str] = {}
@@ -52,6 +53,12 @@ def side_of_snapshot(snap: snapshot_.Snapshot) -> impact.Side:
         widening = ((snap.data(tenant).get("spec") or {}).get("policyChanges") or {}).get("widening")
         if widening:
             rules[tenant.name] = widening
+    projects = {
+        (t.tenant, t.name): project
+        for t in snap.of_kind("AgentTemplate")
+        for project in [next((name for _, kind, name in t.doc.refs if kind == "Project"), None)]
+        if project
+    }
     return impact.Side(
         snap.revision,
         dict(snap.rego),
@@ -62,6 +69,7 @@ def side_of_snapshot(snap: snapshot_.Snapshot) -> impact.Side:
         production,
         {k: frozenset(v) for k, v in placements.items()},
         rules,
+        projects,
     )
 
 
@@ -98,6 +106,11 @@ def side_of_database(connection: sa.Connection) -> impact.Side:
         widening = ((row.spec or {}).get("policyChanges") or {}).get("widening")
         if widening:
             rules[row.name] = widening
+    tp = tables.agent_templates.c
+    projects = {
+        (row.tenant, row.name): row.project
+        for row in connection.execute(sa.select(tp.tenant, tp.name, tp.project).where(tp.status == "ACTIVE"))
+    }
     revision = f"applied@sha1:{state.get('applied_sha')}" if state.get("applied_sha") else "nothing applied"
     return impact.Side(
         revision,
@@ -109,4 +122,5 @@ def side_of_database(connection: sa.Connection) -> impact.Side:
         production,
         {k: frozenset(v) for k, v in placements.items()},
         rules,
+        projects,
     )
