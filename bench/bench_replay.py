@@ -144,7 +144,7 @@ def child(mode: str, state: Path, repo: Path, head: str) -> None:
 def _short(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "replayed": result["replayed"],
-        "unreplayable": result["unreplayable"]["count"],
+        "unreplayable": result["unreplayable"],
         "changed": result["changed"],
         "evaluated": result["evaluated"],
         "flips": [(f["tool"], f["from"], f["to"], f["count"]) for f in result["flips"]][:5],

@@ -248,10 +248,10 @@ def impact_markdown(impact: dict[str, Any], replay: dict[str, Any] | None = None
 
 def replay_markdown(replay: dict[str, Any]) -> list[str]:
     lines = ["##### Recorded decisions replayed", ""]
-    why = replay["unreplayable"]
     text = f"{replay['replayed']} replayed"
-    if why["count"]:
-        text += f", {why['count']} not replayable (" + "; ".join(f"{n}: {w}" for w, n in why["why"].items()) + ")"
+    if replay["unreplayable"]:
+        why = replay["unreplayableWhy"]
+        text += f", {replay['unreplayable']} not replayable (" + "; ".join(f"{n}: {w}" for w, n in why.items()) + ")"
     if not replay["flips"]:
         return [*lines, text + ": none would be decided differently."]
     lines += [text + f": **{replay['changed']} would be decided differently**.", ""]
@@ -281,9 +281,10 @@ def print_impact(impact: dict[str, Any]) -> None:
 
 def print_replay(replay: dict[str, Any]) -> None:
     click.echo(click.style("\nRecorded decisions replayed", bold=True))
-    why = replay["unreplayable"]
-    click.echo(f"  {replay['replayed']} replayed, {why['count']} not replayable, {replay['changed']} decided differently.")
-    for reason, n in why["why"].items():
+    click.echo(
+        f"  {replay['replayed']} replayed, {replay['unreplayable']} not replayable, {replay['changed']} decided differently."
+    )
+    for reason, n in replay["unreplayableWhy"].items():
         click.echo(f"  - {n} not replayable: {reason}")
     for f in replay["flips"]:
         mark = click.style("⚠ widens ", fg="red") if f["widening"] else ""

@@ -109,6 +109,8 @@ def plan(
     if state_file is not None and base is None:
         raise errors.ConfigError("--state needs --base: without it the plan is against the configured database")
     runs = _read_evidence(evidence) if evidence is not None else None
+    if replay_file is not None and not os.access(replay_file, os.R_OK):
+        raise errors.ConfigError(f"--replay {replay_file}: cannot read it (write it with 'armctl events export')")
     state_doc = statefiles.read(state_file) if state_file is not None else None
     target = head or ref or settings.ref
     tests: list[testing.TestResult] | None = None

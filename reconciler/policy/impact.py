@@ -424,7 +424,8 @@ class Replay:
             flip.pop("scope")
         return {
             "replayed": self.replayed,
-            "unreplayable": {"count": sum(self.unreplayable.values()), "why": dict(sorted(self.unreplayable.items()))},
+            "unreplayable": sum(self.unreplayable.values()),
+            "unreplayableWhy": dict(sorted(self.unreplayable.items())),
             "changed": sum(f["count"] for f in flips),
             "widening": sum(f["count"] for f in flips if f["widening"]),
             "flips": flips,
