@@ -85,6 +85,9 @@ class Reconciler:
         self.policy_digest = ""
         self._previous: snapshot.Snapshot | None = None  # the last applied snapshot, for incremental loads
         self.cached_actual: actual_.Actual | None = None  # the state as the last apply left it
+        #: (SHA, state generation) → the outcome of a commit that waits for approval of its policy
+        #: change: asked again before anything changed (an approval bumps the generation), it waits
+        self._waiting: tuple[tuple[str, int], Outcome] | None = None
 
     # ---------------------------------------------------------------- entry points
 
@@ -148,6 +151,9 @@ class Reconciler:
                 and not (advance and actual_.canaries_in_progress(connection))
             ):
                 return Outcome("UNCHANGED", revision, commit.sha, seconds=time.perf_counter() - started)
+            waiting = self._waiting
+            if waiting is not None and state is not None and waiting[0] == (commit.sha, state["generation"]):
+                return dataclasses.replace(waiting[1], seconds=time.perf_counter() - started)
         snap = self._validated(ref)
         timings = {"validate": time.perf_counter() - started}
         gc_was_enabled = gc.isenabled()
@@ -176,7 +182,9 @@ class Reconciler:
                             .values(finished_at=now, errors=problems)
                         )
                     self.cached_actual = None
-                    return Outcome("WAITING", snap.revision, snap.commit.sha, result, seconds=time.perf_counter() - started)
+                    held = Outcome("WAITING", snap.revision, snap.commit.sha, result, seconds=time.perf_counter() - started)
+                    self._waiting = ((snap.commit.sha, actual.generation), held)
+                    return held
                 if _idle(actual, snap, result):
                     outcome, run_id = "UNCHANGED", None  # a canary that waits: nothing to write, not even a run
                 else:
