@@ -8,7 +8,7 @@ and again, as traffic is). A head commit on top edits a project envelope (it den
 some decisions flip. Then, each in a child process pinned to one core, with its peak RSS:
 
 1. ``db``: the replay from the database (``decisions.replaying.from_database`` streamed into
-   ``policy.impact.Replayer``) over every recorded decision: decisions/s;
+   ``policy.replays.Replayer``) over every recorded decision: decisions/s;
 2. ``file``: ``armctl events export``'s writer to a gzipped JSON Lines file, then the replay of
    that file (what a pull request's CI runs): decisions/s and the export's time;
 3. the floor measured in the same child: reading and decoding the rows alone (no evaluation).
@@ -102,7 +102,7 @@ def child(mode: str, state: Path, repo: Path, head: str) -> None:
 
     from reconciler.decisions import replaying
     from reconciler.desired import caching, repository
-    from reconciler.policy import impact
+    from reconciler.policy import replays
     from reconciler.reconcile import impacting, running
     from reconciler.state import database
 
@@ -124,7 +124,7 @@ def child(mode: str, state: Path, repo: Path, head: str) -> None:
     elif mode == "db":
         started = time.perf_counter()
         with database.reading(engine) as connection:
-            result = impact.Replayer(side).feed(replaying.from_database(connection)).as_dict()
+            result = replays.Replayer(side).feed(replaying.from_database(connection)).as_dict()
         figures |= {"seconds": time.perf_counter() - started, "decisions": result["replayed"], "result": _short(result)}
     else:
         out = state / "decisions.jsonl.gz"
@@ -134,7 +134,7 @@ def child(mode: str, state: Path, repo: Path, head: str) -> None:
         figures["export_s"] = time.perf_counter() - started
         figures["file_mb"] = out.stat().st_size / 1e6
         started = time.perf_counter()
-        result = impact.Replayer(side).feed(replaying.from_file(str(out))).as_dict()
+        result = replays.Replayer(side).feed(replaying.from_file(str(out))).as_dict()
         figures |= {"seconds": time.perf_counter() - started, "decisions": result["replayed"], "exported": exported}
         figures["result"] = _short(result)
     figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

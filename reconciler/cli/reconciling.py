@@ -18,7 +18,7 @@ from reconciler.cli import keying, output, planview
 from reconciler.decisions import replaying
 from reconciler.desired import caching, repository
 from reconciler.evidence import recording, retention
-from reconciler.policy import impact, library, testing
+from reconciler.policy import impact, library, replays, testing
 from reconciler.reconcile import impacting, reporting, running, statefiles, validating
 from reconciler.state import database
 
@@ -156,7 +156,7 @@ def plan(
                 db.dispose()
         tests = testing.run_tests(library.modules_for(outcome.rego))
     if replay_file is not None:
-        replay_report = impact.Replayer(head_side).feed(replaying.from_file(replay_file)).as_dict()
+        replay_report = replays.Replayer(head_side).feed(replaying.from_file(replay_file)).as_dict()
     assert outcome.plan is not None
     if base is not None and state_doc is None:
         planview.hide_scratch_approvals(outcome.plan)

@@ -11,7 +11,7 @@ from reconciler import clock, errors
 from reconciler import settings as settings_
 from reconciler.cli import output, planview, reconciling
 from reconciler.decisions import replaying
-from reconciler.policy import impact
+from reconciler.policy import replays
 from reconciler.reconcile import impacting, statefiles
 from reconciler.state import database
 
@@ -36,7 +36,7 @@ def replay(
     moment = replaying.parse_since(since, clock.SystemClock().now())
     reconciler = reconciling.make_reconciler(settings, repo, path)
     side = impacting.side_of_snapshot(reconciler.validated(head))
-    replayer = impact.Replayer(side, tenant=tenant)
+    replayer = replays.Replayer(side, tenant=tenant)
     with database.reading(reconciler.db) as connection:
         result = replayer.feed(replaying.from_database(connection, moment, tenant)).as_dict()
     result["head"] = side.revision

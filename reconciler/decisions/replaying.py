@@ -1,7 +1,7 @@
 """Replaying recorded decisions, and exporting them for a replay elsewhere.
 
 ``armctl replay --head REF`` decides every recorded decision of the configured database again
-under the head commit's policy (``policy.impact.Replayer``), and ``armctl plan --replay FILE``
+under the head commit's policy (``policy.replays.Replayer``), and ``armctl plan --replay FILE``
 does the same from a file that ``armctl events export`` wrote (gzipped JSON Lines, one recorded
 decision a line: ``{id, tenant, at, instance, payload}``, its arguments redacted as stored), so a
 pull request's CI needs no access to the production database.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from reconciler.policy import impact
+from reconciler.policy import replays
 from reconciler.state import tables
 from tests.cli.sample import Armctl, applied_sample
 from tests.conftest import GitRepo
@@ -55,7 +55,7 @@ def test_replay_and_a_pull_request_plan_show_the_flips_of_an_envelope_edit(
     assert replayed.returncode == 2, replayed.stderr
     report = replayed.json()
     assert report["replayed"] == 3
-    assert (report["unreplayable"], report["unreplayableWhy"]) == (1, {impact.NO_REPLAY_DATA: 1})
+    assert (report["unreplayable"], report["unreplayableWhy"]) == (1, {replays.NO_REPLAY_DATA: 1})
     assert [
         (f["tool"], f["from"], f["to"], f["count"], f["widening"], f["byVersion"], f["byTenant"]) for f in report["flips"]
     ] == [("kb.search-articles", "ALLOW", "DENY", 2, False, {"support-agent@2.1.0": 2}, {"acme": 2})]

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from reconciler.policy import envelopes, impact, inputs, risk
+from reconciler.policy import envelopes, impact, inputs, replays, risk
 
 TENANT = "t"
 
@@ -135,11 +135,11 @@ def test_a_replay_decides_recorded_calls_again_as_the_endpoint_would() -> None:
     ]
     assert b"hunter2" not in rows[2][4]
     head = side({**BASE_ENVELOPE, "tools": {"deny": ["kb.search"]}, "loop": {"threshold": 5}})
-    replayer = impact.Replayer(head)
+    replayer = replays.Replayer(head)
     result = replayer.feed(rows).as_dict()
     assert result["replayed"] == 4
     assert result["unreplayable"] == 2
-    assert result["unreplayableWhy"] == {impact.NO_REPLAY_DATA: 1, impact.VERSION_GONE: 1}
+    assert result["unreplayableWhy"] == {replays.NO_REPLAY_DATA: 1, replays.VERSION_GONE: 1}
     assert [(f["tool"], f["from"], f["to"], f["count"], f["examples"]) for f in result["flips"]] == [
         ("kb.search", "ALLOW", "DENY", 2, [1, 2]),
     ]
