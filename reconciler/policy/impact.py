@@ -76,6 +76,7 @@ class Side:
     projects: Mapping[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     _engine: engines.EmbeddedEngine | None = dataclasses.field(default=None, repr=False)
     _for_policy: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
+    _keys: dict[int, bytes] = dataclasses.field(default_factory=dict, repr=False)
 
     @functools.cached_property
     def modules(self) -> dict[str, str]:
@@ -112,6 +113,17 @@ class Side:
         if made is None:
             made = self._for_policy[id(envelope)] = envelopes.for_policy(envelope)
         return made
+
+    def envelope_key(self, envelope: Mapping[str, Any]) -> Any:
+        """What tells envelopes apart for a decision: their content without the names of the
+        envelopes that made them (no rule reads ``sources`` unless a fleet module names it), so
+        templates whose envelopes say the same share their probes."""
+        key = self._keys.get(id(envelope))
+        if key is None:
+            reads_sources = any("sources" in t for p, t in self.fleet_modules.items() if not p.endswith("_test.rego"))
+            content = envelope if reads_sources else {k: v for k, v in envelope.items() if k != "sources"}
+            key = self._keys[id(envelope)] = orjson.dumps(content, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        return key
 
     def deployable(self) -> set[tuple[str, str]]:
         """Versions deployed, or at a lifecycle an environment may admit."""
@@ -292,7 +304,7 @@ class _Cached:
         key = (
             tenant,
             version if self.per_version else None,
-            id(envelope),
+            side.envelope_key(envelope),
             environment if self.by_env_name else None,
             production,
             tool,
