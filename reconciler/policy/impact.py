@@ -357,9 +357,9 @@ def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = N
         scope = f"{tenant}/{project}" if project else f"{tenant}/{template}"
         for tool in sorted(set(b_tools) | set(h_tools)):
             b_entry, h_entry = b_tools.get(tool), h_tools.get(tool)
-            if same_envelope and b_entry == h_entry:
+            if (same_envelope and b_entry == h_entry) or (_refused(b_env, tool, b_entry) and _refused(h_env, tool, h_entry)):
                 impact.probes += 3 * len(where)
-                continue  # the same input on both sides: the same decision
+                continue  # the same input on both sides, or DENY on both whatever else: the same decision
             b_rank = risk.LEVELS.index(b_entry["risk"]) if b_entry else 2
             h_rank = risk.LEVELS.index(h_entry["risk"]) if h_entry else 2
             seen: set[tuple[int, int]] = set()
@@ -399,6 +399,17 @@ def _declared(*entries: Mapping[str, Any] | None) -> list[tuple[bytes, dict[str,
             if isinstance(args, dict):
                 found.setdefault(orjson.dumps(args, option=orjson.OPT_SORT_KEYS), args)
     return sorted(found.items())
+
+
+def _refused(envelope: Mapping[str, Any], tool: str, entry: Mapping[str, Any] | None) -> bool:
+    """Whether the library denies every call of ``tool`` under ``envelope`` whatever else the
+    input says: not in the catalog, denied by the envelope, or outside its allow list
+    (``policies/arm/decision.rego``: any deny reason is DENY, and fleet rules only add reasons)."""
+    if entry is None:
+        return True
+    tools = envelope.get("tools") or {}
+    allow = tools.get("allow")
+    return tool in (tools.get("deny") or ()) or (allow is not None and tool not in allow)
 
 
 def _unplaced(side: Side, tenant: str) -> list[tuple[str | None, bool]]:
