@@ -328,7 +328,11 @@ def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = N
     """The decisions that differ between ``base`` and ``head`` over every version deployed or
     deployable on both sides (or ``versions``), every tool of either catalog and every risk level
     its calls can reach, in every environment the version runs in (not deployed: production and
-    not, as the tenant has them)."""
+    not, as the tenant has them).
+
+    Versions whose probes would be the same inputs (the same envelopes on each side, the same
+    environments and scope, and no fleet rule that reads the caller) are probed once, as a group;
+    a version whose envelope, catalog and policy are the same on both sides is not probed."""
     per_version = base.reads_caller or head.reads_caller
     by_env = base.reads_environment_name or head.reads_environment_name
     same_policy = base.modules == head.modules
@@ -337,58 +341,92 @@ def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = N
     impact = Impact(flips)
     wanted = sorted(versions) if versions is not None else sorted(base.deployable() | head.deployable())
     tenant_flags: dict[str, list[tuple[str | None, bool]]] = {}
+    same_catalog: dict[str, bool] = {}
+    groups: dict[tuple[Any, ...], list[str]] = {}
     for tenant, version in wanted:
         key = (tenant, version)
         if key not in base.envelopes or key not in head.envelopes:
             continue  # new on the head (nothing runs it yet) or gone from it (retired)
         impact.versions += 1
         b_env, h_env = base.envelopes[key], head.envelopes[key]
-        same_envelope = same_policy and _same(b_env, h_env)
         places = sorted(base.placements.get(key, frozenset()) | head.placements.get(key, frozenset()))
+        where: tuple[tuple[str | None, bool], ...]
         if places:
-            where: list[tuple[str | None, bool]] = [
-                (env, head.production.get((tenant, env), base.production.get((tenant, env), False))) for env in places
-            ]
+            where = tuple((env, head.production.get((tenant, env), base.production.get((tenant, env), False))) for env in places)
         else:
-            where = tenant_flags.get(tenant) or tenant_flags.setdefault(tenant, _unplaced(head, tenant))
-        b_tools, h_tools = base.tools.get(tenant, {}), head.tools.get(tenant, {})
+            where = tuple(tenant_flags.get(tenant) or tenant_flags.setdefault(tenant, _unplaced(head, tenant)))
+        same = same_catalog.get(tenant)
+        if same is None:
+            same = same_catalog[tenant] = base.tools.get(tenant, {}) == head.tools.get(tenant, {})
+        b_key, h_key = base.envelope_key(b_env), head.envelope_key(h_env)
+        if same_policy and same and b_key == h_key:
+            tools = set(base.tools.get(tenant, {})) | set(head.tools.get(tenant, {}))
+            impact.probes += len(tools) * (3 * len(where)) + sum(
+                len(_declared(base.tools.get(tenant, {}).get(t))) * len(where) for t in tools
+            )
+            continue  # the same inputs on both sides: the same decisions
         template = head.templates.get(key) or base.templates.get(key, "")
         project = head.projects.get((tenant, template)) or base.projects.get((tenant, template))
         scope = f"{tenant}/{project}" if project else f"{tenant}/{template}"
-        for tool in sorted(set(b_tools) | set(h_tools)):
-            b_entry, h_entry = b_tools.get(tool), h_tools.get(tool)
-            if (same_envelope and b_entry == h_entry) or (_refused(b_env, tool, b_entry) and _refused(h_env, tool, h_entry)):
-                impact.probes += 3 * len(where)
-                continue  # the same input on both sides, or DENY on both whatever else: the same decision
-            b_rank = risk.LEVELS.index(b_entry["risk"]) if b_entry else 2
-            h_rank = risk.LEVELS.index(h_entry["risk"]) if h_entry else 2
-            seen: set[tuple[int, int]] = set()
-            for raises in range(3):
-                levels = (min(b_rank + raises, 2), min(h_rank + raises, 2))
-                impact.probes += len(where)
-                if levels in seen:
-                    continue
-                seen.add(levels)
-                for environment, production in where:
-                    before = left.decision(tenant, version, environment, production, tool, raises)
-                    after = right.decision(tenant, version, environment, production, tool, raises)
-                    if before != after:
-                        example = {
-                            "version": version,
-                            "environment": environment or _NOT_DEPLOYED,
-                            "risk": risk.LEVELS[levels[1]],
-                        }
-                        flips.add(tool, before, after, scope, tenant, version, example)
-            for declared in _declared(b_entry, h_entry):
-                impact.probes += len(where)
-                for environment, production in where:
-                    before = left.decision(tenant, version, environment, production, tool, 0, declared)
-                    after = right.decision(tenant, version, environment, production, tool, 0, declared)
-                    if before != after:
-                        shown = {"version": version, "environment": environment or _NOT_DEPLOYED, "args": declared[1]}
-                        flips.add(tool, before, after, scope, tenant, version, shown)
+        group = (tenant, version if per_version else None, template if per_version else None, b_key, h_key, where, scope)
+        groups.setdefault(group, []).append(version)
+    for (tenant, _, _, _, _, where, scope), members in groups.items():
+        _probe_group(base, head, left, right, impact, tenant, members, list(where), scope)
     impact.evaluated = left.evaluated + right.evaluated
     return impact
+
+
+def _probe_group(
+    base: Side,
+    head: Side,
+    left: _Cached,
+    right: _Cached,
+    impact: Impact,
+    tenant: str,
+    members: list[str],
+    where: list[tuple[str | None, bool]],
+    scope: str,
+) -> None:
+    """Probe one version of a group and count what flips for each of its versions."""
+    version = members[0]
+    b_env, h_env = base.envelopes[(tenant, version)], head.envelopes[(tenant, version)]
+    b_tools, h_tools = base.tools.get(tenant, {}), head.tools.get(tenant, {})
+    n = len(members)
+
+    def flipped(tool: str, before: str, after: str, example: dict[str, Any]) -> None:
+        for member in members:
+            impact.flips.add(
+                tool, before, after, scope, tenant, member, {**example, "version": member} if member == version else example
+            )
+
+    for tool in sorted(set(b_tools) | set(h_tools)):
+        b_entry, h_entry = b_tools.get(tool), h_tools.get(tool)
+        declared = _declared(b_entry, h_entry)
+        impact.probes += n * len(where) * (3 + len(declared))
+        if _refused(b_env, tool, b_entry) and _refused(h_env, tool, h_entry):
+            continue  # DENY on both sides whatever else: the same decision
+        b_rank = risk.LEVELS.index(b_entry["risk"]) if b_entry else 2
+        h_rank = risk.LEVELS.index(h_entry["risk"]) if h_entry else 2
+        seen: set[tuple[int, int]] = set()
+        for raises in range(3):
+            levels = (min(b_rank + raises, 2), min(h_rank + raises, 2))
+            if levels in seen:
+                continue
+            seen.add(levels)
+            for environment, production in where:
+                before = left.decision(tenant, version, environment, production, tool, raises)
+                after = right.decision(tenant, version, environment, production, tool, raises)
+                if before != after:
+                    flipped(tool, before, after, {"version": version, "environment": environment or _NOT_DEPLOYED,
+                                                  "risk": risk.LEVELS[levels[1]]})  # fmt: skip
+        for args in declared:
+            for environment, production in where:
+                before = left.decision(tenant, version, environment, production, tool, 0, args)
+                after = right.decision(tenant, version, environment, production, tool, 0, args)
+                if before != after:
+                    flipped(
+                        tool, before, after, {"version": version, "environment": environment or _NOT_DEPLOYED, "args": args[1]}
+                    )
 
 
 def _declared(*entries: Mapping[str, Any] | None) -> list[tuple[bytes, dict[str, Any]]]:
