@@ -370,8 +370,8 @@ def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = N
         scope = f"{tenant}/{project}" if project else f"{tenant}/{template}"
         group = (tenant, version if per_version else None, template if per_version else None, b_key, h_key, where, scope)
         groups.setdefault(group, []).append(version)
-    for (tenant, _, _, _, _, where, scope), members in groups.items():
-        _probe_group(base, head, left, right, impact, tenant, members, list(where), scope)
+    for (tenant, _, _, b_key, h_key, where, scope), members in groups.items():
+        _probe_group(base, head, left, right, impact, tenant, members, list(where), scope, same_policy and b_key == h_key)
     impact.evaluated = left.evaluated + right.evaluated
     return impact
 
@@ -386,8 +386,10 @@ def _probe_group(
     members: list[str],
     where: list[tuple[str | None, bool]],
     scope: str,
+    same_envelope: bool,
 ) -> None:
-    """Probe one version of a group and count what flips for each of its versions."""
+    """Probe one version of a group and count what flips for each of its versions; with
+    ``same_envelope`` (and the same policy) only the tools whose catalog entries differ."""
     version = members[0]
     b_env, h_env = base.envelopes[(tenant, version)], head.envelopes[(tenant, version)]
     b_tools, h_tools = base.tools.get(tenant, {}), head.tools.get(tenant, {})
@@ -403,8 +405,8 @@ def _probe_group(
         b_entry, h_entry = b_tools.get(tool), h_tools.get(tool)
         declared = _declared(b_entry, h_entry)
         impact.probes += n * len(where) * (3 + len(declared))
-        if _refused(b_env, tool, b_entry) and _refused(h_env, tool, h_entry):
-            continue  # DENY on both sides whatever else: the same decision
+        if (same_envelope and b_entry == h_entry) or (_refused(b_env, tool, b_entry) and _refused(h_env, tool, h_entry)):
+            continue  # the same input on both sides, or DENY on both whatever else: the same decision
         b_rank = risk.LEVELS.index(b_entry["risk"]) if b_entry else 2
         h_rank = risk.LEVELS.index(h_entry["risk"]) if h_entry else 2
         seen: set[tuple[int, int]] = set()
