@@ -140,9 +140,18 @@ def _in_process(repo: Path, base: str, head: str) -> str:
     started = time.perf_counter()
     report = impact.probe(*sides).as_dict()
     probed = time.perf_counter() - started
+    # The floor, in the same run: one decision through the endpoint's path, asked again and again.
+    side = sides[1]
+    tenant, version = next(iter(sorted(side.deployable())))
+    tool = next(iter(side.tools[tenant]))
+    started = time.perf_counter()
+    for _ in range(2000):
+        impact.decide(side, tenant, version, "floor", "ACTIVE", "dev", False, tool, {}, 0.0, (None, None, None, None))
+    floor = 2000 / (time.perf_counter() - started)
     return (
         f"sides {built:.2f} s, probes {probed:.2f} s ({report['evaluated']:,} inputs evaluated of {report['probes']:,} probes, "
-        f"{report['evaluated'] / probed:,.0f}/s; {len(report['flips'])} flip groups, {report['widening'] + report['narrowing']:,} flips)"
+        f"{report['evaluated'] / probed:,.0f}/s, floor {floor:,.0f}/s; {len(report['flips'])} flip groups, "
+        f"{report['widening'] + report['narrowing']:,} flips)"
     )
 
 
