@@ -241,6 +241,13 @@ def impact_markdown(impact: dict[str, Any], replay: dict[str, Any] | None = None
                 f"| {mark} | {f['from']} → {f['to']} | `{f['tool']}` | `{f['scope']}` | {f['count']} | "
                 f"{_versions_text(f['versions'])} | {_example_text(f['example'])} |"
             )
+    for rule in impact.get("waitsForApproval") or ():
+        roles = " or ".join(rule.get("approverRoles") or [])
+        lines += [
+            "",
+            f"**Tenant `{rule['tenant']}` governs widening policy changes:** once merged, the apply waits for "
+            f"{rule.get('requiredApprovals') or 1} approval(s) from {roles} before this change takes effect.",
+        ]
     if replay is not None:
         lines += ["", *replay_markdown(replay)]
     return lines
@@ -276,6 +283,15 @@ def print_impact(impact: dict[str, Any]) -> None:
             f"  {mark}{f['from']} → {f['to']}  {f['tool']}  {f['scope']}: {f['count']} "
             f"(versions {', '.join(f['versions'][:_SHOWN_VERSIONS])}{' …' if len(f['versions']) > _SHOWN_VERSIONS else ''}; "
             f"e.g. {_example_text(f['example']).replace('`', '')})"
+        )
+
+
+def print_governed(impact: dict[str, Any]) -> None:
+    for rule in impact.get("waitsForApproval") or ():
+        roles = " or ".join(rule.get("approverRoles") or [])
+        click.echo(
+            f"  Tenant {rule['tenant']} governs widening policy changes: the apply waits for "
+            f"{rule.get('requiredApprovals') or 1} approval(s) from {roles}."
         )
 
 

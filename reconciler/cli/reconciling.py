@@ -185,6 +185,7 @@ def plan(
         planview.print_plan(outcome.plan)
         if impact_report is not None:
             planview.print_impact(impact_report)
+            planview.print_governed(impact_report)
         if replay_report is not None:
             planview.print_replay(replay_report)
         if tests is not None:

@@ -260,6 +260,8 @@ class Impact:
     probes: int = 0
     evaluated: int = 0
     versions: int = 0
+    #: tenants whose rules make this change wait: [{tenant, requiredApprovals, approverRoles}]
+    governed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         flips = self.flips.as_list()
@@ -267,6 +269,7 @@ class Impact:
             for key in ("byVersion", "byTenant", "examples"):
                 flip.pop(key)
         return {
+            "waitsForApproval": self.governed,
             "changed": bool(flips),
             "flips": flips,
             "widening": sum(f["count"] for f in flips if f["widening"]),
@@ -373,6 +376,10 @@ def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = N
     for (tenant, _, _, b_key, h_key, where, scope), members in groups.items():
         _probe_group(base, head, left, right, impact, tenant, members, list(where), scope, same_policy and b_key == h_key)
     impact.evaluated = left.evaluated + right.evaluated
+    for tenant in sorted(flips.widening_tenants()):
+        rule = head.widening_rules.get(tenant)
+        if rule:
+            impact.governed.append({"tenant": tenant, **dict(rule)})
     return impact
 
 

@@ -131,6 +131,9 @@ def test_a_widening_policy_change_waits_for_its_approval_and_a_narrowing_one_doe
 
     text = (sample_repo.path / ENVELOPES).read_text()
     widening = sample_repo.commit({ENVELOPES: text.replace(", kb.search-articles]", "]")}, "allow kb search again")
+    planned = armctl("plan", "--format", "json").json()["impact"]
+    assert planned["widening"] > 0
+    assert planned["waitsForApproval"] == [{"tenant": "acme", "requiredApprovals": 1, "approverRoles": ["release-manager"]}]
     held = armctl.json("apply")
     assert held["outcome"] == "WAITING"
     (condition,) = [w for w in held["waiting"] if w["kind"] == "PolicyChange"]
