@@ -282,6 +282,18 @@ deny_reasons contains msg if {
 	msg := sprintf("instance %s is read-only and %s writes", [text(input.instance.id), text(input.tool.name)])
 }
 
+# A version whose stored genome failed verification: every decision of its instances is denied
+# until it verifies again. The reconciler's decider denies these itself; the rule is what makes an
+# OPA sidecar (and the Data API) deny them too, from the bundle's data.arm.fleet.integrityFailed
+# ({tenant: {version: true}}). Without that data the rule does not fire.
+deny_reasons contains msg if {
+	object.get(data.arm.fleet.integrityFailed, [input.instance.tenant, input.instance.version], false) == true
+	msg := sprintf(
+		"VERSION_INTEGRITY_FAILED: the stored genome of version %s does not match its hash; every decision of its instances is denied until it verifies again ('armctl audit verify')",
+		[text(input.instance.version)],
+	)
+}
+
 # ------------------------------------------------------------------ tool and envelope
 
 deny_reasons contains msg if {

@@ -50,6 +50,18 @@ test_read_only_denies_writes_only if {
 	r2.decision == "ALLOW"
 }
 
+test_a_version_whose_genome_failed_verification_is_denied_through_the_bundles_data if {
+	failed := {"acme": {"t@1": true}}
+	r := decision.result with input as call("crm.lookup", "GREEN") with data.arm.ext as {} with data.arm.fleet.integrityFailed as failed
+	r.decision == "DENY"
+	r.reasons == ["VERSION_INTEGRITY_FAILED: the stored genome of version t@1 does not match its hash; every decision of its instances is denied until it verifies again ('armctl audit verify')"]
+	# Another tenant's version of the same name, and no list at all, decide as before.
+	other := decision.result with input as call("crm.lookup", "GREEN") with data.arm.ext as {} with data.arm.fleet.integrityFailed as {"globex": {"t@1": true}}
+	other.decision == "ALLOW"
+	none := decision.result with input as call("crm.lookup", "GREEN") with data.arm.ext as {} with data.arm.fleet.integrityFailed as {}
+	none.decision == "ALLOW"
+}
+
 test_denied_tools_and_unknown_tools if {
 	denied := decision.result with input as call("shell.exec", "GREEN") with data.arm.ext as {}
 	denied.reasons == ["tool shell.exec is denied by the envelope"]

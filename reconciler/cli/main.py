@@ -52,6 +52,7 @@ class LazyGroup(click.Group):
         "version": "reconciler.cli.versions:version",
         "replay": "reconciler.cli.replaying:replay",
         "state": "reconciler.cli.replaying:state",
+        "notifications": "reconciler.cli.notifying:notifications",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

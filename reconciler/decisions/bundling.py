@@ -38,7 +38,10 @@ __all__ = ["TenantEngines", "bundle", "fleet_data", "policy"]
 
 def fleet_data(connection: sa.Connection, tenant: str | None = None) -> dict[str, Any]:
     """The policy's data, of one tenant or (None) of every tenant:
-    ``{"arm": {"fleet": {"envelopes": {tenant: {version: envelope}}, "tools": {tenant: {tool: entry}}}}}``."""
+    ``{"arm": {"fleet": {"envelopes": {tenant: {version: envelope}}, "tools": {tenant: {tool: entry}},
+    "integrityFailed": {tenant: {version: true}}}}}`` — the last naming the versions whose stored
+    genome failed verification, whose instances the decision denies (``VERSION_INTEGRITY_FAILED``)
+    wherever the policy runs."""
     v, t = tables.agent_versions.c, tables.tool_catalogs.c
     versions = sa.select(v.tenant, v.name, v.envelope).where(v.status == "ACTIVE").order_by(v.tenant, v.name)
     catalogs = sa.select(t.tenant, t.spec).where(t.status == "ACTIVE").order_by(t.tenant, t.name)
@@ -52,7 +55,11 @@ def fleet_data(connection: sa.Connection, tenant: str | None = None) -> dict[str
     for catalog in connection.execute(catalogs):
         for entry in catalog.spec.get("tools", []):
             tools.setdefault(catalog.tenant, {})[entry["name"]] = entry
-    return {"arm": {"fleet": {"envelopes": envelopes, "tools": tools}}}
+    failed: dict[str, dict[str, bool]] = {}
+    query = sa.select(v.tenant, v.name).where(v.status == "ACTIVE", v.integrity == "FAILED")
+    for broken in connection.execute(query.where(v.tenant == tenant) if tenant is not None else query):
+        failed.setdefault(broken.tenant, {})[broken.name] = True
+    return {"arm": {"fleet": {"envelopes": envelopes, "tools": tools, "integrityFailed": failed}}}
 
 
 def policy(
@@ -101,8 +108,9 @@ def bundle(connection: sa.Connection, tenant: str, signer: keys.Signer | None = 
 
 class TenantEngines:
     """Per tenant, an embedded engine loaded with that tenant's bundle, reloaded when a commit is
-    applied (the applied SHA or time changes): the modules and data are read once per apply and
-    tenant, not per query."""
+    applied (the applied SHA or time changes) or the state generation moves (a version's integrity
+    found failed, or restored): the modules and data are read once per change and tenant, not
+    per query."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -110,7 +118,8 @@ class TenantEngines:
 
     def engine(self, connection: sa.Connection, tenant: str) -> engines.EmbeddedEngine:
         state = fleetstate.read(connection) or {}
-        key = (state.get("applied_sha"), state.get("applied_at"))
+        # The generation moves with what changes outside Git, a version's integrity among it.
+        key = (state.get("applied_sha"), state.get("applied_at"), state.get("generation"))
         loaded = self._loaded.get(tenant)
         if loaded is not None and loaded[0] == key:
             return loaded[1]

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from reconciler import errors
 from reconciler.audit import chain
-from reconciler.evidence import checkpoints, packs, retention
+from reconciler.evidence import checkpoints, packs, recording, retention
 from reconciler.evidence import keys as keys_
 from reconciler.state import database, tables
 
@@ -150,6 +150,16 @@ def _approvals(connection: sa.Connection, scope: Range) -> Iterator[dict[str, An
         yield _plain(row)
 
 
+def _evaluation_runs(connection: sa.Connection, scope: Range) -> Iterator[dict[str, Any]]:
+    """The evaluation runs recorded in the range, as ``GET /v1/evaluations`` lists them; each was
+    written with an ``EVALUATION_RECORDED`` change record at the same time, so the range's
+    stretch of the chain holds the record that vouches for it."""
+    r = tables.evaluation_runs.c
+    query = sa.select(tables.evaluation_runs).where(r.tenant == scope.tenant, *scope.where(r.at)).order_by(r.id)
+    for row in connection.execute(query).mappings():
+        yield {**recording.run_json(row), "at": _iso(row["at"]), "suiteDigest": row["suite_digest"]}
+
+
 def _runs(connection: sa.Connection, scope: Range) -> Iterator[dict[str, Any]]:
     """The reconcile runs of the range: the commits applied (SHA, author), their outcome. A run
     covers the whole fleet: its errors (which may name other tenants' files) are counted only."""
@@ -185,11 +195,12 @@ def _op_events(connection: sa.Connection, scope: Range) -> Iterator[dict[str, An
 
 
 #: The ``.jsonl`` files of a pack, in order: (file name, what writes its records). One more kind
-#: of evidence (evaluation runs, say) is one more entry here.
+#: of evidence is one more entry here.
 SECTIONS: tuple[tuple[str, Callable[[sa.Connection, Range], Iterator[dict[str, Any]]]], ...] = (
     (packs.CHECKPOINTS, _checkpoints),
     (packs.CHANGE_RECORDS, _change_records),
     (packs.APPROVALS, _approvals),
+    (packs.EVALUATION_RUNS, _evaluation_runs),
     (packs.RUNS, _runs),
     (packs.OP_EVENTS, _op_events),
 )

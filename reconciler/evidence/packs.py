@@ -14,7 +14,11 @@ manifest's order:
   its chain (by sequence number): ``body`` (the record as its hash covers it: tenant, seq, sha,
   author, operator, type, object, before, after, at; canonical JSON), ``prevHash``, ``hash``
   (``sha256(prevHash + body)``), ``id`` and ``runId``;
-- ``approvals.jsonl``, ``reconcile-runs.jsonl`` (the commits applied: SHA, author),
+- ``approvals.jsonl``;
+- ``evaluation-runs.jsonl``: the evaluation runs recorded in the range (version, genome hash,
+  suite, metrics, samples, submitter, verdict), each of which must match the hash-chained
+  ``EVALUATION_RECORDED`` change record written with it, which the pack also holds;
+- ``reconcile-runs.jsonl`` (the commits applied: SHA, author),
   ``op-events.jsonl`` (decisions and runtime events still in the database, redacted);
 - ``archives/<name>``: the tenant's op-event archives of the range, byte for byte as written
   (their hashes are listed in the signed checkpoints).
@@ -44,6 +48,7 @@ RETENTION = "retention.json"
 CHECKPOINTS = "checkpoints.jsonl"
 CHANGE_RECORDS = "change-records.jsonl"
 APPROVALS = "approvals.jsonl"
+EVALUATION_RUNS = "evaluation-runs.jsonl"
 RUNS = "reconcile-runs.jsonl"
 OP_EVENTS = "op-events.jsonl"
 ARCHIVES = "archives/"

@@ -20,6 +20,10 @@ problem it finds, each naming the file and, where there is one, the line and the
    anchor the old hashes. A checkpoint signed within the range that anchors a record past the
    stretch means the newest records were cut off.
 6. Archives: each one is listed, with the same hash, in a checkpoint; its events are the tenant's.
+7. Evaluation runs: each one matches (version, genome hash, suite, metrics, samples) the
+   ``EVALUATION_RECORDED`` change record of the pack's chain that was written with it, so a run
+   the store altered before the export (behind its append-only guard) is named, as ``armctl audit
+   verify`` names it in the database.
 
 Works with ``evidence.packs`` (the format) and ``evidence.keys``; no database.
 """
@@ -114,6 +118,8 @@ class _State:
         self.hashes: dict[int, str] = {}  # seq → hash of the records the checkpoints anchor
         self.first_prev: str | None = None
         self.seqs: tuple[int, int] | None = None  # first and last record seen
+        #: run id → what its EVALUATION_RECORDED change record says of it
+        self.recorded_runs: dict[int, dict[str, Any]] = {}
         self.signature_checked = False
 
 
@@ -299,6 +305,7 @@ class _Lines:
             packs.CHANGE_RECORDS: self.change_record,
             packs.OP_EVENTS: self.op_event,
             packs.APPROVALS: self.approval,
+            packs.EVALUATION_RUNS: self.evaluation_run,
         }.get(name)
 
     def feed(self, chunk: bytes) -> None:
@@ -372,6 +379,24 @@ class _Lines:
     def approval(self, record: dict[str, Any], number: int) -> None:
         self.owned(record, number)
 
+    def evaluation_run(self, record: dict[str, Any], number: int) -> None:
+        if not self.owned(record, number):
+            return
+        run = record.get("id")
+        recorded = self.state.recorded_runs.get(run) if isinstance(run, int) else None
+        if recorded is None:
+            self.state.report.add(
+                self.name, f"evaluation run {run}: no EVALUATION_RECORDED change record of the pack vouches for it", number
+            )
+            return
+        changed = [key for key, value in recorded.items() if record.get(key) != value]
+        if changed:
+            self.state.report.add(
+                self.name,
+                f"evaluation run {run} differs from its EVALUATION_RECORDED record in {', '.join(changed)} (altered)",
+                number,
+            )
+
     def op_event(self, record: dict[str, Any], number: int) -> None:
         if record.get("tenant") != self.tenant:
             self.owned(record, number)
@@ -413,6 +438,13 @@ class _Lines:
             report.add(self.name, f"record {seq}: its hash does not match its content (altered)", number)
         if seq in state.anchored:
             state.hashes[seq] = stated
+        if hashed.get("type") == "EVALUATION_RECORDED" and isinstance(hashed.get("after"), dict):
+            after, about = hashed["after"], hashed.get("object")
+            if isinstance(after.get("run"), int):
+                state.recorded_runs[after["run"]] = {
+                    "version": about.get("name") if isinstance(about, dict) else None,
+                    **{key: after.get(key) for key in ("genomeHash", "suite", "metrics", "samples")},
+                }
         self.chain_previous, self.chain_seq = stated, seq
         state.seqs = (first, seq)
 
@@ -425,6 +457,8 @@ def _label(name: str, record: Mapping[str, Any]) -> str:
         return f"checkpoint {record.get('number')}"
     if name == packs.OP_EVENTS:
         return f"event {record.get('id')}"
+    if name == packs.EVALUATION_RUNS:
+        return f"evaluation run {record.get('id')}"
     return f"record {record.get('id', '?')}"
 
 

@@ -3,7 +3,9 @@
 ``POST /v1/evaluations`` records a run (``evidence.recording.submit``) for a ``ci`` token of the
 tenant (within its templates) or an operator token whose operator holds ``evaluations:submit``;
 ``GET /v1/evaluations`` lists runs; ``GET /v1/versions`` and ``GET /v1/versions/{name}`` are the
-scorecards (``evidence.scorecards``), as ``armctl version list | show`` print them. The submit
+scorecards (``evidence.scorecards``), as ``armctl version list | show`` print them;
+``GET /v1/versions/{name}/card`` is the version's agent card (``evidence.cards``), signed with the
+server's key, whose public half ``GET /v1/keys`` publishes. The submit
 route authenticates the caller before it reads the body, bounds the body before reading it whole,
 and only then parses it.
 """
@@ -18,7 +20,7 @@ import pydantic
 from fastapi import encoders, responses
 
 from reconciler import errors
-from reconciler.evidence import recording, scorecards
+from reconciler.evidence import cards, recording, scorecards
 from reconciler.server import auth, decisions, services
 from reconciler.state import database
 
@@ -151,3 +153,17 @@ def show_version(request: fastapi.Request, name: str, who: auth.Who) -> dict[str
     if who.templates is not None and card["template"] not in who.templates:
         raise errors.NotFound(f"version {name!r} does not exist for the templates of token {who.name!r}")
     return card
+
+
+@router.get("/v1/versions/{name}/card")
+def version_card(request: fastapi.Request, name: str, who: auth.Who) -> dict[str, Any]:
+    """The version's agent card: A2A AgentCard shape (name, version, description, skills from the
+    tool grants) with the ARM facts (genomeHash, lifecycle, integrity re-hashed now, evaluation,
+    approvals, envelope), signed (``signatures``: JWS, EdDSA, the key ``GET /v1/keys`` lists)."""
+    served = services.of(request)
+    if served.signer is None:
+        raise cards.not_signing()
+    card = cards.card(served.db, who.tenant, name, served.clock.now())
+    if who.templates is not None and card["template"] not in who.templates:
+        raise errors.NotFound(f"version {name!r} does not exist for the templates of token {who.name!r}")
+    return cards.sign(card, served.signer)

@@ -32,8 +32,11 @@ router = fastapi.APIRouter()
 MAX_LOG_BYTES = 16 * 1024 * 1024
 
 
-def _bundle_etag(revision: str | None, tenant: str, signer: keys.Signer | None) -> str:
-    return f'"{revision}:{tenant}:{signer.kid}"' if signer is not None else f'"{revision}:{tenant}"'
+def _bundle_etag(state: dict[str, Any], tenant: str, signer: keys.Signer | None) -> str:
+    """The applied revision, the state generation (it moves when a version's integrity fails or
+    is restored, which changes the bundle's data), the tenant and the signing key."""
+    tag = f"{state.get('applied_sha')}:{state.get('generation')}:{tenant}"
+    return f'"{tag}:{signer.kid}"' if signer is not None else f'"{tag}"'
 
 
 @router.get("/v1/bundles/arm.tar.gz")
@@ -43,10 +46,11 @@ def opa_bundle(
     served = services.of(request)
     with database.reading(served.db) as connection:
         # A sidecar polling the revision it has gets its 304 without the bundle being built.
-        if if_none_match == _bundle_etag((fleetstate.read(connection) or {}).get("applied_sha"), who.tenant, served.signer):
+        state = fleetstate.read(connection) or {}
+        if if_none_match == _bundle_etag(state, who.tenant, served.signer):
             return fastapi.Response(status_code=304, headers={"ETag": if_none_match})
-        data, revision = bundling.bundle(connection, who.tenant, served.signer)
-    etag = _bundle_etag(revision, who.tenant, served.signer)
+        data, _ = bundling.bundle(connection, who.tenant, served.signer)
+    etag = _bundle_etag(state, who.tenant, served.signer)
     return fastapi.Response(data, media_type="application/gzip", headers={"ETag": etag})
 
 

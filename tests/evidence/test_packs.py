@@ -13,9 +13,12 @@ from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from reconciler.evidence import keys, packs
+from reconciler.state import tables
 from tests import armctl as armctl_
+from tests import samples
 from tests.cli.sample import Armctl, applied_sample
 from tests.conftest import GitRepo
 from tests.evidence import tampering
@@ -58,8 +61,8 @@ def test_a_pack_holds_the_tenants_evidence_and_verifies_offline_with_the_key(fle
     names = [name for name, _ in tampering.members(pack)]
     assert names[:2] == [packs.MANIFEST, packs.SIGNATURE]
     assert names[2:] == [f["name"] for f in made["files"]]
-    assert {packs.KEYS, packs.RETENTION, packs.CHECKPOINTS, packs.CHANGE_RECORDS, packs.APPROVALS, packs.RUNS,
-            packs.OP_EVENTS} <= set(names)  # fmt: skip
+    assert {packs.KEYS, packs.RETENTION, packs.CHECKPOINTS, packs.CHANGE_RECORDS, packs.APPROVALS, packs.EVALUATION_RUNS,
+            packs.RUNS, packs.OP_EVENTS} <= set(names)  # fmt: skip
     content = dict(tampering.members(pack))
     events = [orjson.loads(line) for line in content[packs.OP_EVENTS].splitlines()]
     assert [e["payload"]["tool"] for e in events if e["type"] == "DECISION"] == [
@@ -71,6 +74,9 @@ def test_a_pack_holds_the_tenants_evidence_and_verifies_offline_with_the_key(fle
     assert runs[0]["sha"] == fleet.repo.git("rev-parse", "HEAD") and runs[0]["author"].startswith("Ada Lovelace")
     approvals = [orjson.loads(line) for line in content[packs.APPROVALS].splitlines()]
     assert any(a["subject_kind"] == "ToolCall" for a in approvals)
+    evaluations = [orjson.loads(line) for line in content[packs.EVALUATION_RUNS].splitlines()]
+    assert [(r["version"], r["suite"], r["samples"]) for r in evaluations] == [(v, s, n) for v, s, _, n in samples.SAMPLE_RUNS]
+    assert {r["verdict"] for r in evaluations} == {"passing"} and evaluations[0]["genomeHash"].startswith("sha256:")
     retention = json.loads(content[packs.RETENTION])
     assert (retention["opEventRetentionDays"], retention["archiveRetentionDays"]) == (30, 180)
     # Public keys only: no private key is ever exported.
@@ -91,6 +97,7 @@ def test_a_pack_holds_the_tenants_evidence_and_verifies_offline_with_the_key(fle
         verify_pack(pack, "--key", keys.parse_public(key.read_text()).as_dict()["publicKey"], "--format", "json").stdout
     )
     assert report["ok"] is True and report["key"] == "given" and report["records"][packs.OP_EVENTS] == 4
+    assert report["records"][packs.EVALUATION_RUNS] == len(samples.SAMPLE_RUNS)
     # Without --key it checks the pack against the key it carries, and says so.
     assert "the key the pack carries (pass --key" in verify_pack(pack).stdout
 
@@ -232,6 +239,26 @@ def test_a_pack_built_by_a_lying_store_fails(fleet: Armctl, tmp_path: Path) -> N
     assert result.returncode == 1
     assert f"{packs.CHANGE_RECORDS}: checkpoint 1: record " in result.stdout and "the chain was rewritten" in result.stdout
     # Nothing but the checkpoints betrays it: every line and file hash matches its manifest.
+    assert "changed:" not in result.stdout and "does not link" not in result.stdout
+
+
+def test_a_pack_holding_an_evaluation_run_the_store_altered_fails(fleet: Armctl, tmp_path: Path) -> None:
+    """The store drops the runs' append-only guard and raises a run's score before the export:
+    the pack is signed and every line links, but the run no longer says what its hash-chained
+    EVALUATION_RECORDED record says."""
+    with fleet.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("DROP TRIGGER evaluation_runs_append_only ON evaluation_runs")
+        else:
+            connection.exec_driver_sql("DROP TRIGGER evaluation_runs_no_update")
+        connection.execute(sa.update(tables.evaluation_runs).where(tables.evaluation_runs.c.id == 2).values(samples=5000))
+    pack = tmp_path / "pack.tar.gz"
+    _export(fleet, pack)
+    result = verify_pack(pack, "--key", str(_key_file(fleet, tmp_path)))
+    assert result.returncode == 1
+    assert f"{packs.EVALUATION_RUNS}, line 2: evaluation run 2 differs from its EVALUATION_RECORDED record in samples" in (
+        result.stdout
+    )
     assert "changed:" not in result.stdout and "does not link" not in result.stdout
 
 

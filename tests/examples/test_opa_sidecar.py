@@ -212,6 +212,48 @@ def test_opas_own_engine_loaded_with_the_pulled_bundle_decides_the_example_as_th
     assert sidecar.evaluate("data.arm.decision.result", in_units)["decision"] == "DENY"
 
 
+def test_a_version_whose_genome_fails_verification_is_denied_by_the_sidecar_too(served: Served) -> None:
+    """Someone rewrites the stored genome of the example's version; ``armctl audit verify`` finds
+    it. A sidecar polling with the ETag it has gets a new signed bundle (not 304) whose data names
+    the version, and OPA's own engine loaded with it denies the example, as the Data API does."""
+    require()
+    config = opa_config(sidecar_env(served))
+    bundle = config["bundles"]["arm"]
+    status, headers, _ = fetch(service_request(config, bundle["service"], bundle["resource"]))
+    assert status == 200
+    example = json.loads(INPUT.read_text())["input"]
+    version = example["instance"]["version"]
+    engine = sa.create_engine(served.fleet.database)
+    try:
+        v = tables.agent_versions
+        with engine.begin() as connection:
+            genome = connection.execute(sa.select(v.c.genome).where(v.c.name == version)).scalar_one()
+            connection.execute(v.update().where(v.c.name == version).values(genome={**genome, "memory": {"kind": "persistent"}}))
+    finally:
+        engine.dispose()
+    assert served.fleet.armctl("audit", "verify", check=False).returncode == 1
+
+    polled = service_request(config, bundle["service"], bundle["resource"], headers={"If-None-Match": headers["etag"]})
+    status, _, body = fetch(polled)
+    assert status == 200
+    signing = bundle["signing"]
+    verify_bundle(body, config["keys"], keyid=signing["keyid"], scope=signing["scope"])
+    files = {name: content.decode() for name, content in read_bundle(body).items()}
+    assert json.loads(files["data.json"])["arm"]["fleet"]["integrityFailed"] == {"acme": {version: True}}
+    sidecar = goopa.GoOpaEngine()
+    modules = {name: text for name, text in files.items() if name.endswith(".rego")}
+    sidecar.load(engines.Bundle(modules, json.loads(files["data.json"]), json.loads(files[".manifest"])["revision"]))
+    denied = sidecar.evaluate("data.arm.decision.result", example)
+    assert denied["decision"] == "DENY" and denied["reasons"][0].startswith(
+        f"VERSION_INTEGRITY_FAILED: the stored genome of version {version}"
+    )
+    request = service_request(
+        config, "arm", "/v1/data/arm/decision/result", data=INPUT.read_bytes(), headers={"Content-Type": "application/json"}
+    )
+    status, _, answer = fetch(request)
+    assert status == 200 and json.loads(answer)["result"] == denied
+
+
 @pytest.mark.skipif(shutil.which("opa") is None, reason="no opa binary on PATH (none can be installed here)")
 def test_a_real_opa_sidecar_decides_with_the_bundle_and_uploads_its_decision_log(served: Served, tmp_path: Path) -> None:
     port = free_port()

@@ -212,14 +212,16 @@ def test_the_opa_bundle_data_api_and_decision_logs(api: tuple[httpx.Client, sa.E
         manifest = json.load(tar.extractfile(".manifest"))  # type: ignore[arg-type]
         data = json.load(tar.extractfile("data.json"))  # type: ignore[arg-type]
     with engine.connect() as connection:
-        applied = connection.execute(sa.select(tables.fleet_state.c.applied_sha)).scalar_one()
+        applied, generation = connection.execute(
+            sa.select(tables.fleet_state.c.applied_sha, tables.fleet_state.c.generation)
+        ).one()
     assert manifest == {"revision": applied, "roots": ["arm"]}
     assert "policies/arm/decision.rego" in names and "policies/arm/gates.rego" in names
     assert not any(name.endswith("_test.rego") for name in names)
     assert data["arm"]["fleet"]["envelopes"]["acme"]["app@1.0.0"]["approvalAbove"] == "YELLOW"
     assert data["arm"]["fleet"]["tools"]["acme"]["payments.refund"]["risk"] == "RED"
     etag = response.headers["etag"]
-    assert etag == f'"{applied}:acme"'
+    assert etag == f'"{applied}:{generation}:acme"'
     assert client.get("/v1/bundles/arm.tar.gz", headers={**auth(made["runtime"]), "If-None-Match": etag}).status_code == 304
     assert client.get("/v1/bundles/arm.tar.gz").status_code == 401
 

@@ -188,7 +188,9 @@ def test_a_new_commit_reaches_the_data_api_and_the_bundle(served: Served) -> Non
     assert tool["result"]["risk"] == "RED" and not tool["result"].get("writes")
     assert ask(served, "payments.refund")["decision"] == "NEEDS_APPROVAL"  # the rule reads the new catalog
     fresh = served.client.get("/v1/bundles/arm.tar.gz", headers={**auth(served.acme), "If-None-Match": etag})
-    assert fresh.status_code == 200 and fresh.headers["etag"] == f'"{sha}:acme"'
+    with served.db.connect() as connection:
+        generation = fleetstate.read(connection)["generation"]  # type: ignore[index]
+    assert fresh.status_code == 200 and fresh.headers["etag"] == f'"{sha}:{generation}:acme"'
     assert pulled(served, served.acme)[0]["revision"] == sha
     assert (
         served.client.get(
