@@ -50,6 +50,8 @@ class LazyGroup(click.Group):
         "keys": "reconciler.cli.keying:keys",
         "eval": "reconciler.cli.evaluating:eval_",
         "version": "reconciler.cli.versions:version",
+        "replay": "reconciler.cli.replaying:replay",
+        "state": "reconciler.cli.replaying:state",
         "notifications": "reconciler.cli.notifying:notifications",
     }
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -11,7 +13,7 @@ import click
 from reconciler.policy import testing
 from reconciler.reconcile import actions
 
-__all__ = ["plan_json", "plan_markdown", "print_plan"]
+__all__ = ["hide_scratch_approvals", "plan_json", "plan_markdown", "print_impact", "print_plan", "print_replay"]
 
 _SYMBOLS = {
     "create": ("+", "green"),
@@ -36,7 +38,47 @@ EVIDENCE_NOTE = (
 )
 
 
+#: Under a pull-request plan made without ``--state``: its gates ran on a scratch database.
+SCRATCH_NOTE = (
+    "_Gates were evaluated on a scratch database that holds no approvals: pass `--state state.json` "
+    "(exported with `armctl state export`) for the real waiting gates and approval ids._"
+)
+
+_APPROVAL_ID = re.compile(r" ?\(approval \d+\)|,? ?approval \d+\b")
+
+
+def hide_scratch_approvals(plan: actions.Plan) -> None:
+    """Drop approval ids from a plan's conditions: on a scratch database they name scratch rows,
+    which mean something else in production."""
+    plan.conditions[:] = [dataclasses.replace(c, message=_APPROVAL_ID.sub("", c.message)) for c in plan.conditions]
+
+
+def _changes(action: actions.Action) -> list[tuple[str, Any, Any]]:
+    """An updated object's changed fields: (dotted path, before, after)."""
+    changes = action.data.get("changes") if action.data else None
+    return list(changes or [])
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _change_text(path: str, before: Any, after: Any) -> str:
+    if isinstance(before, list) and isinstance(after, list):
+        added = [x for x in after if x not in before]
+        removed = [x for x in before if x not in after]
+        if added or removed:
+            return f"{path}: " + ", ".join([*(f"+{_short(x)}" for x in added), *(f"-{_short(x)}" for x in removed)])
+    shown_before = _short(before) if before is not None else "(unset)"
+    shown_after = _short(after) if after is not None else "(unset)"
+    return f"{path}: {shown_before} → {shown_after}"
+
+
 def _detail(action: actions.Action) -> str:
+    if action.op == "update":
+        changes = _changes(action)
+        return "; ".join(_change_text(path, b, a) for path, b, a in changes)
     if action.op == "record-rollout" and "step" in (action.after or {}):
         b, a = action.before, action.after
         return f"canary weight {b['weight']}% → {a['weight']}% (step {a['step']}): {a['instances']} instances on the new version"
@@ -62,10 +104,17 @@ def plan_json(plan: actions.Plan, exit_code: int) -> dict[str, Any]:
         "changes": len(plan.actions),
         "exitCode": exit_code,
         "counts": plan.counts(),
-        "actions": [a.as_dict() for a in plan.actions],
+        "actions": [_action_json(a) for a in plan.actions],
         "waiting": [c.as_dict() for c in plan.conditions],
         "warnings": [w.as_dict() for w in plan.warnings],
     }
+
+
+def _action_json(action: actions.Action) -> dict[str, Any]:
+    body = action.as_dict()
+    if action.op == "update":
+        body["changes"] = [{"field": path, "before": b, "after": a} for path, b, a in _changes(action)]
+    return body
 
 
 def print_plan(plan: actions.Plan) -> None:
@@ -96,7 +145,14 @@ def print_plan(plan: actions.Plan) -> None:
 
 
 def plan_markdown(
-    plan: actions.Plan, base: str | None = None, tests: list[testing.TestResult] | None = None, *, evidence: bool = False
+    plan: actions.Plan,
+    base: str | None = None,
+    tests: list[testing.TestResult] | None = None,
+    *,
+    evidence: bool = False,
+    impact: dict[str, Any] | None = None,
+    replay: dict[str, Any] | None = None,
+    real_state: bool = False,
 ) -> str:
     lines = [f"### ARM plan for `{plan.revision}`" + (f" against `{base}`" if base else ""), ""]
     if not plan.actions:
@@ -111,9 +167,15 @@ def plan_markdown(
         lines += [f"- **{c.kind} `{c.name}`**: {c.message}" for c in plan.conditions]
         if base and not evidence and any("waiting for evaluation" in c.message for c in plan.conditions):
             lines += ["", EVIDENCE_NOTE]
+        if base and not real_state:
+            lines += ["", SCRATCH_NOTE]
     if plan.warnings:
         lines += ["", "#### Warnings", ""]
         lines += [f"- `{w.where()}`: {w.message}" for w in plan.warnings]
+    if impact is not None:
+        lines += ["", *impact_markdown(impact, replay)]
+    elif replay is not None:
+        lines += ["", "#### Decision impact", "", *replay_markdown(replay)]
     if tests is not None:
         failed = [t for t in tests if t.outcome != "PASS"]
         lines += ["", "#### Rego unit tests", ""]
@@ -136,3 +198,115 @@ def print_tests(tests: list[testing.TestResult]) -> None:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, indent=2, default=str)
+
+
+# ---------------------------------------------------------------- decision impact
+
+_SHOWN_VERSIONS = 5
+
+
+def _versions_text(versions: list[str]) -> str:
+    shown = ", ".join(f"`{v}`" for v in versions[:_SHOWN_VERSIONS])
+    more = len(versions) - _SHOWN_VERSIONS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _example_text(example: Any) -> str:
+    if not isinstance(example, dict):
+        return str(example)
+    if "args" in example:
+        return f"`{example['version']}` in {example['environment']} with `{json.dumps(example['args'], sort_keys=True)}`"
+    return f"`{example['version']}` in {example['environment']} at {example['risk']}"
+
+
+def impact_markdown(impact: dict[str, Any], replay: dict[str, Any] | None = None) -> list[str]:
+    """The "Decision impact" section of a PR comment."""
+    lines = ["#### Decision impact", ""]
+    flips = impact["flips"]
+    if not flips:
+        lines.append(
+            f"**No decision changes.** {impact['probes']} probes over {impact['versions']} versions: every tool at every "
+            "risk level decides as before."
+        )
+    else:
+        widening = impact["widening"]
+        head = f"**{sum(f['count'] for f in flips)} decisions change**"
+        if widening:
+            head += f", **{widening} widen** (marked ⚠)"
+        lines += [head + f" over {impact['versions']} versions.", ""]
+        lines += ["| | from → to | tool | scope | count | versions | example |", "|---|---|---|---|---|---|---|"]
+        for f in flips:
+            mark = "⚠" if f["widening"] else ""
+            lines.append(
+                f"| {mark} | {f['from']} → {f['to']} | `{f['tool']}` | `{f['scope']}` | {f['count']} | "
+                f"{_versions_text(f['versions'])} | {_example_text(f['example'])} |"
+            )
+    for rule in impact.get("waitsForApproval") or ():
+        roles = " or ".join(rule.get("approverRoles") or [])
+        lines += [
+            "",
+            f"**Tenant `{rule['tenant']}` governs widening policy changes:** once merged, the apply waits for "
+            f"{rule.get('requiredApprovals') or 1} approval(s) from {roles} before this change takes effect.",
+        ]
+    if replay is not None:
+        lines += ["", *replay_markdown(replay)]
+    return lines
+
+
+def replay_markdown(replay: dict[str, Any]) -> list[str]:
+    lines = ["##### Recorded decisions replayed", ""]
+    text = f"{replay['replayed']} replayed"
+    if replay["unreplayable"]:
+        why = replay["unreplayableWhy"]
+        text += f", {replay['unreplayable']} not replayable (" + "; ".join(f"{n}: {w}" for w, n in why.items()) + ")"
+    if not replay["flips"]:
+        return [*lines, text + ": none would be decided differently."]
+    lines += [text + f": **{replay['changed']} would be decided differently**.", ""]
+    lines += ["| | from → to | tool | count | versions | tenants | example decisions |", "|---|---|---|---|---|---|---|"]
+    for f in replay["flips"]:
+        mark = "⚠" if f["widening"] else ""
+        lines.append(
+            f"| {mark} | {f['from']} → {f['to']} | `{f['tool']}` | {f['count']} | {_versions_text(f['versions'])} | "
+            f"{', '.join(f['tenants'])} | {', '.join(str(e) for e in f['examples'])} |"
+        )
+    return lines
+
+
+def print_impact(impact: dict[str, Any]) -> None:
+    click.echo(click.style("\nDecision impact", bold=True))
+    if not impact["flips"]:
+        click.echo(f"  No decision changes ({impact['probes']} probes over {impact['versions']} versions).")
+        return
+    for f in impact["flips"]:
+        mark = click.style("⚠ widens ", fg="red") if f["widening"] else ""
+        click.echo(
+            f"  {mark}{f['from']} → {f['to']}  {f['tool']}  {f['scope']}: {f['count']} "
+            f"(versions {', '.join(f['versions'][:_SHOWN_VERSIONS])}{' …' if len(f['versions']) > _SHOWN_VERSIONS else ''}; "
+            f"e.g. {_example_text(f['example']).replace('`', '')})"
+        )
+
+
+def print_governed(impact: dict[str, Any]) -> None:
+    for rule in impact.get("waitsForApproval") or ():
+        roles = " or ".join(rule.get("approverRoles") or [])
+        click.echo(
+            f"  Tenant {rule['tenant']} governs widening policy changes: the apply waits for "
+            f"{rule.get('requiredApprovals') or 1} approval(s) from {roles}."
+        )
+
+
+def print_replay(replay: dict[str, Any]) -> None:
+    click.echo(click.style("\nRecorded decisions replayed", bold=True))
+    click.echo(
+        f"  {replay['replayed']} replayed, {replay['unreplayable']} not replayable, {replay['changed']} decided differently."
+    )
+    for reason, n in replay["unreplayableWhy"].items():
+        click.echo(f"  - {n} not replayable: {reason}")
+    for f in replay["flips"]:
+        mark = click.style("⚠ widens ", fg="red") if f["widening"] else ""
+        by_version = ", ".join(f"{v} {n}" for v, n in list(f["byVersion"].items())[:_SHOWN_VERSIONS])
+        by_tenant = ", ".join(f"{t} {n}" for t, n in f["byTenant"].items())
+        click.echo(
+            f"  {mark}{f['from']} → {f['to']}  {f['tool']}: {f['count']} (versions: {by_version}; tenants: {by_tenant}; "
+            f"e.g. decisions {', '.join(str(e) for e in f['examples'])})"
+        )

@@ -15,10 +15,11 @@ import click
 from reconciler import errors
 from reconciler import settings as settings_
 from reconciler.cli import keying, output, planview
+from reconciler.decisions import replaying
 from reconciler.desired import caching, repository
 from reconciler.evidence import recording, retention
-from reconciler.policy import library, testing
-from reconciler.reconcile import reporting, running, validating
+from reconciler.policy import impact, library, replays, testing
+from reconciler.reconcile import impacting, reporting, running, statefiles, validating
 from reconciler.state import database
 
 __all__ = ["apply", "history", "init", "plan", "status"]
@@ -78,53 +79,115 @@ def init(settings: settings_.Settings) -> None:
     default=None,
     help="With --base: evaluation runs (JSON, as GET /v1/evaluations answers) the scratch database starts with.",
 )
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --base: production's state ('armctl state export'): its approvals, runs and lifecycles, so gates are the real ones.",
+)
+@click.option(
+    "--replay",
+    "replay_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Recorded decisions ('armctl events export') to replay against the head: their flips join the decision impact.",
+)
+@click.option("--no-impact", is_flag=True, help="Leave out the decision impact (base against head decisions).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.pass_obj
 def plan(
     settings: settings_.Settings, repo: str | None, ref: str | None, path: str | None, base: str | None, head: str | None,
-    evidence: str | None, fmt: str,
+    evidence: str | None, state_file: str | None, replay_file: str | None, no_impact: bool, fmt: str,
 ) -> None:  # fmt: skip
-    """Show what applying a commit would change. Exit 0: no changes, 2: changes, 1: error (or, with
-    --base, a failing Rego unit test)."""
+    """Show what applying a commit would change, and which tool-call decisions it flips. Exit 0:
+    no changes, 2: changes, 1: error (or, with --base, a failing Rego unit test)."""
     if head is not None and base is None:
         raise errors.ConfigError("--head needs --base: without it the plan is against the configured database")
     if evidence is not None and base is None:
         raise errors.ConfigError("--evidence needs --base: without it the plan reads the runs of the configured database")
+    if state_file is not None and base is None:
+        raise errors.ConfigError("--state needs --base: without it the plan is against the configured database")
     runs = _read_evidence(evidence) if evidence is not None else None
+    if replay_file is not None and not os.access(replay_file, os.R_OK):
+        raise errors.ConfigError(f"--replay {replay_file}: cannot read it (write it with 'armctl events export')")
+    state_doc = statefiles.read(state_file) if state_file is not None else None
     target = head or ref or settings.ref
     tests: list[testing.TestResult] | None = None
+    impact_report: dict[str, Any] | None = None
+    replay_report: dict[str, Any] | None = None
     if base is None:
-        outcome = make_reconciler(settings, repo, path).plan(target)
+        reconciler = make_reconciler(settings, repo, path)
+        outcome = reconciler.plan(target)
+        assert outcome.desired is not None
+        head_side = impacting.side_of_snapshot(outcome.desired)
+        if not no_impact:
+            with database.reading(reconciler.db) as connection:
+                base_side = impacting.side_of_database(connection)
+            impact_report = impact.probe(base_side, head_side).as_dict()
     else:
         with tempfile.TemporaryDirectory(prefix="arm-plan-") as scratch:
             db = database.connect(f"sqlite:///{Path(scratch) / 'scratch.db'}")
             try:
                 database.migrate(db)
-                if runs is not None:
+                if runs is not None or state_doc is not None:
                     with database.transaction(db) as connection:
-                        recording.import_runs(connection, runs, str(evidence))
+                        if runs is not None:
+                            recording.import_runs(connection, runs, str(evidence))
+                        if state_doc is not None:
+                            statefiles.import_before(connection, state_doc, str(state_file))
                 reconciler = make_reconciler(settings, repo, path, db)
                 try:
                     reconciler.apply(base)
                 except errors.ArmError:
                     click.echo(f"The base commit {base} does not apply to an empty database:", err=True)
                     raise
+                if state_doc is not None:
+                    with database.transaction(db) as connection:
+                        statefiles.import_after(connection, state_doc)
+                base_snap = reconciler.validated(base)
+                base_side = impacting.side_of_snapshot(base_snap)
                 outcome = reconciler.plan(target)
+                assert outcome.desired is not None
+                head_side = impacting.side_of_snapshot(outcome.desired)
+                if not no_impact:
+                    impact_report = impact.probe(base_side, head_side).as_dict()
             finally:
                 db.dispose()
         tests = testing.run_tests(library.modules_for(outcome.rego))
+    if replay_file is not None:
+        replay_report = replays.Replayer(head_side).feed(replaying.from_file(replay_file)).as_dict()
     assert outcome.plan is not None
+    if base is not None and state_doc is None:
+        planview.hide_scratch_approvals(outcome.plan)
     failed = [t for t in tests or () if t.outcome != "PASS"]
     code = 1 if failed else 2 if outcome.plan.actions else 0
     if fmt == "json":
         report = planview.plan_json(outcome.plan, code)
         if tests is not None:
             report["regoTests"] = {"passed": len(tests) - len(failed), "failed": [t.__dict__ for t in failed]}
+        if impact_report is not None:
+            report["impact"] = impact_report
+        if replay_report is not None:
+            report["replay"] = replay_report
+        if base is not None:
+            report["gates"] = "state" if state_doc is not None else "scratch"
         click.echo(planview.dumps(report))
     elif fmt == "markdown":
-        click.echo(planview.plan_markdown(outcome.plan, base=base, tests=tests, evidence=runs is not None), nl=False)
+        click.echo(
+            planview.plan_markdown(
+                outcome.plan, base=base, tests=tests, evidence=runs is not None, impact=impact_report, replay=replay_report,
+                real_state=state_doc is not None,
+            ),
+            nl=False,
+        )  # fmt: skip
     else:
         planview.print_plan(outcome.plan)
+        if impact_report is not None:
+            planview.print_impact(impact_report)
+            planview.print_governed(impact_report)
+        if replay_report is not None:
+            planview.print_replay(replay_report)
         if tests is not None:
             planview.print_tests(tests)
     sys.exit(code)
@@ -159,6 +222,14 @@ def apply(settings: settings_.Settings, repo: str | None, ref: str | None, path:
         if outcome.plan is not None:
             report |= {"counts": outcome.plan.counts(), "waiting": [c.as_dict() for c in outcome.plan.conditions]}
         click.echo(planview.dumps(report))
+        return
+    if outcome.outcome == "WAITING":
+        assert outcome.plan is not None
+        click.echo(f"{outcome.revision} is not applied: it waits for approval of its policy change.")
+        for c in outcome.plan.conditions:
+            if c.kind == "PolicyChange":
+                click.echo(f"  … {c.tenant}: {c.message}")
+        click.echo("Approve with 'armctl approvals approve ID', then apply again.")
         return
     if outcome.outcome == "UNCHANGED":
         click.echo(f"{outcome.revision} is already applied; nothing to do ({outcome.seconds * 1000:.0f} ms).")

@@ -263,7 +263,8 @@ class Daemon:
                 log.error("reconcile of %s failed; the last good commit stays in force: %s", revision, exc)
                 return
         self._refused = None
-        self.applied_sha = outcome.sha
+        if outcome.outcome != "WAITING":  # a policy change waiting for approval is not applied
+            self.applied_sha = outcome.sha
         self._finished(outcome.outcome, outcome.revision, started)
         if outcome.outcome != "UNCHANGED":
             log.info(

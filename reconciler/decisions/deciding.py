@@ -301,7 +301,7 @@ class Decider:
             outcome = self._evaluate(request, context, version)
             if outcome.decision == "NEEDS_APPROVAL" or (outcome.decision == "ALLOW" and context.approval_granted):
                 return self._decide_locked(request, key, context, tenant, version, revision, now, outcome)
-            pending = self._pending(request, key, tenant, version, revision, now, outcome, None)
+            pending = self._pending(request, key, tenant, version, revision, now, outcome, None, context)
             if self._writer is not None:
                 pending.release, handed = (lambda: self._inflight.leave(ident)), True
                 decision_id = self._writer.wait(pending)
@@ -356,7 +356,7 @@ class Decider:
             if outcome.decision == "NEEDS_APPROVAL":
                 return False
             revision = self.engine.revision if applied else None
-            pending = self._pending(request, key, tenant, version, revision, now, outcome, None)
+            pending = self._pending(request, key, tenant, version, revision, now, outcome, None, context)
 
             def done(item: recording.Pending) -> None:
                 if item.decision_id is None:
@@ -388,7 +388,8 @@ class Decider:
         started = time.perf_counter()
         with database.transaction(self.db) as connection:
             approval_id, outcome = self._approval_step(connection, request, tenant, key, outcome, context, version, now)
-            pending = self._pending(request, key, tenant, version, revision, now, outcome, approval_id)
+            granted = context.approval_granted and outcome.decision == "ALLOW" and approval_id is not None
+            pending = self._pending(request, key, tenant, version, revision, now, outcome, approval_id, context, granted)
             (decision_id,) = recording.store(connection, [pending], now)
         self.write_seconds.observe(time.perf_counter() - started)
         self.ledger.add_decisions([decision_id], [(pending.tenant, pending.instance, key, now.timestamp())])
@@ -425,6 +426,8 @@ class Decider:
         now: dt.datetime,
         outcome: inputs.Outcome,
         approval_id: int | None,
+        context: inputs.Context,
+        granted: bool = False,
     ) -> recording.Pending:
         # The answer (Decision.of) keeps the reasons as the policy wrote them: it goes back to
         # the caller, whose arguments they quote.
@@ -443,6 +446,7 @@ class Decider:
             "approvalId": approval_id,
             "policyRevision": revision,
             "version": version,
+            "replay": _replay_data(context, outcome, granted, secrets),
         }
         deny = _deny_type(outcome.reasons) if outcome.decision == "DENY" and tenant is not None else None
         return recording.Pending(tenant or "", request.instance, now, payload, key, deny, request.tool, reasons)
@@ -603,6 +607,30 @@ _MISSING: dict[str, Any] = dict(_EMPTY_ENVELOPE)
 #: Stands for the envelope of a version whose stored genome failed verification: every decision
 #: of its instances is DENY (VERSION_INTEGRITY_FAILED) until it verifies again.
 _INTEGRITY_FAILED: dict[str, Any] = dict(_EMPTY_ENVELOPE)
+
+
+def _replay_data(context: inputs.Context, outcome: inputs.Outcome, granted: bool, secrets: frozenset[str]) -> dict[str, Any]:
+    """What a replay needs to decide this call again under another commit's policy
+    (``policy.impact``): the caller as resolved, the counters in effect, whether an approval
+    was used, and what the arguments showed (redacted like them). ``policy: False`` where no
+    policy was asked (unknown instance, integrity failure, no envelope)."""
+    instance = context.instance
+    evaluated = instance is not None and context.envelope is not _MISSING and context.envelope is not _INTEGRITY_FAILED
+    if not evaluated or instance is None:
+        return {"policy": False}
+    findings = {kind: risk.redact_text(text, secrets) for kind, text in outcome.risk.findings_dict().items()}
+    return {
+        "policy": True,
+        "state": instance["state"],
+        "template": instance["template"],
+        "environment": context.environment.get("name"),
+        "production": bool(context.environment.get("production")),
+        "spentRun": context.spent_run,
+        "spentDay": context.spent_day,
+        "loop": context.same_calls,
+        "granted": granted,
+        "findings": findings,
+    }
 
 
 def _deny_type(reasons: list[str]) -> str:

@@ -97,9 +97,25 @@ class Metadata(Frozen):
 # ---------------------------------------------------------------- Tenant, Project, Environment
 
 
+class WideningRule(Frozen):
+    """Who must approve a policy change that widens decisions (``policy.impact``)."""
+
+    requiredApprovals: int = pydantic.Field(default=1, ge=1, le=10)
+    approverRoles: tuple[Name, ...] = pydantic.Field(min_length=1)
+
+
+class PolicyChanges(Frozen):
+    """How a tenant governs changes to the policy that decides its tool calls: with
+    ``widening``, an apply that would allow what was not allowed (or ask for approval where it
+    denied) waits for that approval; narrowing changes apply at once."""
+
+    widening: WideningRule | None = None
+
+
 class TenantSpec(Frozen):
     displayName: str | None = None
     contact: Email | None = None
+    policyChanges: PolicyChanges | None = None
 
 
 class ProjectSpec(Frozen):
@@ -149,6 +165,10 @@ class Tool(Frozen):
     writes: bool = False
     external: bool = False
     productionImpact: bool = False
+    #: Arguments a plan's decision impact also asks this tool with (besides none at all), for
+    #: fleet rules that read arguments: ``[{amount: 250}, {amount: 600}]``. Never stored in a
+    #: decision; a probe's arguments are assessed like a call's.
+    probes: tuple[dict[str, Any], ...] = pydantic.Field(default=(), max_length=20)
 
 
 class ToolCatalogSpec(Frozen):

@@ -139,6 +139,13 @@ class Snapshot:
             data = self.raw[(obj.origin.file, obj.origin.document)]
             self._models[obj.key] = _models().KINDS[obj.kind].model_validate_json(data)
 
+    def prefetch(self, objects: Iterator[Object] | list[Object]) -> None:
+        """Read the files of ``objects`` whose documents are not in memory, in one batch (before
+        calling :meth:`data` on many of them)."""
+        missing = sorted({(o.origin.file, o.origin.blob) for o in objects if (o.origin.file, o.origin.document) not in self.raw})
+        if missing and self.reread is not None:
+            self.raw.update(self.reread(missing))
+
     def data(self, obj: Object) -> dict[str, Any]:
         """The document of ``obj`` as plain data (as written, defaults not filled in)."""
         key = (obj.origin.file, obj.origin.document)

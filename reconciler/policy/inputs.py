@@ -78,16 +78,23 @@ def call_key(tool: str, args: Mapping[str, Any]) -> str:
 
 
 def build_input(
-    context: Context, tool: str, args: Mapping[str, Any], cost_estimate: float
+    context: Context,
+    tool: str,
+    args: Mapping[str, Any],
+    cost_estimate: float,
+    findings: tuple[str | None, str | None, str | None, str | None] | None = None,
 ) -> tuple[dict[str, Any], risk.Assessment]:
+    """The decision input and the call's risk. ``findings``: what the arguments were found to show
+    when the call was first decided (a replay: the stored arguments are redacted), instead of
+    assessing ``args`` now; the catalog entry and the environment are read as now either way."""
     entry = context.tool
     catalog_level = entry["risk"] if entry else "RED"
-    assessment = risk.assess(
-        catalog_level,
-        args,
-        production=bool(context.environment.get("production")),
-        production_impact=bool(entry and entry.get("productionImpact")),
-    )
+    production = bool(context.environment.get("production"))
+    production_impact = bool(entry and entry.get("productionImpact"))
+    if findings is None:
+        assessment = risk.assess(catalog_level, args, production=production, production_impact=production_impact)
+    else:
+        assessment = risk.reassess(catalog_level, findings, production=production, production_impact=production_impact)
     # The documents are only read (serialised for the engine): shared dicts are not copied.
     document = {
         "instance": _plain(context.instance) if context.instance is not None else None,

@@ -43,7 +43,18 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["LEVELS", "REDACTED", "Assessment", "assess", "clean", "redact", "redact_args", "redact_text"]
+__all__ = [
+    "LEVELS",
+    "REDACTED",
+    "Assessment",
+    "assess",
+    "clean",
+    "findings_of",
+    "reassess",
+    "redact",
+    "redact_args",
+    "redact_text",
+]
 
 LEVELS = ("GREEN", "YELLOW", "RED")
 REDACTED = "[REDACTED]"
@@ -273,9 +284,20 @@ class Assessment:
     level: str
     catalog_level: str
     reasons: tuple[str, ...]
+    #: what the arguments alone showed, each kind's reason or None: (secret, target, destructive,
+    #: bulk). A replay re-assesses the call from these under another catalog (``reassess``):
+    #: the arguments themselves are stored redacted.
+    findings: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
 
     def as_dict(self) -> dict[str, Any]:
         return {"level": self.level, "catalogLevel": self.catalog_level, "reasons": list(self.reasons)}
+
+    def findings_dict(self) -> dict[str, str]:
+        """The arguments' findings by kind (only those found), as a stored decision keeps them."""
+        return {kind: reason for kind, reason in zip(_FINDING_KINDS, self.findings, strict=True) if reason is not None}
+
+
+_FINDING_KINDS = ("secret", "target", "destructive", "bulk")
 
 
 @dataclasses.dataclass(slots=True)
@@ -295,7 +317,6 @@ def assess(
     catalog_level: str, args: Mapping[str, Any], *, production: bool = False, production_impact: bool = False
 ) -> Assessment:
     """The risk of calling a tool of ``catalog_level`` with ``args``."""
-    rank = LEVELS.index(catalog_level)
     found = _Findings()
     _scan_mapping(found, args, "")
     if found.budget < 0 and found.bulk is None:
@@ -303,22 +324,52 @@ def assess(
     if found.secret is None and (found.partial or found.budget < 0) and redact_args(args)[1]:
         # What redaction finds, assessing must too, wherever it is: read every value for secrets.
         found.secret = ""
-    reasons: list[str] = []
     if found.secret is not None:
-        where = f"argument {found.secret}" if found.secret else "an argument past those read one by one"
-        reasons.append(f"{where} holds a secret-like value: RED")
+        found.secret = f"argument {found.secret}" if found.secret else "an argument past those read one by one"
+    findings = (
+        found.secret,
+        f"argument {found.target}" if found.target is not None else None,
+        found.destructive,
+        found.bulk,
+    )
+    return reassess(catalog_level, findings, production=production, production_impact=production_impact)
+
+
+def reassess(
+    catalog_level: str,
+    findings: tuple[str | None, str | None, str | None, str | None],
+    *,
+    production: bool = False,
+    production_impact: bool = False,
+) -> Assessment:
+    """The risk of a call whose arguments showed ``findings`` (``Assessment.findings``) when its
+    tool has ``catalog_level``: what :func:`assess` answers for the same arguments, so a replay
+    under another catalog re-assesses a recorded call without its (redacted) arguments."""
+    secret, target, destructive, bulk = findings
+    rank = LEVELS.index(catalog_level)
+    reasons: list[str] = []
+    if secret is not None:
+        reasons.append(f"{secret} holds a secret-like value: RED")
         rank = 2
-    if found.target is not None:
-        reasons.append(f"argument {found.target} targets production: raised one level")
+    if target is not None:
+        reasons.append(f"{target} targets production: raised one level")
     elif production and production_impact:
         reasons.append("production-impacting tool called from a production environment: raised one level")
-    if found.destructive is not None:
-        reasons.append(f"{found.destructive}: raised one level")
-    if found.bulk is not None:
-        reasons.append(f"{found.bulk}: raised one level")
-    raises = len(reasons) - (found.secret is not None)  # each reason but the secret's is one level
+    if destructive is not None:
+        reasons.append(f"{destructive}: raised one level")
+    if bulk is not None:
+        reasons.append(f"{bulk}: raised one level")
+    raises = len(reasons) - (secret is not None)  # each reason but the secret's is one level
     rank = min(rank + raises, 2)
-    return Assessment(LEVELS[rank], catalog_level, tuple(reasons))
+    return Assessment(LEVELS[rank], catalog_level, tuple(reasons), findings)
+
+
+def findings_of(recorded: Any) -> tuple[str | None, str | None, str | None, str | None]:
+    """``Assessment.findings`` from what a stored decision kept (``findings_dict``)."""
+    if not isinstance(recorded, dict):
+        return (None, None, None, None)
+    values = [recorded.get(kind) for kind in _FINDING_KINDS]
+    return tuple(v if isinstance(v, str) else None for v in values)  # type: ignore[return-value]
 
 
 def _scan(found: _Findings, value: Any, path: str, bits: int) -> None:

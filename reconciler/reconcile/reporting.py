@@ -19,7 +19,7 @@ from reconciler.oversight import holds
 from reconciler.state import actual as actual_
 from reconciler.state import fleetstate, tables
 
-__all__ = ["fleet_conditions", "history", "instances", "status"]
+__all__ = ["changed_fields", "describe_updates", "fleet_conditions", "history", "instances", "status"]
 
 #: The columns an instance is listed with (``GET /v1/instances``, ``armctl instance list``).
 INSTANCE_COLUMNS = (
@@ -252,3 +252,41 @@ def history(
     for row in rows:
         row["at"] = row["at"].isoformat()
     return rows
+
+
+def describe_updates(connection: sa.Connection, plan: Any) -> None:
+    """Give each update of a plan its changed fields (``action.data["changes"]``: (dotted path,
+    before, after)), the stored spec and labels against the commit's: what a plan shows of an
+    object it updates. Versions are left out (a genome never changes; lifecycles are steps)."""
+    wanted: dict[str, list[Any]] = {}
+    for action in plan.actions:
+        if action.op == "update" and action.kind in tables.KIND_TABLES and action.kind != "AgentVersion":
+            wanted.setdefault(action.kind, []).append(action)
+    for kind, items in wanted.items():
+        table = tables.KIND_TABLES[kind]
+        c = table.c
+        names = sorted({(a.tenant, a.name) for a in items})
+        stored = {
+            (r.tenant, r.name): {"spec": r.spec or {}, "labels": r.labels or {}}
+            for r in connection.execute(
+                sa.select(c.tenant, c.name, c.spec, c.labels).where(sa.tuple_(c.tenant, c.name).in_(names))
+            )
+        }
+        for action in items:
+            before = stored.get((action.tenant, action.name))
+            after = action.after or {}
+            if before is not None:
+                action.data["changes"] = changed_fields(
+                    before, {"spec": after.get("spec") or {}, "labels": after.get("labels") or {}}
+                )
+
+
+def changed_fields(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted path, before, after) of every leaf that differs; lists compare whole."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        found: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(before) | set(after), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            found += changed_fields(before.get(key), after.get(key), where)
+        return found
+    return [] if before == after else [(path, before, after)]

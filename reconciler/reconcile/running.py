@@ -32,7 +32,7 @@ from reconciler.desired import caching, loading, repository, snapshot
 from reconciler.evidence import checkpoints, keys
 from reconciler.notifications import events, outbox
 from reconciler.policy import engines, library
-from reconciler.reconcile import actions, applying, planning, validating
+from reconciler.reconcile import actions, applying, governing, planning, reporting, validating
 from reconciler.state import actual as actual_
 from reconciler.state import database, fleetstate, tables
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Outcome:
-    outcome: str  # APPLIED | NOOP | UNCHANGED (nothing written; may carry the plan) | FAILED | PLANNED
+    outcome: str  # APPLIED | NOOP | UNCHANGED (nothing written; may carry the plan) | FAILED | PLANNED | WAITING (a widening policy change)
     revision: str
     sha: str
     plan: actions.Plan | None = None
@@ -55,6 +55,8 @@ class Outcome:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     #: the commit's fleet Rego (path → text), set by ``plan`` so callers can run its tests
     rego: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the validated commit, set by ``plan`` (for its decision impact)
+    desired: snapshot.Snapshot | None = None
 
 
 class Reconciler:
@@ -84,6 +86,9 @@ class Reconciler:
         self.policy_digest = ""
         self._previous: snapshot.Snapshot | None = None  # the last applied snapshot, for incremental loads
         self.cached_actual: actual_.Actual | None = None  # the state as the last apply left it
+        #: (SHA, state generation) → the outcome of a commit that waits for approval of its policy
+        #: change: asked again before anything changed (an approval bumps the generation), it waits
+        self._waiting: tuple[tuple[str, int], Outcome] | None = None
 
     # ---------------------------------------------------------------- entry points
 
@@ -94,11 +99,17 @@ class Reconciler:
         with database.reading(self.db) as connection:
             actual = actual_.load(connection)
             health = actual_.canary_health(connection) if actual.has_canaries() else {}
-        result = planning.plan(snap, actual, self.engine, self.policy_digest, advance=advance, health=health)
-        result.raise_for_problems()
+            result = planning.plan(snap, actual, self.engine, self.policy_digest, advance=advance, health=health)
+            result.raise_for_problems()
+            reporting.describe_updates(connection, result)
         return Outcome(
-            "PLANNED", snap.revision, snap.commit.sha, plan=result, seconds=time.perf_counter() - started, rego=dict(snap.rego)
-        )
+            "PLANNED", snap.revision, snap.commit.sha, plan=result, seconds=time.perf_counter() - started, rego=dict(snap.rego),
+            desired=snap,
+        )  # fmt: skip
+
+    def validated(self, ref: str) -> snapshot.Snapshot:
+        """``ref`` read and validated (every problem raised), its policy loaded; nothing planned."""
+        return self._validated(ref)
 
     def apply(self, ref: str, *, advance: bool = True) -> Outcome:
         """Make the database match ``ref``; all of it or none of it.
@@ -141,6 +152,9 @@ class Reconciler:
                 and not (advance and actual_.canaries_in_progress(connection))
             ):
                 return Outcome("UNCHANGED", revision, commit.sha, seconds=time.perf_counter() - started)
+            waiting = self._waiting
+            if waiting is not None and state is not None and waiting[0] == (commit.sha, state["generation"]):
+                return dataclasses.replace(waiting[1], seconds=time.perf_counter() - started)
         snap = self._validated(ref)
         timings = {"validate": time.perf_counter() - started}
         gc_was_enabled = gc.isenabled()
@@ -155,6 +169,23 @@ class Reconciler:
                 result.raise_for_problems()
                 timings["plan"] = time.perf_counter() - mark
                 mark = time.perf_counter()
+                waits, requested = governing.check(connection, snap, actual, result, self.policy_digest, self.clock.now())
+                if waits:
+                    # A widening policy change waits for its approval: nothing of the commit is applied.
+                    result.conditions.extend(waits)
+                    if requested:
+                        now = self.clock.now()
+                        waiting_run = self._insert_run(connection, attempt, "WAITING", now)
+                        problems = [errors.Problem("<policy change>", message=c.message).as_dict() for c in waits]
+                        connection.execute(
+                            tables.reconcile_runs.update()
+                            .where(tables.reconcile_runs.c.id == waiting_run)
+                            .values(finished_at=now, errors=problems)
+                        )
+                    self.cached_actual = None
+                    held = Outcome("WAITING", snap.revision, snap.commit.sha, result, seconds=time.perf_counter() - started)
+                    self._waiting = ((snap.commit.sha, actual.generation), held)
+                    return held
                 if _idle(actual, snap, result):
                     outcome, run_id = "UNCHANGED", None  # a canary that waits: nothing to write, not even a run
                 else:

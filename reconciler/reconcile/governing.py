@@ -1,0 +1,161 @@
+"""Policy changes governed like promotions: a change that widens decisions waits for approval.
+
+A tenant that declares ``spec.policyChanges.widening: {requiredApprovals, approverRoles}`` wants
+a human to approve every commit whose policy would allow what was not allowed (or ask for
+approval where it denied) for its agents. Before an apply that touches what decides tool calls
+(envelopes, catalogs, fleet Rego), :func:`check` compares the database's policy with the
+commit's (``policy.impact.probe``); for each such tenant with widening flips it looks for an
+approval of this change (subject ``PolicyChange`` named by the commit SHA, transition
+``widening``): approved, the apply goes on; otherwise the approval is requested once (an
+``APPROVAL_REQUESTED`` record naming the flips) and the whole commit waits: nothing of it is
+applied, the last applied commit stays in force, and the condition says which flips wait for
+which approval. A narrowing change finds no widening flip and applies at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from reconciler.audit import chain
+from reconciler.desired import snapshot as snapshot_
+from reconciler.policy import impact
+from reconciler.reconcile import actions, impacting
+from reconciler.state import actual as actual_
+from reconciler.state import tables
+
+__all__ = ["SUBJECT", "TRANSITION", "check"]
+
+SUBJECT = "PolicyChange"
+TRANSITION = "widening"
+#: Policy-change approvals are kept open this long (a week): a change waits for people, not a timer.
+_TTL = dt.timedelta(days=7)
+_SHOWN = 5
+
+
+def _governed(snap: snapshot_.Snapshot) -> bool:
+    for tenant in snap.of_kind("Tenant"):
+        if ((snap.data(tenant).get("spec") or {}).get("policyChanges") or {}).get("widening"):
+            return True
+    return False
+
+
+def _touches_policy(plan: actions.Plan, actual: actual_.Actual, policy_digest: str) -> bool:
+    if plan.envelope_updates or (actual.policy_digest or "") != policy_digest:
+        return True
+    return any(a.kind in ("PolicyEnvelope", "ToolCatalog", "Tenant", "Environment", "Deployment") for a in plan.actions)
+
+
+def check(
+    connection: sa.Connection,
+    snap: snapshot_.Snapshot,
+    actual: actual_.Actual,
+    plan: actions.Plan,
+    policy_digest: str,
+    now: dt.datetime,
+) -> tuple[list[actions.Condition], bool]:
+    """The conditions the commit waits on (none: apply it), and whether this call requested an
+    approval (wrote something). A first apply has no decisions to widen: it is not held."""
+    if actual.applied_sha is None or not _governed(snap) or not _touches_policy(plan, actual, policy_digest):
+        return [], False
+    head = impacting.side_of_snapshot(snap)
+    base = impacting.side_of_database(connection)
+    widened = impact.probe(base, head).flips.widening_tenants()
+    waiting = []
+    requested = False
+    for tenant, flips in sorted(widened.items()):
+        rule = head.widening_rules.get(tenant)
+        if not rule:
+            continue
+        row = _approval(connection, tenant, snap.commit.sha)
+        if row is not None and row.status == "APPROVED":
+            continue
+        summary = "; ".join(
+            f"{f['from']} → {f['to']} {f['tool']} ({f['byTenant'].get(tenant, f['count'])} in {f['scope']})"
+            for f in flips[:_SHOWN]
+        ) + (f"; and {len(flips) - _SHOWN} more" if len(flips) > _SHOWN else "")
+        if row is None:
+            approval_id = _request(connection, tenant, snap, rule, flips, summary, now)
+            status, requested = "PENDING", True
+        else:
+            approval_id, status = row.id, row.status
+        roles = " or ".join(rule.get("approverRoles") or [])
+        required = rule.get("requiredApprovals") or 1
+        verb = "was denied" if status == "DENIED" else f"waits for {required} approval{'s' if required > 1 else ''} from {roles}"
+        waiting.append(
+            actions.Condition(
+                kind="PolicyChange",
+                tenant=tenant,
+                name=snap.commit.sha,
+                type="Waiting",
+                reason="ApprovalDenied" if status == "DENIED" else "ApprovalPending",
+                message=f"the policy change widens decisions: {summary}; it {verb} (approval {approval_id})",
+            )
+        )
+    return waiting, requested
+
+
+def _approval(connection: sa.Connection, tenant: str, sha: str) -> Any:
+    a = tables.approvals.c
+    query = sa.select(a.id, a.status).where(
+        a.tenant == tenant, a.subject_kind == SUBJECT, a.subject_name == sha, a.transition == TRANSITION
+    )
+    return connection.execute(query.order_by(a.id.desc()).limit(1)).first()
+
+
+def _request(
+    connection: sa.Connection,
+    tenant: str,
+    snap: snapshot_.Snapshot,
+    rule: Mapping[str, Any],
+    flips: list[dict[str, Any]],
+    summary: str,
+    now: dt.datetime,
+) -> int:
+    a = tables.approvals
+    roles = list(rule.get("approverRoles") or [])
+    approval_id = int(
+        connection.execute(
+            a.insert().returning(a.c.id),
+            {
+                "tenant": tenant,
+                "subject_kind": SUBJECT,
+                "subject_name": snap.commit.sha,
+                "transition": TRANSITION,
+                "required": rule.get("requiredApprovals") or 1,
+                "approver_roles": roles,
+                "status": "PENDING",
+                "decisions": [],
+                "reason": f"the policy change of {snap.revision} widens decisions: {summary}",
+                "requested_sha": snap.commit.sha,
+                "created_at": now,
+                "expires_at": now + _TTL,
+            },
+        ).scalar_one()
+    )
+    shown = [{k: f[k] for k in ("tool", "from", "to", "scope", "count")} for f in flips]
+    chain.append(
+        connection,
+        [
+            chain.Record(
+                tenant=tenant,
+                type="APPROVAL_REQUESTED",
+                object_kind="Approval",
+                object_name=str(approval_id),
+                after={
+                    "subject": {"kind": SUBJECT, "name": snap.commit.sha},
+                    "transition": TRANSITION,
+                    "revision": snap.revision,
+                    "flips": shown,
+                    "required": rule.get("requiredApprovals") or 1,
+                    "roles": roles,
+                },
+                sha=snap.commit.sha,
+            )
+        ],
+        now,
+    )
+    return approval_id
