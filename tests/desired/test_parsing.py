@@ -538,8 +538,15 @@ def test_many_unknown_fields_are_reported_in_linear_time() -> None:
     # Linear: ten times the problems costs about ten times as much, not a hundred. A ratio of two
     # timings taken in turns holds on a busy host where an absolute bound would not.
     few = lines(*HEADER[:2], "metadata:", "  name: acme", *(f"  field{i}: x" for i in range(count // 10)))
-    elapsed, baseline = timing.fastest_pair(lambda: parse(source), lambda: parse(few))
-    assert elapsed < 30 * baseline, (elapsed, baseline)
+    # Load only adds time, and to one side more than the other at times: a few rounds, the best
+    # ratio counts. A quadratic parse stays near 100x in every round.
+    ratios = []
+    for _ in range(3):
+        elapsed, baseline = timing.fastest_pair(lambda: parse(source), lambda: parse(few))
+        ratios.append(elapsed / baseline)
+        if ratios[-1] < 30:
+            break
+    assert min(ratios) < 30, ratios
 
 
 @pytest.mark.parametrize("key", ["1", "true", "null", "1.5"])
