@@ -294,6 +294,9 @@ class Locator:
     def __init__(self, text: str) -> None:
         self._text = text
         self._nodes: list[Any] | None = None
+        # Each mapping's keys, indexed on first lookup: a file with a problem per field (thousands
+        # of unknown fields) would otherwise scan the mapping once per problem.
+        self._keys: dict[int, dict[str, Any]] = {}
 
     def _documents(self) -> list[Any]:
         if self._nodes is None:
@@ -318,10 +321,14 @@ class Locator:
         for part in loc:
             nxt = None
             if isinstance(current, yaml.MappingNode) and isinstance(part, str):
-                for key_node, value_node in current.value:
-                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == part:
-                        nxt = value_node
-                        break
+                keys = self._keys.get(id(current))
+                if keys is None:
+                    keys = {}
+                    for key_node, value_node in current.value:
+                        if isinstance(key_node, yaml.ScalarNode):
+                            keys.setdefault(key_node.value, value_node)  # the first, as the scan found
+                    self._keys[id(current)] = keys
+                nxt = keys.get(part)
             elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(current.value):
                 nxt = current.value[part]
             if nxt is None:
