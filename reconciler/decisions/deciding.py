@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import threading
 import time
@@ -60,6 +61,11 @@ _NO_REVISION = "none"  # the engine's revision while no commit is applied (the l
 
 #: How often the ledger forgets decisions past the longest loop window.
 _PRUNE_SECONDS = 1.0  # each prune pops what expired since the last: ~1 s of decisions
+
+
+class Unseen(errors.Forbidden):
+    """Raised by an ``authorize`` callback for an instance its caller may not know exists (another
+    tenant's): the decider answers it as an unknown instance, so the answer tells nothing."""
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (~0.1 µs a field), and
@@ -218,6 +224,10 @@ class Decider:
         self._policy(connection, state.get("applied_sha"))
         return state
 
+    def recording_problem(self) -> str | None:
+        """Why the last decisions could not be stored (a read-only or full store, say), or None."""
+        return self._writer.failing if self._writer is not None else None
+
     def policy_status(self) -> dict[str, Any]:
         """Which engine answers, the revision it has loaded and the last failed load, for status."""
         return {
@@ -295,13 +305,16 @@ class Decider:
                 assert assessed is not None  # with a fallback the table answers what the ledger lacks
                 context, tenant, version = assessed
                 if authorize is not None:
-                    authorize(tenant)
+                    try:
+                        authorize(tenant)
+                    except Unseen:
+                        context, tenant, version = _UNKNOWN, None, None
                 if tenant is None:
                     tenant = caller_tenant
             outcome = self._evaluate(request, context, version)
             if outcome.decision == "NEEDS_APPROVAL" or (outcome.decision == "ALLOW" and context.approval_granted):
                 return self._decide_locked(request, key, context, tenant, version, revision, now, outcome)
-            pending = self._pending(request, key, tenant, version, revision, now, outcome, None)
+            pending = self._pending(request, key, tenant, version, revision, now, outcome, None, context)
             if self._writer is not None:
                 pending.release, handed = (lambda: self._inflight.leave(ident)), True
                 decision_id = self._writer.wait(pending)
@@ -349,14 +362,17 @@ class Decider:
                 return False
             context, tenant, version = assessed
             if authorize is not None:
-                authorize(tenant)
+                try:
+                    authorize(tenant)
+                except Unseen:
+                    return False  # the slow path answers it as an unknown instance
             if context.approval_granted:
                 return False
             outcome = self._evaluate(request, context, version)
             if outcome.decision == "NEEDS_APPROVAL":
                 return False
             revision = self.engine.revision if applied else None
-            pending = self._pending(request, key, tenant, version, revision, now, outcome, None)
+            pending = self._pending(request, key, tenant, version, revision, now, outcome, None, context)
 
             def done(item: recording.Pending) -> None:
                 if item.decision_id is None:
@@ -388,7 +404,7 @@ class Decider:
         started = time.perf_counter()
         with database.transaction(self.db) as connection:
             approval_id, outcome = self._approval_step(connection, request, tenant, key, outcome, context, version, now)
-            pending = self._pending(request, key, tenant, version, revision, now, outcome, approval_id)
+            pending = self._pending(request, key, tenant, version, revision, now, outcome, approval_id, context)
             (decision_id,) = recording.store(connection, [pending], now)
         self.write_seconds.observe(time.perf_counter() - started)
         self.ledger.add_decisions([decision_id], [(pending.tenant, pending.instance, key, now.timestamp())])
@@ -425,6 +441,7 @@ class Decider:
         now: dt.datetime,
         outcome: inputs.Outcome,
         approval_id: int | None,
+        context: inputs.Context,
     ) -> recording.Pending:
         # The answer (Decision.of) keeps the reasons as the policy wrote them: it goes back to
         # the caller, whose arguments they quote.
@@ -438,14 +455,27 @@ class Decider:
             "reasons": reasons,
             "risk": assessed,
             "callKey": key,
-            "runId": request.run_id,
+            "runId": risk.redact_text(request.run_id) if request.run_id else request.run_id,
             "costEstimate": request.cost_estimate,
             "approvalId": approval_id,
             "policyRevision": revision,
             "version": version,
         }
         deny = _deny_type(outcome.reasons) if outcome.decision == "DENY" and tenant is not None else None
-        return recording.Pending(tenant or "", request.instance, now, payload, key, deny, request.tool, reasons)
+        pending = recording.Pending(tenant or "", request.instance, now, payload, key, deny, request.tool, reasons)
+        if deny is not None and (context.instance is None or context.tool is None):
+            # The change record is hash-chained and never pruned: a name nobody declared (an
+            # unknown instance or tool: a typo, or a secret pasted in its place) goes in as a
+            # digest, never as it was sent. The op event keeps it, redacted, until retention.
+            if context.instance is None:
+                pending.subject = _digest("instance", request.instance)
+                pending.reasons = [r.replace(request.instance, pending.subject) for r in pending.reasons]
+            if context.tool is None:
+                pending.tool = _digest("tool", request.tool)
+                pending.reasons = (
+                    [r.replace(request.tool, pending.tool) for r in pending.reasons] if request.tool else pending.reasons
+                )
+        return pending
 
     # ---------------------------------------------------------------- resolving
 
@@ -518,7 +548,7 @@ class Decider:
         ledger does not hold what is needed and there is no ``fallback`` to ask the table."""
         caller = fleet.callers.get(request.instance) or _caller(fleet, request.instance)
         if caller is None:
-            return inputs.Context(None, {"name": None, "production": False}, None, _EMPTY_ENVELOPE), None, None
+            return _UNKNOWN, None, None
         tenant = caller.tenant
         spent = self.ledger.spent(tenant, request.instance, request.run_id, now.date())
         if spent is None:
@@ -575,7 +605,8 @@ class Decider:
             return pending, outcome
         # What the approver is shown: the call (arguments redacted) and why it needs approval.
         args, _, reasons = _redacted(request, outcome.reasons)
-        call = approving.requested_call(request.instance, request.tool, args, request.cost_estimate, request.run_id)
+        run = risk.redact_text(request.run_id) if request.run_id else request.run_id
+        call = approving.requested_call(request.instance, request.tool, args, request.cost_estimate, run)
         rules = context.envelope.get("approvals") or {}
         return approving.request_call(connection, tenant, key, call, reasons, rules, now), outcome
 
@@ -595,6 +626,9 @@ _EMPTY_ENVELOPE: dict[str, Any] = {
     },
     "sources": [],
 }
+
+#: The context of an instance the fleet does not declare (or the caller may not see).
+_UNKNOWN = inputs.Context(None, {"name": None, "production": False}, None, _EMPTY_ENVELOPE)
 
 
 #: Stands for a version whose effective envelope is not stored (decisions fail closed).
@@ -657,6 +691,11 @@ def _caller(fleet: _Fleet, name: str) -> _Caller | None:
     )
     fleet.callers[name] = caller
     return caller
+
+
+def _digest(kind: str, name: str) -> str:
+    """What a change record names an undeclared instance or tool by: ``unknown tool sha256:…``."""
+    return f"unknown {kind} sha256:{hashlib.sha256(name.encode('utf-8', 'replace')).hexdigest()[:16]}"
 
 
 def _redacted(request: Request, reasons: list[str]) -> tuple[dict[str, Any], frozenset[str], list[str]]:

@@ -70,6 +70,7 @@ class Pending:
     done: Callable[[Pending], None] | None = None
     decision_id: int | None = None
     error: BaseException | None = None
+    subject: str | None = None  # what the change record names the instance by, when not its id
 
     def row(self) -> tuple[str, dt.datetime, str, str, str]:
         return self.tenant, self.at, self.instance, orjson.dumps(self.payload, option=orjson.OPT_NON_STR_KEYS).decode(), self.key
@@ -88,7 +89,7 @@ def store_raw(cursor: Any, dialect: str, batch: list[Pending], now: dt.datetime)
             tenant=item.tenant,
             type=item.deny,
             object_kind="Instance",
-            object_name=item.instance,
+            object_name=item.subject or item.instance,
             after={"decision": "DENY", "tool": item.tool, "reasons": item.reasons, "decisionId": decision_id},
         )
         for item, decision_id in zip(batch, ids, strict=True)
@@ -196,6 +197,8 @@ class Writer:
         # thread). Re-entrant: the answers given under it may hand the loop more decisions.
         self._soon_lock = threading.RLock()
         self._soon_closed = False
+        #: why the last batch could not be stored (None: it was); /readyz reports it
+        self.failing: str | None = None
         self._thread = threading.Thread(target=self._run, name="arm-decision-writer", daemon=True)
         self._thread.start()
 
@@ -382,6 +385,11 @@ class Writer:
                 for item, decision_id in zip(batch, ids, strict=True):
                     item.decision_id = decision_id
             stored = [item for item in batch if item.decision_id is not None]
+            if stored:
+                self.failing = None
+            else:
+                error = next((item.error for item in batch if item.error is not None), None)
+                self.failing = str(not_recorded(error)).splitlines()[0]
             self.ledger.add_decisions(
                 [item.decision_id for item in stored],  # type: ignore[misc]
                 [(item.tenant, item.instance, item.key, item.at.timestamp()) for item in stored],

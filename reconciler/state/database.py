@@ -92,6 +92,7 @@ def connect(url: str) -> sa.Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(
             parsed,
+            hide_parameters=True,  # a failed statement's error names no value: payloads may hold secrets
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
             connect_args={"timeout": 30, "isolation_level": None, "check_same_thread": False},
@@ -103,7 +104,12 @@ def connect(url: str) -> sa.Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return sa.create_engine(
-            parsed, json_serializer=_json_dumps, json_deserializer=orjson.loads, pool_pre_ping=True, pool_size=10
+            parsed,
+            hide_parameters=True,  # a failed statement's error names no value: payloads may hold secrets
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            pool_pre_ping=True,
+            pool_size=10,
         )
     raise errors.ConfigError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql+psycopg://")
 
@@ -111,7 +117,9 @@ def connect(url: str) -> sa.Engine:
 def _sqlite_connect(dbapi_connection: Any, _: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit is on disk before it returns, so a decision answered survives power loss
+    # (NORMAL in WAL mode may lose the last commits). Group commit keeps the syncs few.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     # A WAL that grew in a burst is cut back to this size once it starts over.
