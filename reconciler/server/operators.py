@@ -77,10 +77,30 @@ def _unseen(approval_id: int, who: access.Principal) -> errors.NotFound:
 
 
 def _approval(row: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
+    """An approval as the API shows it: camelCase like every other answer, each fact once
+    (``approverRoles``: who may decide it now, escalation included; ``reasons``: why it waits)."""
+    out = {
+        _CAMEL.get(k, k): v.isoformat() if isinstance(v, dt.datetime) else v
+        for k, v in row.items()
+        if k not in ("reason", "approver_roles")
+    }
     out["approvals"] = sum(1 for d in row["decisions"] if d["decision"] == "APPROVE")
-    out["roles"] = approving.roles_of(row)
+    out["approverRoles"] = approving.roles_of(row)
     return out
+
+
+#: The table's column names that the API spells in camelCase.
+_CAMEL = {
+    "subject_kind": "subjectKind",
+    "subject_name": "subjectName",
+    "requested_sha": "requestedSha",
+    "created_at": "createdAt",
+    "expires_at": "expiresAt",
+    "decided_at": "decidedAt",
+    "escalate_at": "escalateAt",
+    "escalate_to": "escalateTo",
+    "escalated_at": "escalatedAt",
+}
 
 
 @router.get("/v1/approvals")

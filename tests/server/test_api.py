@@ -84,7 +84,8 @@ def test_an_approval_requested_by_a_decision_is_decided_over_http(api: tuple[htt
     first = client.post("/v1/decisions", json=ask, headers=auth(made["runtime"])).json()
     assert first["decision"] == "NEEDS_APPROVAL"
     approval = client.get(f"/v1/approvals/{first['approvalId']}", headers=auth(made["runtime"])).json()
-    assert (approval["status"], approval["subject_kind"], approval["approver_roles"]) == ("PENDING", "ToolCall", ["oncall"])
+    assert (approval["status"], approval["subjectKind"], approval["approverRoles"]) == ("PENDING", "ToolCall", ["oncall"])
+    assert not {"reason", "roles", "approver_roles", "subject_kind"} & set(approval)  # one style, each fact once
     assert client.get(f"/v1/approvals/{first['approvalId']}", headers=auth(made["globex"])).status_code == 404
     approve = {"decision": "APPROVE", "justification": "refund ok"}
     by_runtime = client.post(f"/v1/approvals/{first['approvalId']}/decision", json=approve, headers=auth(made["runtime"]))
