@@ -449,7 +449,8 @@ class Decider:
         assessed = outcome.risk.as_dict()
         assessed["reasons"] = [risk.redact_text(reason, secrets) for reason in assessed["reasons"]]
         payload = {
-            "tool": request.tool,
+            # A tool the catalog does not know may be anything, a pasted secret too.
+            "tool": request.tool if context.tool is not None else risk.redact_text(request.tool),
             "args": args,
             "decision": outcome.decision,
             "reasons": reasons,
@@ -462,7 +463,9 @@ class Decider:
             "version": version,
         }
         deny = _deny_type(outcome.reasons) if outcome.decision == "DENY" and tenant is not None else None
-        pending = recording.Pending(tenant or "", request.instance, now, payload, key, deny, request.tool, reasons)
+        # An undeclared instance id may be anything, a pasted secret too: its op event keeps it redacted.
+        instance = request.instance if context.instance is not None else risk.redact_text(request.instance)
+        pending = recording.Pending(tenant or "", instance, now, payload, key, deny, request.tool, reasons)
         if deny is not None and (context.instance is None or context.tool is None):
             # The change record is hash-chained and never pruned: a name nobody declared (an
             # unknown instance or tool: a typo, or a secret pasted in its place) goes in as a

@@ -77,8 +77,13 @@ class Pending:
 
 
 def store(connection: sa.Connection, batch: list[Pending], now: dt.datetime) -> list[int]:
-    """Insert ``batch`` and its DENY change records in ``connection``'s open transaction; the ids."""
-    return store_raw(database.driver_cursor(connection), connection.dialect.name, batch, now)
+    """Insert ``batch`` and its DENY change records in ``connection``'s open transaction; the ids.
+    A failure of the store leaves as ``errors.StoreError`` naming no value of the payload."""
+    try:
+        return store_raw(database.driver_cursor(connection), connection.dialect.name, batch, now)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise errors.StoreError(f"the decision was not recorded; nothing was decided: {reason}") from exc
 
 
 def store_raw(cursor: Any, dialect: str, batch: list[Pending], now: dt.datetime) -> list[int]:
