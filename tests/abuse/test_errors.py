@@ -21,7 +21,13 @@ from tests.server.serving import auth
 
 Api = tuple[httpx.Client, sa.Engine, dict[str, str]]
 
-ASK = '{"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": %s}'
+
+def ASK(args: str) -> str:  # noqa: N802 (reads as the constant it was)
+    return '{"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": ' + args + "}"
+
+
+def _in(key: str, value: str) -> str:
+    return '{"' + key + '": ' + value + "}"
 
 
 def _nested(depth: int) -> str:
@@ -36,17 +42,20 @@ def _stored(engine: sa.Engine) -> int:
 def test_hostile_json_gets_a_4xx_naming_the_problem_on_every_route(api: Api) -> None:
     client, engine, made = api
     runtime, operator = auth(made["runtime"]), auth(made["operator"])
-    event = '{"type": "TOOL_RESULT", "instance": "acme:app-dev-g1-0", "detail": %s}'
+
+    def event(detail: str) -> str:
+        return '{"type": "TOOL_RESULT", "instance": "acme:app-dev-g1-0", "detail": ' + detail + "}"
+
     cases = [
         ("/v1/decisions", runtime, _nested(1000), "nested"),
-        ("/v1/decisions", runtime, ASK % ('{"a": %s}' % _nested(bodies.MAX_DEPTH)), "nested deeper"),
-        ("/v1/decisions", runtime, ASK % '{"s": "\\ud800"}', "surrogate"),
-        ("/v1/decisions", runtime, ASK % '{"n": 18446744073709551616}', "past 2^53"),
-        ("/v1/data/arm", runtime, '{"input": %s}' % _nested(1000), "nested"),
+        ("/v1/decisions", runtime, ASK(_in("a", _nested(bodies.MAX_DEPTH))), "nested deeper"),
+        ("/v1/decisions", runtime, ASK('{"s": "\\ud800"}'), "surrogate"),
+        ("/v1/decisions", runtime, ASK('{"n": 18446744073709551616}'), "past 2^53"),
+        ("/v1/data/arm", runtime, _in("input", _nested(1000)), "nested"),
         ("/v1/data/arm", runtime, '{"input": {"n": 18446744073709551616}}', "past 2^53"),
-        ("/v1/events", runtime, event % _nested(1000), "nested"),
-        ("/v1/events", runtime, event % '"\\ud800"', "surrogate"),
-        ("/v1/events", runtime, event % "18446744073709551616", "past 64 bits"),
+        ("/v1/events", runtime, event(_nested(1000)), "nested"),
+        ("/v1/events", runtime, event('"\\ud800"'), "surrogate"),
+        ("/v1/events", runtime, event("18446744073709551616"), "past 64 bits"),
         ("/v1/approvals/1/decision", operator, '{"decision": NaN, "justification": "x"}', "NaN"),
         ("/v1/approvals/1/decision", operator, _nested(1000), "nested"),
     ]
@@ -69,14 +78,14 @@ def test_hostile_json_gets_a_4xx_naming_the_problem_on_every_route(api: Api) -> 
     )
     assert _stored(engine) == 0
     # Just inside the bounds it is decided as usual.
-    deep = client.post("/v1/decisions", content=(ASK % ('{"a": %s}' % _nested(bodies.MAX_DEPTH - 3))).encode(), headers=runtime)
+    deep = client.post("/v1/decisions", content=ASK(_in("a", _nested(bodies.MAX_DEPTH - 3))).encode(), headers=runtime)
     assert deep.status_code == 200 and deep.json()["decision"] in ("ALLOW", "DENY"), deep.text
 
 
 @pytest.mark.parametrize("cost", ["true", "false", '"5"', "null"])
 def test_a_cost_estimate_must_be_a_number(api: Api, cost: str) -> None:
     client, engine, made = api
-    body = '{"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "costEstimate": %s}' % cost
+    body = '{"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "costEstimate": ' + cost + "}"
     answer = client.post("/v1/decisions", content=body.encode(), headers=auth(made["runtime"]))
     assert answer.status_code == 422, answer.text
     assert answer.json()["problems"][0]["loc"] == ["body", "costEstimate"]

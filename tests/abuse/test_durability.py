@@ -1,0 +1,39 @@
+"""On SQLite a decision's commit is synced to disk before it is answered (issue 15, item 8).
+
+``synchronous=NORMAL`` in WAL mode survives ``kill -9`` but not an OS crash or power loss: the
+last commits may be rolled back after they were answered. Every connection the store opens —
+the decision writer's included — runs with ``synchronous=FULL``. (Power loss itself cannot be
+staged here; what the claim rests on, the setting on the very connections that commit, is
+checked on them.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.decisions import deciding, recording
+from reconciler.state import database
+
+FULL = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+
+
+def test_every_sqlite_connection_and_the_decision_writers_commit_with_synchronous_full(tmp_path: Path) -> None:
+    engine = database.connect(f"sqlite:///{tmp_path / 'arm.db'}")
+    try:
+        database.migrate(engine)
+        with database.reading(engine) as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == FULL
+        decider = deciding.Decider(engine, group_commit=True)
+        try:
+            writer = decider._writer
+            assert isinstance(writer, recording.Writer)
+            for link in (writer._link, writer._loop_link):
+                assert link is not None
+                connection = link.connect()
+                assert database.driver_cursor(connection).execute("PRAGMA synchronous").fetchone()[0] == FULL
+            answered = decider.decide(deciding.Request("acme:nobody", "crm.lookup"), caller_tenant="acme")
+            assert answered.decision == "DENY" and answered.decision_id > 0
+        finally:
+            decider.close()
+    finally:
+        engine.dispose()
