@@ -143,11 +143,14 @@ class _Link:
 class Writer:
     """Stores decisions in groups; see the module docstring.
 
-    On SQLite an event loop's decisions are stored in the loop itself (``submit_soon``): the
-    decisions that arrived in one turn of the loop commit together in a callback at its next
-    turn, with no thread hop and no GIL hand-off — on one core that is the cheapest way. If
-    another process holds the write lock, the batch goes to the thread rather than block the
-    loop. Elsewhere (PostgreSQL: a commit is a network round trip) the thread stores them.
+    On SQLite whose commits do not wait for the disk (``synchronous`` below FULL) an event
+    loop's decisions are stored in the loop itself (``submit_soon``): the decisions that arrived
+    in one turn of the loop commit together in a callback at its next turn, with no thread hop
+    and no GIL hand-off — on one core that is the cheapest way. If another process holds the
+    write lock, the batch goes to the thread rather than block the loop. Elsewhere — the store's
+    own setting, FULL, where each commit syncs the WAL to disk so that an answered decision
+    survives power loss, and PostgreSQL, where a commit is a network round trip — the thread
+    stores them, and the loop decides the next batch meanwhile.
 
     A batch that grew after its callback was scheduled waits one more turn of the loop while it
     keeps growing, for at most ``gather_seconds``. The requests whose answers went out last in
@@ -170,6 +173,7 @@ class Writer:
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         wal_restart_frames: int = WAL_RESTART_FRAMES,
         gather_seconds: float = GATHER_SECONDS,
+        inline: bool | None = None,
     ) -> None:
         self.db = db
         self.ledger = ledger
@@ -192,7 +196,11 @@ class Writer:
         self._last_after = 0.0
         self._last_checkpoint = 0.0
         self._dirty = False
-        self._inline = db.dialect.name == "sqlite"
+        # In the loop only where a commit does not wait for the disk: with synchronous=FULL (the
+        # store's setting, so that an answered decision survives power loss) each commit syncs the
+        # WAL, which would stall every request the loop serves; the thread syncs while the loop
+        # goes on deciding the next batch. ``inline`` overrides it (tests, measurements).
+        self._inline = (db.dialect.name == "sqlite" and _sqlite_synchronous(db) < 2) if inline is None else inline
         self._loop_link = _Link(db, busy_timeout_ms=0) if self._inline else None
         self._soon: list[Pending] = []
         self._soon_seen = 0  # how many of _soon its callback saw the last time it ran
@@ -478,6 +486,12 @@ def _answer(items: list[Pending]) -> None:
                 item.done(item)
             except Exception:  # a bug in one answer must not leave the rest of the batch unanswered
                 log.exception("answering a stored decision failed")
+
+
+def _sqlite_synchronous(db: sa.Engine) -> int:
+    """The ``PRAGMA synchronous`` level ``db``'s SQLite connections run with (2: FULL)."""
+    with db.connect() as connection:
+        return int(connection.exec_driver_sql("PRAGMA synchronous").scalar() or 0)
 
 
 def _broken(exc: BaseException) -> bool:

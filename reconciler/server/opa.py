@@ -176,9 +176,9 @@ async def _data_input(request: fastapi.Request) -> tuple[Any | None, responses.J
         document = bodies.parse(raw)
     except bodies.Invalid as exc:
         message = f"{where} is not a JSON document we read: {exc.message}"
-        found = _number_problem(raw, request.method != "GET")
+        named = _number_problem(raw, request.method != "GET")
         return None, responses.JSONResponse(
-            {"code": "invalid_parameter", "message": found or message},
+            {"code": "invalid_parameter", "message": named or message},
             status_code=400,
         )
     if request.method != "GET":
