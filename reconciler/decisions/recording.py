@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -275,15 +276,23 @@ class Writer:
             self._soon = []
             link = self._loop_link
             assert link is not None
-            try:
-                link.connect()
-                link.raw.execute("BEGIN IMMEDIATE")
-            except self._store_errors:
-                log.debug("storing decisions in the event loop failed; the writer thread takes them", exc_info=True)
-                link.drop()
+            lock = database.write_lock(self.db)
+            assert not isinstance(lock, contextlib.nullcontext)  # the loop stores only on SQLite
+            if not lock.acquire(blocking=False):  # another writer of this process: the thread waits for it
                 self._hand_over(batch)
                 return
-            self._commit(batch, link, begun=True)
+            try:
+                try:
+                    link.connect()
+                    link.raw.execute("BEGIN IMMEDIATE")
+                except self._store_errors:
+                    log.debug("storing decisions in the event loop failed; the writer thread takes them", exc_info=True)
+                    link.drop()
+                    self._hand_over(batch)
+                    return
+                self._commit(batch, link, begun=True)
+            finally:
+                lock.release()
             if self.after is not None and time.monotonic() - self._last_after >= 0.005:
                 self._after(link)
 
@@ -361,7 +370,8 @@ class Writer:
             if frames > self.wal_restart_frames:
                 cursor.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
                 try:
-                    busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                    with database.write_lock(self.db):  # it blocks writers: they wait on the lock, not in SQLite
+                        busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 finally:
                     cursor.execute(f"PRAGMA busy_timeout={database.SQLITE_BUSY_TIMEOUT_MS}")
                 if busy:
@@ -420,10 +430,11 @@ class Writer:
         try:
             if dialect == "sqlite":
                 cursor = raw.cursor()
-                if not begun:
-                    cursor.execute("BEGIN IMMEDIATE")
-                ids = store_raw(cursor, "sqlite", batch, now)
-                cursor.execute("COMMIT")
+                with database.write_lock(self.db):  # re-entrant: the loop's flush holds it already
+                    if not begun:
+                        cursor.execute("BEGIN IMMEDIATE")
+                    ids = store_raw(cursor, "sqlite", batch, now)
+                    cursor.execute("COMMIT")
             else:
                 ids = store_raw(raw.cursor(), dialect, batch, now)
                 raw.commit()

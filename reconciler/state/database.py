@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -47,6 +48,7 @@ __all__ = [
     "schema_revision",
     "store_errors",
     "transaction",
+    "write_lock",
 ]
 
 #: What the rooms above ``state`` hold and pass along, named here so they need no SQLAlchemy import.
@@ -158,11 +160,30 @@ def parse_at(value: Any) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def write_lock(engine: sa.Engine) -> threading.RLock | contextlib.nullcontext[None]:
+    """SQLite: the lock this process's writers of ``engine``'s file take before ``BEGIN
+    IMMEDIATE``, so they queue on it and the next one starts the moment the last commits.
+    Queued on SQLite's own busy handler instead, a writer sleeps 1, 2, 5, 10 … up to 100 ms
+    between tries: a decision would wait tens of milliseconds past a short write of another
+    request. Other processes (an ``armctl apply`` beside the server) still meet the busy
+    handler. PostgreSQL: nothing to take (row locks, no file lock)."""
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    key = str(engine.url)
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.RLock())
+
+
 @contextlib.contextmanager
 def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A connection in a transaction, committed when the block ends and rolled back when it
-    raises; a store failure inside leaves as :class:`errors.StoreError`."""
-    with _store_failures(), engine.begin() as connection:
+    raises; a store failure inside leaves as :class:`errors.StoreError`. On SQLite it holds
+    :func:`write_lock` throughout."""
+    with _store_failures(), write_lock(engine), engine.begin() as connection:
         yield connection
 
 
