@@ -27,10 +27,10 @@ def test_every_sqlite_connection_and_the_decision_writers_commit_with_synchronou
         try:
             writer = decider._writer
             assert isinstance(writer, recording.Writer)
-            for link in (writer._link, writer._loop_link):
-                assert link is not None
-                connection = link.connect()
-                assert database.driver_cursor(connection).execute("PRAGMA synchronous").fetchone()[0] == FULL
+            # A synced commit must not stall the event loop: the writer thread commits, not the loop.
+            assert writer._inline is False and writer._loop_link is None
+            connection = writer._link.connect()
+            assert database.driver_cursor(connection).execute("PRAGMA synchronous").fetchone()[0] == FULL
             answered = decider.decide(deciding.Request("acme:nobody", "crm.lookup"), caller_tenant="acme")
             assert answered.decision == "DENY" and answered.decision_id > 0
         finally:
