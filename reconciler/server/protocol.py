@@ -60,7 +60,9 @@ def options(application: Any, idle_poll_seconds: float = 0.0, header_seconds: fl
         http = type(
             "DecisionProtocol", (DecisionProtocol,), {"route": route, "idle_poll": idle_poll, "header_seconds": header_seconds}
         )
-    return {"http": http, "log_level": "warning", "access_log": False}
+    # log_config None: uvicorn's loggers propagate to the root handler ``armctl`` configured, so
+    # its error lines follow --log-format (json: one object a line, a traceback as a field).
+    return {"http": http, "log_level": "warning", "access_log": False, "log_config": None}
 
 
 class IdlePoll:
