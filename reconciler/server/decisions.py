@@ -213,7 +213,13 @@ class DecisionRoute:
             await guarding.reply(send, status, orjson.loads(body), close=True)
             return
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout(guarding.BODY_SECONDS):
+                    message = await receive()
+            except TimeoutError:
+                late = bodies.error("Timeout", f"the request body did not arrive within {guarding.BODY_SECONDS:g} s")
+                await guarding.reply(send, 408, late, close=True)
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")

@@ -102,13 +102,13 @@ class Guard:
         lookup: Callable[[str | None], Awaitable[access.Principal | str]],
         caps: Caps,
         count: Callable[[str, int], None],
-        body_seconds: float = BODY_SECONDS,
+        body_seconds: float | None = None,
     ) -> None:
         self.app = app
         self.lookup = lookup
         self.caps = caps
         self.count = count
-        self.body_seconds = body_seconds
+        self.body_seconds = BODY_SECONDS if body_seconds is None else body_seconds
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -32,7 +32,7 @@ from typing import Any
 
 from uvicorn.protocols.http import httptools_impl
 
-from reconciler.server import decisions
+from reconciler.server import decisions, guarding
 
 __all__ = ["DecisionProtocol", "IdlePoll", "options"]
 
@@ -126,7 +126,8 @@ class _Exchange:
 
 class TimedProtocol(httptools_impl.HttpToolsProtocol):
     """uvicorn's httptools protocol, closing a connection whose request headers take longer than
-    ``header_seconds`` (uvicorn times out only idle keep-alive connections)."""
+    ``header_seconds`` (uvicorn times out only idle keep-alive connections); a decision's body,
+    which this protocol reads itself, gets ``guarding.BODY_SECONDS`` (the gate times the others)."""
 
     header_seconds: float = HEADER_SECONDS
     _header_timer: asyncio.TimerHandle | None = None
@@ -190,6 +191,8 @@ class DecisionProtocol(TimedProtocol):
         ):
             authorization = decisions.authorization(self.headers)
             self._exchange = self.cycle = exchange = _Exchange(parser.should_keep_alive(), authorization)  # type: ignore[assignment]
+            # Its body must arrive within the gate's time too (``guarding.BODY_SECONDS``).
+            self._header_timer = self.loop.call_later(guarding.BODY_SECONDS, self._headers_too_slow)
             declared = next((v for k, v in self.headers if k == b"content-length"), None)
             if declared is not None and (not declared.isdigit() or int(declared) > decisions.MAX_BODY):
                 exchange.keep_alive = False  # answered before the body: the connection closes on it
@@ -217,6 +220,7 @@ class DecisionProtocol(TimedProtocol):
         if exchange is None:
             super().on_message_complete()
             return
+        self._stop_header_timer()
         self._exchange = None
         if exchange.response_complete:
             # Refused before its body ended (413): the data that followed cancelled the

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import uvicorn
 
 from reconciler.server import app as server_app
-from reconciler.server import protocol
+from reconciler.server import guarding, protocol
 from tests.server.serving import Server, auth
 
 Api = tuple[httpx.Client, sa.Engine, dict[str, str]]
@@ -38,8 +38,9 @@ class _Timed(Server):
 
 
 @pytest.fixture
-def timed(api: Api) -> Iterator[tuple[str, dict[str, str]]]:
+def timed(api: Api, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, dict[str, str]]]:
     _, engine, made = api
+    monkeypatch.setattr(guarding, "BODY_SECONDS", 0.5)
     with _Timed(server_app.create_app(engine), 0.5) as base:
         yield base, made
 
@@ -80,3 +81,18 @@ def test_connections_that_drip_headers_are_closed_and_others_are_answered(timed:
     finally:
         for sock in [*slow, idle]:
             sock.close()
+
+
+def test_a_body_that_does_not_arrive_in_time_is_refused(timed: tuple[str, dict[str, str]]) -> None:
+    base, made = timed
+    url = urlsplit(base)
+    for path in ("/v1/decisions", "/v1/events"):
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: arm\r\nAuthorization: Bearer {made['runtime']}\r\n"
+                "Content-Length: 100\r\n\r\n{".encode()
+            )
+            answer = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                answer += chunk
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), (path, answer[:200])
