@@ -370,7 +370,7 @@ class Writer:
             if frames > self.wal_restart_frames:
                 cursor.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
                 try:
-                    with database.write_lock(self.db):  # it blocks writers: they wait on the lock, not in SQLite
+                    with database.writing(self.db):  # it blocks writers: they wait on the lock, not in SQLite
                         busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 finally:
                     cursor.execute(f"PRAGMA busy_timeout={database.SQLITE_BUSY_TIMEOUT_MS}")
@@ -430,7 +430,7 @@ class Writer:
         try:
             if dialect == "sqlite":
                 cursor = raw.cursor()
-                with database.write_lock(self.db):  # re-entrant: the loop's flush holds it already
+                with database.writing(self.db):  # re-entrant: the loop's flush holds it already
                     if not begun:
                         cursor.execute("BEGIN IMMEDIATE")
                     ids = store_raw(cursor, "sqlite", batch, now)

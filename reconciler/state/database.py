@@ -49,6 +49,7 @@ __all__ = [
     "store_errors",
     "transaction",
     "write_lock",
+    "writing",
 ]
 
 #: What the rooms above ``state`` hold and pass along, named here so they need no SQLAlchemy import.
@@ -179,12 +180,31 @@ def write_lock(engine: sa.Engine) -> threading.RLock | contextlib.nullcontext[No
 
 
 @contextlib.contextmanager
+def writing(engine: sa.Engine) -> Iterator[None]:
+    """Hold :func:`write_lock`, waiting for it at most as long as SQLite's busy timeout; past
+    that the driver's own "database is locked" error, as SQLite itself would raise."""
+    lock = write_lock(engine)
+    if isinstance(lock, contextlib.nullcontext):
+        yield
+        return
+    if not lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+        raise engine.dialect.loaded_dbapi.OperationalError("database is locked (by another writer of this process)")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
 def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A connection in a transaction, committed when the block ends and rolled back when it
     raises; a store failure inside leaves as :class:`errors.StoreError`. On SQLite it holds
     :func:`write_lock` throughout."""
-    with _store_failures(), write_lock(engine), engine.begin() as connection:
-        yield connection
+    try:
+        with _store_failures(), writing(engine), engine.begin() as connection:
+            yield connection
+    except engine.dialect.loaded_dbapi.OperationalError as exc:
+        raise errors.StoreError(f"the store failed: {exc}") from exc
 
 
 @contextlib.contextmanager
