@@ -9,8 +9,12 @@ checked on them.)
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import pytest
+
+from reconciler import errors
 from reconciler.decisions import deciding, recording
 from reconciler.state import database
 
@@ -35,5 +39,34 @@ def test_every_sqlite_connection_and_the_decision_writers_commit_with_synchronou
             assert answered.decision == "DENY" and answered.decision_id > 0
         finally:
             decider.close()
+    finally:
+        engine.dispose()
+
+
+def test_writers_of_one_process_queue_on_a_lock_that_gives_up_like_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A writer of this process waits on the lock, not in SQLite's busy handler (which sleeps up
+    # to 100 ms between tries), and no longer than the busy timeout: then "database is locked".
+    engine = database.connect(f"sqlite:///{tmp_path / 'arm.db'}")
+    try:
+        database.migrate(engine)
+        monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 50)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with database.transaction(engine):
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        with pytest.raises(errors.StoreError, match="database is locked"), database.transaction(engine):
+            pass
+        release.set()
+        holder.join(10)
+        with database.transaction(engine) as connection:  # free again
+            assert connection.exec_driver_sql("SELECT 1").scalar() == 1
     finally:
         engine.dispose()
