@@ -202,76 +202,102 @@ def main() -> None:
         help="allow: each instance calls a GREEN tool its envelope allows (what runtimes mostly do); "
         "catalog: the first GREEN catalog tools whatever the envelope says (mostly DENY, each writing a change record)",
     )
+    parser.add_argument(
+        "--before",
+        metavar="TREE",
+        help="also serve from this source tree (e.g. 'git archive' of the commit before a change), "
+        "first, on a copy of the same store: before and after, same machine, same run",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     state = Path(tempfile.mkdtemp(prefix="arm-decisions-"))
     try:
         calls, token = prepare(state, args.mix)
-        engine = sa.create_engine(f"sqlite:///{state / 'arm.db'}")
-        instances, tools = [c[0] for c in calls], [c[1] for c in calls]
-        script = state / "decisions.lua"
-        script.write_text(LUA % (",".join(f'"{i}"' for i in instances), ",".join(f'"{t}"' for t in tools), token))
-        port = free_port()
-        env = {**os.environ, "ARM_STATE_DIR": str(state)}
-        server = subprocess.Popen(
-            ["taskset", "-c", "1", sys.executable, "-m", "reconciler", "serve", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 20
-            while time.time() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            one = run_wrk(url, script, 1, args.seconds, server.pid)
-            many = run_wrk(url, script, 16, args.seconds, server.pid)
-            time.sleep(0.5)  # requests wrk left in flight finish
-            by_result = server_answered(url)
-            served = sum(by_result.values())
-            wal = state / "arm.db-wal"
-            wal_bytes = wal.stat().st_size if wal.exists() else 0
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        with engine.connect() as connection:
-            stored = connection.execute(sa.text("SELECT count(*) FROM op_events WHERE type = 'DECISION'")).scalar_one()
-        answered = one["requests"] - one["errors"] + many["requests"] - many["errors"]
-        floor = engine_floor(state)
-        idle_poll = os.environ.get("ARM_IDLE_POLL_MICROSECONDS")
-        print(
-            f"POST /v1/decisions ({args.mix} mix), {len(instances)} instances, SQLite, server on CPU 1, wrk on CPU 0, {args.seconds} s per run"
+        variants = (
+            [(f"before ({args.before})", Path(args.before).resolve()), ("after (this tree)", None)]
+            if args.before
+            else [("", None)]
         )
-        polling = (
-            f"{idle_poll} µs (ARM_IDLE_POLL_MICROSECONDS)" if idle_poll else "200 µs (the default; ARM_IDLE_POLL_MICROSECONDS)"
-        )
-        print(f"  the server's idle polling after a decision: {polling}")
-
-        def ms(value: float | None) -> str:
-            return "n/a" if value is None else f"{value:.3f} ms"
-
-        print(f"  c=1   {one['rps']:8.0f} decisions/s  p50 {ms(one.get('p50'))}  (target <= 0.3 ms)  errors {one['errors']:.0f}")
-        print(
-            f"  c=16  {many['rps']:8.0f} decisions/s  p99 {ms(many.get('p99'))}  (targets >= 6000/s, <= 7 ms)  errors {many['errors']:.0f}"
-        )
-        print(
-            "  server CPU per request (user + system): "
-            + ", ".join(f"c={c} {f.get('user_us', 0):.0f} + {f.get('sys_us', 0):.0f} µs" for c, f in ((1, one), (16, many)))
-            + " (at c=1 it includes the idle polling)"
-        )
-        # wrk stops with requests in flight: the server answers (and stores) those too, after wrk
-        # stopped counting. The server's own count of answered decisions is the one to compare.
-        verdict = "equal" if stored == served else f"{stored - served:+d} MISMATCH"
-        print(f"  stored decision events {stored} vs decisions the server answered {served}: {verdict}")
-        print(f"  (wrk counted {answered:.0f} responses; the rest were in flight when it stopped)")
-        print("  answers: " + ", ".join(f"{n} {result}" for result, n in sorted(by_result.items())))
-        print(f"  embedded engine in process: {floor:,.0f} decisions/s (the floor)")
-        print(f"  SQLite WAL after the runs: {wal_bytes / 2**20:.1f} MiB (kept bounded by the decision writer's checkpoints)")
+        for label, tree in variants:
+            run = Path(tempfile.mkdtemp(prefix="arm-decisions-run-"))
+            try:
+                for name in ("arm.db", "arm.db-wal", "arm.db-shm"):
+                    if (state / name).exists():
+                        shutil.copy(state / name, run / name)
+                if label:
+                    print(f"== {label}")
+                measure(run, calls, token, args, tree)
+            finally:
+                shutil.rmtree(run, ignore_errors=True)
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def measure(state: Path, calls: list[tuple[str, str]], token: str, args: argparse.Namespace, tree: Path | None) -> None:
+    """Serve the store in ``state`` (from ``tree``'s code when given), drive it with wrk, print the figures."""
+    engine = sa.create_engine(f"sqlite:///{state / 'arm.db'}")
+    instances, tools = [c[0] for c in calls], [c[1] for c in calls]
+    script = state / "decisions.lua"
+    script.write_text(LUA % (",".join(f'"{i}"' for i in instances), ",".join(f'"{t}"' for t in tools), token))
+    port = free_port()
+    env = {**os.environ, "ARM_STATE_DIR": str(state)}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    server = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, "-m", "reconciler", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(tree) if tree is not None else None,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        one = run_wrk(url, script, 1, args.seconds, server.pid)
+        many = run_wrk(url, script, 16, args.seconds, server.pid)
+        time.sleep(0.5)  # requests wrk left in flight finish
+        by_result = server_answered(url)
+        served = sum(by_result.values())
+        wal = state / "arm.db-wal"
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    with engine.connect() as connection:
+        stored = connection.execute(sa.text("SELECT count(*) FROM op_events WHERE type = 'DECISION'")).scalar_one()
+    answered = one["requests"] - one["errors"] + many["requests"] - many["errors"]
+    floor = engine_floor(state)
+    idle_poll = os.environ.get("ARM_IDLE_POLL_MICROSECONDS")
+    print(
+        f"POST /v1/decisions ({args.mix} mix), {len(instances)} instances, SQLite, server on CPU 1, wrk on CPU 0, {args.seconds} s per run"
+    )
+    polling = f"{idle_poll} µs (ARM_IDLE_POLL_MICROSECONDS)" if idle_poll else "200 µs (the default; ARM_IDLE_POLL_MICROSECONDS)"
+    print(f"  the server's idle polling after a decision: {polling}")
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f} ms"
+
+    print(f"  c=1   {one['rps']:8.0f} decisions/s  p50 {ms(one.get('p50'))}  (target <= 0.3 ms)  errors {one['errors']:.0f}")
+    print(
+        f"  c=16  {many['rps']:8.0f} decisions/s  p99 {ms(many.get('p99'))}  (targets >= 6000/s, <= 7 ms)  errors {many['errors']:.0f}"
+    )
+    print(
+        "  server CPU per request (user + system): "
+        + ", ".join(f"c={c} {f.get('user_us', 0):.0f} + {f.get('sys_us', 0):.0f} µs" for c, f in ((1, one), (16, many)))
+        + " (at c=1 it includes the idle polling)"
+    )
+    # wrk stops with requests in flight: the server answers (and stores) those too, after wrk
+    # stopped counting. The server's own count of answered decisions is the one to compare.
+    verdict = "equal" if stored == served else f"{stored - served:+d} MISMATCH"
+    print(f"  stored decision events {stored} vs decisions the server answered {served}: {verdict}")
+    print(f"  (wrk counted {answered:.0f} responses; the rest were in flight when it stopped)")
+    print("  answers: " + ", ".join(f"{n} {result}" for result, n in sorted(by_result.items())))
+    print(f"  embedded engine in process: {floor:,.0f} decisions/s (the floor)")
+    print(f"  SQLite WAL after the runs: {wal_bytes / 2**20:.1f} MiB (kept bounded by the decision writer's checkpoints)")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import threading
 import time
@@ -60,6 +61,11 @@ _NO_REVISION = "none"  # the engine's revision while no commit is applied (the l
 
 #: How often the ledger forgets decisions past the longest loop window.
 _PRUNE_SECONDS = 1.0  # each prune pops what expired since the last: ~1 s of decisions
+
+
+class Unseen(errors.Forbidden):
+    """Raised by an ``authorize`` callback for an instance its caller may not know exists (another
+    tenant's): the decider answers it as an unknown instance, so the answer tells nothing."""
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__ (~0.1 µs a field), and
@@ -218,6 +224,10 @@ class Decider:
         self._policy(connection, state.get("applied_sha"))
         return state
 
+    def recording_problem(self) -> str | None:
+        """Why the last decisions could not be stored (a read-only or full store, say), or None."""
+        return self._writer.failing if self._writer is not None else None
+
     def policy_status(self) -> dict[str, Any]:
         """Which engine answers, the revision it has loaded and the last failed load, for status."""
         return {
@@ -295,7 +305,10 @@ class Decider:
                 assert assessed is not None  # with a fallback the table answers what the ledger lacks
                 context, tenant, version = assessed
                 if authorize is not None:
-                    authorize(tenant)
+                    try:
+                        authorize(tenant)
+                    except Unseen:
+                        context, tenant, version = _UNKNOWN, None, None
                 if tenant is None:
                     tenant = caller_tenant
             outcome = self._evaluate(request, context, version)
@@ -349,7 +362,10 @@ class Decider:
                 return False
             context, tenant, version = assessed
             if authorize is not None:
-                authorize(tenant)
+                try:
+                    authorize(tenant)
+                except Unseen:
+                    return False  # the slow path answers it as an unknown instance
             if context.approval_granted:
                 return False
             outcome = self._evaluate(request, context, version)
@@ -435,13 +451,14 @@ class Decider:
         assessed = outcome.risk.as_dict()
         assessed["reasons"] = [risk.redact_text(reason, secrets) for reason in assessed["reasons"]]
         payload = {
-            "tool": request.tool,
+            # A tool the catalog does not know may be anything, a pasted secret too.
+            "tool": request.tool if context.tool is not None else risk.redact_text(request.tool),
             "args": args,
             "decision": outcome.decision,
             "reasons": reasons,
             "risk": assessed,
             "callKey": key,
-            "runId": request.run_id,
+            "runId": risk.redact_text(request.run_id) if request.run_id else request.run_id,
             "costEstimate": request.cost_estimate,
             "approvalId": approval_id,
             "policyRevision": revision,
@@ -449,7 +466,22 @@ class Decider:
             "replay": _replay_data(context, outcome, granted, secrets),
         }
         deny = _deny_type(outcome.reasons) if outcome.decision == "DENY" and tenant is not None else None
-        return recording.Pending(tenant or "", request.instance, now, payload, key, deny, request.tool, reasons)
+        # An undeclared instance id may be anything, a pasted secret too: its op event keeps it redacted.
+        instance = request.instance if context.instance is not None else risk.redact_text(request.instance)
+        pending = recording.Pending(tenant or "", instance, now, payload, key, deny, request.tool, reasons)
+        if deny is not None and (context.instance is None or context.tool is None):
+            # The change record is hash-chained and never pruned: a name nobody declared (an
+            # unknown instance or tool: a typo, or a secret pasted in its place) goes in as a
+            # digest, never as it was sent. The op event keeps it, redacted, until retention.
+            if context.instance is None:
+                pending.subject = _digest("instance", request.instance)
+                pending.reasons = [r.replace(request.instance, pending.subject) for r in pending.reasons]
+            if context.tool is None:
+                pending.tool = _digest("tool", request.tool)
+                pending.reasons = (
+                    [r.replace(request.tool, pending.tool) for r in pending.reasons] if request.tool else pending.reasons
+                )
+        return pending
 
     # ---------------------------------------------------------------- resolving
 
@@ -522,7 +554,7 @@ class Decider:
         ledger does not hold what is needed and there is no ``fallback`` to ask the table."""
         caller = fleet.callers.get(request.instance) or _caller(fleet, request.instance)
         if caller is None:
-            return inputs.Context(None, {"name": None, "production": False}, None, _EMPTY_ENVELOPE), None, None
+            return _UNKNOWN, None, None
         tenant = caller.tenant
         spent = self.ledger.spent(tenant, request.instance, request.run_id, now.date())
         if spent is None:
@@ -579,7 +611,8 @@ class Decider:
             return pending, outcome
         # What the approver is shown: the call (arguments redacted) and why it needs approval.
         args, _, reasons = _redacted(request, outcome.reasons)
-        call = approving.requested_call(request.instance, request.tool, args, request.cost_estimate, request.run_id)
+        run = risk.redact_text(request.run_id) if request.run_id else request.run_id
+        call = approving.requested_call(request.instance, request.tool, args, request.cost_estimate, run)
         rules = context.envelope.get("approvals") or {}
         return approving.request_call(connection, tenant, key, call, reasons, rules, now), outcome
 
@@ -599,6 +632,9 @@ _EMPTY_ENVELOPE: dict[str, Any] = {
     },
     "sources": [],
 }
+
+#: The context of an instance the fleet does not declare (or the caller may not see).
+_UNKNOWN = inputs.Context(None, {"name": None, "production": False}, None, _EMPTY_ENVELOPE)
 
 
 #: Stands for a version whose effective envelope is not stored (decisions fail closed).
@@ -685,6 +721,11 @@ def _caller(fleet: _Fleet, name: str) -> _Caller | None:
     )
     fleet.callers[name] = caller
     return caller
+
+
+def _digest(kind: str, name: str) -> str:
+    """What a change record names an undeclared instance or tool by: ``unknown tool sha256:…``."""
+    return f"unknown {kind} sha256:{hashlib.sha256(name.encode('utf-8', 'replace')).hexdigest()[:16]}"
 
 
 def _redacted(request: Request, reasons: list[str]) -> tuple[dict[str, Any], frozenset[str], list[str]]:

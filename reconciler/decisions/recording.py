@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -70,14 +71,20 @@ class Pending:
     done: Callable[[Pending], None] | None = None
     decision_id: int | None = None
     error: BaseException | None = None
+    subject: str | None = None  # what the change record names the instance by, when not its id
 
     def row(self) -> tuple[str, dt.datetime, str, str, str]:
         return self.tenant, self.at, self.instance, orjson.dumps(self.payload, option=orjson.OPT_NON_STR_KEYS).decode(), self.key
 
 
 def store(connection: sa.Connection, batch: list[Pending], now: dt.datetime) -> list[int]:
-    """Insert ``batch`` and its DENY change records in ``connection``'s open transaction; the ids."""
-    return store_raw(database.driver_cursor(connection), connection.dialect.name, batch, now)
+    """Insert ``batch`` and its DENY change records in ``connection``'s open transaction; the ids.
+    A failure of the store leaves as ``errors.StoreError`` naming no value of the payload."""
+    try:
+        return store_raw(database.driver_cursor(connection), connection.dialect.name, batch, now)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise errors.StoreError(f"the decision was not recorded; nothing was decided: {reason}") from exc
 
 
 def store_raw(cursor: Any, dialect: str, batch: list[Pending], now: dt.datetime) -> list[int]:
@@ -88,7 +95,7 @@ def store_raw(cursor: Any, dialect: str, batch: list[Pending], now: dt.datetime)
             tenant=item.tenant,
             type=item.deny,
             object_kind="Instance",
-            object_name=item.instance,
+            object_name=item.subject or item.instance,
             after={"decision": "DENY", "tool": item.tool, "reasons": item.reasons, "decisionId": decision_id},
         )
         for item, decision_id in zip(batch, ids, strict=True)
@@ -137,11 +144,14 @@ class _Link:
 class Writer:
     """Stores decisions in groups; see the module docstring.
 
-    On SQLite an event loop's decisions are stored in the loop itself (``submit_soon``): the
-    decisions that arrived in one turn of the loop commit together in a callback at its next
-    turn, with no thread hop and no GIL hand-off — on one core that is the cheapest way. If
-    another process holds the write lock, the batch goes to the thread rather than block the
-    loop. Elsewhere (PostgreSQL: a commit is a network round trip) the thread stores them.
+    On SQLite whose commits do not wait for the disk (``synchronous`` below FULL) an event
+    loop's decisions are stored in the loop itself (``submit_soon``): the decisions that arrived
+    in one turn of the loop commit together in a callback at its next turn, with no thread hop
+    and no GIL hand-off — on one core that is the cheapest way. If another process holds the
+    write lock, the batch goes to the thread rather than block the loop. Elsewhere — the store's
+    own setting, FULL, where each commit syncs the WAL to disk so that an answered decision
+    survives power loss, and PostgreSQL, where a commit is a network round trip — the thread
+    stores them, and the loop decides the next batch meanwhile.
 
     A batch that grew after its callback was scheduled waits one more turn of the loop while it
     keeps growing, for at most ``gather_seconds``. The requests whose answers went out last in
@@ -164,6 +174,7 @@ class Writer:
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         wal_restart_frames: int = WAL_RESTART_FRAMES,
         gather_seconds: float = GATHER_SECONDS,
+        inline: bool | None = None,
     ) -> None:
         self.db = db
         self.ledger = ledger
@@ -186,7 +197,11 @@ class Writer:
         self._last_after = 0.0
         self._last_checkpoint = 0.0
         self._dirty = False
-        self._inline = db.dialect.name == "sqlite"
+        # In the loop only where a commit does not wait for the disk: with synchronous=FULL (the
+        # store's setting, so that an answered decision survives power loss) each commit syncs the
+        # WAL, which would stall every request the loop serves; the thread syncs while the loop
+        # goes on deciding the next batch. ``inline`` overrides it (tests, measurements).
+        self._inline = (db.dialect.name == "sqlite" and _sqlite_synchronous(db) < 2) if inline is None else inline
         self._loop_link = _Link(db, busy_timeout_ms=0) if self._inline else None
         self._soon: list[Pending] = []
         self._soon_seen = 0  # how many of _soon its callback saw the last time it ran
@@ -196,6 +211,8 @@ class Writer:
         # thread). Re-entrant: the answers given under it may hand the loop more decisions.
         self._soon_lock = threading.RLock()
         self._soon_closed = False
+        #: why the last batch could not be stored (None: it was); /readyz reports it
+        self.failing: str | None = None
         self._thread = threading.Thread(target=self._run, name="arm-decision-writer", daemon=True)
         self._thread.start()
 
@@ -259,15 +276,23 @@ class Writer:
             self._soon = []
             link = self._loop_link
             assert link is not None
-            try:
-                link.connect()
-                link.raw.execute("BEGIN IMMEDIATE")
-            except self._store_errors:
-                log.debug("storing decisions in the event loop failed; the writer thread takes them", exc_info=True)
-                link.drop()
+            lock = database.write_lock(self.db)
+            assert not isinstance(lock, contextlib.nullcontext)  # the loop stores only on SQLite
+            if not lock.acquire(blocking=False):  # another writer of this process: the thread waits for it
                 self._hand_over(batch)
                 return
-            self._commit(batch, link, begun=True)
+            try:
+                try:
+                    link.connect()
+                    link.raw.execute("BEGIN IMMEDIATE")
+                except self._store_errors:
+                    log.debug("storing decisions in the event loop failed; the writer thread takes them", exc_info=True)
+                    link.drop()
+                    self._hand_over(batch)
+                    return
+                self._commit(batch, link, begun=True)
+            finally:
+                lock.release()
             if self.after is not None and time.monotonic() - self._last_after >= 0.005:
                 self._after(link)
 
@@ -345,7 +370,8 @@ class Writer:
             if frames > self.wal_restart_frames:
                 cursor.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
                 try:
-                    busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                    with database.writing(self.db):  # it blocks writers: they wait on the lock, not in SQLite
+                        busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                 finally:
                     cursor.execute(f"PRAGMA busy_timeout={database.SQLITE_BUSY_TIMEOUT_MS}")
                 if busy:
@@ -382,6 +408,11 @@ class Writer:
                 for item, decision_id in zip(batch, ids, strict=True):
                     item.decision_id = decision_id
             stored = [item for item in batch if item.decision_id is not None]
+            if stored:
+                self.failing = None
+            else:
+                error = next((item.error for item in batch if item.error is not None), None)
+                self.failing = str(not_recorded(error)).splitlines()[0]
             self.ledger.add_decisions(
                 [item.decision_id for item in stored],  # type: ignore[misc]
                 [(item.tenant, item.instance, item.key, item.at.timestamp()) for item in stored],
@@ -399,10 +430,11 @@ class Writer:
         try:
             if dialect == "sqlite":
                 cursor = raw.cursor()
-                if not begun:
-                    cursor.execute("BEGIN IMMEDIATE")
-                ids = store_raw(cursor, "sqlite", batch, now)
-                cursor.execute("COMMIT")
+                with database.writing(self.db):  # re-entrant: the loop's flush holds it already
+                    if not begun:
+                        cursor.execute("BEGIN IMMEDIATE")
+                    ids = store_raw(cursor, "sqlite", batch, now)
+                    cursor.execute("COMMIT")
             else:
                 ids = store_raw(raw.cursor(), dialect, batch, now)
                 raw.commit()
@@ -465,6 +497,12 @@ def _answer(items: list[Pending]) -> None:
                 item.done(item)
             except Exception:  # a bug in one answer must not leave the rest of the batch unanswered
                 log.exception("answering a stored decision failed")
+
+
+def _sqlite_synchronous(db: sa.Engine) -> int:
+    """The ``PRAGMA synchronous`` level ``db``'s SQLite connections run with (2: FULL)."""
+    with db.connect() as connection:
+        return int(connection.exec_driver_sql("PRAGMA synchronous").scalar() or 0)
 
 
 def _broken(exc: BaseException) -> bool:

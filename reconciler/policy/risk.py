@@ -211,13 +211,23 @@ def _is_mapping(value: Any) -> bool:
     return type(value) is dict or (type(value) not in _SCALARS and isinstance(value, Mapping))
 
 
+#: A payment card number: 13 to 19 digits from the card networks' ranges (3: Amex, Diners,
+#: JCB; 4: Visa; 5: Mastercard; 6: Discover, UnionPay), bare or in groups of four split by spaces
+#: or dashes. No Luhn check: a mistyped number is still someone's card, and a test number too.
+_CARD = re.compile(r"(?<![0-9])(?:[3-6][0-9]{12,18}|[3-6][0-9]{3}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,7})(?![0-9])")
+
+
 def _looks_secret(text: str) -> bool:
-    return _SECRET_MARKER.search(text) is not None and _SECRET_VALUE.search(text) is not None
+    return (_SECRET_MARKER.search(text) is not None and _SECRET_VALUE.search(text) is not None) or (
+        _CARD.search(text) is not None
+    )
 
 
 def _is_secret(bits: int, value: Any) -> bool:
     if type(value) is str:
         return bool(bits & _SECRET and value) or _looks_secret(value)
+    if type(value) is int and 10**12 <= abs(value) < 10**19:
+        return _CARD.fullmatch(str(abs(value))) is not None or bool(bits & _NUMBER_SECRET)
     return bool(bits & _NUMBER_SECRET) and type(value) in _NUMBERS
 
 
@@ -226,6 +236,8 @@ def _may_hold_secret(items: list[Any] | tuple[Any, ...], kinds: set[type], bits:
     certain; True is checked item by item (the joined text can match across two items)."""
     if bits & _NUMBER_SECRET and kinds & _NUMBERS:
         return True
+    if int in kinds and any(type(i) is int and 10**12 <= abs(i) < 10**19 for i in items):
+        return True  # a card number, perhaps
     if str not in kinds:
         return False
     return bool(bits & _SECRET) or _looks_secret("\0".join(i for i in items if type(i) is str))
@@ -462,6 +474,7 @@ def _secret_spans(text: str, known: Iterable[str]) -> list[tuple[int, int]]:
         for match in _SECRET_VALUE.finditer(text):
             keep = match.group("url") or match.group("pair") or match.group("param") or ""
             spans.append((match.start() + len(keep), match.end() - (match.group("url") is not None)))
+    spans.extend(match.span() for match in _CARD.finditer(text))
     for secret in known:
         # A short value ("a", "1") would blank letters out of ordinary words; the patterns above
         # still catch a short secret's usual forms.
@@ -475,12 +488,23 @@ def _secret_spans(text: str, known: Iterable[str]) -> list[tuple[int, int]]:
 def _redact(value: Any, bits: int, taken: list[str]) -> Any:
     kind = type(value)
     if kind is str or kind in _NUMBERS:
-        if (bits or kind is str) and _is_secret(bits, value):  # a number is one only by its key
+        # A number is one by its key, or by looking like a card number.
+        if (bits or kind is not float) and _is_secret(bits, value):
             taken.append(str(value))
             return REDACTED
         return value
     if kind is dict or (kind not in _SCALARS and _is_mapping(value)):
-        return {k: _redact(v, _key_class(k if type(k) is str else str(k)), taken) for k, v in value.items()}
+        redacted = {}
+        for k, v in value.items():
+            name = k if type(k) is str else str(k)
+            child = _redact(v, _key_class(name), taken)
+            if _looks_secret(name):  # a key can be a secret too: {"sk-live-...": true}
+                taken.append(name)
+                name = REDACTED
+                while name in redacted or name in value:
+                    name += "'"
+            redacted[name] = child
+        return redacted
     if kind is list or kind is tuple:
         if len(value) >= _BULK_ITEMS:
             kinds = set(map(type, value))

@@ -23,14 +23,28 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import fastapi
-from fastapi import responses
+from fastapi import exceptions, responses
+from starlette import exceptions as starlette_exceptions
 
 from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.decisions import deciding
 from reconciler.evidence import keys as keys_
 from reconciler.oversight import approving
-from reconciler.server import auth, decisions, events, evidence, health, keys, notifications, opa, operators, services
+from reconciler.server import (
+    auth,
+    bodies,
+    decisions,
+    events,
+    evidence,
+    guarding,
+    health,
+    keys,
+    notifications,
+    opa,
+    operators,
+    services,
+)
 from reconciler.state import database
 
 __all__ = ["create_app"]
@@ -102,6 +116,25 @@ def create_app(
             log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return responses.JSONResponse(decisions.error_body(exc), status_code=decisions.error_status(exc))
 
+    # One error shape for every status (``bodies.error``), FastAPI's own refusals included; a
+    # 422 names each problem's place but never echoes the input back.
+    @app.exception_handler(starlette_exceptions.HTTPException)
+    def _http_error(request: fastapi.Request, exc: starlette_exceptions.HTTPException) -> responses.JSONResponse:
+        kind = {401: "Unauthenticated", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed"}.get(
+            exc.status_code, "HTTPError"
+        )
+        return responses.JSONResponse(
+            bodies.error(kind, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(exceptions.RequestValidationError)
+    def _invalid(request: fastapi.Request, exc: exceptions.RequestValidationError) -> responses.JSONResponse:
+        problems = [bodies.problem(str(e["type"]), e["loc"], str(e["msg"])) for e in exc.errors()]
+        first: dict[str, Any] = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"])
+        message = f"{where}: {first['msg']}" if where else first["msg"]
+        return responses.JSONResponse(bodies.error("ValidationError", message, problems), status_code=422)
+
     @app.post("/v1/decisions")
     async def decide(body: DecisionBody, who: auth.Who) -> responses.Response:
         """Documents the route in the OpenAPI document. ``_Api`` hands every such request to
@@ -116,8 +149,14 @@ def create_app(
     groups = frozenset(_group(getattr(r, "path", "")) for r in routes)
     app.add_middleware(_CountRequests, counter=served.requests, groups=groups)
     app.decision_route = decisions.DecisionRoute(
-        decider=decider, lookup=served.tokens.lookup, peek=served.tokens.peek, counters=served
+        decider=decider, lookup=served.tokens.lookup, peek=served.tokens.peek, counters=served, caps=served.caps
     )
+
+    def refused(path: str, status: int) -> None:
+        route = _group(path)
+        served.requests.inc((route if route in groups else "other", status))
+
+    app.guard = guarding.Guard(super(_Api, app).__call__, served.tokens.lookup, served.caps, refused)
     return app
 
 
@@ -128,11 +167,15 @@ class _Api(fastapi.FastAPI):
     limit and its counters."""
 
     decision_route: decisions.DecisionRoute | None = None
+    #: bounds, authenticates, caps and reads every other request before FastAPI (``guarding``)
+    guard: guarding.Guard | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         route = self.decision_route
         if route is not None and route.handles(scope):
             await route(scope, receive, send)
+        elif self.guard is not None:
+            await self.guard(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 

@@ -74,9 +74,12 @@ class Tokens:
 
 
 async def _principal(request: fastapi.Request, authorization: Annotated[str | None, fastapi.Header()] = None) -> access.Principal:
-    who = await request.app.state.services.tokens.lookup(authorization)
+    # The gate (``server.guarding``) looked the token up before it read the body.
+    who = request.scope.get("state", {}).get("arm.principal")
+    if who is None:
+        who = await request.app.state.services.tokens.lookup(authorization)
     if isinstance(who, str):
-        raise fastapi.HTTPException(401, who)
+        raise errors.Unauthenticated(who)
     path = request.url.path
     if who.kind == "ci" and not any(path == p or path.startswith(p + "/") for p in CI_ROUTES):
         raise errors.Forbidden(f"token {who.name!r} is a ci token: it may submit evaluation runs and read runs and versions only")

@@ -3,8 +3,8 @@
 Every tool call of every agent asks this route first, so it skips what FastAPI costs per
 request (its middleware, routing, dependency solving, pydantic, a worker thread): it reads the
 body with orjson, checks exactly what :class:`DecisionBody` checks (falling back to the model
-itself for anything unusual, so a 422 carries FastAPI's own ``{"detail": [...]}``), takes the
-principal from the app's token cache (same 401 bodies), and asks ``Decider.decide_soon`` in the
+itself for anything unusual; a 422 names each problem, in the API's one error shape), takes the
+principal from the app's token cache before it parses anything (same 401 bodies), and asks ``Decider.decide_soon`` in the
 event loop, whose decision writer calls back with the decision once it is stored. Calls it
 cannot answer from memory go to ``Decider.decide`` in a worker thread. Answers, errors (401,
 403, 422, 503) and the /metrics counters are those of the FastAPI route, which ``app`` keeps
@@ -26,12 +26,12 @@ from typing import Any
 
 import orjson
 import pydantic
-from fastapi import encoders
 
 from reconciler import errors
 from reconciler.decisions import deciding
 from reconciler.oversight import access
 from reconciler.policy import inputs as policy_deciding
+from reconciler.server import bodies, guarding
 
 __all__ = [
     "MAX_BODY",
@@ -60,7 +60,7 @@ class DecisionBody(pydantic.BaseModel):
     instance: str
     tool: str
     args: dict[str, Any] = {}
-    costEstimate: float = pydantic.Field(default=0.0, ge=0, le=MAX_COST, allow_inf_nan=False)
+    costEstimate: float = pydantic.Field(default=0.0, ge=0, le=MAX_COST, allow_inf_nan=False, strict=True)
     runId: str | None = None
 
 
@@ -100,38 +100,41 @@ _LONG_DIGITS = re.compile(rb"[0-9]{16}")
 
 
 def _parse(raw: bytes) -> tuple[deciding.Request | None, list[dict[str, Any]] | None]:
-    """The request in ``raw``, or FastAPI's validation errors for it."""
+    """The request in ``raw``, or the problems with it (``bodies.problem``)."""
     if not raw:
-        return None, [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]
+        return None, [bodies.problem("missing", ["body"], "Field required")]
+    try:
+        bodies.bounded(raw)
+    except bodies.Invalid as exc:
+        return None, exc.problems()
     data: Any = _UNREAD
     if _LONG_DIGITS.search(raw) is None:
-        # orjson refuses NaN, Infinity and numbers past a double's range; without a long run of
-        # digits every integer is below 2^53: what it reads every engine reads alike.
+        # orjson refuses NaN, Infinity, numbers past a double's range, lone surrogates and nesting
+        # past 1,024; without a long run of digits every integer is below 2^53: what it reads
+        # every engine reads alike.
         try:  # noqa: SIM105 (a try costs nothing when nothing is raised; contextlib.suppress does, on every decision)
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
     if data is _UNREAD:
-        try:  # the standard library's reading of the error, word for word as FastAPI reports it
-            data = json.loads(raw)  # NaN, Infinity and 1e400 are read here, to be refused by name below
-        except json.JSONDecodeError as exc:
-            return None, [
-                {
-                    "type": "json_invalid",
-                    "loc": ["body", exc.pos],
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": exc.msg},
-                }
-            ]
-        except (UnicodeDecodeError, ValueError) as exc:
-            return None, [
-                {"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error", "input": {}, "ctx": {"error": str(exc)}}
-            ]
-        found = policy_deciding.number_problem(data, "")
-        if found is not None:
-            path, message = found
-            return None, [{"type": "value_error", "loc": ["body", *path], "msg": message, "input": None}]
+        try:  # the exact integers, to refuse those past 2^53 by name; NaN and 1e400 likewise
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            data = _UNREAD
+        if data is not _UNREAD:
+            found = policy_deciding.number_problem(data, "")
+            if found is not None:
+                path, message = found
+                return None, [bodies.problem("value_error", ["body", *path], message)]
+        try:  # what is left to refuse: malformed JSON, a lone surrogate, nesting past 1,024
+            bodies.parse(raw)
+        except bodies.Invalid as exc:
+            return None, exc.problems()
+    if len(raw) > _DEEP_AT:  # only a body this long can nest past MAX_DEPTH
+        try:
+            bodies.check(data)
+        except bodies.Invalid as exc:
+            return None, exc.problems()
     if type(data) is dict and data.keys() <= _FIELDS:
         instance, tool = data.get("instance"), data.get("tool")
         args = data.get("args", {})
@@ -149,16 +152,29 @@ def _parse(raw: bytes) -> tuple[deciding.Request | None, list[dict[str, Any]] | 
     try:
         body = DecisionBody.model_validate(data)
     except pydantic.ValidationError as exc:
-        detail = [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False)]
-        return None, encoders.jsonable_encoder(detail)
+        return None, [bodies.problem(e["type"], ["body", *e["loc"]], e["msg"]) for e in exc.errors(include_url=False)]
     return deciding.Request(body.instance, body.tool, body.args, body.costEstimate, body.runId), None
 
 
+#: The shortest body that can nest past ``bodies.MAX_DEPTH`` (two bytes a level).
+_DEEP_AT = 2 * bodies.MAX_DEPTH
+
+#: Past this size a decision is decided in a worker thread (``Decider.decide``): assessing and
+#: redacting large arguments must not hold the event loop.
+LARGE_BODY = 16 * 1024
+
+
+def _invalid(problems: list[dict[str, Any]]) -> bytes:
+    first = problems[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return orjson.dumps(bodies.error("ValidationError", f"{where}: {first['msg']}" if where else first["msg"], problems))
+
+
 #: Largest decision body read; a runtime's call with its arguments is a few kilobytes.
-MAX_BODY = 1 << 20
+MAX_BODY = bodies.limit_of("/v1/decisions")
 
 #: The answer to a body past :data:`MAX_BODY`.
-TOO_LARGE = orjson.dumps({"detail": f"the request body is larger than {MAX_BODY} bytes"})
+TOO_LARGE = orjson.dumps(bodies.error("TooLarge", f"the request body is larger than {MAX_BODY} bytes"))
 
 #: Where a request's answer goes: ``reply(status, body)``, called once, in the event loop.
 Reply = Callable[[int, bytes], None]
@@ -175,8 +191,10 @@ class DecisionRoute:
         lookup: Callable[[str | None], Awaitable[access.Principal | str]],
         peek: Callable[[str | None], access.Principal | str | None],
         counters: Any,
+        caps: guarding.Caps | None = None,
     ) -> None:
         self.decider = decider
+        self.caps = caps or guarding.Caps()
         self.lookup = lookup  # the principal of an Authorization header, or a 401 message
         self.peek = peek  # the same when it is known without a query, else None
         self.counters = counters  # ``services.Services``: its ``decisions`` and ``requests`` counters
@@ -189,8 +207,19 @@ class DecisionRoute:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         chunks = []
         size = 0
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+            status, body = self.refuse_too_large()
+            await guarding.reply(send, status, orjson.loads(body), close=True)
+            return
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout(guarding.BODY_SECONDS):
+                    message = await receive()
+            except TimeoutError:
+                late = bodies.error("Timeout", f"the request body did not arrive within {guarding.BODY_SECONDS:g} s")
+                await guarding.reply(send, 408, late, close=True)
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -226,33 +255,42 @@ class DecisionRoute:
             self.counters.requests.inc(("decisions", status))
             reply(status, body)
 
-        request, invalid = _parse(raw)
-        if invalid is not None and invalid[0]["type"] == "json_invalid":
-            answer(422, orjson.dumps({"detail": invalid}))  # FastAPI reads the body before it authenticates
-            return
         who = self.peek(authorization)
         if who is None:  # a token to look up, off the loop; then as below
-            self._task(self._looked_up(request, invalid, authorization)).add_done_callback(lambda done: answer(*_settled(done)))
+            self._task(self._looked_up(raw, authorization)).add_done_callback(lambda done: answer(*_settled(done)))
         elif isinstance(who, str):
-            answer(401, orjson.dumps({"detail": who}))
-        elif invalid is not None or request is None:
-            answer(422, orjson.dumps({"detail": invalid}))
+            answer(401, orjson.dumps(bodies.error("Unauthenticated", who)))
         else:
-            self._decide(request, who, answer)
+            self._parsed(raw, who, answer)
 
-    async def _looked_up(
-        self, request: deciding.Request | None, invalid: list[dict[str, Any]] | None, authorization: str | None
-    ) -> tuple[int, bytes]:
+    async def _looked_up(self, raw: bytes, authorization: str | None) -> tuple[int, bytes]:
         who = await self.lookup(authorization)
         if isinstance(who, str):
-            return 401, orjson.dumps({"detail": who})
-        if invalid is not None or request is None:
-            return 422, orjson.dumps({"detail": invalid})
+            return 401, orjson.dumps(bodies.error("Unauthenticated", who))
         answered, reply = _awaited()
-        self._decide(request, who, reply)
+        self._parsed(raw, who, reply)
         return await answered
 
-    def _decide(self, request: deciding.Request, who: access.Principal, reply: Reply) -> None:
+    def _parsed(self, raw: bytes, who: access.Principal, reply: Reply) -> None:
+        """Parse ``raw`` (the caller is authenticated by now), then decide within its token's cap."""
+        request, invalid = _parse(raw)
+        if invalid is not None or request is None:
+            reply(422, _invalid(invalid or [bodies.problem("missing", ["body"], "Field required")]))
+            return
+        name = who.name
+        if not self.caps.enter(name, "decisions", guarding.PER_TOKEN_DECISIONS):
+            message = f"token {name!r} has {guarding.PER_TOKEN_DECISIONS} decisions in flight: retry"
+            reply(429, orjson.dumps(bodies.error("TooManyRequests", message)))
+            return
+        caps = self.caps
+
+        def capped(status: int, body: bytes) -> None:
+            caps.leave(name, "decisions")
+            reply(status, body)
+
+        self._decide(request, who, capped, large=len(raw) > LARGE_BODY)
+
+    def _decide(self, request: deciding.Request, who: access.Principal, reply: Reply, large: bool = False) -> None:
         try:
             who.runtime_only("asking decisions")
         except errors.Forbidden as exc:
@@ -260,6 +298,8 @@ class DecisionRoute:
             return
 
         def authorize(tenant: str | None) -> None:
+            if tenant is not None and tenant != who.tenant:  # answered as an unknown instance
+                raise deciding.Unseen(f"instance {request.instance!r} is not one of tenant {who.tenant!r}")
             if tenant is not None and not who.may_act_on(tenant, request.instance):
                 raise errors.Forbidden(f"token {who.name!r} may not ask decisions for instance {request.instance!r}")
 
@@ -271,7 +311,7 @@ class DecisionRoute:
                 reply(*_failed(error))
 
         try:
-            if self.decider.decide_soon(request, authorize, asyncio.get_running_loop(), decided):
+            if not large and self.decider.decide_soon(request, authorize, asyncio.get_running_loop(), decided):
                 return  # the writer calls ``decided`` once the decision is stored
         except errors.ArmError as exc:
             reply(*_refusal(exc))

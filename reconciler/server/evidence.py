@@ -12,16 +12,15 @@ and only then parses it.
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations.
 import asyncio
-import json
 from typing import Annotated, Any
 
 import fastapi
 import pydantic
-from fastapi import encoders, responses
+from fastapi import responses
 
 from reconciler import errors
 from reconciler.evidence import cards, recording, scorecards
-from reconciler.server import auth, decisions, services
+from reconciler.server import auth, bodies, decisions, services
 from reconciler.state import database
 
 __all__ = ["EvaluationBody", "router"]
@@ -46,7 +45,9 @@ class EvaluationBody(pydantic.BaseModel):
 
 
 def _too_large() -> responses.JSONResponse:
-    return responses.JSONResponse({"detail": f"the request body is larger than {decisions.MAX_BODY} bytes"}, status_code=413)
+    return responses.JSONResponse(
+        bodies.error("TooLarge", f"the request body is larger than {decisions.MAX_BODY} bytes"), status_code=413
+    )
 
 
 async def _bounded_body(request: fastapi.Request) -> bytes | None:
@@ -62,8 +63,10 @@ async def _bounded_body(request: fastapi.Request) -> bytes | None:
     return bytes(raw)
 
 
-def _invalid(detail: list[dict[str, Any]]) -> responses.JSONResponse:
-    return responses.JSONResponse({"detail": encoders.jsonable_encoder(detail)}, status_code=422)
+def _invalid(problems: list[dict[str, Any]]) -> responses.JSONResponse:
+    where = ".".join(str(part) for part in problems[0]["loc"])
+    message = f"{where}: {problems[0]['msg']}"
+    return responses.JSONResponse(bodies.error("ValidationError", message, problems), status_code=422)
 
 
 @router.post(
@@ -86,13 +89,13 @@ async def submit_evaluation(request: fastapi.Request, who: auth.Who) -> Any:
     if raw is None:
         return _too_large()
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _invalid([{"type": "json_invalid", "loc": ["body"], "msg": f"JSON decode error: {exc}"}])
+        data = bodies.parse(raw)
+    except bodies.Invalid as exc:
+        return _invalid(exc.problems())
     try:
         body = EvaluationBody.model_validate(data)
     except pydantic.ValidationError as exc:
-        return _invalid([{**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False)])
+        return _invalid([bodies.problem(e["type"], ["body", *e["loc"]], e["msg"]) for e in exc.errors(include_url=False)])
     served = services.of(request)
 
     def record() -> recording.Recorded:

@@ -1,12 +1,14 @@
 """Health, readiness, metrics and status: what operators and orchestrators poll; Git webhooks.
 
 ``/healthz`` (the process answers), ``/readyz`` (it can decide: schema current, a commit applied,
-and with the daemon, its own readiness), ``/metrics`` (Prometheus: every ``reconciler.metrics``
+the last decisions stored — a read-only or full store makes it not ready, saying why — and with
+the daemon, its own readiness), ``/metrics`` (Prometheus: every ``reconciler.metrics``
 series of the process), ``GET /v1/status`` (the reconcile's status for the token's tenant) and
 ``POST /v1/webhooks/git`` (a push: the daemon refreshes now). The first three need no token.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations.
+import asyncio
 from typing import Any
 
 import fastapi
@@ -16,7 +18,7 @@ from reconciler import errors
 from reconciler.notifications import outbox
 from reconciler.oversight import approving
 from reconciler.reconcile import reporting
-from reconciler.server import auth, opa, services
+from reconciler.server import auth, services
 from reconciler.state import database, fleetstate
 
 __all__ = ["router"]
@@ -41,10 +43,9 @@ async def git_webhook(request: fastapi.Request) -> dict[str, Any]:
     runner = services.of(request).runner
     if runner is None:
         raise errors.NotFound("webhooks need the daemon: run 'armctl run', not 'armctl serve'")
-    body = await request.body()
-    if len(body) > opa.MAX_LOG_BYTES:
-        raise errors.ConfigError(f"webhook body above {opa.MAX_LOG_BYTES} bytes")
-    return runner.webhook({k.lower(): v for k, v in request.headers.items()}, body)
+    body = await request.body()  # bounded by the gate (server.guarding) before it was read
+    # Checking a signature over megabytes is work: in a worker thread, off the event loop.
+    return await asyncio.to_thread(runner.webhook, {k.lower(): v for k, v in request.headers.items()}, body)
 
 
 @router.get("/healthz")
@@ -67,6 +68,9 @@ def readyz(request: fastapi.Request) -> responses.JSONResponse:
         return responses.JSONResponse({"ready": False, "reason": str(exc)}, status_code=503)
     if not state or not state.get("applied_sha"):
         return responses.JSONResponse({"ready": False, "reason": "no commit has been applied yet"}, status_code=503)
+    problem = served.decider.recording_problem()
+    if problem is not None:  # every decision would be a 503 now: not ready until one is stored again
+        return responses.JSONResponse({"ready": False, "reason": f"decisions cannot be recorded: {problem}"}, status_code=503)
     return responses.JSONResponse({"ready": True, "appliedSha": state["applied_sha"]})
 
 

@@ -21,15 +21,22 @@ from reconciler import errors
 from reconciler.decisions import bundling, events
 from reconciler.evidence import keys
 from reconciler.policy import inputs as policy_inputs
-from reconciler.server import auth, decisions, services
+from reconciler.server import auth, bodies, decisions, services
 from reconciler.state import database, fleetstate
 
-__all__ = ["MAX_LOG_BYTES", "router"]
+__all__ = ["MAX_LOG_BYTES", "MAX_LOG_ENTRIES", "router"]
 
 router = fastapi.APIRouter()
 
-#: Largest decision-log upload accepted, compressed or inflated.
-MAX_LOG_BYTES = 16 * 1024 * 1024
+#: Largest decision-log upload accepted once inflated (``bodies.LIMITS`` bounds it compressed).
+MAX_LOG_BYTES = 4 * 1024 * 1024
+
+#: Most entries one decision-log upload may hold (OPA's default upload, 32 KiB gzipped, holds
+#: a few hundred); each is an op event written in one transaction.
+MAX_LOG_ENTRIES = 1000
+
+#: Entries stored per transaction (~5 ms of SQLite's write lock each).
+LOG_CHUNK = 100
 
 
 def _bundle_etag(state: dict[str, Any], tenant: str, signer: keys.Signer | None) -> str:
@@ -91,32 +98,75 @@ def opa_writes() -> responses.JSONResponse:
     )
 
 
-@router.post("/logs")
+@router.post("/logs", status_code=204)
 async def opa_decision_logs(request: fastapi.Request, who: auth.Who) -> fastapi.Response:
     """OPA decision-log uploads (gzipped JSON arrays), kept as op events of the token's tenant;
-    a sidecar's runtime token sends them, as it sends every other event."""
+    a sidecar's runtime token sends them, as it sends every other event. The gate
+    (``server.guarding``) bounded the body at 1 MiB; inflated it may be :data:`MAX_LOG_BYTES`
+    and hold :data:`MAX_LOG_ENTRIES` entries. The work (inflating, parsing, redacting, storing)
+    runs in a worker thread, one upload at a time per process, so it never holds up decisions."""
     who.runtime_only("sending decision logs")
     raw = await request.body()
-    if len(raw) > MAX_LOG_BYTES:
-        raise errors.ConfigError(f"decision-log upload above {MAX_LOG_BYTES} bytes")
-    if request.headers.get("content-encoding") == "gzip" or raw[:2] == b"\x1f\x8b":
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            raw = inflater.decompress(raw, MAX_LOG_BYTES)
-        except zlib.error as exc:
-            raise errors.ConfigError(f"decision logs are not valid gzip: {exc}") from exc
-        if inflater.unconsumed_tail:
-            raise errors.ConfigError(f"decision logs inflate above {MAX_LOG_BYTES} bytes")
+    gzipped = request.headers.get("content-encoding") == "gzip" or raw[:2] == b"\x1f\x8b"
+    served = services.of(request)
+    async with served.ingesting:
+        stored = await asyncio.to_thread(_ingest, served, who.tenant, raw, gzipped)
+    return fastapi.Response(status_code=204, headers={"X-ARM-Stored": str(stored)})
+
+
+def _inflate(raw: bytes) -> bytes:
+    """A gzip member, whole: truncated, trailing bytes or past :data:`MAX_LOG_BYTES` are refused."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        entries = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise errors.ConfigError(f"decision logs must be a JSON array: {exc}") from exc
+        inflated = inflater.decompress(raw, MAX_LOG_BYTES)
+    except zlib.error as exc:
+        raise errors.ConfigError(f"decision logs are not valid gzip: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise errors.ConfigError(f"decision logs inflate above {MAX_LOG_BYTES} bytes")
+    if not inflater.eof:
+        raise errors.ConfigError("decision logs are not valid gzip: the stream is truncated")
+    if inflater.unused_data:
+        raise errors.ConfigError(f"decision logs are not valid gzip: {len(inflater.unused_data)} bytes follow the stream")
+    return inflated
+
+
+def _ingest(served: services.Services, tenant: str, raw: bytes, gzipped: bool) -> int:
+    if gzipped:
+        raw = _inflate(raw)
+    elif len(raw) > MAX_LOG_BYTES:
+        raise errors.ConfigError(f"decision-log upload above {MAX_LOG_BYTES} bytes")
+    try:
+        entries = bodies.parse(raw)
+    except bodies.Invalid as exc:
+        raise errors.ConfigError(f"decision logs: {exc.message}") from None
     if not isinstance(entries, list):
         raise errors.ConfigError("decision logs must be a JSON array")
-    served = services.of(request)
-    with database.transaction(served.db) as connection:
-        events.record_decision_logs(connection, who.tenant, entries, served.clock.now())
-    return fastapi.Response(status_code=204)
+    if len(entries) > MAX_LOG_ENTRIES:
+        raise errors.ConfigError(
+            f"a decision-log upload holds {len(entries)} entries; at most {MAX_LOG_ENTRIES} "
+            "(OPA: lower decision_logs.reporting.upload_size_limit_bytes)"
+        )
+    # In transactions of LOG_CHUNK entries: decisions commit between them, never waiting for a
+    # whole upload. A failure part-way leaves the chunks before it stored (OPA's retry stores
+    # them again: op events, not the audit chain).
+    now, stored = served.clock.now(), 0
+    for start in range(0, len(entries), LOG_CHUNK):
+        with database.transaction(served.db) as connection:
+            stored += events.record_decision_logs(connection, tenant, entries[start : start + LOG_CHUNK], now)
+    return stored
+
+
+def _number_problem(raw: bytes, wrapped: bool) -> str | None:
+    """The message naming a number no engine reads alike (NaN, 1e400, past 2^53), if that is why
+    the document was refused (``wrapped``: it is ``{"input": ...}``)."""
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if wrapped:
+        document = document.get("input") if isinstance(document, dict) else None
+    found = policy_inputs.number_problem(document, "input")
+    return found[1] if found is not None else None
 
 
 async def _data_input(request: fastapi.Request) -> tuple[Any | None, responses.JSONResponse | None]:
@@ -136,10 +186,14 @@ async def _data_input(request: fastapi.Request) -> tuple[Any | None, responses.J
     if not raw.strip():
         return None, None
     try:
-        document = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        message = f"{where} is not a JSON document: {exc}"
-        return None, responses.JSONResponse({"code": "invalid_parameter", "message": message}, status_code=400)
+        document = bodies.parse(raw)
+    except bodies.Invalid as exc:
+        message = f"{where} is not a JSON document we read: {exc.message}"
+        named = _number_problem(raw, request.method != "GET")
+        return None, responses.JSONResponse(
+            {"code": "invalid_parameter", "message": named or message},
+            status_code=400,
+        )
     if request.method != "GET":
         if not isinstance(document, dict):
             message = 'the body must be a JSON object: {"input": ...}'

@@ -65,6 +65,10 @@ class TenantControlBody(pydantic.BaseModel):
     reason: str = ""
 
 
+#: An approval's id in a path: a positive 64-bit integer (the store's), else 422 naming it.
+ApprovalId = Annotated[int, fastapi.Path(ge=1, le=2**63 - 1)]
+
+
 def _unseen(approval_id: int, who: access.Principal) -> errors.NotFound:
     # The same answer whether the approval does not exist or the token may not see it.
     if who.instances is not None:
@@ -73,10 +77,30 @@ def _unseen(approval_id: int, who: access.Principal) -> errors.NotFound:
 
 
 def _approval(row: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
+    """An approval as the API shows it: camelCase like every other answer, each fact once
+    (``approverRoles``: who may decide it now, escalation included; ``reasons``: why it waits)."""
+    out = {
+        _CAMEL.get(k, k): v.isoformat() if isinstance(v, dt.datetime) else v
+        for k, v in row.items()
+        if k not in ("reason", "approver_roles")
+    }
     out["approvals"] = sum(1 for d in row["decisions"] if d["decision"] == "APPROVE")
-    out["roles"] = approving.roles_of(row)
+    out["approverRoles"] = approving.roles_of(row)
     return out
+
+
+#: The table's column names that the API spells in camelCase.
+_CAMEL = {
+    "subject_kind": "subjectKind",
+    "subject_name": "subjectName",
+    "requested_sha": "requestedSha",
+    "created_at": "createdAt",
+    "expires_at": "expiresAt",
+    "decided_at": "decidedAt",
+    "escalate_at": "escalateAt",
+    "escalate_to": "escalateTo",
+    "escalated_at": "escalatedAt",
+}
 
 
 @router.get("/v1/approvals")
@@ -90,7 +114,7 @@ def list_approvals(request: fastapi.Request, who: auth.Who, status: ApprovalStat
 
 
 @router.get("/v1/approvals/{approval_id}")
-def get_approval(request: fastapi.Request, approval_id: int, who: auth.Who) -> dict[str, Any]:
+def get_approval(request: fastapi.Request, approval_id: ApprovalId, who: auth.Who) -> dict[str, Any]:
     with database.reading(services.of(request).db) as connection:
         rows = approving.list_approvals(connection, None, who.tenant, approval_id, instances=who.instances)
     if not rows:
@@ -99,7 +123,9 @@ def get_approval(request: fastapi.Request, approval_id: int, who: auth.Who) -> d
 
 
 @router.post("/v1/approvals/{approval_id}/decision")
-def decide_approval(request: fastapi.Request, approval_id: int, body: ApprovalDecisionBody, who: auth.Who) -> dict[str, Any]:
+def decide_approval(
+    request: fastapi.Request, approval_id: ApprovalId, body: ApprovalDecisionBody, who: auth.Who
+) -> dict[str, Any]:
     """An operator's APPROVE or DENY with its justification (422 without one); 409 when the
     approval is no longer pending, 403 when the operator may not decide it."""
     operator = auth.operator_of(who)
@@ -119,11 +145,10 @@ def control(request: fastapi.Request, instance_id: str, body: ControlBody, who: 
     operator = auth.operator_of(who)
     served = services.of(request)
     with database.transaction(served.db) as connection:
-        tenant = holds.instance_tenant(connection, instance_id)
-        if tenant is None:
-            raise errors.NotFound(f"instance {instance_id!r} does not exist")
-        if tenant != who.tenant:
-            raise errors.Forbidden(f"instance {instance_id!r} belongs to another tenant")
+        # Another tenant's instance is answered as one that does not exist: a token cannot
+        # learn which instance ids other tenants have.
+        if holds.instance_tenant(connection, instance_id) != who.tenant:
+            raise errors.NotFound(f"instance {instance_id!r} does not exist in tenant {who.tenant!r}")
         done = holds.control_instance(connection, instance_id, body.control, operator, body.reason, served.clock.now())
     served.decider.invalidate()  # the very next decision of this process sees the control
     return {"instance": done.instance, "before": done.before, "after": done.after}

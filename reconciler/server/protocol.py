@@ -32,7 +32,7 @@ from typing import Any
 
 from uvicorn.protocols.http import httptools_impl
 
-from reconciler.server import decisions
+from reconciler.server import decisions, guarding
 
 __all__ = ["DecisionProtocol", "IdlePoll", "options"]
 
@@ -42,16 +42,27 @@ _JSON = b"application/json"
 _FAILED = (500, b"Internal Server Error", b"text/plain; charset=utf-8")
 
 
-def options(application: Any, idle_poll_seconds: float = 0.0) -> dict[str, Any]:
+#: How long a connection may take to send a request's headers (from its first byte, or from the
+#: connection or the previous answer): a client dripping them a byte at a time is cut off, so
+#: thousands of such connections cannot hold the server's sockets.
+HEADER_SECONDS = 10.0
+
+
+def options(application: Any, idle_poll_seconds: float = 0.0, header_seconds: float = HEADER_SECONDS) -> dict[str, Any]:
     """uvicorn's options (``uvicorn.Config``, ``uvicorn.run``) for ``application`` (``app.create_app``);
-    ``idle_poll_seconds``: how long the loop polls for the next request after a decision (0: not)."""
+    ``idle_poll_seconds``: how long the loop polls for the next request after a decision (0: not);
+    ``header_seconds``: how long a request's headers may take (:data:`HEADER_SECONDS`)."""
     route = getattr(application, "decision_route", None)
     if route is None:
-        http: Any = "httptools"
+        http: Any = type("TimedProtocol", (TimedProtocol,), {"header_seconds": header_seconds})
     else:
         idle_poll = IdlePoll(idle_poll_seconds) if idle_poll_seconds > 0 else None
-        http = type("DecisionProtocol", (DecisionProtocol,), {"route": route, "idle_poll": idle_poll})
-    return {"http": http, "log_level": "warning", "access_log": False}
+        http = type(
+            "DecisionProtocol", (DecisionProtocol,), {"route": route, "idle_poll": idle_poll, "header_seconds": header_seconds}
+        )
+    # log_config None: uvicorn's loggers propagate to the root handler ``armctl`` configured, so
+    # its error lines follow --log-format (json: one object a line, a traceback as a field).
+    return {"http": http, "log_level": "warning", "access_log": False, "log_config": None}
 
 
 class IdlePoll:
@@ -113,7 +124,46 @@ class _Exchange:
         self.disconnected = False
 
 
-class DecisionProtocol(httptools_impl.HttpToolsProtocol):
+class TimedProtocol(httptools_impl.HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing a connection whose request headers take longer than
+    ``header_seconds`` (uvicorn times out only idle keep-alive connections); a decision's body,
+    which this protocol reads itself, gets ``guarding.BODY_SECONDS`` (the gate times the others)."""
+
+    header_seconds: float = HEADER_SECONDS
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._start_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._stop_header_timer()
+        super().on_headers_complete()
+
+    def _start_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_seconds, self._headers_too_slow)
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class DecisionProtocol(TimedProtocol):
     """uvicorn's httptools protocol, answering plain decision requests through ``route``."""
 
     route: decisions.DecisionRoute
@@ -121,6 +171,7 @@ class DecisionProtocol(httptools_impl.HttpToolsProtocol):
     _exchange: _Exchange | None = None
 
     def on_headers_complete(self) -> None:
+        self._stop_header_timer()
         # A request is under way: no keep-alive timeout. uvicorn cancels it only when data
         # arrives, but an answer given while the data is parsed (a 401, a 422) starts it again
         # with this request, which came in the same data, still to answer.
@@ -139,7 +190,13 @@ class DecisionProtocol(httptools_impl.HttpToolsProtocol):
             and not self.root_path
         ):
             authorization = decisions.authorization(self.headers)
-            self._exchange = self.cycle = _Exchange(parser.should_keep_alive(), authorization)  # type: ignore[assignment]
+            self._exchange = self.cycle = exchange = _Exchange(parser.should_keep_alive(), authorization)  # type: ignore[assignment]
+            # Its body must arrive within the gate's time too (``guarding.BODY_SECONDS``).
+            self._header_timer = self.loop.call_later(guarding.BODY_SECONDS, self._headers_too_slow)
+            declared = next((v for k, v in self.headers if k == b"content-length"), None)
+            if declared is not None and (not declared.isdigit() or int(declared) > decisions.MAX_BODY):
+                exchange.keep_alive = False  # answered before the body: the connection closes on it
+                self._reply(exchange, *self.route.refuse_too_large())
             return
         self._exchange = None
         super().on_headers_complete()
@@ -153,6 +210,7 @@ class DecisionProtocol(httptools_impl.HttpToolsProtocol):
             return  # refused as too large: the rest is read and dropped, as uvicorn does
         exchange.size += len(body)
         if exchange.size > decisions.MAX_BODY:
+            exchange.keep_alive = False  # the rest of the body is not read: the connection closes
             self._reply(exchange, *self.route.refuse_too_large())
             return
         exchange.chunks.append(body)
@@ -162,6 +220,7 @@ class DecisionProtocol(httptools_impl.HttpToolsProtocol):
         if exchange is None:
             super().on_message_complete()
             return
+        self._stop_header_timer()
         self._exchange = None
         if exchange.response_complete:
             # Refused before its body ended (413): the data that followed cancelled the

@@ -8,6 +8,7 @@ no state of their own and need no closure over ``create_app``'s locals.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -18,7 +19,7 @@ from reconciler import clock as clock_
 from reconciler import metrics
 from reconciler.decisions import bundling, deciding
 from reconciler.evidence import keys
-from reconciler.server import auth
+from reconciler.server import auth, guarding
 from reconciler.state import database
 
 __all__ = ["Runner", "Services", "of"]
@@ -59,6 +60,10 @@ class Services:
     )
     #: each tenant's bundle as an engine, for OPA's Data API
     tenant_engines: bundling.TenantEngines = dataclasses.field(default_factory=bundling.TenantEngines)
+    #: requests in flight per token (``guarding``; the decision route counts its own there too)
+    caps: guarding.Caps = dataclasses.field(default_factory=guarding.Caps)
+    #: one decision-log upload is ingested at a time (``opa``): the rest wait their turn, decisions do not
+    ingesting: asyncio.Semaphore = dataclasses.field(default_factory=lambda: asyncio.Semaphore(1))
 
 
 def of(request: requests.Request) -> Services:

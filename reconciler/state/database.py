@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -47,6 +48,8 @@ __all__ = [
     "schema_revision",
     "store_errors",
     "transaction",
+    "write_lock",
+    "writing",
 ]
 
 #: What the rooms above ``state`` hold and pass along, named here so they need no SQLAlchemy import.
@@ -92,6 +95,7 @@ def connect(url: str) -> sa.Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(
             parsed,
+            hide_parameters=True,  # a failed statement's error names no value: payloads may hold secrets
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
             connect_args={"timeout": 30, "isolation_level": None, "check_same_thread": False},
@@ -103,7 +107,12 @@ def connect(url: str) -> sa.Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return sa.create_engine(
-            parsed, json_serializer=_json_dumps, json_deserializer=orjson.loads, pool_pre_ping=True, pool_size=10
+            parsed,
+            hide_parameters=True,  # a failed statement's error names no value: payloads may hold secrets
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            pool_pre_ping=True,
+            pool_size=10,
         )
     raise errors.ConfigError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql+psycopg://")
 
@@ -111,7 +120,9 @@ def connect(url: str) -> sa.Engine:
 def _sqlite_connect(dbapi_connection: Any, _: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit is on disk before it returns, so a decision answered survives power loss
+    # (NORMAL in WAL mode may lose the last commits). Group commit keeps the syncs few.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     # A WAL that grew in a burst is cut back to this size once it starts over.
@@ -150,12 +161,50 @@ def parse_at(value: Any) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def write_lock(engine: sa.Engine) -> threading.RLock | contextlib.nullcontext[None]:
+    """SQLite: the lock this process's writers of ``engine``'s file take before ``BEGIN
+    IMMEDIATE``, so they queue on it and the next one starts the moment the last commits.
+    Queued on SQLite's own busy handler instead, a writer sleeps 1, 2, 5, 10 … up to 100 ms
+    between tries: a decision would wait tens of milliseconds past a short write of another
+    request. Other processes (an ``armctl apply`` beside the server) still meet the busy
+    handler. PostgreSQL: nothing to take (row locks, no file lock)."""
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    key = str(engine.url)
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.RLock())
+
+
+@contextlib.contextmanager
+def writing(engine: sa.Engine) -> Iterator[None]:
+    """Hold :func:`write_lock`, waiting for it at most as long as SQLite's busy timeout; past
+    that the driver's own "database is locked" error, as SQLite itself would raise."""
+    lock = write_lock(engine)
+    if isinstance(lock, contextlib.nullcontext):
+        yield
+        return
+    if not lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+        raise engine.dialect.loaded_dbapi.OperationalError("database is locked (by another writer of this process)")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @contextlib.contextmanager
 def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A connection in a transaction, committed when the block ends and rolled back when it
-    raises; a store failure inside leaves as :class:`errors.StoreError`."""
-    with _store_failures(), engine.begin() as connection:
-        yield connection
+    raises; a store failure inside leaves as :class:`errors.StoreError`. On SQLite it holds
+    :func:`write_lock` throughout."""
+    try:
+        with _store_failures(), writing(engine), engine.begin() as connection:
+            yield connection
+    except engine.dialect.loaded_dbapi.OperationalError as exc:
+        raise errors.StoreError(f"the store failed: {exc}") from exc
 
 
 @contextlib.contextmanager

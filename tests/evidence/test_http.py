@@ -84,9 +84,9 @@ def test_bodies_are_authenticated_then_bounded_then_parsed(api: Api) -> None:
     )
     assert huge.status_code == 413
     broken = api.client.post("/v1/evaluations", content=b"{not json", headers=api.headers("ci"))
-    assert broken.status_code == 422 and broken.json()["detail"][0]["type"] == "json_invalid"
+    assert broken.status_code == 422 and broken.json()["problems"][0]["type"] == "json_invalid"
     extra = post(api, "ci", {"passed": True})
-    assert extra.status_code == 422 and extra.json()["detail"][0]["loc"] == ["body", "passed"]
+    assert extra.status_code == 422 and extra.json()["problems"][0]["loc"] == ["body", "passed"]
     rate = post(api, "ci", {"metrics": {"refusal_rate": 100}})
     assert rate.status_code == 422 and "a rate lies between 0 and 1" in rate.json()["message"]
     unknown = post(api, "ci", {"version": "app@7.0.0"})

@@ -42,7 +42,7 @@ def test_a_decision_without_a_justification_is_refused_naming_the_field(api: Api
     for body in ({"decision": "DENY"}, {"decision": "APPROVE"}, {"decision": "DENY", "justification": "   "}):
         refused = decide(client, made["operator"], approval_id, body)
         assert refused.status_code == 422, body
-        assert [e["loc"] for e in refused.json()["detail"]] == [["body", "justification"]]
+        assert [e["loc"] for e in refused.json()["problems"]] == [["body", "justification"]]
     still = client.get(f"/v1/approvals/{approval_id}", headers=auth(made["operator"])).json()
     assert (still["status"], still["decisions"]) == ("PENDING", [])
     denied = decide(client, made["operator"], approval_id, {"decision": "DENY", "justification": " not this invoice "})
@@ -139,7 +139,7 @@ def test_an_unknown_status_filter_is_refused_naming_the_parameter_and_the_allowe
     client, _, made = api
     bogus = client.get("/v1/approvals?status=bogus", headers=auth(made["operator"]))
     assert bogus.status_code == 422
-    (error,) = bogus.json()["detail"]
+    (error,) = bogus.json()["problems"]
     assert error["loc"] == ["query", "status"]
     for allowed in ("PENDING", "APPROVED", "DENIED", "EXPIRED", "USED", "ALL"):
         assert allowed in error["msg"]

@@ -19,4 +19,4 @@ def test_instances_filter_by_tenant_and_state_and_refuse_what_cannot_match(
     other = client.get("/v1/instances?tenant=globex", headers=auth(made["runtime"]))
     assert other.status_code == 403 and other.json()["message"] == "token 'rt' acts for tenant 'acme', not 'globex'"
     bogus = client.get("/v1/instances?state=bogus", headers=auth(made["runtime"]))
-    assert bogus.status_code == 422 and bogus.json()["detail"][0]["loc"] == ["query", "state"]
+    assert bogus.status_code == 422 and bogus.json()["problems"][0]["loc"] == ["query", "state"]

@@ -24,7 +24,11 @@ def test_an_unknown_instance_is_denied_and_recorded_under_the_callers_tenant(
     e, c = tables.op_events.c, tables.change_records.c
     with engine.connect() as connection:
         event = connection.execute(sa.select(e.tenant, e.instance).where(e.id == body["decisionId"])).one()
-        record = connection.execute(sa.select(c.tenant, c.type, c.object_kind, c.after).where(c.object_name == "acme:nope")).one()
+        # The chain never forgets: an undeclared name (a typo, or a secret pasted in) goes in as a digest.
+        assert connection.execute(sa.select(c.id).where(c.object_name == "acme:nope")).first() is None
+        record = connection.execute(
+            sa.select(c.tenant, c.type, c.object_kind, c.after).where(c.object_name.startswith("unknown instance sha256:"))
+        ).one()
         assert (event.tenant, event.instance) == ("acme", "acme:nope")
         assert (record.tenant, record.type, record.object_kind) == ("acme", "POLICY_EVALUATED", "Instance")
         assert record.after["decisionId"] == body["decisionId"] and record.after["reasons"] == ["unknown instance"]
