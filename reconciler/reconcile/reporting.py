@@ -19,7 +19,7 @@ from reconciler.oversight import holds
 from reconciler.state import actual as actual_
 from reconciler.state import fleetstate, tables
 
-__all__ = ["fleet_conditions", "history", "instances", "status"]
+__all__ = ["deployments", "fleet_conditions", "history", "instances", "instances_by_environment", "status"]
 
 #: The columns an instance is listed with (``GET /v1/instances``, ``armctl instance list``).
 INSTANCE_COLUMNS = (
@@ -43,10 +43,13 @@ def instances(
     environment: str | None = None,
     deployment: str | None = None,
     state: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Instances matching the filters (every state but RETIRED unless ``state``), by tenant and
     id, times as ISO 8601 text; ``tenant_hold`` is the tenant's kill switch while it is pulled
-    (pause, quarantine): every decision of the instance is then DENY, whatever its own state."""
+    (pause, quarantine): every decision of the instance is then DENY, whatever its own state.
+    ``limit`` and ``offset``: one page of them (the console's)."""
     i, h = tables.instances.c, tables.tenant_holds.c
     query = sa.select(*(i[name] for name in INSTANCE_COLUMNS), h.control.label("tenant_hold"))
     query = query.select_from(tables.instances.outerjoin(tables.tenant_holds, h.tenant == i.tenant))
@@ -57,8 +60,63 @@ def instances(
     if deployment:
         query = query.where(i.deployment == deployment)
     query = query.where(i.state == state.upper()) if state else query.where(i.state != "RETIRED")
-    rows = connection.execute(query.order_by(i.tenant, i.id)).mappings()
+    query = query.order_by(i.tenant, i.id)
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
+    rows = connection.execute(query).mappings()
     return [{k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()} for row in rows]
+
+
+def instances_by_environment(connection: sa.Connection, tenant: str) -> dict[str, dict[str, int]]:
+    """Environment → instance state → how many instances of ``tenant`` (retired ones left out)."""
+    i = tables.instances.c
+    query = (
+        sa.select(i.environment, i.state, sa.func.count().label("n"))
+        .where(i.tenant == tenant, i.state != "RETIRED")
+        .group_by(i.environment, i.state)
+        .order_by(i.environment, i.state)
+    )
+    found: dict[str, dict[str, int]] = {}
+    for row in connection.execute(query):
+        found.setdefault(row.environment, {})[row.state] = row.n
+    return found
+
+
+def deployments(connection: sa.Connection, tenant: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """One page of ``tenant``'s live deployment records (not retired), by name and generation:
+    environment, version and the one it replaces, replicas, strategy, state, rollout and weight,
+    and how many of its instances are live."""
+    d, i = tables.deployments.c, tables.instances.c
+    query = (
+        sa.select(tables.deployments)
+        .where(d.tenant == tenant, d.state != "RETIRED")
+        .order_by(d.name, d.generation)
+        .limit(limit)
+        .offset(offset)
+    )
+    rows = connection.execute(query).mappings().all()
+    live: dict[int, int] = {}
+    if rows:
+        counts = (
+            sa.select(i.deployment_id, sa.func.count().label("n"))
+            .where(i.deployment_id.in_([r["id"] for r in rows]), i.state != "RETIRED")
+            .group_by(i.deployment_id)
+        )
+        live = {r.deployment_id: r.n for r in connection.execute(counts)}
+    out = []
+    for row in rows:
+        steps = list((row["strategy"] or {}).get("steps") or [100])
+        weight = steps[min(row["canary_step"] or 0, len(steps) - 1)] if row["rollout"] in actual_.CANARY_IN_PROGRESS else None
+        out.append(
+            {
+                "id": row["id"], "name": row["name"], "generation": row["generation"], "template": row["template"],
+                "environment": row["environment"], "version": row["version"], "previousVersion": row["previous_version"],
+                "replicas": row["replicas"], "strategy": (row["strategy"] or {}).get("type", "AllAtOnce"),
+                "state": row["state"], "rollout": row["rollout"], "weight": weight, "instances": live.get(row["id"], 0),
+                "updatedAt": row["updated_at"].isoformat(), "sha": row["updated_sha"],
+            }
+        )  # fmt: skip
+    return out
 
 
 def instance(connection: sa.Connection, instance_id: str) -> dict[str, Any]:
@@ -229,7 +287,10 @@ def history(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     limit: int = 100,
+    before_id: int | None = None,
 ) -> list[dict[str, Any]]:
+    """Change records matching the filters, the newest ``limit`` of them (``before_id``: older
+    than that record, a page further back), oldest first, times as ISO 8601 text."""
     c = tables.change_records.c
     query = sa.select(tables.change_records)
     if sha:
@@ -246,6 +307,8 @@ def history(
         query = query.where(c.at >= since)
     if until:
         query = query.where(c.at < until)
+    if before_id is not None:
+        query = query.where(c.id < before_id)
     query = query.order_by(c.id.desc()).limit(limit)
     rows = [dict(row) for row in connection.execute(query).mappings()]
     rows.reverse()

@@ -29,7 +29,7 @@ from reconciler import errors
 from reconciler.decisions import deciding
 from reconciler.evidence import keys as keys_
 from reconciler.oversight import approving
-from reconciler.server import auth, decisions, events, evidence, health, keys, opa, operators, services
+from reconciler.server import auth, console, decisions, events, evidence, health, keys, opa, operators, services
 from reconciler.state import database
 
 __all__ = ["create_app"]
@@ -96,9 +96,11 @@ def create_app(
     app.state.services = served
 
     @app.exception_handler(errors.ArmError)
-    def _arm_error(request: fastapi.Request, exc: errors.ArmError) -> responses.JSONResponse:
+    def _arm_error(request: fastapi.Request, exc: errors.ArmError) -> responses.Response:
         if isinstance(exc, errors.InternalError):
             log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        if console.is_console(request.url.path):
+            return console.error_page(request, exc)
         return responses.JSONResponse(decisions.error_body(exc), status_code=decisions.error_status(exc))
 
     @app.post("/v1/decisions")
@@ -107,9 +109,10 @@ def create_app(
         ``decisions.DecisionRoute`` before FastAPI routes it, so this never runs."""
         raise errors.InternalError("POST /v1/decisions is answered by decisions.DecisionRoute")
 
-    routers = (operators.router, events.router, evidence.router, opa.router, health.router, keys.router)
+    routers: list[Any] = [operators.router, events.router, evidence.router, opa.router, health.router, keys.router]
     for router in routers:
         app.include_router(router)
+    routers += console.mount(app)
 
     routes = [*app.routes, *(route for router in routers for route in router.routes)]
     groups = frozenset(_group(getattr(r, "path", "")) for r in routes)
@@ -137,7 +140,10 @@ class _Api(fastapi.FastAPI):
 
 
 def _group(path: str) -> str:
-    """A path's route group in /metrics: ``/v1/approvals/7`` → ``approvals``; others as they are."""
+    """A path's route group in /metrics: ``/v1/approvals/7`` → ``approvals``, every console page
+    ``ui``; others as they are."""
+    if console.is_console(path):
+        return "ui"
     return path.split("/")[2] if path.startswith("/v1/") and path.count("/") >= 2 else path
 
 

@@ -20,7 +20,7 @@ from reconciler.reconcile import reporting
 from reconciler.server import auth, services
 from reconciler.state import database
 
-__all__ = ["ApprovalDecisionBody", "ControlBody", "TenantControlBody", "router"]
+__all__ = ["ApprovalDecisionBody", "ControlBody", "TenantControlBody", "control_as", "decide_as", "router"]
 
 router = fastapi.APIRouter()
 
@@ -102,31 +102,43 @@ def get_approval(request: fastapi.Request, approval_id: int, who: auth.Who) -> d
 def decide_approval(request: fastapi.Request, approval_id: int, body: ApprovalDecisionBody, who: auth.Who) -> dict[str, Any]:
     """An operator's APPROVE or DENY with its justification (422 without one); 409 when the
     approval is no longer pending, 403 when the operator may not decide it."""
+    result = decide_as(services.of(request), who, approval_id, body.decision, body.justification)
+    return {"id": result.approval_id, "status": result.status, "approvals": result.approvals, "required": result.required}
+
+
+def decide_as(
+    served: services.Services, who: access.Principal, approval_id: int, decision: str, justification: str
+) -> approving.Decision:
+    """``who`` decides approval ``approval_id``: the API's route and the console's form both come here."""
     operator = auth.operator_of(who)
-    served = services.of(request)
     with database.transaction(served.db) as connection:
         # Another tenant's approval, or (an instance-scoped token) another instance's: 404 as
         # for one that does not exist, as the GET routes answer.
         if not approving.visible(connection, approval_id, who.tenant, who.instances):
             raise _unseen(approval_id, who)
-        result = approving.decide(connection, approval_id, operator, body.decision, body.justification, served.clock.now())
+        result = approving.decide(connection, approval_id, operator, decision, justification, served.clock.now())
     served.decider.invalidate()  # the next decision of this process sees the approval
-    return {"id": result.approval_id, "status": result.status, "approvals": result.approvals, "required": result.required}
+    return result
 
 
 @router.post("/v1/instances/{instance_id}/controls")
 def control(request: fastapi.Request, instance_id: str, body: ControlBody, who: auth.Who) -> dict[str, Any]:
+    done = control_as(services.of(request), who, instance_id, body.control, body.reason)
+    return {"instance": done.instance, "before": done.before, "after": done.after}
+
+
+def control_as(served: services.Services, who: access.Principal, instance_id: str, control: str, reason: str) -> holds.Controlled:
+    """``who`` pulls an emergency control on ``instance_id``: the API's route and the console's form both come here."""
     operator = auth.operator_of(who)
-    served = services.of(request)
     with database.transaction(served.db) as connection:
         tenant = holds.instance_tenant(connection, instance_id)
         if tenant is None:
             raise errors.NotFound(f"instance {instance_id!r} does not exist")
         if tenant != who.tenant:
             raise errors.Forbidden(f"instance {instance_id!r} belongs to another tenant")
-        done = holds.control_instance(connection, instance_id, body.control, operator, body.reason, served.clock.now())
+        done = holds.control_instance(connection, instance_id, control, operator, reason, served.clock.now())
     served.decider.invalidate()  # the very next decision of this process sees the control
-    return {"instance": done.instance, "before": done.before, "after": done.after}
+    return done
 
 
 @router.post("/v1/tenants/{tenant}/controls")

@@ -24,7 +24,17 @@ import sqlalchemy as sa
 from reconciler import money
 from reconciler.state import database, tables
 
-__all__ = ["add", "archive_and_prune", "calls_since", "insert_decisions", "prune_archives", "spent", "tick_micros"]
+__all__ = [
+    "add",
+    "archive_and_prune",
+    "calls_since",
+    "decisions",
+    "decisions_per_minute",
+    "insert_decisions",
+    "prune_archives",
+    "spent",
+    "tick_micros",
+]
 
 
 _e = tables.op_events.c
@@ -47,6 +57,53 @@ def add(connection: sa.Connection, events: Iterable[dict[str, Any]]) -> None:
     rows = list(events)
     if rows:
         connection.execute(tables.op_events.insert(), rows)
+
+
+def decisions(
+    connection: sa.Connection,
+    tenant: str,
+    *,
+    instance: str | None = None,
+    tool: str | None = None,
+    result: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """``tenant``'s newest stored decisions first (``before_id``: older than that one, the next
+    page), filtered by instance, tool and result (ALLOW, NEEDS_APPROVAL, DENY): ``id``, ``at``,
+    ``instance`` and the payload as recorded (arguments redacted)."""
+    query = sa.select(_e.id, _e.at, _e.instance, _e.payload).where(_e.tenant == tenant, _e.type == "DECISION")
+    if instance:
+        query = query.where(_e.instance == instance)
+    if tool:
+        query = query.where(_e.payload["tool"].as_string() == tool)
+    if result:
+        query = query.where(_e.payload["decision"].as_string() == result.upper())
+    if before_id is not None:
+        query = query.where(_e.id < before_id)
+    rows = connection.execute(query.order_by(_e.id.desc()).limit(limit))
+    return [{"id": row.id, "at": row.at.isoformat(), "instance": row.instance, **row.payload} for row in rows]
+
+
+def decisions_per_minute(connection: sa.Connection, tenant: str, since: dt.datetime) -> dict[dt.datetime, dict[str, int]]:
+    """Minute (UTC, whole) → decision result → how many decisions of ``tenant`` were stored in it,
+    from ``since`` on (read through the time index)."""
+    if connection.dialect.name == "postgresql":
+        minute: Any = sa.func.date_trunc("minute", _e.at)
+    else:  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff': the first 16 characters are the minute
+        minute = sa.func.substr(_e.at, 1, 16)
+    result = _e.payload["decision"].as_string()
+    query = (
+        sa.select(minute.label("minute"), result.label("result"), sa.func.count().label("n"))
+        .where(_e.at >= since, _e.tenant == tenant, _e.type == "DECISION")
+        .group_by(minute, result)
+    )
+    found: dict[dt.datetime, dict[str, int]] = {}
+    for row in connection.execute(query):
+        at = row.minute if isinstance(row.minute, dt.datetime) else dt.datetime.fromisoformat(row.minute + ":00")
+        at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+        found.setdefault(at, {})[row.result] = row.n
+    return found
 
 
 def insert_decisions(cursor: Any, dialect: str, rows: list[tuple[str, dt.datetime, str, str, str]]) -> list[int]:
