@@ -70,7 +70,14 @@ def versions(
         query = query.where(v.template == template)
     query = query.order_by(v.tenant, v.template, v.name)
     if limit is not None:
-        query = query.limit(limit).offset(offset)
+        # Sorted by the narrow key columns first, then only the page's rows read whole: sorting
+        # 10,000 whole rows (conditions included) to keep 50 took ~60 ms on SQLite.
+        page = sa.select(v.id).order_by(v.tenant, v.template, v.name).limit(limit).offset(offset)
+        if tenant:
+            page = page.where(v.tenant == tenant)
+        if template:
+            page = page.where(v.template == template)
+        query = query.where(v.id.in_(page.scalar_subquery()))
     rows = connection.execute(query).all()
     deployed = _deployed(connection, tenant)
     return [

@@ -39,9 +39,11 @@ class Console:
 
 @pytest.fixture
 def console(git_repo: GitRepo, db_url: str) -> Iterator[Console]:
-    git_repo.commit(
-        {"fleet/acme.yaml": tenant_fleet("acme"), "fleet/globex.yaml": tenant_fleet("globex")}, author=scenario.AUTHOR
-    )
+    # olga's on-call role also reads the audit trail; vic holds no role at all.
+    fleets = {
+        f"fleet/{t}.yaml": tenant_fleet(t).replace('"tenants:*"]', '"tenants:*", "audit:read"]') for t in ("acme", "globex")
+    }
+    git_repo.commit(fleets, author=scenario.AUTHOR)
     engine = database.connect(db_url)
     try:
         database.migrate(engine)

@@ -28,6 +28,9 @@ router = fastapi.APIRouter(include_in_schema=False)
 #: How far back the overview counts decisions, a row per minute.
 MINUTES = 15
 
+#: Versions and deployments whose conditions the overview lists (the rest: counted, and on their pages).
+CONDITIONS = 20
+
 #: Instance states an operator filters by.
 STATES = ("PROVISIONING", "ACTIVE", "PAUSED", "READONLY", "DRAINING", "QUARANTINED", "RETIRED")
 
@@ -43,7 +46,7 @@ def overview(request: fastapi.Request, you: web.You) -> responses.HTMLResponse:
     now = served.clock.now()
     since = now.replace(second=0, microsecond=0) - dt.timedelta(minutes=MINUTES - 1)
     with database.reading(served.db) as connection:
-        report = reporting.status(connection, runs=3, tenant=you.tenant)
+        report = reporting.status(connection, runs=3, tenant=you.tenant, first_conditions=CONDITIONS)
         by_environment = reporting.instances_by_environment(connection, you.tenant)
         counted = opevents.decisions_per_minute(connection, you.tenant, since)
     minutes = [since + dt.timedelta(minutes=n) for n in range(MINUTES)]
@@ -57,7 +60,7 @@ def overview(request: fastapi.Request, you: web.You) -> responses.HTMLResponse:
         waiting=[c for c in conditions if c["type"] == "Waiting"],
         held=[c for c in conditions if c["type"] == "Held"],
         other=[c for c in conditions if c["type"] not in ("Waiting", "Held")],
-        policy=served.decider.policy_status(),
+        policy=served.decider.policy_status(), shown=CONDITIONS,
     )  # fmt: skip
 
 

@@ -84,7 +84,7 @@ def audit(
     rows = list(reversed(rows[-web.PAGE_SIZE :]))  # newest first
     return web.page(
         request, "audit.html", you, title="Audit trail", rows=rows, more=more, filters=filters,
-        older=rows[-1]["id"] if more and rows else None, latest=latest, head=head, verification=None,
+        older_id=rows[-1]["id"] if more and rows else None, latest=latest, head=head, verification=None,
     )  # fmt: skip
 
 
@@ -128,6 +128,6 @@ def decisions(
     more = len(rows) > web.PAGE_SIZE
     rows = rows[: web.PAGE_SIZE]
     return web.page(
-        request, "decisions.html", you, title="Decisions", rows=rows, more=more, older=rows[-1]["id"] if more else None,
+        request, "decisions.html", you, title="Decisions", rows=rows, more=more, older_id=rows[-1]["id"] if more else None,
         filters={"instance": instance or "", "tool": tool or "", "result": result or ""}, results=RESULTS,
     )  # fmt: skip
