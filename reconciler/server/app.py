@@ -29,6 +29,7 @@ from reconciler import errors
 from reconciler.decisions import deciding
 from reconciler.evidence import keys as keys_
 from reconciler.oversight import approving
+from reconciler.reconcile import simulating
 from reconciler.server import auth, console, decisions, events, evidence, health, keys, opa, operators, services
 from reconciler.state import database
 
@@ -50,16 +51,20 @@ def create_app(
     policy_seconds: float | None = 2.0,
     runner: services.Runner | None = None,
     signer: keys_.Signer | None = None,
+    source: simulating.Source | None = None,
 ) -> fastapi.FastAPI:
     """The application. Every ``sweep_seconds`` it expires and escalates approvals; every
     ``policy_seconds`` it loads the applied commit's policy into the engine (None: never).
     With a ``runner`` (the daemon) it also takes Git webhooks and reports the daemon's state.
-    With a ``signer`` it signs the OPA bundles it serves (and publishes the key at /v1/keys)."""
+    With a ``signer`` it signs the OPA bundles it serves (and publishes the key at /v1/keys).
+    With a ``source`` (the fleet repository) the console's simulator also answers under any ref."""
     clock = clock or clock_.SystemClock()
     # Group commit: concurrent decisions share a transaction (each still waits for its commit).
     own_decider = decider is None
     decider = decider or deciding.Decider(db, clock=clock, group_commit=True)
-    served = services.Services(db=db, clock=clock, decider=decider, tokens=auth.Tokens(db, clock), runner=runner, signer=signer)
+    served = services.Services(
+        db=db, clock=clock, decider=decider, tokens=auth.Tokens(db, clock), runner=runner, signer=signer, source=source
+    )
     if signer is not None:
         with database.transaction(db) as connection:
             keys_.register(connection, signer.public, signer.source, clock.now())

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from reconciler.desired import repository
 from reconciler.oversight import access
-from reconciler.reconcile import running
+from reconciler.reconcile import running, simulating
 from reconciler.server import app as server_app
 from reconciler.state import database
 from tests.conftest import GitRepo
@@ -44,6 +44,13 @@ def console(git_repo: GitRepo, db_url: str) -> Iterator[Console]:
         f"fleet/{t}.yaml": tenant_fleet(t).replace('"tenants:*"]', '"tenants:*", "audit:read"]') for t in ("acme", "globex")
     }
     git_repo.commit(fleets, author=scenario.AUTHOR)
+    # A branch under review that denies crm.lookup: never applied, asked by the simulator.
+    git_repo.git("checkout", "-q", "-b", "deny-lookups")
+    denied = fleets["fleet/acme.yaml"].replace(
+        "  approvalAbove: YELLOW\n", "  approvalAbove: YELLOW\n  tools: {deny: [crm.lookup]}\n"
+    )
+    git_repo.commit({"fleet/acme.yaml": denied}, author=scenario.AUTHOR, message="deny crm.lookup")
+    git_repo.git("checkout", "-q", "main")
     engine = database.connect(db_url)
     try:
         database.migrate(engine)
@@ -56,7 +63,8 @@ def console(git_repo: GitRepo, db_url: str) -> Iterator[Console]:
                 "globex-olga": access.create(connection, "gxo", "operator", "globex", NOW, operator="olga"),
                 "revoked": access.create(connection, "gone", "operator", "acme", NOW, operator="olga"),
             }
-        with Server(server_app.create_app(engine)) as base, httpx.Client(base_url=base, timeout=10) as client:
+        source = simulating.Source(lambda: repository.Repository(git_repo.path), "fleet")
+        with Server(server_app.create_app(engine, source=source)) as base, httpx.Client(base_url=base, timeout=10) as client:
             yield Console(base, client, engine, tokens)
     finally:
         engine.dispose()

@@ -75,6 +75,11 @@ def test_an_operator_approves_pauses_resumes_audits_and_simulates_in_a_browser(c
         page.get_by_label("Tool").fill("crm.lookup")
         page.get_by_role("button", name="Simulate").click()
         assert page.locator("#answer").inner_text() == "ALLOW"
+        # Under a branch that denies it (not applied), the same call is denied, naming the commit.
+        page.get_by_label("Under the policy of").fill("deny-lookups")
+        page.get_by_role("button", name="Simulate").click()
+        assert page.locator("#answer").inner_text() == "DENY" and "deny-lookups@sha1:" in page.locator("main").inner_text()
+        page.get_by_label("Under the policy of").fill("")
         page.get_by_label("a version (a new instance of it)").check()
         page.get_by_label("Instance or version").fill("app@1.0.0")
         page.get_by_label("Tool").fill("shell.exec")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from typing import Any
 
 import fastapi
 from fastapi import responses
@@ -24,7 +25,7 @@ from fastapi import responses
 from reconciler import errors, money
 from reconciler.decisions import deciding
 from reconciler.oversight import approving, holds
-from reconciler.reconcile import reporting
+from reconciler.reconcile import reporting, simulating
 from reconciler.server import operators, services
 from reconciler.server.console import web
 from reconciler.state import database
@@ -131,11 +132,39 @@ async def simulate(request: fastapi.Request, you: web.You) -> responses.HTMLResp
         raise errors.ConfigError("field 'args' must be a JSON object, e.g. {\"amount\": 120}")
     cost = _cost(form.get("cost", ""))
     served = services.of(request)
-    ask = deciding.Request(name if target == "instance" else "", tool, args, cost, form.get("run") or None)
-    version = name if target == "version" else None
     environment = form.get("environment", "").strip() or None
-    answer = await asyncio.to_thread(served.decider.simulate, ask, you.tenant, version=version, environment=environment)
-    return web.page(request, "simulate.html", you, title="Policy simulator", form=form, answer=answer.as_dict())
+    ref = form.get("ref", "").strip()
+    if not ref:
+        ask = deciding.Request(name if target == "instance" else "", tool, args, cost, form.get("run") or None)
+        version = name if target == "version" else None
+        answered = await asyncio.to_thread(served.decider.simulate, ask, you.tenant, version=version, environment=environment)
+        answer = answered.as_dict()
+    else:
+        answer = (await asyncio.to_thread(_at_ref, served, you, ref, target, name, tool, args, cost, environment)).as_dict()
+    return web.page(request, "simulate.html", you, title="Policy simulator", form=form, answer=answer)
+
+
+def _at_ref(
+    served: services.Services, you: web.Viewer, ref: str, target: str, name: str, tool: str, args: dict[str, Any],
+    cost: float, environment: str | None,
+) -> simulating.Answer:  # fmt: skip
+    """The simulator under ``ref``: an instance keeps its state (and its tenant's kill switch) and
+    environment as stored, its version as Git says at that ref."""
+    if served.source is None:
+        raise errors.ConfigError("this server reads no fleet repository: leave 'ref' empty to ask the applied commit")
+    if target == "version":
+        return simulating.decide_at(served.source, ref, you.tenant, name, tool, args, cost, environment=environment)
+    with database.reading(served.db) as connection:
+        detail = reporting.instance(connection, name)
+    if detail["tenant"] != you.tenant:
+        raise errors.NotFound(f"instance {name!r} does not exist in tenant {you.tenant!r}")
+    state = detail["state"]
+    if detail["tenant_hold"] and state not in ("PAUSED", "QUARANTINED", "RETIRED"):
+        state = detail["tenant_hold"]  # the state the kill switch holds the tenant's instances in
+    caller = {"id": detail["id"], "state": state}
+    return simulating.decide_at(
+        served.source, ref, you.tenant, detail["version"], tool, args, cost, environment=detail["environment"], instance=caller
+    )
 
 
 def _refuse_constant(name: str) -> None:
