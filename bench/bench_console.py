@@ -54,11 +54,13 @@ def prepare(db_url: str, decisions: int) -> tuple[Any, str, dict[str, str]]:
     running.Reconciler(db, repository.Repository(repo), "fleet", cache=caching.ParseCache(), workers=2).apply("HEAD")
     print(f"applied the 10k-version fleet in {time.perf_counter() - started:.1f} s", flush=True)
     with db.connect() as connection:
-        i, v = tables.instances.c, tables.agent_versions.c
+        i, v, t = tables.instances.c, tables.agent_versions.c, tables.tool_catalogs.c
+        catalog = connection.execute(sa.select(t.spec).limit(1)).scalar_one()
         instances = list(connection.execute(sa.select(i.id).where(i.state != "RETIRED").order_by(i.id).limit(200)).scalars())
         version = connection.execute(sa.select(v.name).where(v.parent.is_not(None)).order_by(v.name).limit(1)).scalar_one()
     decider = deciding.Decider(db)
-    tools = ("search.web", "database-delete", "refund.issue", "crm.lookup", "email.send")
+    # Every tool of the catalog in turn: what the envelopes allow, deny or send for approval.
+    tools = [entry["name"] for entry in catalog["tools"]]
     started = time.perf_counter()
     for n in range(decisions):
         request = deciding.Request(instances[n % len(instances)], tools[n % len(tools)], {"n": n}, 0.01, f"run-{n % 50}")
@@ -66,7 +68,7 @@ def prepare(db_url: str, decisions: int) -> tuple[Any, str, dict[str, str]]:
     print(f"recorded {decisions} decisions in {time.perf_counter() - started:.1f} s", flush=True)
     with db.begin() as connection:
         token = access.create(connection, "console-bench", "operator", fleetgen.TENANT, dt.datetime.now(dt.UTC), operator="alice")
-    return db, token, {"instance": instances[0], "version": version}
+    return db, token, {"instance": instances[0], "version": version, "tool": tools[-1]}
 
 
 async def measure(db: Any, token: str, names: dict[str, str], rounds: int) -> list[tuple[str, list[float]]]:
@@ -80,7 +82,7 @@ async def measure(db: Any, token: str, names: dict[str, str], rounds: int) -> li
         page = await client.get("/ui/simulate")
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert csrf is not None
-        simulate = {"csrf": csrf.group(1), "target": "instance", "name": names["instance"], "tool": "refund.issue",
+        simulate = {"csrf": csrf.group(1), "target": "instance", "name": names["instance"], "tool": names["tool"],
                     "args": '{"amount": 12}', "cost": "0.5"}  # fmt: skip
         pages: list[tuple[str, str, dict[str, str] | None]] = [
             ("overview", "/ui/", None),

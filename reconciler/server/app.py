@@ -4,7 +4,8 @@
 token cache, counters), mounts one router per concern — ``operators`` (approvals, emergency
 controls, instances), ``events`` (what runtimes report), ``evidence`` (evaluation runs, version
 scorecards), ``opa`` (bundle, Data API, decision logs), ``health`` (health, readiness, metrics,
-status, webhooks), ``keys`` (the public signing keys) — and puts the decision fast
+status, webhooks), ``keys`` (the public signing keys), and the web console at ``/ui/``
+(``console``: HTML pages for operators, signed in by session cookie) — and puts the decision fast
 path (``decisions.DecisionRoute``) ahead of FastAPI's own stack. Every ``/v1`` route needs a
 bearer token (``server.auth``): runtime tokens ask decisions and send events for their tenant's
 instances; operator tokens decide approvals and pull emergency controls as their Operator, whose

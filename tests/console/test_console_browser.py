@@ -95,3 +95,20 @@ def test_an_operator_approves_pauses_resumes_audits_and_simulates_in_a_browser(c
         assert blocked == []
     finally:
         context.close()
+
+    # Without JavaScript every page still reads and every form still works.
+    plain = browser.new_context(java_script_enabled=False)
+    try:
+        page = plain.new_page()
+        page.goto(f"{console.base}/ui/")
+        page.get_by_label("Operator token").fill(console.tokens["olga"])
+        page.get_by_role("button", name="Sign in").click()
+        assert "Instances by state per environment" in page.locator("main").inner_text()
+        page.goto(f"{console.base}/ui/instances/acme:app-dev-g1-1")
+        page.get_by_label("quarantine").check()
+        page.get_by_label("Reason (required, kept in the audit trail)").fill("leaking data")
+        page.get_by_role("button", name="Review…").click()
+        page.get_by_role("button", name="Confirm: quarantine").click()
+        assert "PROVISIONING → QUARANTINED" in page.get_by_role("status").inner_text()
+    finally:
+        plain.close()

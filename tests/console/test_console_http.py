@@ -137,3 +137,30 @@ def test_a_revoked_token_ends_its_sessions(console: Console) -> None:
     while olga.get("/ui/").status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert olga.get("/ui/").status_code == 303
+
+
+def test_the_simulator_refuses_what_it_cannot_ask_naming_the_field_and_records_nothing(console: Console) -> None:
+    olga = sign_in(console, console.tokens["olga"])
+    csrf = csrf_of(olga.get("/ui/simulate").text)
+    ask = {"csrf": csrf, "target": "instance", "name": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": "{}"}
+    for changed, status, why in [
+        ({"args": "[1, 2]"}, 422, "field 'args' must be a JSON object"),
+        ({"args": '{"amount": NaN}'}, 422, "NaN is not a number JSON allows"),
+        ({"cost": "1e400"}, 422, "field 'cost' must be a finite number"),
+        ({"tool": " "}, 422, "name the tool to call"),
+        ({"name": "globex:app-dev-g1-0"}, 404, "does not exist in tenant 'acme'"),
+        ({"target": "version", "name": "app@9.9.9"}, 404, "version 'app@9.9.9' does not exist in tenant 'acme'"),
+        ({"ref": "no-such-branch"}, 409, "no-such-branch"),
+    ]:
+        answer = olga.post("/ui/simulate", data={**ask, **changed})
+        assert answer.status_code == status and why in answer.text.replace("&#39;", "'"), (changed, answer.text)
+        assert "Traceback" not in answer.text
+    assert olga.post("/ui/simulate", data=ask).status_code == 200
+    with console.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(tables.op_events)).scalar_one() == 0
+    # Lists page and filter as they say; a filter value they do not know is refused by name.
+    assert "No instances." in olga.get("/ui/instances?page=2").text
+    assert "acme:app-dev-g1-1" in olga.get("/ui/instances?state=provisioning").text
+    assert olga.get("/ui/instances?state=sleeping").status_code == 422
+    assert olga.get("/ui/decisions?result=MAYBE").status_code == 422
+    assert olga.get("/ui/audit?since=yesterday").status_code == 422
