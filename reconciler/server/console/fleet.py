@@ -48,7 +48,7 @@ def overview(request: fastapi.Request, you: web.You) -> responses.HTMLResponse:
     with database.reading(served.db) as connection:
         report = reporting.status(connection, runs=3, tenant=you.tenant, first_conditions=CONDITIONS)
         by_environment = reporting.instances_by_environment(connection, you.tenant)
-        counted = opevents.decisions_per_minute(connection, you.tenant, since)
+        counted, complete_from = opevents.decisions_per_minute(connection, you.tenant, since)
     minutes = [since + dt.timedelta(minutes=n) for n in range(MINUTES)]
     per_minute = [(m, counted.get(m, {})) for m in reversed(minutes)]
     peak = max([sum(c.values()) for _, c in per_minute] + [1])
@@ -60,7 +60,8 @@ def overview(request: fastapi.Request, you: web.You) -> responses.HTMLResponse:
         waiting=[c for c in conditions if c["type"] == "Waiting"],
         held=[c for c in conditions if c["type"] == "Held"],
         other=[c for c in conditions if c["type"] not in ("Waiting", "Held")],
-        policy=served.decider.policy_status(), shown=CONDITIONS,
+        policy=served.decider.policy_status(), shown=CONDITIONS, complete_from=complete_from,
+        events=opevents.PER_MINUTE_EVENTS,
     )  # fmt: skip
 
 
