@@ -20,7 +20,7 @@ from reconciler.reconcile import reporting
 from reconciler.server import auth, services
 from reconciler.state import database
 
-__all__ = ["ApprovalDecisionBody", "ControlBody", "TenantControlBody", "control_as", "decide_as", "router"]
+__all__ = ["ApprovalDecisionBody", "ControlBody", "TenantControlBody", "control_as", "decide_as", "router", "tenant_control_as"]
 
 router = fastapi.APIRouter()
 
@@ -143,14 +143,21 @@ def control_as(served: services.Services, who: access.Principal, instance_id: st
 
 @router.post("/v1/tenants/{tenant}/controls")
 def tenant_control(request: fastapi.Request, tenant: str, body: TenantControlBody, who: auth.Who) -> dict[str, Any]:
+    done = tenant_control_as(services.of(request), who, tenant, body.control, body.reason)
+    return {"tenant": tenant, "instances": [{"instance": d.instance, "before": d.before, "after": d.after} for d in done]}
+
+
+def tenant_control_as(
+    served: services.Services, who: access.Principal, tenant: str, control: str, reason: str
+) -> list[holds.Controlled]:
+    """``who`` pulls (or releases) ``tenant``'s kill switch: the API's route and the console's form both come here."""
     operator = auth.operator_of(who)
     if tenant != who.tenant:
         raise errors.Forbidden(f"token {who.name!r} acts for tenant {who.tenant!r}, not {tenant!r}")
-    served = services.of(request)
     with database.transaction(served.db) as connection:
-        done = holds.control_tenant(connection, tenant, body.control, operator, body.reason, served.clock.now())
+        done = holds.control_tenant(connection, tenant, control, operator, reason, served.clock.now())
     served.decider.invalidate()
-    return {"tenant": tenant, "instances": [{"instance": d.instance, "before": d.before, "after": d.after} for d in done]}
+    return done
 
 
 @router.get("/v1/instances")

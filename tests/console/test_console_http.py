@@ -164,3 +164,22 @@ def test_the_simulator_refuses_what_it_cannot_ask_naming_the_field_and_records_n
     assert olga.get("/ui/instances?state=sleeping").status_code == 422
     assert olga.get("/ui/decisions?result=MAYBE").status_code == 422
     assert olga.get("/ui/audit?since=yesterday").status_code == 422
+
+
+def test_the_tenant_kill_switch_is_confirmed_then_holds_every_instance_until_resumed(console: Console) -> None:
+    olga = sign_in(console, console.tokens["olga"])
+    page = olga.get("/ui/instances")
+    assert "Tenant kill switch" in page.text
+    assert "Tenant kill switch" not in sign_in(console, console.tokens["vic"]).get("/ui/instances").text
+    form = {"csrf": csrf_of(page.text), "control": "pause", "reason": "incident 42"}
+    review = olga.post("/ui/tenant/controls", data=form)
+    assert review.status_code == 200 and "pause every instance of tenant acme" in review.text and "(2 live now)" in review.text
+    assert olga.post("/ui/tenant/controls", data={**form, "reason": ""}).status_code == 422
+    done = olga.post("/ui/tenant/controls", data={**form, "confirm": "yes"})
+    assert done.status_code == 303
+    listed = console.client.get("/v1/instances", headers=auth(console.tokens["runtime"])).json()
+    assert {i["state"] for i in listed} == {"PAUSED"} and {i["tenant_hold"] for i in listed} == {"pause"}
+    assert "tenant acme, 2 instance(s) changed" in olga.get("/ui/instances").text
+    olga.post("/ui/tenant/controls", data={**form, "control": "resume", "reason": "resolved", "confirm": "yes"})
+    listed = console.client.get("/v1/instances", headers=auth(console.tokens["runtime"])).json()
+    assert {i["tenant_hold"] for i in listed} == {None}

@@ -110,6 +110,30 @@ async def control(request: fastapi.Request, instance_id: str, you: web.You) -> r
     return web.redirect(f"/ui/instances/{instance_id}")
 
 
+@router.post("/ui/tenant/controls")
+async def tenant_control(request: fastapi.Request, you: web.You) -> responses.Response:
+    """The tenant's kill switch: shown first for confirmation (how many instances it holds or
+    releases), done once confirmed."""
+    form = await web.read_form(request, you)
+    control, reason = form.get("control", ""), form.get("reason", "").strip()
+    if control not in holds.TENANT_CONTROLS:
+        raise errors.ConfigError(f"a tenant-wide control is {', '.join(holds.TENANT_CONTROLS)}, not {control!r}")
+    if not reason:
+        raise errors.ConfigError(f"say why: the tenant's kill switch ({control}) needs a reason, which the audit trail keeps")
+    served = services.of(request)
+    if form.get("confirm") != "yes":
+        with database.reading(served.db) as connection:
+            live = reporting.instances(connection, tenant=you.tenant)
+            held = holds.tenant_holds(connection).get(you.tenant)
+        return web.page(
+            request, "confirm_tenant.html", you, title=f"Confirm: {control} tenant {you.tenant}", control=control,
+            reason=reason, live=len(live), held=held,
+        )  # fmt: skip
+    done = await asyncio.to_thread(operators.tenant_control_as, served, you.who, you.tenant, control, reason)
+    web.sessions_of(request).notify(you.session.id, f"{control}: tenant {you.tenant}, {len(done)} instance(s) changed")
+    return web.redirect("/ui/instances")
+
+
 @router.get("/ui/simulate")
 def simulator(request: fastapi.Request, you: web.You) -> responses.HTMLResponse:
     return web.page(request, "simulate.html", you, title="Policy simulator", form={}, answer=None)

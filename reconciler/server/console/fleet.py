@@ -114,6 +114,7 @@ def instances(
     return web.page(
         request, "instances.html", you, title="Instances", rows=rows[: web.PAGE_SIZE], page=number,
         more=len(rows) > web.PAGE_SIZE, environment=environment or "", state=state or "", states=STATES,
+        tenant_controls=[c for c in holds.TENANT_CONTROLS if you.can(f"tenants:{c}")],
     )  # fmt: skip
 
 
