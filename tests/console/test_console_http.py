@@ -164,6 +164,8 @@ def test_the_simulator_refuses_what_it_cannot_ask_naming_the_field_and_records_n
     assert olga.get("/ui/instances?state=sleeping").status_code == 422
     assert olga.get("/ui/decisions?result=MAYBE").status_code == 422
     assert olga.get("/ui/audit?since=yesterday").status_code == 422
+    missing = olga.get("/ui/no-such-page")
+    assert missing.status_code == 404 and "the console has no page /ui/no-such-page" in missing.text
 
 
 def test_the_tenant_kill_switch_is_confirmed_then_holds_every_instance_until_resumed(console: Console) -> None:

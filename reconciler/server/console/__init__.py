@@ -28,12 +28,18 @@ def mount(app: fastapi.FastAPI, sessions: sessions_.Sessions | None = None) -> l
     for router in routers:
         app.include_router(router)
 
+    @app.get("/ui/{rest:path}", include_in_schema=False)
+    def _no_such_page(rest: str) -> None:
+        raise errors.NotFound(f"the console has no page /ui/{rest}")
+
     return routers
 
 
 def is_console(path: str) -> bool:
+    """Whether ``path`` is the console's: its errors are pages, not JSON."""
     return path == "/ui" or path.startswith("/ui/")
 
 
 def error_page(request: requests.Request, exc: errors.ArmError) -> responses.Response:
+    """An error raised under ``/ui/`` as a page (``server.app`` maps every ``ArmError`` here)."""
     return web.error_page(request, exc)

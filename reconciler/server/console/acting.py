@@ -1,15 +1,17 @@
 """The console's pages where operators act: the approvals queue, emergency controls, the
 policy simulator.
 
-Approving or denying goes through ``server.operators.decide_as`` and a control through
-``server.operators.control_as``: the very functions ``POST /v1/approvals/{id}/decision`` and
-``POST /v1/instances/{id}/controls`` call, so the same roles, tenant and lifecycle checks decide,
-and the same records are written. Both need a justification or reason. A control first shows
-what it will do (the instance, its state now and after) and is done only once confirmed.
+Approving or denying goes through ``server.operators.decide_as``, a control through
+``control_as`` and the tenant's kill switch through ``tenant_control_as``: the very functions
+``POST /v1/approvals/{id}/decision``, ``POST /v1/instances/{id}/controls`` and ``POST
+/v1/tenants/{tenant}/controls`` call, so the same roles, tenant and lifecycle checks decide, and
+the same records are written. Each needs a justification or reason. A control first shows what it
+will do (the instance, its state now and after; the tenant, how many instances) and is done only
+once confirmed.
 
 The simulator asks ``decisions.deciding.Decider.simulate``: the applied policy's answer, its
 reasons and the risk for an instance (as it stands: its state, what it spent) or for a version
-(a new instance of it), recorded nowhere.
+(a new instance of it), recorded nowhere; under another ref, ``reconcile.simulating.decide_at``.
 """
 
 from __future__ import annotations
