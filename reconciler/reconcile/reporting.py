@@ -220,10 +220,15 @@ def status(
     instances = {row.state: row.n for row in connection.execute(scoped(by_state, i))}
     a = tables.approvals
     pending = connection.execute(scoped(sa.select(sa.func.count()).select_from(a).where(a.c.status == "PENDING"), a)).scalar_one()
-    counts = {}
-    for kind, table in tables.KIND_TABLES.items():
-        active = sa.select(sa.func.count()).select_from(table).where(table.c.status == "ACTIVE")
-        counts[kind] = connection.execute(scoped(active, table)).scalar_one()
+    # One statement for every kind's count: a round trip each made a dozen (PostgreSQL).
+    per_kind = [
+        scoped(sa.select(sa.literal(kind).label("kind"), sa.func.count().label("n")).select_from(table), table).where(
+            table.c.status == "ACTIVE"
+        )
+        for kind, table in tables.KIND_TABLES.items()
+    ]
+    counted = {row.kind: row.n for row in connection.execute(sa.union_all(*per_kind))}
+    counts = {kind: counted.get(kind, 0) for kind in tables.KIND_TABLES}
     d = tables.deployments
     rollouts = []
     in_progress = sa.select(d).where(d.c.rollout.in_(actual_.CANARY_IN_PROGRESS)).order_by(d.c.tenant, d.c.name)
