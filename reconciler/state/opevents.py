@@ -59,6 +59,12 @@ def add(connection: sa.Connection, events: Iterable[dict[str, Any]]) -> None:
         connection.execute(tables.op_events.insert(), rows)
 
 
+#: How many op events one page of decisions searches at most, going back from where it starts:
+#: decisions are indexed by time only, so a filter that matches rarely would otherwise read the
+#: whole table for one page.
+SEARCH_EVENTS = 100_000
+
+
 def decisions(
     connection: sa.Connection,
     tenant: str,
@@ -68,21 +74,30 @@ def decisions(
     result: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
-) -> list[dict[str, Any]]:
-    """``tenant``'s newest stored decisions first (``before_id``: older than that one, the next
-    page), filtered by instance, tool and result (ALLOW, NEEDS_APPROVAL, DENY): ``id``, ``at``,
-    ``instance`` and the payload as recorded (arguments redacted)."""
-    query = sa.select(_e.id, _e.at, _e.instance, _e.payload).where(_e.tenant == tenant, _e.type == "DECISION")
+    search: int = SEARCH_EVENTS,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """``tenant``'s stored decisions, newest first, from before op event ``before_id`` (None: the
+    newest), filtered by instance, tool and result (ALLOW, NEEDS_APPROVAL, DENY), among the next
+    ``search`` op events at most: ``id``, ``at``, ``instance`` and the payload as recorded
+    (arguments redacted). Also where the next page starts (its ``before_id``), None when nothing
+    older is left."""
+    top = before_id if before_id is not None else int(connection.execute(sa.select(sa.func.max(_e.id))).scalar() or 0) + 1
+    floor = max(0, top - 1 - search)
+    query = sa.select(_e.id, _e.at, _e.instance, _e.payload).where(
+        _e.id < top, _e.id > floor, _e.tenant == tenant, _e.type == "DECISION"
+    )
     if instance:
         query = query.where(_e.instance == instance)
     if tool:
         query = query.where(_e.payload["tool"].as_string() == tool)
     if result:
         query = query.where(_e.payload["decision"].as_string() == result.upper())
-    if before_id is not None:
-        query = query.where(_e.id < before_id)
-    rows = connection.execute(query.order_by(_e.id.desc()).limit(limit))
-    return [{"id": row.id, "at": row.at.isoformat(), "instance": row.instance, **row.payload} for row in rows]
+    rows = [
+        {"id": row.id, "at": row.at.isoformat(), "instance": row.instance, **row.payload}
+        for row in connection.execute(query.order_by(_e.id.desc()).limit(limit))
+    ]
+    following = rows[-1]["id"] if len(rows) == limit else floor + 1 if floor > 0 else None
+    return rows, following
 
 
 #: The newest op events the per-minute counts read at most: their cost grows with the decision

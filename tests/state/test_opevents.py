@@ -61,10 +61,13 @@ def test_decisions_are_counted_per_minute_and_result_for_one_tenant_within_a_bou
         # Bounded to the newest 3 events, the window is cut: counts are complete from the third newest on.
         counted, cut = opevents.decisions_per_minute(connection, "acme", minute, newest=3)
         assert counted == {minute + dt.timedelta(minutes=1): {"DENY": 1}} and cut == minute + dt.timedelta(seconds=60)
-        newest = opevents.decisions(connection, "acme", limit=2)
-        assert [d["decision"] for d in newest] == ["DENY", "NEEDS_APPROVAL"]
-        older = opevents.decisions(connection, "acme", before_id=newest[-1]["id"], result="allow")
-        assert [d["at"] for d in older] == [
-            (minute + dt.timedelta(seconds=1)).isoformat(),
-            (minute - dt.timedelta(seconds=61)).isoformat(),
-        ]
+        newest, following = opevents.decisions(connection, "acme", limit=2)
+        assert [d["decision"] for d in newest] == ["DENY", "NEEDS_APPROVAL"] and following == newest[-1]["id"]
+        older, following = opevents.decisions(connection, "acme", before_id=following, result="allow")
+        first, before_window = (minute + dt.timedelta(seconds=1)).isoformat(), (minute - dt.timedelta(seconds=61)).isoformat()
+        assert [d["at"] for d in older] == [first, before_window] and following is None  # nothing older is left
+        # A page searches a bounded stretch of events and says where the next one starts.
+        found, following = opevents.decisions(connection, "acme", result="allow", search=4)
+        assert found == [] and following == 4  # the newest 4 events hold no ALLOW: search on from event 4
+        found, following = opevents.decisions(connection, "acme", result="allow", search=4, before_id=following)
+        assert [d["at"] for d in found] == [first, before_window] and following is None

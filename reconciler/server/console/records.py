@@ -121,13 +121,11 @@ def decisions(
     if result is not None and result not in RESULTS:
         raise errors.ConfigError(f"result {result!r} is not one of {', '.join(RESULTS)}")
     with database.reading(services.of(request).db) as connection:
-        rows = opevents.decisions(
+        rows, following = opevents.decisions(
             connection, you.tenant, instance=instance or None, tool=tool or None, result=result,
-            before_id=_before(before), limit=web.PAGE_SIZE + 1,
+            before_id=_before(before), limit=web.PAGE_SIZE,
         )  # fmt: skip
-    more = len(rows) > web.PAGE_SIZE
-    rows = rows[: web.PAGE_SIZE]
     return web.page(
-        request, "decisions.html", you, title="Decisions", rows=rows, more=more, older_id=rows[-1]["id"] if more else None,
+        request, "decisions.html", you, title="Decisions", rows=rows, older_id=following, searched=opevents.SEARCH_EVENTS,
         filters={"instance": instance or "", "tool": tool or "", "result": result or ""}, results=RESULTS,
     )  # fmt: skip
