@@ -1,5 +1,9 @@
 """The console served as ``armctl serve`` serves it, over a two-tenant fleet applied to a real
-database, and one headless Chromium (Debian's, driven by Playwright) for the whole session."""
+database, and one headless Chromium (Debian's, driven by Playwright) shared by the browser tests.
+
+The browser lives as long as the module that uses it (the one module of browser tests, so one
+browser per test session): Playwright's sync API keeps an event loop of its own in the thread,
+which must be gone before tests that run their own loops."""
 
 from __future__ import annotations
 
@@ -70,7 +74,7 @@ def console(git_repo: GitRepo, db_url: str) -> Iterator[Console]:
         engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
