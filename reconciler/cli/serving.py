@@ -60,6 +60,7 @@ def run(
     from reconciler.cli import reconciling
     from reconciler.daemon import scheduling
     from reconciler.decisions import deciding
+    from reconciler.reconcile import simulating
     from reconciler.server import app
     from reconciler.state import locking
 
@@ -75,8 +76,9 @@ def run(
         decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
         daemon = scheduling.Daemon(settings, db, reconciler, decider, leadership=leadership)
         application = app.create_app(
-            db, decider=decider, sweep_seconds=None, policy_seconds=0.5, runner=daemon, signer=reconciler.signer
-        )
+            db, decider=decider, sweep_seconds=None, policy_seconds=0.5, runner=daemon, signer=reconciler.signer,
+            source=simulating.Source(lambda: reconciler.repo, reconciler.path),
+        )  # fmt: skip
         server = uvicorn.Server(
             uvicorn.Config(
                 application, host=host, port=port, timeout_graceful_shutdown=10, **_http_options(application, settings)
@@ -121,10 +123,14 @@ def serve(settings: settings_.Settings, host: str, port: int) -> None:
 
     from reconciler.cli import deciding as deciding_cli
     from reconciler.decisions import deciding
+    from reconciler.desired import repository
+    from reconciler.reconcile import simulating
     from reconciler.server import app
 
     db = running.open_database(settings.database)
     decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
-    application = app.create_app(db, decider=decider, signer=keying.signer(settings))
+    # The console's simulator reads other refs of the configured repository (opened on first use).
+    source = simulating.Source(lambda: repository.Repository(settings.repo, cache_dir=settings.cache_dir), settings.path)
+    application = app.create_app(db, decider=decider, signer=keying.signer(settings), source=source)
     _tune_process()
     uvicorn.run(application, host=host, port=port, **_http_options(application, settings))

@@ -325,6 +325,34 @@ class Decider:
                 self._inflight.leave(ident)
         return Decision.of(outcome, decision_id, revision, None, context.envelope)
 
+    def simulate(self, request: Request, tenant: str, *, version: str | None = None, environment: str | None = None) -> Decision:
+        """What the applied policy would answer ``request`` now, recorded nowhere (the console's
+        policy simulator). With ``version``: the call of a new ACTIVE instance of that version
+        (in ``environment``, if given), spending nothing yet; otherwise of ``request.instance``,
+        with its state, spending and repeats as stored. ``errors.NotFound`` for an instance or a
+        version that ``tenant`` does not have: the simulator never shows another tenant's."""
+        request = _cleaned(request)
+        now = self.clock.now()
+        key = inputs.call_key(request.tool, request.args)
+        with database.reading(self.db) as connection:
+            state = self.ensure_policy(connection)
+            revision = self.engine.revision if state.get("applied_sha") else None
+            fleet = self._resolution(connection, state)
+            if version is None:
+                instance = fleet.instances.get(request.instance)
+                if instance is None or instance.tenant != tenant:
+                    raise errors.NotFound(f"instance {request.instance!r} does not exist in tenant {tenant!r}")
+                assessed = self._assess(fleet, request, key, 0, now, _Fallback(connection))
+                assert assessed is not None  # with a fallback the table answers what the ledger lacks
+                context, _, version = assessed
+            else:
+                context = _version_context(connection, fleet, tenant, version, environment, request.tool)
+        outcome = self._evaluate(request, context, version)
+        _, secrets, reasons = _redacted(request, outcome.reasons)
+        assessed_risk = outcome.risk.as_dict()
+        assessed_risk["reasons"] = [risk.redact_text(reason, secrets) for reason in assessed_risk["reasons"]]
+        return Decision(outcome.decision, reasons, 0, revision, None, context.envelope, assessed_risk)
+
     def decide_soon(
         self,
         request: Request,
@@ -726,6 +754,31 @@ def _caller(fleet: _Fleet, name: str) -> _Caller | None:
 def _digest(kind: str, name: str) -> str:
     """What a change record names an undeclared instance or tool by: ``unknown tool sha256:…``."""
     return f"unknown {kind} sha256:{hashlib.sha256(name.encode('utf-8', 'replace')).hexdigest()[:16]}"
+
+
+def _version_context(
+    connection: sa.Connection, fleet: _Fleet, tenant: str, version: str, environment: str | None, tool: str
+) -> inputs.Context:
+    """The policy's input for a call of a new, ACTIVE instance of ``version`` (simulated)."""
+    v = tables.agent_versions.c
+    row = connection.execute(
+        sa.select(v.template, v.envelope, v.integrity).where(v.tenant == tenant, v.name == version, v.status == "ACTIVE")
+    ).first()
+    if row is None:
+        raise errors.NotFound(f"version {version!r} does not exist in tenant {tenant!r}")
+    if environment is not None and (tenant, environment) not in fleet.production:
+        raise errors.NotFound(f"environment {environment!r} does not exist in tenant {tenant!r}")
+    envelope = _INTEGRITY_FAILED if row.integrity == "FAILED" else (row.envelope or _MISSING)
+    state = fleet.holds.get(tenant, "ACTIVE")
+    document = {"id": f"{version} (simulated)", "state": state, "tenant": tenant, "template": row.template, "version": version}
+    production = fleet.production.get((tenant, environment), False) if environment else False
+    return inputs.Context(
+        document,
+        {"name": environment, "production": production},
+        fleet.tools.get(tenant, {}).get(tool),
+        envelope,
+        policy_envelope=envelopes.for_policy(envelope),
+    )
 
 
 def _redacted(request: Request, reasons: list[str]) -> tuple[dict[str, Any], frozenset[str], list[str]]:

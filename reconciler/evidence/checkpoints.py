@@ -40,7 +40,7 @@ from reconciler.desired import genome
 from reconciler.evidence import keys as keys_
 from reconciler.state import tables
 
-__all__ = ["Break", "body", "checkpoint_hash", "file_sha256", "verify", "verify_rows", "write"]
+__all__ = ["Break", "Tally", "body", "chain_end", "checkpoint_hash", "file_sha256", "latest", "verify", "verify_rows", "write"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,20 @@ def _latest(connection: sa.Connection, tenant: str) -> Any:
     c = tables.chain_checkpoints.c
     query = sa.select(tables.chain_checkpoints).where(c.tenant == tenant).order_by(c.number.desc()).limit(1)
     return connection.execute(query).mappings().first()
+
+
+def latest(connection: sa.Connection, tenant: str) -> dict[str, Any] | None:
+    """``tenant``'s newest checkpoint (number, the record it anchors, its time and key), or None."""
+    row = _latest(connection, tenant)
+    if row is None:
+        return None
+    return {"number": row["number"], "seq": row["seq"], "head": row["head"], "at": body(row)["at"], "kid": row["kid"]}
+
+
+def chain_end(connection: sa.Connection, tenant: str) -> int:
+    """The sequence number of ``tenant``'s newest change record (0: none yet)."""
+    r = tables.change_records.c
+    return int(connection.execute(sa.select(sa.func.max(r.seq)).where(r.tenant == tenant)).scalar() or 0)
 
 
 def write(

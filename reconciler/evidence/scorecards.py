@@ -49,8 +49,16 @@ def tenant_of(connection: sa.Connection, name: str, tenant: str | None = None) -
     return tenants[0]
 
 
-def versions(connection: sa.Connection, *, tenant: str | None = None, template: str | None = None) -> list[dict[str, Any]]:
-    """Every version (pruned ones too, ``status: RETIRED``), by tenant, template and name."""
+def versions(
+    connection: sa.Connection,
+    *,
+    tenant: str | None = None,
+    template: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Every version (pruned ones too, ``status: RETIRED``), by tenant, template and name;
+    ``limit`` and ``offset``: one page of them (the console's)."""
     v = tables.agent_versions.c
     query = sa.select(
         v.tenant, v.name, v.template, v.parent, v.status, v.lifecycle, v.desired_lifecycle, v.genome_hash, v.integrity,
@@ -60,7 +68,17 @@ def versions(connection: sa.Connection, *, tenant: str | None = None, template: 
         query = query.where(v.tenant == tenant)
     if template:
         query = query.where(v.template == template)
-    rows = connection.execute(query.order_by(v.tenant, v.template, v.name)).all()
+    query = query.order_by(v.tenant, v.template, v.name)
+    if limit is not None:
+        # Sorted by the narrow key columns first, then only the page's rows read whole: sorting
+        # 10,000 whole rows (conditions included) to keep 50 took ~60 ms on SQLite.
+        page = sa.select(v.id).order_by(v.tenant, v.template, v.name).limit(limit).offset(offset)
+        if tenant:
+            page = page.where(v.tenant == tenant)
+        if template:
+            page = page.where(v.template == template)
+        query = query.where(v.id.in_(page.scalar_subquery()))
+    rows = connection.execute(query).all()
     deployed = _deployed(connection, tenant)
     return [
         {

@@ -198,9 +198,13 @@ def list_approvals(
     tenant: str | None = None,
     approval_id: int | None = None,
     instances: Collection[str] | None = None,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Approvals by id, each with ``request`` (the tool call asked; None for a gate's approval)
-    and ``reasons``. ``instances``: only the tool calls of these instances (a scoped token)."""
+    and ``reasons``. ``instances``: only the tool calls of these instances (a scoped token);
+    ``limit`` and ``offset``: one page of them (the console's)."""
     a = tables.approvals.c
     query = sa.select(tables.approvals).order_by(a.id)
     if approval_id is not None:
@@ -211,6 +215,8 @@ def list_approvals(
         query = query.where(a.tenant == tenant)
     if instances is not None:
         query = query.where(a.subject_kind == "ToolCall", a.subject_name.in_(sorted(instances)))
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
     rows = [dict(row) for row in connection.execute(query).mappings()]
     requested = _requested(connection, [r for r in rows if r["subject_kind"] == "ToolCall"])
     for row in rows:

@@ -5,7 +5,8 @@ token cache, counters), mounts one router per concern — ``operators`` (approva
 controls, instances), ``events`` (what runtimes report), ``evidence`` (evaluation runs, version
 scorecards), ``opa`` (bundle, Data API, decision logs), ``health`` (health, readiness, metrics,
 status, webhooks), ``keys`` (the public signing keys), ``notifications`` (what channels were
-told) — and puts the decision fast
+told), and the web console at ``/ui/`` (``console``: HTML pages for operators, signed in by
+session cookie) — and puts the decision fast
 path (``decisions.DecisionRoute``) ahead of FastAPI's own stack. Every ``/v1`` route needs a
 bearer token (``server.auth``): runtime tokens ask decisions and send events for their tenant's
 instances; operator tokens decide approvals and pull emergency controls as their Operator, whose
@@ -31,9 +32,11 @@ from reconciler import errors
 from reconciler.decisions import deciding
 from reconciler.evidence import keys as keys_
 from reconciler.oversight import approving
+from reconciler.reconcile import simulating
 from reconciler.server import (
     auth,
     bodies,
+    console,
     decisions,
     events,
     evidence,
@@ -65,16 +68,20 @@ def create_app(
     policy_seconds: float | None = 2.0,
     runner: services.Runner | None = None,
     signer: keys_.Signer | None = None,
+    source: simulating.Source | None = None,
 ) -> fastapi.FastAPI:
     """The application. Every ``sweep_seconds`` it expires and escalates approvals; every
     ``policy_seconds`` it loads the applied commit's policy into the engine (None: never).
     With a ``runner`` (the daemon) it also takes Git webhooks and reports the daemon's state.
-    With a ``signer`` it signs the OPA bundles it serves (and publishes the key at /v1/keys)."""
+    With a ``signer`` it signs the OPA bundles it serves (and publishes the key at /v1/keys).
+    With a ``source`` (the fleet repository) the console's simulator also answers under any ref."""
     clock = clock or clock_.SystemClock()
     # Group commit: concurrent decisions share a transaction (each still waits for its commit).
     own_decider = decider is None
     decider = decider or deciding.Decider(db, clock=clock, group_commit=True)
-    served = services.Services(db=db, clock=clock, decider=decider, tokens=auth.Tokens(db, clock), runner=runner, signer=signer)
+    served = services.Services(
+        db=db, clock=clock, decider=decider, tokens=auth.Tokens(db, clock), runner=runner, signer=signer, source=source
+    )
     if signer is not None:
         with database.transaction(db) as connection:
             keys_.register(connection, signer.public, signer.source, clock.now())
@@ -111,9 +118,11 @@ def create_app(
     app.state.services = served
 
     @app.exception_handler(errors.ArmError)
-    def _arm_error(request: fastapi.Request, exc: errors.ArmError) -> responses.JSONResponse:
+    def _arm_error(request: fastapi.Request, exc: errors.ArmError) -> responses.Response:
         if isinstance(exc, errors.InternalError):
             log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        if console.is_console(request.url.path):
+            return console.error_page(request, exc)
         return responses.JSONResponse(decisions.error_body(exc), status_code=decisions.error_status(exc))
 
     # One error shape for every status (``bodies.error``), FastAPI's own refusals included; a
@@ -141,9 +150,18 @@ def create_app(
         ``decisions.DecisionRoute`` before FastAPI routes it, so this never runs."""
         raise errors.InternalError("POST /v1/decisions is answered by decisions.DecisionRoute")
 
-    routers = (operators.router, events.router, evidence.router, opa.router, health.router, keys.router, notifications.router)
+    routers: list[Any] = [
+        operators.router,
+        events.router,
+        evidence.router,
+        opa.router,
+        health.router,
+        keys.router,
+        notifications.router,
+    ]
     for router in routers:
         app.include_router(router)
+    routers += console.mount(app)
 
     routes = [*app.routes, *(route for router in routers for route in router.routes)]
     groups = frozenset(_group(getattr(r, "path", "")) for r in routes)
@@ -181,7 +199,10 @@ class _Api(fastapi.FastAPI):
 
 
 def _group(path: str) -> str:
-    """A path's route group in /metrics: ``/v1/approvals/7`` → ``approvals``; others as they are."""
+    """A path's route group in /metrics: ``/v1/approvals/7`` → ``approvals``, every console page
+    ``ui``; others as they are."""
+    if console.is_console(path):
+        return "ui"
     return path.split("/")[2] if path.startswith("/v1/") and path.count("/") >= 2 else path
 
 

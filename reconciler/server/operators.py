@@ -20,7 +20,7 @@ from reconciler.reconcile import reporting
 from reconciler.server import auth, services
 from reconciler.state import database
 
-__all__ = ["ApprovalDecisionBody", "ControlBody", "TenantControlBody", "router"]
+__all__ = ["ApprovalDecisionBody", "ControlBody", "TenantControlBody", "control_as", "decide_as", "router", "tenant_control_as"]
 
 router = fastapi.APIRouter()
 
@@ -128,42 +128,61 @@ def decide_approval(
 ) -> dict[str, Any]:
     """An operator's APPROVE or DENY with its justification (422 without one); 409 when the
     approval is no longer pending, 403 when the operator may not decide it."""
+    result = decide_as(services.of(request), who, approval_id, body.decision, body.justification)
+    return {"id": result.approval_id, "status": result.status, "approvals": result.approvals, "required": result.required}
+
+
+def decide_as(
+    served: services.Services, who: access.Principal, approval_id: int, decision: str, justification: str
+) -> approving.Decision:
+    """``who`` decides approval ``approval_id``: the API's route and the console's form both come here."""
     operator = auth.operator_of(who)
-    served = services.of(request)
     with database.transaction(served.db) as connection:
         # Another tenant's approval, or (an instance-scoped token) another instance's: 404 as
         # for one that does not exist, as the GET routes answer.
         if not approving.visible(connection, approval_id, who.tenant, who.instances):
             raise _unseen(approval_id, who)
-        result = approving.decide(connection, approval_id, operator, body.decision, body.justification, served.clock.now())
+        result = approving.decide(connection, approval_id, operator, decision, justification, served.clock.now())
     served.decider.invalidate()  # the next decision of this process sees the approval
-    return {"id": result.approval_id, "status": result.status, "approvals": result.approvals, "required": result.required}
+    return result
 
 
 @router.post("/v1/instances/{instance_id}/controls")
 def control(request: fastapi.Request, instance_id: str, body: ControlBody, who: auth.Who) -> dict[str, Any]:
+    done = control_as(services.of(request), who, instance_id, body.control, body.reason)
+    return {"instance": done.instance, "before": done.before, "after": done.after}
+
+
+def control_as(served: services.Services, who: access.Principal, instance_id: str, control: str, reason: str) -> holds.Controlled:
+    """``who`` pulls an emergency control on ``instance_id``: the API's route and the console's form both come here."""
     operator = auth.operator_of(who)
-    served = services.of(request)
     with database.transaction(served.db) as connection:
         # Another tenant's instance is answered as one that does not exist: a token cannot
         # learn which instance ids other tenants have.
         if holds.instance_tenant(connection, instance_id) != who.tenant:
             raise errors.NotFound(f"instance {instance_id!r} does not exist in tenant {who.tenant!r}")
-        done = holds.control_instance(connection, instance_id, body.control, operator, body.reason, served.clock.now())
+        done = holds.control_instance(connection, instance_id, control, operator, reason, served.clock.now())
     served.decider.invalidate()  # the very next decision of this process sees the control
-    return {"instance": done.instance, "before": done.before, "after": done.after}
+    return done
 
 
 @router.post("/v1/tenants/{tenant}/controls")
 def tenant_control(request: fastapi.Request, tenant: str, body: TenantControlBody, who: auth.Who) -> dict[str, Any]:
+    done = tenant_control_as(services.of(request), who, tenant, body.control, body.reason)
+    return {"tenant": tenant, "instances": [{"instance": d.instance, "before": d.before, "after": d.after} for d in done]}
+
+
+def tenant_control_as(
+    served: services.Services, who: access.Principal, tenant: str, control: str, reason: str
+) -> list[holds.Controlled]:
+    """``who`` pulls (or releases) ``tenant``'s kill switch: the API's route and the console's form both come here."""
     operator = auth.operator_of(who)
     if tenant != who.tenant:
         raise errors.Forbidden(f"token {who.name!r} acts for tenant {who.tenant!r}, not {tenant!r}")
-    served = services.of(request)
     with database.transaction(served.db) as connection:
-        done = holds.control_tenant(connection, tenant, body.control, operator, body.reason, served.clock.now())
+        done = holds.control_tenant(connection, tenant, control, operator, reason, served.clock.now())
     served.decider.invalidate()
-    return {"tenant": tenant, "instances": [{"instance": d.instance, "before": d.before, "after": d.after} for d in done]}
+    return done
 
 
 @router.get("/v1/instances")

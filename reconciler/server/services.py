@@ -19,6 +19,7 @@ from reconciler import clock as clock_
 from reconciler import metrics
 from reconciler.decisions import bundling, deciding
 from reconciler.evidence import keys
+from reconciler.reconcile import simulating
 from reconciler.server import auth, guarding
 from reconciler.state import database
 
@@ -58,6 +59,8 @@ class Services:
             "arm_http_requests_total", "HTTP requests, by route group and status.", "route", "status"
         )
     )
+    #: the fleet repository, for the console's simulator to read other refs (None: the applied commit only)
+    source: simulating.Source | None = None
     #: each tenant's bundle as an engine, for OPA's Data API
     tenant_engines: bundling.TenantEngines = dataclasses.field(default_factory=bundling.TenantEngines)
     #: requests in flight per token (``guarding``; the decision route counts its own there too)

@@ -24,7 +24,17 @@ import sqlalchemy as sa
 from reconciler import money
 from reconciler.state import database, tables
 
-__all__ = ["add", "archive_and_prune", "calls_since", "insert_decisions", "prune_archives", "spent", "tick_micros"]
+__all__ = [
+    "add",
+    "archive_and_prune",
+    "calls_since",
+    "decisions",
+    "decisions_per_minute",
+    "insert_decisions",
+    "prune_archives",
+    "spent",
+    "tick_micros",
+]
 
 
 _e = tables.op_events.c
@@ -47,6 +57,80 @@ def add(connection: sa.Connection, events: Iterable[dict[str, Any]]) -> None:
     rows = list(events)
     if rows:
         connection.execute(tables.op_events.insert(), rows)
+
+
+#: How many op events one page of decisions searches at most, going back from where it starts:
+#: decisions are indexed by time only, so a filter that matches rarely would otherwise read the
+#: whole table for one page.
+SEARCH_EVENTS = 100_000
+
+
+def decisions(
+    connection: sa.Connection,
+    tenant: str,
+    *,
+    instance: str | None = None,
+    tool: str | None = None,
+    result: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+    search: int = SEARCH_EVENTS,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """``tenant``'s stored decisions, newest first, from before op event ``before_id`` (None: the
+    newest), filtered by instance, tool and result (ALLOW, NEEDS_APPROVAL, DENY), among the next
+    ``search`` op events at most: ``id``, ``at``, ``instance`` and the payload as recorded
+    (arguments redacted). Also where the next page starts (its ``before_id``), None when nothing
+    older is left."""
+    top = before_id if before_id is not None else int(connection.execute(sa.select(sa.func.max(_e.id))).scalar() or 0) + 1
+    floor = max(0, top - 1 - search)
+    query = sa.select(_e.id, _e.at, _e.instance, _e.payload).where(
+        _e.id < top, _e.id > floor, _e.tenant == tenant, _e.type == "DECISION"
+    )
+    if instance:
+        query = query.where(_e.instance == instance)
+    if tool:
+        query = query.where(_e.payload["tool"].as_string() == tool)
+    if result:
+        query = query.where(_e.payload["decision"].as_string() == result.upper())
+    rows = [
+        {"id": row.id, "at": row.at.isoformat(), "instance": row.instance, **row.payload}
+        for row in connection.execute(query.order_by(_e.id.desc()).limit(limit))
+    ]
+    following = rows[-1]["id"] if len(rows) == limit else floor + 1 if floor > 0 else None
+    return rows, following
+
+
+#: The newest op events the per-minute counts read at most: their cost grows with the decision
+#: rate, and a page that shows them must answer in well under a second.
+PER_MINUTE_EVENTS = 20_000
+
+
+def decisions_per_minute(
+    connection: sa.Connection, tenant: str, since: dt.datetime, *, newest: int = PER_MINUTE_EVENTS
+) -> tuple[dict[dt.datetime, dict[str, int]], dt.datetime | None]:
+    """Minute (UTC, whole) → decision result → how many decisions of ``tenant`` were stored in it,
+    from ``since`` on, counted over the ``newest`` op events at most (by id, the order they were
+    stored in); and, when that bound cut the window short, the time from which the counts are
+    complete (the minutes before it count only part of their decisions)."""
+    last = connection.execute(sa.select(sa.func.max(_e.id))).scalar() or 0
+    floor = max(0, last - newest)
+    if connection.dialect.name == "postgresql":
+        minute: Any = sa.func.date_trunc("minute", _e.at)
+    else:  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff': the first 16 characters are the minute
+        minute = sa.func.substr(_e.at, 1, 16)
+    result = _e.payload["decision"].as_string()
+    query = (
+        sa.select(minute.label("minute"), result.label("result"), sa.func.count().label("n"))
+        .where(_e.id > floor, _e.at >= since, _e.tenant == tenant, _e.type == "DECISION")
+        .group_by(minute, result)
+    )
+    found: dict[dt.datetime, dict[str, int]] = {}
+    for row in connection.execute(query):
+        at = row.minute if isinstance(row.minute, dt.datetime) else dt.datetime.fromisoformat(row.minute + ":00")
+        at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+        found.setdefault(at, {})[row.result] = row.n
+    cut = connection.execute(sa.select(_e.at).where(_e.id > floor).order_by(_e.id).limit(1)).scalar() if floor else None
+    return found, cut if cut is not None and cut > since else None
 
 
 def insert_decisions(cursor: Any, dialect: str, rows: list[tuple[str, dt.datetime, str, str, str]]) -> list[int]:

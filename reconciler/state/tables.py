@@ -95,6 +95,11 @@ agent_versions = _object_table(
     sa.Column("envelope", JSON, nullable=True),
     sa.Column("envelope_digest", sa.String(71), nullable=True),
 )
+# What the console's pages count and list without reading the versions' wide rows (genome,
+# envelope, conditions): the lifecycle and integrity counts of a tenant, and a page of its
+# versions by template and name. Each is an index-only read.
+sa.Index(None, agent_versions.c.tenant, agent_versions.c.status, agent_versions.c.integrity, agent_versions.c.lifecycle)
+sa.Index(None, agent_versions.c.tenant, agent_versions.c.template, agent_versions.c.name)
 evaluation_suites = _object_table("evaluation_suites", sa.Column("category", sa.String(16), nullable=False))
 policy_envelopes = _object_table(
     "policy_envelopes",
