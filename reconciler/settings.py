@@ -101,6 +101,13 @@ class Settings:
     #: ``armctl serve``/``run``: after answering a decision, poll for the next request this long
     #: before the core sleeps (0: sleep at once); costs up to this much CPU per decision at a trickle
     idle_poll_microseconds: int = 200
+    #: ``armctl run``: seconds between passes of the notification delivery worker
+    notify_interval_seconds: float = 5.0
+    #: a notification is retried (with exponential backoff from 5 s, at most 30 min apart) up to
+    #: this many attempts, then marked FAILED
+    notify_max_attempts: int = 15
+    #: seconds a webhook receiver has to answer one notification
+    notify_timeout_seconds: float = 5.0
 
     _CONVERT: ClassVar[dict[str, Any]] = {
         "state_dir": Path,
@@ -116,6 +123,9 @@ class Settings:
         "signing_key_file": Path,
         "archive_retention_days": _at_least(int, 1),
         "checkpoint_interval_seconds": _at_least(float, 1.0),
+        "notify_interval_seconds": _at_least(float, 0.1),
+        "notify_max_attempts": _at_most(_at_least(int, 1), 100),
+        "notify_timeout_seconds": _at_most(_at_least(float, 0.1), 60.0),
     }
 
     @classmethod

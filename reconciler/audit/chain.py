@@ -7,6 +7,10 @@ removing or reordering any stored record breaks every hash after it, which ``ver
 
 :class:`Chain` hands out sequence numbers and hashes while a transaction builds records, so a
 whole apply is written with one ``executemany``; nothing is written if the transaction fails.
+
+Every write of records also writes, on the same connection, the notification outbox rows of the
+records some NotificationChannel wants (``notifications.outbox``): a record and its notifications
+are committed together or not at all, whoever writes them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import orjson
 import sqlalchemy as sa
 
 from reconciler.desired import genome
+from reconciler.notifications import outbox
 from reconciler.state import actual as actual_
 from reconciler.state import database, locking, tables
 
@@ -139,6 +144,7 @@ class Chain:
     def write(self, connection: sa.Connection) -> int:
         if self.rows:
             database.bulk_insert(connection, tables.change_records, [_stored(row) for row in self.rows])
+            outbox.enqueue_records(database.driver_cursor(connection), connection.dialect.name, self.rows)
         written = len(self.rows)
         self.rows = []
         return written
@@ -204,6 +210,7 @@ def append_raw(cursor: Any, dialect: str, records: Iterable[Record], at: dt.date
         f" at, run_id, prev_hash, hash) VALUES ({', '.join([mark] * 8)}, {json_mark}, {json_mark}, {', '.join([mark] * 4)})",
         [_raw_row(r, stored_at) for r in rows],
     )
+    outbox.enqueue_records(cursor, dialect, rows)
     return rows
 
 

@@ -50,6 +50,7 @@ class LazyGroup(click.Group):
         "keys": "reconciler.cli.keying:keys",
         "eval": "reconciler.cli.evaluating:eval_",
         "version": "reconciler.cli.versions:version",
+        "notifications": "reconciler.cli.notifying:notifications",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -11,6 +11,8 @@ coalesced into one):
 - **heartbeats**: mark instances not heard from for ``heartbeat_timeout_seconds`` UNHEALTHY.
 - **retention**: archive op events past the retention to gzipped JSON Lines, then delete them;
   delete archives past the archive retention (both listed in a signed checkpoint).
+- **notifications** (every ``notify_interval_seconds``): deliver the notification outbox's rows
+  that are due (``notifications.delivering``), retrying failed ones with backoff.
 - **checkpoints** (every ``checkpoint_interval_seconds``): re-hash the stored genomes, then sign a
   checkpoint of every tenant's change-record chain that moved (``evidence.checkpoints``).
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import random
 import threading
 import time
@@ -40,6 +43,7 @@ from reconciler.audit import integrity
 from reconciler.daemon import hooks
 from reconciler.decisions import deciding, events
 from reconciler.evidence import checkpoints, retention
+from reconciler.notifications import delivering
 from reconciler.oversight import approving
 from reconciler.reconcile import running
 from reconciler.state import database, locking
@@ -113,6 +117,7 @@ class Daemon:
             ("heartbeats", self.check_heartbeats, max(1.0, s.heartbeat_timeout_seconds / 3), 0.0),
             ("retention", self.retain, s.retention_interval_seconds, 0.0),
             ("checkpoints", self.checkpoint, s.checkpoint_interval_seconds, 0.0),
+            ("notifications", self.notify, s.notify_interval_seconds, 0.0),
         ]
         for name, job, seconds, jitter in jobs:
             trigger = IntervalTrigger(seconds=seconds, jitter=jitter or None, timezone=dt.UTC)
@@ -206,6 +211,14 @@ class Daemon:
                     "archived and deleted %d op events older than %d days; deleted %d archives past their retention",
                     swept.archived, s.op_event_retention_days, len(swept.pruned),
                 )  # fmt: skip
+
+    def notify(self) -> None:
+        """Send the notifications that are due; one that fails waits out its backoff."""
+        if not self.leadership.acquire():
+            return
+        passed = delivering.deliver_due(self.db, self.clock, os.environ, delivering.Policy.of(self.settings))
+        if passed.delivered or passed.failed:
+            log.info("notifications: %d delivered, %d given up", len(passed.delivered), len(passed.failed))
 
     def checkpoint(self) -> None:
         """Re-hash the stored genomes (a version found altered is denied every decision until it

@@ -121,6 +121,9 @@ def summarize(index: int, line: int, manifest: Any, data: dict[str, Any]) -> Doc
             version=spec.version,
             facts={"environment": spec.environment, "replicas": spec.replicas, "strategy": spec.strategy.model_dump(mode="json")},
         )
+    if kind == "NotificationChannel":
+        channel_refs = tuple(_ref(f"spec.environments[{i}]", "Environment", e) for i, e in enumerate(spec.environments or ()))
+        return base._replace(refs=channel_refs, facts=spec.model_dump(mode="json"))
     return base
 
 

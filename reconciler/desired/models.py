@@ -417,6 +417,72 @@ class DeploymentSpec(Frozen):
     strategy: Strategy = Strategy()
 
 
+# ---------------------------------------------------------------- notification channels
+
+#: An environment variable's name: where a channel's URL and signing secret are read at delivery.
+EnvName = Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+
+
+def _known_event(value: str) -> str:
+    if value in kinds.NOTIFICATION_EVENTS:
+        return value
+    close = difflib.get_close_matches(value.upper(), kinds.NOTIFICATION_EVENTS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(f"unknown event {value!r}: {hint}known: {', '.join(kinds.NOTIFICATION_EVENTS)}")
+
+
+EventName = Annotated[str, pydantic.AfterValidator(_known_event)]
+
+
+class FromEnv(Frozen):
+    """A value read from the reconciler's environment when it is used, never written in Git."""
+
+    fromEnv: EnvName
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _not_literal(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(
+                "name the environment variable that holds it ({fromEnv: SOME_VARIABLE}): a webhook URL or signing "
+                "secret is a credential and is never written in Git"
+            )
+        return value
+
+
+class NotificationChannelSpec(Frozen):
+    """Where to tell people what happened: a webhook (``generic``: signed JSON) or a Slack-compatible
+    incoming webhook (``slack``), for the listed events of the channel's tenant, optionally only
+    those of some environments."""
+
+    url: FromEnv
+    format: Literal["generic", "slack"] = "generic"
+    #: the HMAC-SHA256 key the body is signed with (``X-ARM-Signature-256``); required for generic
+    secret: FromEnv | None = None
+    events: tuple[EventName, ...]
+    #: only events of these environments; unset: every event, those tied to no environment included
+    environments: tuple[Name, ...] | None = pydantic.Field(default=None, min_length=1)
+
+    @pydantic.field_validator("events")
+    @classmethod
+    def _once(cls, events: tuple[str, ...]) -> tuple[str, ...]:
+        if not events:
+            raise ValueError(f"list the events the channel is told, at least one of: {', '.join(kinds.NOTIFICATION_EVENTS)}")
+        twice = sorted({e for e in events if events.count(e) > 1})
+        if twice:
+            raise ValueError(f"event {twice[0]!r} is listed twice")
+        return events
+
+    @pydantic.model_validator(mode="after")
+    def _signed(self) -> NotificationChannelSpec:
+        if self.format == "generic" and self.secret is None:
+            raise ValueError(
+                "a generic webhook's bodies are signed: name the environment variable holding the signing key "
+                "(secret: {fromEnv: SOME_VARIABLE})"
+            )
+        return self
+
+
 # ---------------------------------------------------------------- documents
 
 
@@ -480,6 +546,11 @@ class Deployment(_Document):
     spec: DeploymentSpec
 
 
+class NotificationChannel(_Document):
+    kind: Literal["NotificationChannel"]
+    spec: NotificationChannelSpec
+
+
 Manifest = (
     Tenant
     | Project
@@ -492,6 +563,7 @@ Manifest = (
     | AgentVersion
     | PolicyEnvelope
     | Deployment
+    | NotificationChannel
 )
 
 #: Kind name → model, in apply order (tenants before templates before versions before ...).
@@ -507,6 +579,7 @@ KINDS: dict[str, type[_Document]] = {
     "AgentVersion": AgentVersion,
     "PolicyEnvelope": PolicyEnvelope,
     "Deployment": Deployment,
+    "NotificationChannel": NotificationChannel,
 }
 
 

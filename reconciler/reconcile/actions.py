@@ -61,6 +61,7 @@ CREATED = {
     "AgentVersion": "VERSION_CREATED",
     "PolicyEnvelope": "POLICY_ATTACHED",
     "Deployment": "DEPLOYMENT_DECLARED",  # the manifest; DEPLOYMENT_CREATED is for each record
+    "NotificationChannel": "NOTIFICATION_CHANNEL_CREATED",
 }
 UPDATED = {
     "Tenant": "TENANT_UPDATED",
@@ -74,6 +75,7 @@ UPDATED = {
     "AgentVersion": "VERSION_UPDATED",
     "PolicyEnvelope": "POLICY_UPDATED",
     "Deployment": "DEPLOYMENT_UPDATED",
+    "NotificationChannel": "NOTIFICATION_CHANNEL_UPDATED",
 }
 RETIRED = {
     "Tenant": "TENANT_RETIRED",
@@ -87,6 +89,7 @@ RETIRED = {
     "AgentVersion": "VERSION_RETIRED",
     "PolicyEnvelope": "POLICY_DETACHED",
     "Deployment": "DEPLOYMENT_REMOVED",  # the manifest; DEPLOYMENT_RETIRED is for each record
+    "NotificationChannel": "NOTIFICATION_CHANNEL_RETIRED",
 }
 
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from reconciler.audit import chain as chain_
 from reconciler.desired import snapshot as snapshot_
+from reconciler.notifications import events, outbox
 from reconciler.reconcile import actions as actions_
 from reconciler.state import actual as actual_
 from reconciler.state import database, tables
@@ -75,6 +76,7 @@ def apply(
     conditions = writer.conditions(approvals)
     heads = chain.heads()
     records = chain.write(connection)
+    _tell_waiting(connection, actual, conditions, now)
     after = advance(actual, plan, desired, writer, approvals, conditions, heads)
     return ApplyResult(records, approvals, after)
 
@@ -180,6 +182,42 @@ def advance(
         conditions=stored,
         evaluations=before.evaluations,  # recorded outside Git; an apply never writes runs
     )
+
+
+def _tell_waiting(
+    connection: sa.Connection,
+    actual: actual_.Actual,
+    conditions: dict[tuple[str, str, str], list[dict[str, Any]]],
+    now: dt.datetime,
+) -> None:
+    """``GATE_WAITING`` for each object whose stored conditions now say it waits, and did not before
+    or for another reason (evidence, then an approval; an approval denied): told once when it starts
+    to wait, however many reconciles it then waits through. A cold apply of a big fleet starts
+    thousands waiting: the events are made only when a channel of their tenants subscribes."""
+    cursor, dialect = database.driver_cursor(connection), connection.dialect.name
+    if not conditions or not outbox.subscribed(cursor, dialect, "GATE_WAITING", {t for _, t, _ in conditions}):
+        return
+    started = []
+    for (kind, tenant, name), now_stored in conditions.items():
+        waiting = next((c for c in now_stored if c["type"] == "Waiting"), None)
+        if waiting is None:
+            continue
+        before = actual.conditions.get((kind, tenant, name))
+        if before and any(c["type"] == "Waiting" and c["reason"] == waiting["reason"] for c in before):
+            continue
+        started.append((kind, tenant, name, waiting))
+    told = [
+        events.Event(
+            event="GATE_WAITING",
+            tenant=tenant,
+            object_kind=kind,
+            object_name=name,
+            summary=f"{kind} {name} waits: {waiting['message']}",
+            details={"reason": waiting["reason"], "message": waiting["message"], "revision": waiting.get("observedRevision")},
+        )
+        for kind, tenant, name, waiting in started
+    ]
+    outbox.enqueue(cursor, dialect, told, now)
 
 
 def _operator_of(desired: snapshot_.Snapshot) -> str | None:

@@ -64,6 +64,7 @@ def plan(
     context.plan_objects(ctx, "PolicyEnvelope")
     _plan_effective_envelopes(ctx)
     deploying.plan_deployments(ctx)
+    context.plan_objects(ctx, "NotificationChannel")
     _plan_prunes(ctx)
     _plan_condition_updates(ctx)
     return result

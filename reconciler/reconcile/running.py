@@ -30,6 +30,7 @@ from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.desired import caching, loading, repository, snapshot
 from reconciler.evidence import checkpoints, keys
+from reconciler.notifications import events, outbox
 from reconciler.policy import engines, library
 from reconciler.reconcile import actions, applying, planning, validating
 from reconciler.state import actual as actual_
@@ -294,12 +295,18 @@ class Reconciler:
         """A failed run is recorded in its own transaction; the applied revision stays."""
         try:
             with database.transaction(self.db) as connection:
+                runs = tables.reconcile_runs.c
+                last = connection.execute(sa.select(runs.outcome, runs.sha).order_by(runs.id.desc()).limit(1)).first()
                 run_id = self._insert_run(connection, attempt, "FAILED", self.clock.now())
                 connection.execute(
                     tables.reconcile_runs.update()
                     .where(tables.reconcile_runs.c.id == run_id)
                     .values(finished_at=self.clock.now(), errors=[p.as_dict() for p in problems])
                 )
+                sha = attempt.commit.sha if attempt.commit is not None else None
+                if last is None or last.outcome != "FAILED" or last.sha != sha:  # told once per commit that fails
+                    told = _failure_event(attempt, problems, run_id)
+                    outbox.enqueue(database.driver_cursor(connection), connection.dialect.name, [told], self.clock.now())
         except errors.StoreError as exc:
             log.error("cannot record the failed reconcile of %s: %s", attempt.revision, exc, extra={"revision": attempt.revision})
 
@@ -316,6 +323,26 @@ class _Attempt:
     @property
     def revision(self) -> str:
         return f"{self.ref}@sha1:{self.commit.sha}" if self.commit is not None else self.ref
+
+
+def _failure_event(attempt: _Attempt, problems: list[errors.Problem], run_id: int) -> events.Event:
+    """``RECONCILE_FAILED``, for the channels of every tenant: the fleet's commit is shared."""
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return events.Event(
+        event="RECONCILE_FAILED",
+        tenant=None,
+        object_kind="Commit",
+        object_name=attempt.commit.sha if attempt.commit is not None else attempt.ref,
+        summary=f"the reconcile of {attempt.revision} failed, the last good commit stays in force: {first.where()}: "
+        f"{first.message}{more}",
+        details={
+            "revision": attempt.revision,
+            "run": run_id,
+            "problems": [p.as_dict() for p in problems[:20]],
+            "count": len(problems),
+        },
+    )
 
 
 def _idle(actual: actual_.Actual, snap: snapshot.Snapshot, result: actions.Plan) -> bool:

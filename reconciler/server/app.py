@@ -4,7 +4,8 @@
 token cache, counters), mounts one router per concern — ``operators`` (approvals, emergency
 controls, instances), ``events`` (what runtimes report), ``evidence`` (evaluation runs, version
 scorecards), ``opa`` (bundle, Data API, decision logs), ``health`` (health, readiness, metrics,
-status, webhooks), ``keys`` (the public signing keys) — and puts the decision fast
+status, webhooks), ``keys`` (the public signing keys), ``notifications`` (what channels were
+told) — and puts the decision fast
 path (``decisions.DecisionRoute``) ahead of FastAPI's own stack. Every ``/v1`` route needs a
 bearer token (``server.auth``): runtime tokens ask decisions and send events for their tenant's
 instances; operator tokens decide approvals and pull emergency controls as their Operator, whose
@@ -29,7 +30,7 @@ from reconciler import errors
 from reconciler.decisions import deciding
 from reconciler.evidence import keys as keys_
 from reconciler.oversight import approving
-from reconciler.server import auth, decisions, events, evidence, health, keys, opa, operators, services
+from reconciler.server import auth, decisions, events, evidence, health, keys, notifications, opa, operators, services
 from reconciler.state import database
 
 __all__ = ["create_app"]
@@ -107,7 +108,7 @@ def create_app(
         ``decisions.DecisionRoute`` before FastAPI routes it, so this never runs."""
         raise errors.InternalError("POST /v1/decisions is answered by decisions.DecisionRoute")
 
-    routers = (operators.router, events.router, evidence.router, opa.router, health.router, keys.router)
+    routers = (operators.router, events.router, evidence.router, opa.router, health.router, keys.router, notifications.router)
     for router in routers:
         app.include_router(router)
 

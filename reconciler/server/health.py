@@ -13,6 +13,7 @@ import fastapi
 from fastapi import responses
 
 from reconciler import errors
+from reconciler.notifications import outbox
 from reconciler.oversight import approving
 from reconciler.reconcile import reporting
 from reconciler.server import auth, opa, services
@@ -76,10 +77,15 @@ def prometheus(request: fastapi.Request) -> str:
     with database.reading(served.db) as connection:
         state = fleetstate.read(connection) or {}
         pending = approving.pending_count(connection)
+        unsent = outbox.unsent(connection)
     lines += [
         "# HELP arm_approvals_pending Approval requests waiting for a decision.",
         "# TYPE arm_approvals_pending gauge",
         f"arm_approvals_pending {pending}",
+        "# HELP arm_notifications_unsent Notifications waiting for (another) attempt, and given up on (FAILED).",
+        "# TYPE arm_notifications_unsent gauge",
+        f'arm_notifications_unsent{{status="pending"}} {unsent["PENDING"]}',
+        f'arm_notifications_unsent{{status="failed"}} {unsent["FAILED"]}',
         "# HELP arm_applied_revision_info The applied commit.",
         "# TYPE arm_applied_revision_info gauge",
         f'arm_applied_revision_info{{sha="{state.get("applied_sha") or ""}"}} 1',

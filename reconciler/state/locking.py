@@ -37,8 +37,12 @@ __all__ = ["AdvisoryLock", "FileLock", "Leadership", "for_database", "lock_in_tr
 
 log = logging.getLogger(__name__)
 
-#: The advisory lock key: the first 8 bytes of sha256("arm-reconciler/leader"), as a signed bigint.
-LOCK_KEY = -8344500937090553187
+#: What the leader's advisory lock is named after. Advisory locks belong to the whole database,
+#: not to a schema: every lock's key is hashed from its name and the session's current schema, so
+#: two installations in two schemas of one database never block or lead each other.
+LEADER = "arm-reconciler/leader"
+#: A lock's 64-bit key, computed by PostgreSQL from the current schema and the lock's name.
+_KEY = "hashtextextended(current_schema() || '/' || {name}, 0)"
 #: The notification channel a replica that got a webhook uses to wake the others.
 CHANNEL = "arm_refresh"
 
@@ -46,13 +50,13 @@ CHANNEL = "arm_refresh"
 def lock_in_transaction(connection: sa.Connection, name: str) -> None:
     """Hold the lock ``name`` until ``connection``'s transaction ends (PostgreSQL; SQLite: nothing)."""
     if connection.dialect.name == "postgresql":
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+        connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({_KEY.format(name=':name')})"), {"name": name})
 
 
 def lock_with_cursor(cursor: Any, dialect: str, name: str) -> None:
     """:func:`lock_in_transaction` through a DB-API cursor (for the bulk writers' raw SQL)."""
     if dialect == "postgresql":
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
+        cursor.execute(f"SELECT pg_advisory_xact_lock({_KEY.format(name='%s')})", [name])
 
 
 class Leadership:
@@ -79,9 +83,10 @@ class Leadership:
 class AdvisoryLock(Leadership):
     """``pg_try_advisory_lock`` on a dedicated connection, checked on every acquire."""
 
-    def __init__(self, db: sa.Engine, key: int = LOCK_KEY) -> None:
+    def __init__(self, db: sa.Engine, name: str = LEADER) -> None:
         self.db = db
-        self.key = key
+        self.name = name
+        self.key: int | None = None  # computed once the lock's session is open
         self._connection: sa.Connection | None = None
         self._leading = False
         # The jobs call acquire from their own threads: two of them opening a connection each
@@ -100,6 +105,9 @@ class AdvisoryLock(Leadership):
         try:
             if self._connection is None:
                 self._connection = self.db.connect()
+                self.key = int(
+                    self._connection.execute(sa.text(f"SELECT {_KEY.format(name=':n')}"), {"n": self.name}).scalar_one()
+                )
                 # The session must stay idle, not "idle in transaction": commit the implicit BEGIN.
                 self._connection.commit()
             if self._leading:
@@ -135,7 +143,8 @@ class AdvisoryLock(Leadership):
     def notify(self) -> None:
         try:
             with self.db.begin() as connection:
-                connection.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+                # The payload names the schema: replicas of another installation ignore it.
+                connection.execute(sa.text("SELECT pg_notify(:channel, current_schema())"), {"channel": CHANNEL})
         except sa.exc.DBAPIError as exc:
             log.warning("cannot tell the other replicas to refresh: %s", exc.orig or exc)
 
@@ -151,11 +160,13 @@ class AdvisoryLock(Leadership):
                 driver = raw.driver_connection
                 assert driver is not None
                 driver.autocommit = True  # type: ignore[attr-defined]
+                schema = driver.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[attr-defined]
                 driver.execute(f"LISTEN {CHANNEL}")  # type: ignore[attr-defined]
                 while not stop.is_set():
                     # Wakes at least every second to notice ``stop``.
-                    for _ in driver.notifies(timeout=1.0):  # type: ignore[attr-defined]
-                        wake()
+                    for note in driver.notifies(timeout=1.0):  # type: ignore[attr-defined]
+                        if note.payload == schema:
+                            wake()
             except (sa.exc.SQLAlchemyError, self.db.dialect.loaded_dbapi.Error) as exc:  # listen again after a pause
                 log.warning("refresh notifications stopped, listening again: %s", exc)
                 stop.wait(1)

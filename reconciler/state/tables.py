@@ -101,6 +101,7 @@ policy_envelopes = _object_table(
     sa.Column("scope_kind", sa.String(32), nullable=False),
     sa.Column("scope_name", sa.String(253), nullable=False),
 )
+notification_channels = _object_table("notification_channels")
 deployment_specs = _object_table(
     "deployment_specs",  # the Deployment manifests; each version change makes a ``deployments`` record
     sa.Column("conditions", JSON, nullable=False, default=list),
@@ -391,6 +392,36 @@ evaluation_runs = sa.Table(
     sa.Index(None, "tenant", "version", "suite"),
 )
 
+# Notifications (reconciler/notifications): one row per (event, channel) that must be told, written
+# in the transaction of the change (or failed run) it tells, so a committed change is never lost
+# and a rolled-back one never sent; the delivery worker drains it. ``payload`` holds what is sent
+# (never the URL or the signing key: those are read from the environment at delivery).
+notification_outbox = sa.Table(
+    "notification_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant", sa.String(253), nullable=False),
+    sa.Column("channel", sa.String(253), nullable=False),
+    sa.Column("event", sa.String(48), nullable=False),
+    sa.Column("object_kind", sa.String(32), nullable=False),
+    sa.Column("object_name", sa.String(300), nullable=False),
+    sa.Column("environment", sa.String(253), nullable=True),
+    sa.Column("record_seq", sa.Integer, nullable=True),  # the change record it tells, in the tenant's chain
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # PENDING | DELIVERED | FAILED (gave up)
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    # A worker that claimed the row until then (another worker leaves it alone; a crashed one's
+    # claim runs out and the row is tried again: delivery is at least once, X-ARM-Delivery dedupes).
+    sa.Column("claimed_until", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_status", sa.Integer, nullable=True),  # HTTP status of the last attempt
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "tenant", "id"),
+)
+
 #: Manifest kind → its table (Deployment manifests live in ``deployment_specs``).
 KIND_TABLES: dict[str, sa.Table] = {
     "Tenant": tenants,
@@ -404,4 +435,5 @@ KIND_TABLES: dict[str, sa.Table] = {
     "AgentVersion": agent_versions,
     "PolicyEnvelope": policy_envelopes,
     "Deployment": deployment_specs,
+    "NotificationChannel": notification_channels,
 }

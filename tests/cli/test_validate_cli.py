@@ -95,6 +95,7 @@ def test_schema_prints_json_schema_for_every_kind_and_for_one(tmp_path: Path) ->
         "ToolCatalog",
         "AgentTemplate",
         "EvaluationSuite",
+        "NotificationChannel",
         "AgentVersion",
         "PolicyEnvelope",
         "Deployment",

@@ -316,3 +316,30 @@ def test_the_checkpoint_job_verifies_genomes_and_anchors_what_moved_since(
         # The VERSION_INTEGRITY_FAILED record is anchored by the checkpoint of the same run.
         assert connection.execute(sa.select(cp.number, cp.seq).order_by(cp.number)).all() == [(1, head), (2, head + 1)]
     assert d.decider.decide(deciding.Request("acme:app-dev-g1-0", "crm.lookup")).reasons[0].startswith("VERSION_INTEGRITY_FAILED")
+
+
+def test_the_notifications_job_tells_a_refused_commit_once(
+    daemon: tuple[scheduling.Daemon, GitRepo, clock_.FrozenClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.notifications.receiver import Receiver, free_port
+
+    d, repo, clock = daemon
+    channel = (
+        "apiVersion: arm/v1\nkind: NotificationChannel\nmetadata: {name: chat, tenant: acme}\n"
+        "spec: {url: {fromEnv: TEST_DAEMON_CHAT_URL}, format: slack, events: [RECONCILE_FAILED]}\n"
+    )
+    repo.commit({"fleet/chat.yaml": channel})
+    d.poll()
+    bad = repo.commit({"fleet/broken.yaml": "apiVersion: arm/v1\nkind: Tenant\nmetadata: {name: Not_A_Name}\n"})
+    d.poll()
+    clock.advance(60)
+    d.poll()  # the same refused commit: not retried, not told again
+    port = free_port()
+    monkeypatch.setenv("TEST_DAEMON_CHAT_URL", f"http://127.0.0.1:{port}/chat")
+    with Receiver(port) as receiver:
+        d.notify()
+        d.notify()
+    (got,) = receiver.received
+    text = json.loads(got.body)["text"]
+    assert text.startswith(f"[ARM] RECONCILE_FAILED: the reconcile of main@sha1:{bad} failed")
+    assert "fleet/broken.yaml" in text

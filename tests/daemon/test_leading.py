@@ -33,11 +33,10 @@ def _concurrently(lock: locking.AdvisoryLock, n: int = 5) -> list[bool]:
 
 
 def test_after_the_lock_session_dies_racing_jobs_leave_exactly_one_leader(db_url: str) -> None:
-    key = int(uuid.uuid4().int % (1 << 62))
     admin = sa.create_engine(POSTGRES_URL)
     db = sa.create_engine(db_url, pool_size=10)
-    other = locking.AdvisoryLock(sa.create_engine(db_url), key=key)
-    lock = locking.AdvisoryLock(db, key=key)
+    other = locking.AdvisoryLock(sa.create_engine(db_url))
+    lock = locking.AdvisoryLock(db)
     try:
         assert lock.acquire()
         assert lock._connection is not None
@@ -61,7 +60,8 @@ def test_after_the_lock_session_dies_racing_jobs_leave_exactly_one_leader(db_url
 
 
 def test_a_transaction_after_the_listener_stops_is_still_atomic(db_url: str) -> None:
-    db = sa.create_engine(db_url, pool_size=1, max_overflow=0)
+    app = f"arm-listener-{uuid.uuid4().hex[:8]}"  # its own name: other test workers listen too
+    db = sa.create_engine(f"{db_url}&application_name={app}", pool_size=1, max_overflow=0)
     table = f"t_{uuid.uuid4().hex[:8]}"
     with db.begin() as connection:
         connection.execute(sa.text(f"CREATE TABLE {table} (x int)"))
@@ -74,8 +74,8 @@ def test_a_transaction_after_the_listener_stops_is_still_atomic(db_url: str) -> 
         try:
             while True:  # until the listener's connection is listening
                 with watcher.connect() as connection:
-                    query = "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN arm_refresh'"
-                    if connection.execute(sa.text(query)).scalar():
+                    query = "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN arm_refresh' AND application_name = :app"
+                    if connection.execute(sa.text(query), {"app": app}).scalar():
                         break
                 assert time.monotonic() < deadline, "the listener never started listening"
                 time.sleep(0.02)
@@ -92,3 +92,43 @@ def test_a_transaction_after_the_listener_stops_is_still_atomic(db_url: str) -> 
         with db.begin() as connection:
             connection.execute(sa.text(f"DROP TABLE {table}"))
         db.dispose()
+
+
+def test_installations_in_two_schemas_of_one_database_each_have_their_leader(db_url: str) -> None:
+    """Advisory locks belong to the database: keyed by schema, neither blocks the other's leader."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    here, there = sa.create_engine(db_url), sa.create_engine(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+    first, second, rival = locking.AdvisoryLock(here), locking.AdvisoryLock(there), locking.AdvisoryLock(here)
+    try:
+        assert first.acquire() and second.acquire()
+        assert not rival.acquire()  # within one schema, still one leader
+        assert first.key != second.key
+        # A webhook's wake-up reaches the replicas of its own installation only.
+        woken, stop = threading.Event(), threading.Event()
+        listener = threading.Thread(target=first.listen, args=(woken.set, stop))
+        listener.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not woken.is_set():  # until the listener listens: its own schema's notify wakes it
+                assert time.monotonic() < deadline, "a notify of its own schema never woke the listener"
+                second.notify()
+                first.notify()
+                woken.wait(0.2)
+            woken.clear()
+            for _ in range(3):
+                second.notify()
+            assert not woken.wait(1.5)
+        finally:
+            stop.set()
+            listener.join()
+    finally:
+        for lock in (first, second, rival):
+            lock.release()
+        here.dispose()
+        there.dispose()
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()

@@ -18,7 +18,7 @@ from reconciler.desired import models, parsing
 from tests import timing
 
 PATH = "fleet/agents/support.yaml"
-KIND_LIST = "Tenant, Project, Environment, Role, Operator, ToolCatalog, AgentTemplate, EvaluationSuite, AgentVersion, PolicyEnvelope, Deployment"
+KIND_LIST = "Tenant, Project, Environment, Role, Operator, ToolCatalog, AgentTemplate, EvaluationSuite, AgentVersion, PolicyEnvelope, Deployment, NotificationChannel"
 
 
 def lines(*source: str) -> str:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ from bench import fleetgen
 from reconciler.audit import chain
 from reconciler.state import database, tables
 
-APP_NAME = "arm-crash-test"
+APP_NAME = f"arm-crash-test-{uuid.uuid4().hex[:8]}"  # its own: other test workers share the server
 
 
 def _counts(engine: sa.Engine) -> dict[str, int]:
