@@ -9,6 +9,8 @@ Evaluation evidence, recorded against the genome hash:
   deployed version that fails.
 - ``scorecards``: each version's lifecycle, lineage, evidence, approvals and deployments, for
   approvers.
+- ``cards``: a version as a signed A2A agent card with the ARM facts, and its offline check.
+- ``lineage``: a version's lineage sheet: ancestry, genome changes, steps, approvals, deployments.
 
 Evidence for auditors, signed:
 

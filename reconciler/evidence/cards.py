@@ -39,7 +39,7 @@ from reconciler.evidence import keys as keys_
 from reconciler.evidence import scorecards
 from reconciler.state import database, fleetstate, tables
 
-__all__ = ["EXTENSION", "PROTOCOL_VERSION", "card", "payload", "sign", "verify"]
+__all__ = ["ARM_FIELDS", "EXTENSION", "PROTOCOL_VERSION", "card", "not_signing", "payload", "sign", "verify"]
 
 #: The A2A protocol version whose AgentCard shape (and card signatures) the card follows.
 PROTOCOL_VERSION = "0.3.0"
@@ -247,6 +247,8 @@ def verify(document: Any, public_keys: Mapping[str, keys_.PublicKey]) -> tuple[s
 
 
 def not_signing() -> errors.Conflict:
+    """What a server without a signing key answers for a card (409): an unsigned card vouches for
+    nothing, so none is given."""
     return errors.Conflict(
         "this server has no signing key, so it cannot sign agent cards: start it with one (armctl serve makes one)"
     )
