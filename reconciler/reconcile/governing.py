@@ -25,9 +25,9 @@ from reconciler.desired import snapshot as snapshot_
 from reconciler.policy import impact
 from reconciler.reconcile import actions, impacting
 from reconciler.state import actual as actual_
-from reconciler.state import tables
+from reconciler.state import fleetstate, tables
 
-__all__ = ["SUBJECT", "TRANSITION", "check"]
+__all__ = ["SUBJECT", "TRANSITION", "check", "widening"]
 
 SUBJECT = "PolicyChange"
 TRANSITION = "widening"
@@ -36,17 +36,35 @@ _TTL = dt.timedelta(days=7)
 _SHOWN = 5
 
 
-def _governed(snap: snapshot_.Snapshot) -> bool:
+def _rules(snap: snapshot_.Snapshot) -> dict[str, dict[str, Any]]:
+    found = {}
     for tenant in snap.of_kind("Tenant"):
-        if ((snap.data(tenant).get("spec") or {}).get("policyChanges") or {}).get("widening"):
-            return True
-    return False
+        rule = ((snap.data(tenant).get("spec") or {}).get("policyChanges") or {}).get("widening")
+        if rule:
+            found[tenant.name] = rule
+    return found
+
+
+def _governed(snap: snapshot_.Snapshot) -> bool:
+    return bool(_rules(snap))
 
 
 def _touches_policy(plan: actions.Plan, actual: actual_.Actual, policy_digest: str) -> bool:
     if plan.envelope_updates or (actual.policy_digest or "") != policy_digest:
         return True
     return any(a.kind in ("PolicyEnvelope", "ToolCatalog", "Tenant", "Environment", "Deployment") for a in plan.actions)
+
+
+def widening(connection: sa.Connection, snap: snapshot_.Snapshot) -> dict[str, list[dict[str, Any]]] | None:
+    """The widening flips per governed tenant of applying ``snap`` over what the database
+    applied; None when no tenant governs policy changes or nothing is applied yet (a first apply
+    has no decisions to widen). Read-only: the apply calls it before it takes the write lock,
+    so decisions are not held up while the probes run."""
+    if not _governed(snap) or not (fleetstate.read(connection) or {}).get("applied_sha"):
+        return None
+    head = impacting.side_of_snapshot(snap)
+    widened = impact.probe(impacting.side_of_database(connection), head).flips.widening_tenants()
+    return {tenant: flips for tenant, flips in widened.items() if head.widening_rules.get(tenant)}
 
 
 def check(
@@ -56,18 +74,18 @@ def check(
     plan: actions.Plan,
     policy_digest: str,
     now: dt.datetime,
+    widened: dict[str, list[dict[str, Any]]] | None,
 ) -> tuple[list[actions.Condition], bool]:
     """The conditions the commit waits on (none: apply it), and whether this call requested an
-    approval (wrote something). A first apply has no decisions to widen: it is not held."""
-    if actual.applied_sha is None or not _governed(snap) or not _touches_policy(plan, actual, policy_digest):
+    approval (wrote something). ``widened``: what :func:`widening` found before the write
+    transaction."""
+    if not widened or actual.applied_sha is None or not _touches_policy(plan, actual, policy_digest):
         return [], False
-    head = impacting.side_of_snapshot(snap)
-    base = impacting.side_of_database(connection)
-    widened = impact.probe(base, head).flips.widening_tenants()
+    head_rules = {t: r for t, r in _rules(snap).items() if t in widened}
     waiting = []
     requested = False
     for tenant, flips in sorted(widened.items()):
-        rule = head.widening_rules.get(tenant)
+        rule = head_rules.get(tenant)
         if not rule:
             continue
         row = _approval(connection, tenant, snap.commit.sha)

@@ -157,6 +157,10 @@ class Reconciler:
                 return dataclasses.replace(waiting[1], seconds=time.perf_counter() - started)
         snap = self._validated(ref)
         timings = {"validate": time.perf_counter() - started}
+        # A tenant that governs policy changes: the decision impact is probed now, in a read, not
+        # under the apply's write lock, which decisions being recorded wait for.
+        with database.reading(self.db) as connection:
+            widened = governing.widening(connection, snap)
         gc_was_enabled = gc.isenabled()
         gc.disable()  # a plan allocates tens of thousands of objects; the GC would rescan the snapshot each time
         applied: applying.ApplyResult | None = None
@@ -169,7 +173,9 @@ class Reconciler:
                 result.raise_for_problems()
                 timings["plan"] = time.perf_counter() - mark
                 mark = time.perf_counter()
-                waits, requested = governing.check(connection, snap, actual, result, self.policy_digest, self.clock.now())
+                waits, requested = governing.check(
+                    connection, snap, actual, result, self.policy_digest, self.clock.now(), widened
+                )
                 if waits:
                     # A widening policy change waits for its approval: nothing of the commit is applied.
                     result.conditions.extend(waits)
