@@ -32,13 +32,17 @@ def make_reconciler(
     *,
     workers: int | None = None,
     sign: bool = False,
+    fetch: bool = True,
 ) -> running.Reconciler:
     """A reconciler over the configured (or given) repository; ``workers`` parse processes for a
     cold load (default: one per core; a threaded process such as the daemon must pass 1); with
-    ``sign``, its applies write signed chain checkpoints (the key made on first use)."""
+    ``sign``, its applies write signed chain checkpoints (the key made on first use). Without
+    ``fetch`` a remote is neither cloned nor fetched here: the daemon's first poll does it, so it
+    serves from its mirror while the remote is down."""
     db = db or running.open_database(settings.database)
-    source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir)
-    source.fetch()
+    source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir, clone=fetch)
+    if fetch:
+        source.fetch()
     return running.Reconciler(
         db,
         source,

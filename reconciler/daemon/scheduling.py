@@ -44,10 +44,12 @@ from reconciler.oversight import approving
 from reconciler.reconcile import running
 from reconciler.state import database, locking
 
-__all__ = ["STOP_GRACE_SECONDS", "Daemon"]
+__all__ = ["GIT_STOP_SECONDS", "STOP_GRACE_SECONDS", "Daemon"]
 
 #: How long a stop waits for a running reconcile before it leaves it (Kubernetes waits 30 s).
 STOP_GRACE_SECONDS = 25.0
+#: How long a stop lets a clone or fetch talk to the Git host before it kills it.
+GIT_STOP_SECONDS = 3.0
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,12 @@ class Daemon:
         finished = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-            if self._reconciling.acquire(timeout=grace_seconds):
+            # A reconcile finishes what it does, but a clone or fetch still waiting on the Git
+            # host after a few seconds is killed: the reconcile then fails at once, applying nothing.
+            finished_soon = self._reconciling.acquire(timeout=min(GIT_STOP_SECONDS, grace_seconds))
+            if not finished_soon:
+                self.reconciler.repo.cancel()
+            if finished_soon or self._reconciling.acquire(timeout=max(0.0, grace_seconds - GIT_STOP_SECONDS)):
                 self._reconciling.release()
             else:
                 finished = False
@@ -298,6 +305,11 @@ class Daemon:
 
     def readiness(self) -> tuple[bool, str]:
         if not self._first.is_set():
+            # A restart serves what the store has applied at once: the first poll may wait on a
+            # Git host that is down or does not answer, which must not take decisions down.
+            self._follow()
+            if self.applied_sha:
+                return True, f"serving {self.applied_sha} (the first reconcile is still running)"
             return False, "the first reconcile has not finished yet"
         if not self.applied_sha and not self.leadership.leading:
             self._follow()  # a follower: the leader may have applied since this replica's last poll
