@@ -19,6 +19,7 @@ from reconciler.state import actual as actual_
 
 __all__ = [
     "activation",
+    "converge_released",
     "drain",
     "instance_id",
     "is_held",
@@ -86,6 +87,18 @@ def retire_record(ctx: context.Context, record: Record, state: str, rollout: str
     record_state(ctx, record.tenant, record.name, "DEPLOYMENT_RETIRED", record.generation, state, "RETIRED", rollout=rollout)
     for instance in ctx.actual.instances.get(record.id, []):
         drain(ctx, instance)
+
+
+def converge_released(ctx: context.Context) -> None:
+    """Drain the instances of retired records that an emergency control held when their record
+    retired and has released since: Git wants them gone, and nothing else would look at them."""
+    for records in ctx.actual.deployments.values():
+        for record in records:
+            if record.state != "RETIRED":
+                continue
+            for instance in ctx.actual.instances.get(record.id, []):
+                if not is_held(instance):
+                    drain(ctx, instance)
 
 
 def activation(ctx: context.Context, tenant: str, environment: str) -> str:
