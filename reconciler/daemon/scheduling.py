@@ -8,7 +8,9 @@ coalesced into one):
   one in force; the failure shows in status and metrics.
 - **canary** (every ``canary_step_seconds``): one reconcile that may take the next canary step.
 - **approvals**: expire and escalate approval requests.
-- **heartbeats**: mark instances not heard from for ``heartbeat_timeout_seconds`` UNHEALTHY.
+- **heartbeats**: mark instances not heard from for their environment's
+  ``heartbeatTimeoutSeconds`` (else ``heartbeat_timeout_seconds``) UNHEALTHY, every third of the
+  shortest of them.
 - **retention**: archive op events past the retention to gzipped JSON Lines, then delete them;
   delete archives past the archive retention (both listed in a signed checkpoint).
 - **checkpoints** (every ``checkpoint_interval_seconds``): re-hash the stored genomes, then sign a
@@ -112,7 +114,7 @@ class Daemon:
             ("poll", self.poll, s.poll_interval_seconds, s.poll_jitter_seconds),
             ("canary", self.canary, s.canary_step_seconds, 0.0),
             ("approvals", self.sweep_approvals, s.approval_sweep_seconds, 0.0),
-            ("heartbeats", self.check_heartbeats, max(1.0, s.heartbeat_timeout_seconds / 3), 0.0),
+            ("heartbeats", self.check_heartbeats, _heartbeat_interval(s.heartbeat_timeout_seconds), 0.0),
             ("retention", self.retain, s.retention_interval_seconds, 0.0),
             ("checkpoints", self.checkpoint, s.checkpoint_interval_seconds, 0.0),
         ]
@@ -195,10 +197,20 @@ class Daemon:
 
     def check_heartbeats(self) -> None:
         if self.leadership.acquire():
+            default = self.settings.heartbeat_timeout_seconds
             with database.transaction(self.db) as connection:
-                stale = events.mark_stale(connection, self.clock.now(), self.settings.heartbeat_timeout_seconds)
+                stale = events.mark_stale(connection, self.clock.now(), default)
+                rules = events.heartbeat_rules(connection, default)
             if stale:
                 log.warning("%d instances without heartbeat marked UNHEALTHY: %s", len(stale), ", ".join(stale[:10]))
+            # Checked every third of the shortest timeout an environment states: an environment
+            # at 2 s is seen within ~3 s, not at the pace of the default.
+            self._every("heartbeats", _heartbeat_interval(min([default, *(t for t, _ in rules.values())])))
+
+    def _every(self, job_id: str, seconds: float) -> None:
+        job = self.scheduler.get_job(job_id) if self.scheduler.running else None
+        if job is not None and isinstance(job.trigger, IntervalTrigger) and job.trigger.interval.total_seconds() != seconds:
+            job.reschedule(IntervalTrigger(seconds=seconds, timezone=dt.UTC))
 
     def retain(self) -> None:
         if self.leadership.acquire():
@@ -364,3 +376,7 @@ class Daemon:
         if not self.leadership.leading:
             self.leadership.notify()  # the leader applies; it may not be the replica the host called
         return {"refresh": True, "ref": push.ref, "after": push.after}
+
+
+def _heartbeat_interval(timeout_seconds: float) -> float:
+    return max(1.0, timeout_seconds / 3)

@@ -35,6 +35,9 @@ Action = actions_.Action
 Condition = actions_.Condition
 Record = actual_.DeploymentRecord
 
+#: A tenant's kill switch → the state and change record of an instance created while it is pulled.
+_TENANT_HOLDS = {"pause": ("PAUSED", "EMERGENCY_PAUSE"), "quarantine": ("QUARANTINED", "EMERGENCY_QUARANTINE")}
+
 #: ``rollout`` of a canary record that went away before it completed because Git moved on.
 ABORTED = "ABORTED"
 
@@ -132,6 +135,11 @@ def _provision(ctx: context.Context, record: Record, ordinal: int, how: str) -> 
     }
     data = after | {"template": record.template}
     del data["state"]
+    hold = ctx.actual.tenant_holds.get(record.tenant)
+    if hold is not None:
+        # The tenant's kill switch holds what is created under it too: the row says so, as the
+        # decisions do (one truth), and resuming the tenant releases it like the others.
+        data["heldBy"] = f"tenant-{hold}"
     ctx.add(
         Action(
             op="provision",
@@ -144,7 +152,21 @@ def _provision(ctx: context.Context, record: Record, ordinal: int, how: str) -> 
             data=data,
         )
     )
-    if how == "immediate":
+    if hold is not None:
+        target, record_type = _TENANT_HOLDS[hold]
+        machines.INSTANCE.check("PROVISIONING", target)
+        ctx.add(
+            Action(
+                op="instance-state",
+                kind="Instance",
+                tenant=record.tenant,
+                name=iid,
+                record=record_type,
+                before={"state": "PROVISIONING"},
+                after={"state": target, "control": f"tenant-{hold}"},
+            )
+        )
+    elif how == "immediate":
         ctx.add(
             Action(
                 op="instance-state",
