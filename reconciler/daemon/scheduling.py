@@ -266,7 +266,19 @@ class Daemon:
                     self._refused = sha
                 revision = f"{self.ref}@sha1:{sha}" if sha else self.last.revision
                 self._finished("FAILED", revision, started, error=f"{type(exc).__name__}: {exc}")
-                log.error("reconcile of %s failed; the last good commit stays in force: %s", revision, exc)
+                problems = [str(p) for p in getattr(exc, "problems", None) or []]
+                # One line naming every problem (a JSON log carries them as a list too).
+                why = (
+                    f"{len(problems)} problem{'' if len(problems) == 1 else 's'}: " + "; ".join(problems)
+                    if problems
+                    else str(exc)
+                )
+                log.error(
+                    "reconcile of %s failed; the last good commit stays in force: %s",
+                    revision,
+                    why,
+                    extra={"revision": revision, "problems": problems} if problems else {"revision": revision},
+                )
                 return
         self._refused = None
         self.applied_sha = outcome.sha

@@ -118,10 +118,13 @@ class Repository:
     def _ensure_mirror(self) -> None:
         if self.mirrored:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(self._path.name + ".partial")
-        if tmp.exists():
-            shutil.rmtree(tmp)  # what an interrupted clone left
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)  # what an interrupted clone left
+        except OSError as exc:
+            raise errors.SourceError(f"cannot mirror {self.display} into {self._path.parent}: {exc.strerror or exc}") from exc
         self._network_git("clone", ["clone", "--mirror", "--quiet", "--", self.location, str(tmp)])
         tmp.rename(self._path)
 
