@@ -50,8 +50,9 @@ __all__ = ["GIT_STOP_SECONDS", "STOP_GRACE_SECONDS", "Daemon"]
 
 #: How long a stop waits for a running reconcile before it leaves it (Kubernetes waits 30 s).
 STOP_GRACE_SECONDS = 25.0
-#: How long a stop lets a clone or fetch talk to the Git host before it kills it.
-GIT_STOP_SECONDS = 3.0
+#: How long a stop lets a clone or fetch talk to the Git host before it kills it: long enough for
+#: a first clone on a busy host to finish (its reconcile then completes), short of the 25 s grace.
+GIT_STOP_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
 
