@@ -250,9 +250,10 @@ class Daemon:
             if self._stopping.is_set():
                 return
             sha = None
+            fetch_error: errors.SourceError | None = None
             try:
                 if fetch:
-                    self.reconciler.repo.fetch()
+                    fetch_error = self._fetch()
                 if ref is not None:  # the canary of the commit in force, the head being invalid
                     self._finish_canary(self.reconciler.apply(ref, advance=advance), started)
                     return
@@ -283,6 +284,11 @@ class Daemon:
                 return
         self._refused = None
         self.applied_sha = outcome.sha
+        if fetch_error is not None:
+            # What the mirror holds is applied and served, but the remote is unreachable: status
+            # and metrics say so until a fetch succeeds again.
+            self._finished("FAILED", outcome.revision, started, error=f"SourceError: {fetch_error}")
+            return
         self._finished(outcome.outcome, outcome.revision, started)
         if outcome.outcome != "UNCHANGED":
             log.info(
@@ -293,6 +299,19 @@ class Daemon:
                 outcome.seconds,
                 extra={"revision": outcome.revision, "outcome": outcome.outcome},
             )
+
+    def _fetch(self) -> errors.SourceError | None:
+        """Fetch the remote; when it cannot be reached but a mirror is on disk, the error (the
+        reconcile goes on with what the mirror holds, which may be newer than what is applied)."""
+        repo = self.reconciler.repo
+        try:
+            repo.fetch()
+        except errors.SourceError as exc:
+            if self._stopping.is_set() or not repo.mirrored:
+                raise
+            log.error("cannot fetch %s, reconciling what its mirror holds: %s", repo.display, exc)
+            return exc
+        return None
 
     def _finish_canary(self, outcome: running.Outcome, started: float) -> None:
         self.outcomes.inc(outcome.outcome)

@@ -114,3 +114,38 @@ def test_armctl_serve_says_where_it_listens_and_exits_0_on_sigterm_and_sigint(db
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_with_the_remote_gone_the_daemon_applies_what_its_mirror_holds(db_url: str, tmp_path: Path) -> None:
+    from reconciler import settings as settings_
+    from reconciler.daemon import scheduling
+    from reconciler.decisions import deciding
+    from reconciler.desired import repository
+    from reconciler.reconcile import running
+    from reconciler.state import database
+    from tests.daemon.test_jobs import _Always
+    from tests.server.serving import tenant_fleet
+
+    remote = procs.Remote(tmp_path / "git")
+    first = remote.push(FLEET, message="fleet")
+    db = database.connect(db_url)
+    database.migrate(db)
+    settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
+    mirror = repository.Repository(remote.url, cache_dir=settings.cache_dir, clone=False)
+    d = scheduling.Daemon(settings, db, running.Reconciler(db, mirror, "fleet"), deciding.Decider(db), leadership=_Always())
+    try:
+        d.poll()  # clones, then applies
+        assert d.applied_sha == first
+        second = remote.push({"fleet/globex.yaml": tenant_fleet("globex")}, message="add globex")
+        mirror.fetch()  # the mirror got the commit, then the remote went away before it was applied
+        shutil.rmtree(remote.bare)
+        d.poll()
+        assert d.applied_sha == second  # served from the mirror
+        assert d.readiness() == (True, f"serving {second}")
+        last = d.status()["lastReconcile"]
+        assert last["outcome"] == "FAILED" and "cannot fetch" in last["error"] and "fatal:" in last["error"]
+        assert "arm_reconcile_failing 1" in d.metrics()
+    finally:
+        d.stop()
+        db.dispose()
