@@ -5,7 +5,9 @@ coalesced into one):
 
 - **poll** (every ``poll_interval_seconds`` plus up to ``poll_jitter_seconds``): fetch the remote
   and apply the followed ref; a webhook runs it at once. A commit that fails keeps the last good
-  one in force; the failure shows in status and metrics.
+  one in force; the failure shows in status and metrics. A remote that cannot be reached is a
+  failure too, but the ref is still applied from the mirror on disk (the first clone happens
+  here, not at start-up, so a daemon serves the store's commit while the remote is down).
 - **canary** (every ``canary_step_seconds``): one reconcile that may take the next canary step.
 - **approvals**: expire and escalate approval requests.
 - **heartbeats**: mark instances not heard from for their environment's
