@@ -19,7 +19,7 @@ import click
 from reconciler import __version__, clock, errors
 from reconciler import settings as settings_
 from reconciler.audit import chain, integrity
-from reconciler.cli import keying, planview
+from reconciler.cli import keying, output, planview
 from reconciler.evidence import checkpoints, packing, unpacking
 from reconciler.evidence import keys as keys_
 from reconciler.reconcile import running
@@ -174,7 +174,7 @@ def export(settings: settings_.Settings, tenant: str, since: str | None, until: 
     size = made.path.stat().st_size
     click.echo(f"Wrote {made.path} ({size} bytes): audit pack of tenant {tenant}, signed by key {made.kid}.")
     for name, count in counts.items():
-        click.echo(f"  {name}: {count} records")
+        click.echo(f"  {name}: {output.plural(int(count or 0), 'record')}")
     click.echo(f"Check it anywhere: armctl audit verify-pack {out} --key <public key of {made.kid}>")
 
 
@@ -199,8 +199,8 @@ def verify_pack(pack: str, key: str | None, fmt: str) -> None:
         records = sum(report.records.values())
         click.echo(
             click.style("✓ ", fg="green") + f"{pack}: audit pack of tenant {report.tenant} "
-            f"({report.since or 'the beginning'} to {report.until or report.created_at}), {report.files} files, {records} records; "
-            f"manifest signed by key {report.kid}, checked with {by}; {report.checkpoints} checkpoints verify and anchor "
+            f"({report.since or 'the beginning'} to {report.until or report.created_at}), {output.plural(report.files, 'file')}, {output.plural(records, 'record')}; "
+            f"manifest signed by key {report.kid}, checked with {by}; {output.plural(report.checkpoints, 'checkpoint')} verify and anchor "
             f"records {report.chain.get('fromSeq')} to {report.chain.get('toSeq')}"
         )
         sys.exit(0)

@@ -19,7 +19,7 @@ import click
 
 from reconciler import clock, errors
 from reconciler import settings as settings_
-from reconciler.cli import planview
+from reconciler.cli import output, planview
 from reconciler.lifecycle import machines
 from reconciler.oversight import holds
 from reconciler.reconcile import reporting, running
@@ -109,11 +109,10 @@ def list_(
     if not rows:
         click.echo("No instances match.")
         return
-    width = max(len(row["id"]) for row in rows)
-    for row in rows:
-        click.echo(
-            f"{row['id']:<{width}}  {_state_text(row):28} {row['version']:24} {row['environment']:10} health {row['health']}"
-        )
+    output.print_table(
+        ("ID", "STATE", "VERSION", "ENVIRONMENT", "HEALTH"),
+        [(row["id"], _state_text(row), row["version"], row["environment"], row["health"]) for row in rows],
+    )
 
 
 @instance.command()

@@ -75,8 +75,10 @@ def decide(
         )
         for reason in decision.reasons:
             click.echo(f"  {reason}")
-        if decision.approval_id is not None:
+        if decision.approval_id is not None and decision.decision == "NEEDS_APPROVAL":
             click.echo(
                 f"  approval {decision.approval_id}: 'armctl approvals approve {decision.approval_id} --as OPERATOR -m WHY'"
             )
+        elif decision.approval_id is not None:  # the call was allowed by (or denied against) an approval already decided
+            click.echo(f"  approval {decision.approval_id} (decided; 'armctl approvals list --status all' shows it)")
     sys.exit(EXIT_CODES[decision.decision])

@@ -117,27 +117,46 @@ def schema(kind: str | None) -> None:
     click.echo(json.dumps(models.json_schema(kind), indent=2))
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(message, err=True)
+def _fail(
+    message: str, code: int = 1, *, as_json: bool = False, kind: str = "", problems: list[errors.Problem] | None = None
+) -> NoReturn:
+    """Report an error and exit: ``Type: message`` on stderr, or under ``--format json`` one
+    JSON object on stdout (``{"error": Type, "message": ..., "problems"?: [...]}``, the shape
+    ``output.json_errors`` gives), so a script that parses the output gets an object whatever
+    happened."""
+    if as_json:
+        error: dict[str, object] = {"error": kind, "message": message}
+        if problems:
+            error["problems"] = [p.as_dict() for p in problems]
+        click.echo(json.dumps(error, indent=2))
+    else:
+        click.echo(f"{kind}: {message}" if kind else message, err=True)
     sys.exit(code)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """Whether the command line asks for ``--format json`` (read before click parses it: the
+    error may be click's own)."""
+    return any(a == "--format=json" or (a == "--format" and b == "json") for a, b in zip(argv, [*argv[1:], ""], strict=True))
 
 
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the ``armctl`` console script."""
+    as_json = _wants_json(sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="armctl", standalone_mode=False)
-    except errors.ValidationFailed as exc:
-        _fail(f"ValidationFailed: {exc}")
     except errors.ArmError as exc:
-        _fail(f"{type(exc).__name__}: {exc}")
+        _fail(str(exc), as_json=as_json, kind=type(exc).__name__, problems=getattr(exc, "problems", None))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         # Usage errors exit 1, not click's 2: 2 means "changes" for ``armctl plan``.
+        if as_json:
+            _fail(exc.format_message(), as_json=True, kind=type(exc).__name__)
         exc.show()
         sys.exit(1)
     except click.exceptions.Abort:
-        _fail("Aborted.")
+        _fail("Aborted.", as_json=as_json, kind="Aborted" if as_json else "")
     except KeyboardInterrupt:
-        _fail("Interrupted.", 130)
+        _fail("Interrupted.", 130, as_json=as_json, kind="Interrupted" if as_json else "")
     sys.exit(0)

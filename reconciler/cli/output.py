@@ -20,7 +20,7 @@ import click
 from reconciler import errors
 from reconciler.desired import caching, snapshot
 
-__all__ = ["configure_logging", "json_errors", "print_validation", "validation_json"]
+__all__ = ["configure_logging", "json_errors", "plural", "print_table", "print_validation", "validation_json"]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -61,6 +61,10 @@ def configure_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The scheduler logs every job run at INFO ("Running job ...", "executed successfully"):
+    # at --log-level info that drowned what the daemon itself says. Its warnings (a missed or
+    # failed job) still show; --log-level debug shows everything.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 def commit_json(snap: snapshot.Snapshot) -> dict[str, Any]:
@@ -82,7 +86,7 @@ def validation_json(snap: snapshot.Snapshot, elapsed: float, cache: caching.Pars
         "commit": commit_json(snap),
         "counts": snap.counts(),
         "files": snap.files,
-        "problems": [p.as_dict() for p in snap.problems],
+        "problems": [p.as_dict() for p in _in_order(snap.problems)],
         "warnings": [w.as_dict() for w in snap.warnings],
         "seconds": round(elapsed, 4),
         "cache": {"hits": cache.hits, "misses": cache.misses},
@@ -100,7 +104,7 @@ def print_validation(snap: snapshot.Snapshot, elapsed: float) -> None:
     else:
         n = len(snap.problems)
         click.echo(click.style(f"✗ {n} problem{'s' if n != 1 else ''}", fg="red", bold=True))
-        for problem in snap.problems:
+        for problem in _in_order(snap.problems):
             click.echo(f"  {click.style(problem.where(), bold=True)}: {problem.message}")
     if snap.warnings:
         n = len(snap.warnings)
@@ -140,7 +144,7 @@ def print_status(report: dict[str, Any]) -> None:
             colour = {"APPLIED": "green", "NOOP": "green", "FAILED": "red"}.get(run["outcome"], "yellow")
             sha = (run["sha"] or "")[:12]
             click.echo(
-                f"  #{run['id']} {click.style(run['outcome'], fg=colour):8} {sha} {run['startedAt']} ({run['actions']} changes)"
+                f"  #{run['id']} {click.style(run['outcome'], fg=colour):8} {sha} {run['startedAt']} ({plural(run['actions'], 'change')})"
             )
             for error in run["errors"][:10]:
                 where = error.get("file", "")
@@ -201,3 +205,21 @@ def source_options(func: Any) -> Any:
     func = click.option("--ref", default=None, help="Branch, tag or SHA (env ARM_REF, default HEAD).")(func)
     func = click.option("--repo", default=None, help="Repository: local path or Git URL (env ARM_REPO, default .).")(func)
     return func
+
+
+def _in_order(problems: list[errors.Problem]) -> list[errors.Problem]:
+    """By file, document and line: the order a reader fixes them in."""
+    return sorted(problems, key=lambda p: (p.file, -1 if p.document is None else p.document, p.line or 0))
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 replica``, ``2 replicas``: counts read as English (nouns here take an ``s``)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell, under a header line."""
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from reconciler.cli import output
 from reconciler.policy import testing
 from reconciler.reconcile import actions
 
@@ -81,14 +82,14 @@ def _detail(action: actions.Action) -> str:
         return "; ".join(_change_text(path, b, a) for path, b, a in changes)
     if action.op == "record-rollout" and "step" in (action.after or {}):
         b, a = action.before, action.after
-        return f"canary weight {b['weight']}% → {a['weight']}% (step {a['step']}): {a['instances']} instances on the new version"
+        return f"canary weight {b['weight']}% → {a['weight']}% (step {a['step']}): {output.plural(a['instances'], 'instance')} on the new version"
     if action.op in ("transition", "record-state", "instance-state", "record-rollout"):
         before = action.before or {}
         after = action.after or {}
         keys = [k for k in after if before.get(k) != after.get(k) and k != "generation"]
         return ", ".join(f"{k}: {before.get(k)} → {after[k]}" if k in before else f"{k}: {after[k]}" for k in keys)
     if action.op == "deploy":
-        return f"generation {action.after['generation']}: {action.before['version'] or 'none'} → {action.after['version']}, {action.after['replicas']} replicas"
+        return f"generation {action.after['generation']}: {action.before['version'] or 'none'} → {action.after['version']}, {output.plural(action.after['replicas'], 'replica')}"
     if action.op == "request-approval":
         return f"{action.after['transition']}: {action.after['required']} from {' or '.join(action.after['roles'])}"
     if action.op == "record-replicas":
@@ -141,7 +142,7 @@ def print_plan(plan: actions.Plan) -> None:
             click.echo(f"  {click.style('!', fg='yellow')} {w}")
     if plan.actions:
         summary = ", ".join(f"{n} {record}" for record, n in plan.counts().items())
-        click.echo(f"\n{len(plan.actions)} changes: {summary}")
+        click.echo(f"\n{output.plural(len(plan.actions), 'change')}: {summary}")
 
 
 def plan_markdown(
@@ -158,7 +159,12 @@ def plan_markdown(
     if not plan.actions:
         lines.append("**No changes.** The database matches the commit.")
     else:
-        lines += [f"**{len(plan.actions)} changes**", "", "| | kind | object | change | details |", "|---|---|---|---|---|"]
+        lines += [
+            f"**{output.plural(len(plan.actions), 'change')}**",
+            "",
+            "| | kind | object | change | details |",
+            "|---|---|---|---|---|",
+        ]
         for action in plan.actions:
             symbol, _ = _SYMBOLS.get(action.op, ("*", ""))
             lines.append(f"| {symbol} | {action.kind} | `{action.name}` | `{action.record}` | {_detail(action)} |")

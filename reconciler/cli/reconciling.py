@@ -33,13 +33,17 @@ def make_reconciler(
     *,
     workers: int | None = None,
     sign: bool = False,
+    fetch: bool = True,
 ) -> running.Reconciler:
     """A reconciler over the configured (or given) repository; ``workers`` parse processes for a
     cold load (default: one per core; a threaded process such as the daemon must pass 1); with
-    ``sign``, its applies write signed chain checkpoints (the key made on first use)."""
+    ``sign``, its applies write signed chain checkpoints (the key made on first use). Without
+    ``fetch`` a remote is neither cloned nor fetched here: the daemon's first poll does it, so it
+    serves from its mirror while the remote is down."""
     db = db or running.open_database(settings.database)
-    source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir)
-    source.fetch()
+    source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir, clone=fetch)
+    if fetch:
+        source.fetch()
     return running.Reconciler(
         db,
         source,
@@ -240,11 +244,14 @@ def apply(settings: settings_.Settings, repo: str | None, ref: str | None, path:
         planview.print_plan(outcome.plan)
     click.echo(
         click.style("\n✓ applied ", fg="green")
-        + f"{outcome.revision}: {len(outcome.plan.actions)} changes, {outcome.records} change records, run {outcome.run_id} ({outcome.seconds:.2f} s)"
+        + f"{outcome.revision}: {output.plural(len(outcome.plan.actions), 'change')}, {output.plural(outcome.records, 'change record')},"
+        f" run {outcome.run_id} ({outcome.seconds:.2f} s)"
     )
     waiting = [c for c in outcome.plan.conditions if c.type == "Waiting"]
     if waiting and not outcome.plan.actions:
-        click.echo(f"{len(waiting)} objects wait on gates: see 'armctl status'.")
+        click.echo(
+            f"{output.plural(len(waiting), 'object')} {'waits' if len(waiting) == 1 else 'wait'} on gates: see 'armctl status'."
+        )
     _print_rollouts(outcome)
 
 
@@ -297,12 +304,15 @@ def _time(value: str | None) -> dt.datetime | None:
 @click.option("--tenant", default=None)
 @click.option("--since", default=None, help="ISO 8601 time.")
 @click.option("--until", default=None, help="ISO 8601 time.")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="Keep the newest this many matching records."
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj
 def history(settings: settings_.Settings, sha: str | None, kind: str | None, name: str | None, type_: str | None,
             tenant: str | None, since: str | None, until: str | None, limit: int, fmt: str) -> None:  # fmt: skip
-    """Change records, oldest first, filtered by commit, object, type and time."""
+    """Change records, oldest first, filtered by commit, object, type and time: the newest
+    --limit of those that match (a note on stderr says when the limit cut older ones)."""
     db = running.open_database(settings.database)
     with database.reading(db) as connection:
         rows = reporting.history(
@@ -325,3 +335,8 @@ def history(settings: settings_.Settings, sha: str | None, kind: str | None, nam
         click.echo(f"{row['at'][:19]}  {sha_text:12}  {row['type']:24} {row['object_kind']}/{row['object_name']}  by {who}")
     if not rows:
         click.echo("No change records match.")
+    elif len(rows) == limit:
+        click.echo(
+            f"(the newest {limit} matching records, oldest first; older ones may exist: raise --limit or narrow with --since)",
+            err=True,
+        )

@@ -34,6 +34,18 @@ def _tune_process() -> None:
     gc.freeze()
 
 
+def _stop_on_signals(server: Any) -> None:
+    """SIGTERM and SIGINT (Ctrl-C) stop the server and the process exits 0.
+
+    uvicorn handles both while it serves (stops taking requests, answers those in flight) and
+    afterwards raises the signal again for the previous handler: this one, which only asks the
+    server to stop, so the process exits 0 — also when the signal comes before serving starts
+    (the default handlers would end it by the signal, or click would turn Ctrl-C into "Aborted.").
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: setattr(server, "should_exit", True))
+
+
 def _http_options(application: Any, settings: settings_.Settings) -> dict[str, Any]:
     from reconciler.server import protocol
 
@@ -72,7 +84,7 @@ def run(
     try:
         # One parse process: forking a process that runs threads (scheduler, server, writer) can
         # copy a held lock into the child and hang it. The parse cache makes restarts warm anyway.
-        reconciler = reconciling.make_reconciler(settings, None, None, db, workers=1, sign=True)
+        reconciler = reconciling.make_reconciler(settings, None, None, db, workers=1, sign=True, fetch=False)
         decider = deciding.Decider(db, engine=deciding_cli.policy_engine(settings), group_commit=True)
         daemon = scheduling.Daemon(settings, db, reconciler, decider, leadership=leadership)
         application = app.create_app(
@@ -85,10 +97,7 @@ def run(
             )
         )
         _tune_process()
-        # uvicorn handles SIGTERM while it serves (stops taking requests, answers those in flight)
-        # and afterwards raises it again for the previous handler: this one, which only asks the
-        # server to stop, so the process exits 0 — also when the signal comes before serving starts.
-        signal.signal(signal.SIGTERM, lambda signum, frame: setattr(server, "should_exit", True))
+        _stop_on_signals(server)
         click.echo(
             f"armctl run: serving http://{host}:{port}, following {settings.ref} of {reconciler.repo.display} "
             f"every {settings.poll_interval_seconds:g} s ({'leader' if leadership.leading else 'follower'})",
@@ -132,5 +141,13 @@ def serve(settings: settings_.Settings, host: str, port: int) -> None:
     # The console's simulator reads other refs of the configured repository (opened on first use).
     source = simulating.Source(lambda: repository.Repository(settings.repo, cache_dir=settings.cache_dir), settings.path)
     application = app.create_app(db, decider=decider, signer=keying.signer(settings), source=source)
+    server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, **_http_options(application, settings)))
     _tune_process()
-    uvicorn.run(application, host=host, port=port, **_http_options(application, settings))
+    _stop_on_signals(server)
+    click.echo(f"armctl serve: serving http://{host}:{port} from {db.url.render_as_string(hide_password=True)}", err=True)
+    try:
+        server.run()
+    finally:
+        decider.close()  # stores the decisions still queued
+    if not server.started:
+        raise SystemExit(1)

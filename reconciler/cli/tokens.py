@@ -1,4 +1,4 @@
-"""``armctl token create | revoke``: the API's credentials, stored hashed and shown once.
+"""``armctl token create | list | revoke``: the API's credentials, stored hashed and shown once.
 
 Checks what only the command line can get wrong (an operator token without ``--operator``,
 ``--instance`` on a ci token, ``--template`` on anything but a ci token) as a
@@ -8,11 +8,13 @@ against the applied fleet (tenant, operator, instances, templates).
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from reconciler import clock, errors
 from reconciler import settings as settings_
-from reconciler.cli import planview
+from reconciler.cli import output, planview
 from reconciler.oversight import access
 from reconciler.reconcile import running
 from reconciler.state import database
@@ -24,7 +26,7 @@ FORMATS = click.Choice(["text", "json"])
 
 @click.group()
 def token() -> None:
-    """Create and revoke API tokens (stored hashed; shown once)."""
+    """Create, list and revoke API tokens (stored hashed; shown once)."""
 
 
 @token.command("create")
@@ -81,6 +83,53 @@ def create(
     click.echo(value)
 
 
+@token.command("list")
+@click.option("--all", "everything", is_flag=True, help="Include revoked and expired tokens.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def list_(settings: settings_.Settings, everything: bool, fmt: str) -> None:
+    """List tokens by name, kind, tenant and scope (never their values): live ones, or all with --all."""
+    db = running.open_database(settings.database)
+    with database.reading(db) as connection:
+        rows = access.listing(connection, clock.SystemClock().now())
+    if not everything:
+        rows = [r for r in rows if r["status"] == "live"]
+    if fmt == "json":
+        click.echo(planview.dumps([_token_json(r) for r in rows]))
+        return
+    if not rows:
+        click.echo("No tokens." if everything else "No live tokens ('--all' lists revoked and expired ones too).")
+        return
+    table: list[tuple[str, ...]] = []
+    for r in rows:
+        scope = ", ".join(r["scope"].get("instances") or r["scope"].get("templates") or []) or "tenant"
+        expires = r["expires_at"].strftime("%Y-%m-%d %H:%M") if r["expires_at"] else "never"
+        table.append(
+            (
+                str(r["name"]),
+                str(r["kind"]),
+                str(r["tenant"]),
+                str(r["operator"] or "-"),
+                scope,
+                r["created_at"].strftime("%Y-%m-%d %H:%M"),
+                expires,
+                str(r["status"]),
+            )
+        )
+    output.print_table(("NAME", "KIND", "TENANT", "OPERATOR", "SCOPE", "CREATED", "EXPIRES", "STATUS"), table)
+
+
+def _token_json(row: dict[str, Any]) -> dict[str, Any]:
+    def at(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "name": row["name"], "kind": row["kind"], "tenant": row["tenant"], "operator": row["operator"], "scope": row["scope"],
+        "createdAt": at(row["created_at"]), "expiresAt": at(row["expires_at"]), "revokedAt": at(row["revoked_at"]),
+        "status": row["status"],
+    }  # fmt: skip
+
+
 @token.command("revoke")
 @click.option("--name", required=True)
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
@@ -98,4 +147,4 @@ def revoke(settings: settings_.Settings, name: str, fmt: str) -> None:
     if count == 0:
         click.echo(f"Every token named {name!r} is already revoked; nothing to do.")
         return
-    click.echo(f"Revoked {count} token(s) named {name!r}.")
+    click.echo(f"Revoked {output.plural(count, 'token')} named {name!r}.")

@@ -5,10 +5,14 @@ coalesced into one):
 
 - **poll** (every ``poll_interval_seconds`` plus up to ``poll_jitter_seconds``): fetch the remote
   and apply the followed ref; a webhook runs it at once. A commit that fails keeps the last good
-  one in force; the failure shows in status and metrics.
+  one in force; the failure shows in status and metrics. A remote that cannot be reached is a
+  failure too, but the ref is still applied from the mirror on disk (the first clone happens
+  here, not at start-up, so a daemon serves the store's commit while the remote is down).
 - **canary** (every ``canary_step_seconds``): one reconcile that may take the next canary step.
 - **approvals**: expire and escalate approval requests.
-- **heartbeats**: mark instances not heard from for ``heartbeat_timeout_seconds`` UNHEALTHY.
+- **heartbeats**: mark instances not heard from for their environment's
+  ``heartbeatTimeoutSeconds`` (else ``heartbeat_timeout_seconds``) UNHEALTHY, every third of the
+  shortest of them.
 - **retention**: archive op events past the retention to gzipped JSON Lines, then delete them;
   delete archives past the archive retention (both listed in a signed checkpoint).
 - **notifications** (every ``notify_interval_seconds``): deliver the notification outbox's rows
@@ -48,10 +52,13 @@ from reconciler.oversight import approving
 from reconciler.reconcile import running
 from reconciler.state import database, locking
 
-__all__ = ["STOP_GRACE_SECONDS", "Daemon"]
+__all__ = ["GIT_STOP_SECONDS", "STOP_GRACE_SECONDS", "Daemon"]
 
 #: How long a stop waits for a running reconcile before it leaves it (Kubernetes waits 30 s).
 STOP_GRACE_SECONDS = 25.0
+#: How long a stop lets a clone or fetch talk to the Git host before it kills it: long enough for
+#: a first clone on a busy host to finish (its reconcile then completes), short of the 25 s grace.
+GIT_STOP_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +121,7 @@ class Daemon:
             ("poll", self.poll, s.poll_interval_seconds, s.poll_jitter_seconds),
             ("canary", self.canary, s.canary_step_seconds, 0.0),
             ("approvals", self.sweep_approvals, s.approval_sweep_seconds, 0.0),
-            ("heartbeats", self.check_heartbeats, max(1.0, s.heartbeat_timeout_seconds / 3), 0.0),
+            ("heartbeats", self.check_heartbeats, _heartbeat_interval(s.heartbeat_timeout_seconds), 0.0),
             ("retention", self.retain, s.retention_interval_seconds, 0.0),
             ("checkpoints", self.checkpoint, s.checkpoint_interval_seconds, 0.0),
             ("notifications", self.notify, s.notify_interval_seconds, 0.0),
@@ -137,7 +144,12 @@ class Daemon:
         finished = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-            if self._reconciling.acquire(timeout=grace_seconds):
+            # A reconcile finishes what it does, but a clone or fetch still waiting on the Git
+            # host after a few seconds is killed: the reconcile then fails at once, applying nothing.
+            finished_soon = self._reconciling.acquire(timeout=min(GIT_STOP_SECONDS, grace_seconds))
+            if not finished_soon:
+                self.reconciler.repo.cancel()
+            if finished_soon or self._reconciling.acquire(timeout=max(0.0, grace_seconds - GIT_STOP_SECONDS)):
                 self._reconciling.release()
             else:
                 finished = False
@@ -193,10 +205,20 @@ class Daemon:
 
     def check_heartbeats(self) -> None:
         if self.leadership.acquire():
+            default = self.settings.heartbeat_timeout_seconds
             with database.transaction(self.db) as connection:
-                stale = events.mark_stale(connection, self.clock.now(), self.settings.heartbeat_timeout_seconds)
+                stale = events.mark_stale(connection, self.clock.now(), default)
+                rules = events.heartbeat_rules(connection, default)
             if stale:
                 log.warning("%d instances without heartbeat marked UNHEALTHY: %s", len(stale), ", ".join(stale[:10]))
+            # Checked every third of the shortest timeout an environment states: an environment
+            # at 2 s is seen within ~3 s, not at the pace of the default.
+            self._every("heartbeats", _heartbeat_interval(min([default, *(t for t, _ in rules.values())])))
+
+    def _every(self, job_id: str, seconds: float) -> None:
+        job = self.scheduler.get_job(job_id) if self.scheduler.running else None
+        if job is not None and isinstance(job.trigger, IntervalTrigger) and job.trigger.interval.total_seconds() != seconds:
+            job.reschedule(IntervalTrigger(seconds=seconds, timezone=dt.UTC))
 
     def retain(self) -> None:
         if self.leadership.acquire():
@@ -243,9 +265,10 @@ class Daemon:
             if self._stopping.is_set():
                 return
             sha = None
+            fetch_error: errors.SourceError | None = None
             try:
                 if fetch:
-                    self.reconciler.repo.fetch()
+                    fetch_error = self._fetch()
                 if ref is not None:  # the canary of the commit in force, the head being invalid
                     self._finish_canary(self.reconciler.apply(ref, advance=advance), started)
                     return
@@ -260,11 +283,28 @@ class Daemon:
                     self._refused = sha
                 revision = f"{self.ref}@sha1:{sha}" if sha else self.last.revision
                 self._finished("FAILED", revision, started, error=f"{type(exc).__name__}: {exc}")
-                log.error("reconcile of %s failed; the last good commit stays in force: %s", revision, exc)
+                problems = [str(p) for p in getattr(exc, "problems", None) or []]
+                # One line naming every problem (a JSON log carries them as a list too).
+                why = (
+                    f"{len(problems)} problem{'' if len(problems) == 1 else 's'}: " + "; ".join(problems)
+                    if problems
+                    else str(exc)
+                )
+                log.error(
+                    "reconcile of %s failed; the last good commit stays in force: %s",
+                    revision,
+                    why,
+                    extra={"revision": revision, "problems": problems} if problems else {"revision": revision},
+                )
                 return
         self._refused = None
         if outcome.outcome != "WAITING":  # a policy change waiting for approval is not applied
             self.applied_sha = outcome.sha
+        if fetch_error is not None:
+            # What the mirror holds is applied and served, but the remote is unreachable: status
+            # and metrics say so until a fetch succeeds again.
+            self._finished("FAILED", outcome.revision, started, error=f"SourceError: {fetch_error}")
+            return
         self._finished(outcome.outcome, outcome.revision, started)
         if outcome.outcome != "UNCHANGED":
             log.info(
@@ -275,6 +315,19 @@ class Daemon:
                 outcome.seconds,
                 extra={"revision": outcome.revision, "outcome": outcome.outcome},
             )
+
+    def _fetch(self) -> errors.SourceError | None:
+        """Fetch the remote; when it cannot be reached but a mirror is on disk, the error (the
+        reconcile goes on with what the mirror holds, which may be newer than what is applied)."""
+        repo = self.reconciler.repo
+        try:
+            repo.fetch()
+        except errors.SourceError as exc:
+            if self._stopping.is_set() or not repo.mirrored:
+                raise
+            log.error("cannot fetch %s, reconciling what its mirror holds: %s", repo.display, exc)
+            return exc
+        return None
 
     def _finish_canary(self, outcome: running.Outcome, started: float) -> None:
         self.outcomes.inc(outcome.outcome)
@@ -312,6 +365,11 @@ class Daemon:
 
     def readiness(self) -> tuple[bool, str]:
         if not self._first.is_set():
+            # A restart serves what the store has applied at once: the first poll may wait on a
+            # Git host that is down or does not answer, which must not take decisions down.
+            self._follow()
+            if self.applied_sha:
+                return True, f"serving {self.applied_sha} (the first reconcile is still running)"
             return False, "the first reconcile has not finished yet"
         if not self.applied_sha and not self.leadership.leading:
             self._follow()  # a follower: the leader may have applied since this replica's last poll
@@ -366,3 +424,7 @@ class Daemon:
         if not self.leadership.leading:
             self.leadership.notify()  # the leader applies; it may not be the replica the host called
         return {"refresh": True, "ref": push.ref, "after": push.after}
+
+
+def _heartbeat_interval(timeout_seconds: float) -> float:
+    return max(1.0, timeout_seconds / 3)

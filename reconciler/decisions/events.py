@@ -22,7 +22,7 @@ from reconciler.policy import inputs as policy_deciding
 from reconciler.policy import risk
 from reconciler.state import fleetstate, opevents, tables
 
-__all__ = ["EVENT_TYPES", "mark_stale", "record", "record_decision_logs"]
+__all__ = ["EVENT_TYPES", "heartbeat_rules", "mark_stale", "record", "record_decision_logs"]
 
 EVENT_TYPES = ("HEARTBEAT", "COST", "TOOL_RESULT")
 
@@ -83,24 +83,38 @@ def record_decision_logs(connection: sa.Connection, tenant: str, entries: list[A
 
 
 def mark_stale(connection: sa.Connection, now: dt.datetime, timeout_seconds: float) -> list[str]:
-    """Mark ACTIVE instances not heard from for ``timeout_seconds`` UNHEALTHY; returns their ids.
+    """Mark ACTIVE instances not heard from for their environment's timeout UNHEALTHY; returns
+    their ids.
 
-    An instance that never sent a heartbeat (activated at once by its environment) counts from
-    its last change. Each newly unhealthy instance gets a ``HEALTH`` op event. Health is not part
-    of what a commit declares, so the state generation stays: a canary step reads its
-    instances' health afresh, and nothing else in a plan depends on it (bumping it made every
-    instance going quiet cost a full re-plan of the fleet).
+    The timeout is the environment's ``heartbeatTimeoutSeconds`` where it states one, else
+    ``timeout_seconds`` (``ARM_HEARTBEAT_TIMEOUT_SECONDS``). An instance that never sent a
+    heartbeat counts from its last change, except in an environment that activates instances at
+    once (``activation: immediate``): it needs no runtime heartbeat, so silence there is only
+    watched once a runtime has sent one. Each newly unhealthy instance gets a ``HEALTH`` op event.
+    Health is not part of what a commit declares, so the state generation stays: a canary step
+    reads its instances' health afresh, and nothing else in a plan depends on it (bumping it made
+    every instance going quiet cost a full re-plan of the fleet).
     """
+    environments = heartbeat_rules(connection, timeout_seconds)
     i = tables.instances.c
-    cutoff = now - dt.timedelta(seconds=timeout_seconds)
+    shortest = min([timeout_seconds, *(rule[0] for rule in environments.values())])
     rows = connection.execute(
-        sa.select(i.id, i.tenant, i.last_heartbeat).where(
-            i.state == "ACTIVE", i.health != "UNHEALTHY", sa.func.coalesce(i.last_heartbeat, i.updated_at) < cutoff
+        sa.select(i.id, i.tenant, i.environment, i.last_heartbeat, i.updated_at).where(
+            i.state == "ACTIVE",
+            i.health != "UNHEALTHY",
+            sa.func.coalesce(i.last_heartbeat, i.updated_at) < now - dt.timedelta(seconds=shortest),
         )
     ).all()
-    if not rows:
+    stale = []
+    for r in rows:
+        timeout, immediate = environments.get((r.tenant, r.environment), (timeout_seconds, False))
+        if r.last_heartbeat is None and immediate:
+            continue
+        if (r.last_heartbeat or r.updated_at) < now - dt.timedelta(seconds=timeout):
+            stale.append((r, timeout))
+    if not stale:
         return []
-    ids = [r.id for r in rows]
+    ids = [r.id for r, _ in stale]
     connection.execute(tables.instances.update().where(i.id.in_(ids)).values(health="UNHEALTHY"))
     opevents.add(
         connection,
@@ -110,13 +124,28 @@ def mark_stale(connection: sa.Connection, now: dt.datetime, timeout_seconds: flo
                 r.id,
                 now,
                 "UNHEALTHY",
-                f"no heartbeat for {timeout_seconds:g} s"
+                f"no heartbeat for {timeout:g} s"
                 + (f" (last {r.last_heartbeat.isoformat()})" if r.last_heartbeat else " (none received)"),
             )
-            for r in rows
+            for r, timeout in stale
         ],
     )
     return ids
+
+
+def heartbeat_rules(connection: sa.Connection, default_seconds: float) -> dict[tuple[str, str], tuple[float, bool]]:
+    """(tenant, environment) → (heartbeat timeout in seconds, activates at once) of every
+    environment applied; the timeout is ``default_seconds`` where the manifest states none."""
+    e = tables.environments.c
+    rules = {}
+    for tenant, name, spec in connection.execute(sa.select(e.tenant, e.name, e.spec).where(e.status == "ACTIVE")):
+        spec = spec if isinstance(spec, dict) else {}
+        stated = spec.get("heartbeatTimeoutSeconds")
+        timeout = (
+            float(stated) if isinstance(stated, int | float) and not isinstance(stated, bool) and stated > 0 else default_seconds
+        )
+        rules[(tenant, name)] = (timeout, spec.get("activation") == "immediate")
+    return rules
 
 
 def _health(tenant: str, instance: str, now: dt.datetime, health: str, reason: str) -> dict[str, Any]:

@@ -118,8 +118,12 @@ class ParseCache:
         if path is None or not self._added:
             return
         previous = self._stored_last if self._current_encoded is not self._stored_last else self._stored_before
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".parsed-", suffix=".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".parsed-", suffix=".tmp")
+        except OSError as exc:  # the cache only saves time: a state directory that cannot be written loses nothing
+            log.warning("cannot write parse cache %s: %s", path, exc)
+            return
         try:
             with os.fdopen(fd, "wb") as f:
                 pickle.dump(

@@ -19,7 +19,7 @@ import multiprocessing
 import posixpath
 
 from reconciler import errors
-from reconciler.desired import caching, checking, documents, genome, kinds, repository, snapshot
+from reconciler.desired import caching, checking, documents, genome, kinds, repository, snapshot, yamlloading
 
 __all__ = ["Limits", "load"]
 
@@ -121,10 +121,12 @@ class _Loader:
         manifests, rego_files = self._select_files()
         parsed = self._all_parsed = self._parse(manifests)
         rego = self._read_rego(rego_files)
+        located = len(self.problems)  # the parser's problems carry their field's line already
         objects = self._build_objects(parsed)
         prompt_hashes, genome_hashes = self._hash_genomes(objects)
         invalid = {name for _, result in parsed for name in result.invalid}
         self.problems.extend(checking.check_references(objects, invalid))
+        self.problems[located:] = self._at_field_lines(self.problems[located:])
         return snapshot.Snapshot(
             source=self.repo.display,
             ref=ref,
@@ -205,6 +207,25 @@ class _Loader:
             parsed = results[entry.path]
             self.problems.extend(parsed.problems)
             out.append((entry, parsed))
+        return out
+
+    def _at_field_lines(self, problems: list[errors.Problem]) -> list[errors.Problem]:
+        """Problems found on built objects (references, tenants, prompt files) carry their
+        document's first line; point them at their field's line instead. Only the files with such
+        problems are read again and composed, once each."""
+        wanted = {p.file for p in problems if p.field and p.document is not None and p.file in self.tree}
+        if not wanted:
+            return problems
+        blobs = self.repo.read_blobs(self.tree[path].sha for path in wanted)
+        locators = {path: yamlloading.Locator(blobs[self.tree[path].sha].decode("utf-8", "replace")) for path in wanted}
+        out = []
+        for problem in problems:
+            locator = locators.get(problem.file)
+            if locator is not None and problem.field and problem.document is not None:
+                line = locator.line(problem.document, _field_path(problem.field))
+                if line is not None:
+                    problem = dataclasses.replace(problem, line=line)
+            out.append(problem)
         return out
 
     def _parse_blobs(self, entries: list[repository.TreeEntry]) -> list[tuple[documents.ParsedFile, caching.Encoded]]:
@@ -432,3 +453,14 @@ def _file_key(entry: repository.TreeEntry) -> str:
 
 def _inside(path: str, root: str) -> bool:
     return not root or path == root or path.startswith(root + "/")
+
+
+def _field_path(field: str) -> tuple[str | int, ...]:
+    """``spec.genome.prompts[0].file`` → ``("spec", "genome", "prompts", 0, "file")``."""
+    parts: list[str | int] = []
+    for name in field.split("."):
+        name, *indexes = name.split("[")
+        if name:
+            parts.append(name)
+        parts.extend(int(i.rstrip("]")) for i in indexes if i.rstrip("]").isdigit())
+    return tuple(parts)

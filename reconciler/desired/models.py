@@ -138,7 +138,8 @@ class EnvironmentSpec(Frozen):
     production: bool = False
     admission: Admission = Admission()
     activation: Literal["heartbeat", "immediate"] = "heartbeat"
-    heartbeatTimeoutSeconds: int = pydantic.Field(default=120, ge=1)
+    #: silence before an instance is UNHEALTHY; unset: the daemon's ARM_HEARTBEAT_TIMEOUT_SECONDS
+    heartbeatTimeoutSeconds: int | None = pydantic.Field(default=None, ge=1)
 
 
 # ---------------------------------------------------------------- people and permissions

@@ -1,24 +1,28 @@
 """Git access for the fleet source: resolve refs, list commit trees, read blobs, never check out.
 
 A fleet source is a local repository (bare or not) or a URL. URLs are mirrored into a cache
-directory with GitPython (``clone --mirror`` once, ``fetch`` after) and read from there, so a
-remote is read exactly like a local repository. Everything is read from the commit's tree pinned
-to a SHA: the working copy, if any, is never looked at.
+directory (``git clone --mirror`` once, ``git fetch`` after, each killed if the host does not
+answer, each failure reported with git's own reason) and read from there, so a remote is read
+exactly like a local repository, and a daemon keeps serving from its mirror while the remote is
+down. Everything is read from the commit's tree pinned to a SHA: the working copy, if any, is
+never looked at.
 
 Reads run the ``git`` plumbing commands directly: ``rev-parse``, ``ls-tree`` and one pipelined
 ``cat-file --batch`` per call (measured: ~0.11 s for 10k blobs, twice as fast as GitPython's
-object database). Importing GitPython alone costs ~30 ms, a tenth of a warm ``armctl validate``,
-so it is imported only to mirror a remote. ``loading`` uses this module; it knows nothing of
-manifests.
+object database, and without GitPython's ~30 ms import). ``loading`` uses this module; it knows
+nothing of manifests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
 import re
+import shutil
+import signal
 import subprocess
 import threading
 import urllib.parse
@@ -76,9 +80,13 @@ def redact_url(url: str) -> str:
 class Repository:
     """One fleet repository, local or mirrored from a URL."""
 
-    def __init__(self, location: str | os.PathLike[str], cache_dir: Path | None = None) -> None:
+    def __init__(self, location: str | os.PathLike[str], cache_dir: Path | None = None, *, clone: bool = True) -> None:
+        """``clone=False`` leaves a missing mirror to the first :meth:`fetch`: a daemon serves
+        what it applied before while the remote is down or does not answer."""
         self.location = str(location)
         self._commits: dict[str, Commit] = {}
+        self._network: subprocess.Popen[bytes] | None = None  # a clone or fetch in flight
+        self._cancelled = False
         path = Path(self.location).expanduser()
         if path.exists():
             self._path = path
@@ -89,10 +97,11 @@ class Repository:
             key = hashlib.sha256(self.location.encode()).hexdigest()[:16]
             self._path = cache_dir / "mirrors" / key
             self.is_remote = True
-            self._ensure_mirror()
+            if clone:
+                self._ensure_mirror()
         else:
             raise errors.SourceError(f"repository {self.location!r} does not exist and is not a URL")
-        if self._git("rev-parse", "--git-dir", check=False) is None:
+        if self.mirrored and self._git("rev-parse", "--git-dir", check=False) is None:
             raise errors.SourceError(f"{self.display} is not a Git repository")
 
     @property
@@ -101,30 +110,72 @@ class Repository:
 
     # ------------------------------------------------------------------ remote mirrors
 
-    def _ensure_mirror(self) -> None:
-        if (self._path / "HEAD").exists():
-            return
-        import git
+    @property
+    def mirrored(self) -> bool:
+        """A local repository, or a remote whose mirror is on disk."""
+        return not self.is_remote or (self._path / "HEAD").exists()
 
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+    def _ensure_mirror(self) -> None:
+        if self.mirrored:
+            return
         tmp = self._path.with_name(self._path.name + ".partial")
         try:
-            git.Repo.clone_from(self.location, tmp, mirror=True, env=_git_env())
-        except git.GitCommandError as exc:
-            raise errors.SourceError(f"cannot clone {self.display}: {_last_line(exc.stderr)}") from exc
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)  # what an interrupted clone left
+        except OSError as exc:
+            raise errors.SourceError(f"cannot mirror {self.display} into {self._path.parent}: {exc.strerror or exc}") from exc
+        self._network_git("clone", ["clone", "--mirror", "--quiet", "--", self.location, str(tmp)])
         tmp.rename(self._path)
 
     def fetch(self) -> None:
-        """Bring a mirrored remote up to date; a local repository is always current."""
+        """Bring a mirrored remote up to date (cloning it first if it is not on disk yet); a local
+        repository is always current."""
         if not self.is_remote:
             return
-        import git
+        if not self.mirrored:
+            self._ensure_mirror()
+            return
+        self._network_git("fetch", ["-C", str(self._path), "fetch", "--quiet", "--prune", "origin"])
 
+    def cancel(self) -> None:
+        """Kill a clone or fetch in flight (a host that does not answer), and refuse new ones:
+        the reconcile waiting on it fails at once with a :class:`errors.SourceError`."""
+        self._cancelled = True
+        proc = self._network
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc)
+
+    def _network_git(self, verb: str, args: list[str]) -> None:
+        """Run a git command that talks to the remote; its stderr's reason becomes the error.
+
+        A host that accepts the connection and never answers must not hold a poll forever: the
+        command is killed after ``_FETCH_SECONDS`` (or at once by :meth:`cancel`).
+        """
+        if self._cancelled:
+            raise errors.SourceError(f"cannot {verb} {self.display}: stopping")
+        # Its own process group: git runs the transport (git-remote-http, ssh) as a child that
+        # holds the pipe open, so a kill must reach the whole group.
+        proc = subprocess.Popen(
+            ["git", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=_git_env(),
+            start_new_session=True,
+        )
+        self._network = proc
         try:
-            # A host that accepts the connection and never answers must not hold a poll forever.
-            git.Repo(self._path).git.fetch("--quiet", "--prune", "origin", env=_git_env(), kill_after_timeout=_FETCH_SECONDS)
-        except git.GitCommandError as exc:
-            raise errors.SourceError(f"cannot fetch {self.display}: {_last_line(exc.stderr)}") from exc
+            _, stderr = proc.communicate(timeout=_FETCH_SECONDS)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
+            raise errors.SourceError(f"cannot {verb} {self.display}: no answer within {_FETCH_SECONDS:g} s") from None
+        finally:
+            self._network = None
+        if proc.returncode != 0:
+            reason = "stopped" if self._cancelled else _reason(stderr.decode("utf-8", "replace"))
+            raise errors.SourceError(f"cannot {verb} {self.display}: {reason}")
 
     # ------------------------------------------------------------------ reading
 
@@ -142,6 +193,8 @@ class Repository:
         """The commit ``ref`` (branch, tag, SHA, ``origin/main`` ...) names, with its author."""
         if not ref or ref.startswith("-") or any(c in ref for c in "\0\n "):
             raise errors.SourceError(f"{ref!r} is not a valid Git ref")
+        if not self.mirrored:
+            raise errors.SourceError(f"{self.display} has not been mirrored yet (no fetch has succeeded)")
         out = self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
         if not out:
             raise errors.SourceError(f"ref {ref!r} not found in {self.display}")
@@ -271,6 +324,11 @@ class Repository:
         return result
 
 
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def _looks_like_url(location: str) -> bool:
     return "://" in location or re.match(r"^[\w.-]+@[\w.-]+:", location) is not None
 
@@ -290,3 +348,12 @@ def _git_env() -> dict[str, str]:
 def _last_line(text: str | None) -> str:
     lines = (text or "").strip().splitlines()
     return _CREDENTIALS_RE.sub(r"\1***@", lines[-1]) if lines else "no output"
+
+
+def _reason(stderr: str) -> str:
+    """Git's own reason from a failed command's stderr: its ``fatal:`` (or ``error:``) lines,
+    not the last line, which is often a hint or a blank."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reasons = [line for line in lines if line.startswith(("fatal:", "error:"))] or lines[-1:]
+    text = "; ".join(dict.fromkeys(reasons)) or "git gave no reason"
+    return _CREDENTIALS_RE.sub(r"\1***@", text)

@@ -3,7 +3,8 @@
 - Version: ``DRAFT → TESTING → CANDIDATE → APPROVED → DEPRECATED → RETIRED`` and
   ``TESTING → DRAFT`` (a failed evaluation).
 - Instance: ``PROVISIONING → ACTIVE``; ``ACTIVE → PAUSED | READONLY | DRAINING | QUARANTINED``;
-  ``PAUSED | READONLY → ACTIVE`` (resume); a held instance may be escalated to quarantine or
+  ``PAUSED | READONLY → ACTIVE`` (resume), ``PAUSED → PROVISIONING`` (resume of an instance
+  paused before it ever started: it still waits for its first heartbeat); a held instance may be escalated to quarantine or
   drained; ``DRAINING | QUARANTINED | PAUSED | READONLY → RETIRED``; an instance still
   ``PROVISIONING`` when its deployment goes away is retired directly, and an emergency control
   (a tenant's kill switch above all) may pause or quarantine it before it ever ran.
@@ -101,7 +102,7 @@ INSTANCE = Machine(
     edges={
         "PROVISIONING": ("ACTIVE", "PAUSED", "QUARANTINED", "RETIRED"),
         "ACTIVE": ("PAUSED", "READONLY", "DRAINING", "QUARANTINED"),
-        "PAUSED": ("ACTIVE", "QUARANTINED", "DRAINING", "RETIRED"),
+        "PAUSED": ("ACTIVE", "PROVISIONING", "QUARANTINED", "DRAINING", "RETIRED"),
         "READONLY": ("ACTIVE", "QUARANTINED", "DRAINING", "RETIRED"),
         "DRAINING": ("RETIRED",),
         "QUARANTINED": ("RETIRED",),

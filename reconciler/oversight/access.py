@@ -127,6 +127,13 @@ def create(
             listed = ", ".join(repr(m) for m in missing)
             noun, verb = ("template", "is") if len(missing) == 1 else ("templates", "are")
             raise errors.NotFound(f"{noun} {listed} {verb} not declared in tenant {tenant!r}")
+    k = tables.api_tokens.c
+    live = sa.and_(k.name == name, k.revoked_at.is_(None), sa.or_(k.expires_at.is_(None), k.expires_at > now))
+    if connection.execute(sa.select(k.id).where(live)).first() is not None:
+        # A name is how a token is recognised and revoked: two live ones would be revoked together.
+        raise errors.Conflict(
+            f"a live token is already named {name!r}: revoke it first ('armctl token revoke --name {name}') or pick another name"
+        )
     token = PREFIX + secrets.token_urlsafe(32)
     scope: dict[str, Any] = {"instances": sorted(instances)} if instances else {}
     if templates:
@@ -177,6 +184,25 @@ def revoke(connection: sa.Connection, name: str, now: dt.datetime) -> int:
             tables.api_tokens.update().where(k.name == name, k.revoked_at.is_(None)).values(revoked_at=now)
         ).rowcount
     )
+
+
+def listing(connection: sa.Connection, now: dt.datetime) -> list[dict[str, Any]]:
+    """Every token ever created, oldest first, with its status (``live``, ``expired``,
+    ``revoked``); never its value or hash."""
+    k = tables.api_tokens.c
+    rows = connection.execute(
+        sa.select(k.name, k.kind, k.tenant, k.operator, k.scope, k.created_at, k.expires_at, k.revoked_at).order_by(k.id)
+    ).mappings()
+    out = []
+    for row in rows:
+        if row["revoked_at"] is not None:
+            status = "revoked"
+        elif row["expires_at"] is not None and row["expires_at"] <= now:
+            status = "expired"
+        else:
+            status = "live"
+        out.append(dict(row) | {"scope": row["scope"] or {}, "status": status})
+    return out
 
 
 def exists(connection: sa.Connection, name: str) -> bool:

@@ -12,7 +12,9 @@ A whole tenant can be paused or quarantined at once (the kill switch, permission
 as ``EMERGENCY_PAUSE`` / ``EMERGENCY_QUARANTINE``, its release as ``EMERGENCY_RELEASE``), so the decider denies
 every call of the tenant's instances, those created after the switch was pulled included.
 Resuming the tenant releases the hold and the instances it held; an instance an operator held
-on its own stays held.
+on its own stays held. An instance the reconciler creates while the switch is pulled is created
+held by it. A resume never stands in for a runtime's first heartbeat: an instance that never
+started goes back to ``PROVISIONING``, not ``ACTIVE``.
 
 Continuous evaluation pulls the same controls (:func:`restrict`): a failing run of a safety or
 regression suite sets the instances of a deployed version read-only or pauses them
@@ -96,6 +98,8 @@ def control_instance(
     if not access.allows(access.operator_permissions(connection, row["tenant"], operator), f"instances:{control}"):
         raise errors.Forbidden(f"operator {operator!r} lacks permission instances:{control} in tenant {row['tenant']!r}")
     target, record_type, held = CONTROLS[control]
+    if control == "resume":
+        target = _resumed_state(connection, row)
     machines.INSTANCE.check(row["state"], target)
     _write(connection, row, target, record_type, held, control, operator, reason, now)
     fleetstate.bump_generation(connection)
@@ -145,13 +149,26 @@ def control_tenant(
     if control == "resume":  # only what the switch held: an instance held on its own stays held
         query = query.where(i.c.held_by.in_([f"tenant-{c}" for c in TENANT_CONTROLS]))
     done = []
-    for row in connection.execute(query.order_by(i.c.id).with_for_update()).mappings():
-        if not machines.INSTANCE.is_legal(row["state"], target):
+    for row in connection.execute(query.order_by(i.c.id).with_for_update()).mappings().all():
+        to = _resumed_state(connection, row) if control == "resume" else target
+        if not machines.INSTANCE.is_legal(row["state"], to):
             continue
-        _write(connection, row, target, record_type, control != "resume", f"tenant-{control}", operator, reason, now)
-        done.append(Controlled(row["id"], row["state"], target))
+        _write(connection, row, to, record_type, control != "resume", f"tenant-{control}", operator, reason, now)
+        done.append(Controlled(row["id"], row["state"], to))
     fleetstate.bump_generation(connection)
     return done
+
+
+def _resumed_state(connection: sa.Connection, row: dict[str, object] | sa.RowMapping) -> str:
+    """Where a resume takes an instance: ACTIVE, or back to PROVISIONING if it never started (no
+    heartbeat yet, in an environment that activates by heartbeat): a resume releases a hold, it
+    does not stand in for the runtime's first heartbeat."""
+    if row["last_heartbeat"] is not None or row["state"] != "PAUSED":
+        return "ACTIVE"
+    e = tables.environments.c
+    spec = connection.execute(sa.select(e.spec).where(e.tenant == row["tenant"], e.name == row["environment"])).scalar()
+    activation = spec.get("activation") if isinstance(spec, dict) else None  # the manifest's spec; default heartbeat
+    return "ACTIVE" if activation == "immediate" else "PROVISIONING"
 
 
 def restrict(

@@ -158,7 +158,13 @@ def advance(
         created[record_id] = created.get(record_id, 0) + 1
         instances.setdefault(record_id, []).append(
             actual_.InstanceRow(
-                action.name, action.tenant, record_id, r["deployment"], r["version"], final.pop(action.name, "PROVISIONING"), None
+                action.name,
+                action.tenant,
+                record_id,
+                r["deployment"],
+                r["version"],
+                final.pop(action.name, "PROVISIONING"),
+                r.get("heldBy"),
             )
         )
     if final:
@@ -181,6 +187,7 @@ def advance(
         chain_heads=heads,
         conditions=stored,
         evaluations=before.evaluations,  # recorded outside Git; an apply never writes runs
+        tenant_holds=before.tenant_holds,  # pulled outside Git; an apply never pulls one
     )
 
 
@@ -438,7 +445,7 @@ class _Writer:
                     "template": r["template"],
                     "version": r["version"],
                     "state": final.pop(action.name, "PROVISIONING"),
-                    "held_by": None,
+                    "held_by": r.get("heldBy"),
                     "health": "UNKNOWN",
                     "created_sha": self.sha,
                     "created_at": self.now,

@@ -8,8 +8,9 @@ template) makes a new record when the environment's admission gate allows the ve
 instances drained then retired; with ``Canary`` the new record takes over step by step (see
 ``rolling``). Moving back to the version the current record replaced (a ``git revert``) rolls
 back at once: the current record goes ``ACTIVE → ROLLING_BACK`` (``DEPLOYMENT_ROLLED_BACK``)
-before it retires. Instances held by an emergency control are never touched; they are reported
-as held drift. The moves themselves (record states, instances) are in ``provisioning``.
+before it retires, without waiting for an approval the environment requires (it ran that
+version just before). Instances held by an emergency control are never touched; they are reported
+as held drift, and once released they converge to Git on the next reconcile. The moves themselves (record states, instances) are in ``provisioning``.
 """
 
 from __future__ import annotations
@@ -93,11 +94,22 @@ def plan_deployments(ctx: context.Context) -> None:
             _hold(ctx, live)
             continue
         _plan_new_record(ctx, obj, spec, base, canary, generation)
+    provisioning.converge_released(ctx)
 
 
 def _serves(record: actual_.DeploymentRecord, spec: DeploySpec) -> bool:
     """Whether a record runs what the manifest asks for."""
     return (record.version, record.environment, record.template) == (spec.version, spec.environment, spec.template)
+
+
+def _rolls_back(record: actual_.DeploymentRecord | None, spec: DeploySpec) -> bool:
+    """Whether ``spec`` moves ``record`` back to the version it replaced, in the same
+    environment and template."""
+    return (
+        record is not None
+        and record.previous_version == spec.version
+        and (record.environment, record.template) == (spec.environment, spec.template)
+    )
 
 
 def _hold(ctx: context.Context, live: list[actual_.DeploymentRecord]) -> None:
@@ -132,7 +144,9 @@ def _deployment_step(
         "environment": {"name": spec.environment, "admission": {"minLifecycle": env["minLifecycle"]}},
         "evidence": evidencing.for_deployment(ctx, obj.tenant, spec.template, spec.version, spec.environment),
     }
-    if env["requireApproval"]:
+    if env["requireApproval"] and not _rolls_back(current, spec):
+        # A rollback (a `git revert`) returns to the version this environment ran just before:
+        # it happens at once, never waiting on a human, whatever the environment requires.
         key = _approval_key(obj.tenant, obj.name, current, generation, spec.version)
         decisions, _ = ctx.approvals_input(key)
         roles = list(env["approverRoles"]) or ctx.default_approver_roles(obj.tenant)

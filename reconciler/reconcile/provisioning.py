@@ -19,6 +19,7 @@ from reconciler.state import actual as actual_
 
 __all__ = [
     "activation",
+    "converge_released",
     "drain",
     "instance_id",
     "is_held",
@@ -33,6 +34,9 @@ __all__ = [
 Action = actions_.Action
 Condition = actions_.Condition
 Record = actual_.DeploymentRecord
+
+#: A tenant's kill switch → the state and change record of an instance created while it is pulled.
+_TENANT_HOLDS = {"pause": ("PAUSED", "EMERGENCY_PAUSE"), "quarantine": ("QUARANTINED", "EMERGENCY_QUARANTINE")}
 
 #: ``rollout`` of a canary record that went away before it completed because Git moved on.
 ABORTED = "ABORTED"
@@ -88,6 +92,18 @@ def retire_record(ctx: context.Context, record: Record, state: str, rollout: str
         drain(ctx, instance)
 
 
+def converge_released(ctx: context.Context) -> None:
+    """Drain the instances of retired records that an emergency control held when their record
+    retired and has released since: Git wants them gone, and nothing else would look at them."""
+    for records in ctx.actual.deployments.values():
+        for record in records:
+            if record.state != "RETIRED":
+                continue
+            for instance in ctx.actual.instances.get(record.id, []):
+                if not is_held(instance):
+                    drain(ctx, instance)
+
+
 def activation(ctx: context.Context, tenant: str, environment: str) -> str:
     env = ctx.desired.get("Environment", tenant, environment)
     return "heartbeat" if env is None else str(env.doc.facts["activation"])
@@ -119,6 +135,11 @@ def _provision(ctx: context.Context, record: Record, ordinal: int, how: str) -> 
     }
     data = after | {"template": record.template}
     del data["state"]
+    hold = ctx.actual.tenant_holds.get(record.tenant)
+    if hold is not None:
+        # The tenant's kill switch holds what is created under it too: the row says so, as the
+        # decisions do (one truth), and resuming the tenant releases it like the others.
+        data["heldBy"] = f"tenant-{hold}"
     ctx.add(
         Action(
             op="provision",
@@ -131,7 +152,21 @@ def _provision(ctx: context.Context, record: Record, ordinal: int, how: str) -> 
             data=data,
         )
     )
-    if how == "immediate":
+    if hold is not None:
+        target, record_type = _TENANT_HOLDS[hold]
+        machines.INSTANCE.check("PROVISIONING", target)
+        ctx.add(
+            Action(
+                op="instance-state",
+                kind="Instance",
+                tenant=record.tenant,
+                name=iid,
+                record=record_type,
+                before={"state": "PROVISIONING"},
+                after={"state": target, "control": f"tenant-{hold}"},
+            )
+        )
+    elif how == "immediate":
         ctx.add(
             Action(
                 op="instance-state",

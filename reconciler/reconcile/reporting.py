@@ -297,7 +297,8 @@ def fleet_conditions(revision: str | None, last_run: dict[str, Any] | None, pend
         ready = _condition("Ready", False, "ReconciliationFailed", f"{failed_revision} failed{detail}{serving}", revision)
         stalled = _condition(
             "Stalled", True, "ReconciliationFailed",
-            f"{failed_revision} cannot be applied{f' ({count} problems)' if count else ''}; fix it in Git{serving}", revision,
+            f"{failed_revision} cannot be applied{f' ({count} problem{_s(count)})' if count else ''}; fix it in Git{serving}",
+            revision,
         )  # fmt: skip
     elif revision is None:
         ready = _condition("Ready", False, "NothingApplied", "no commit has been applied yet", None)
@@ -399,3 +400,7 @@ def changed_fields(before: Any, after: Any, path: str = "") -> list[tuple[str, A
             found += changed_fields(before.get(key), after.get(key), where)
         return found
     return [] if before == after else [(path, before, after)]
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"

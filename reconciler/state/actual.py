@@ -129,6 +129,8 @@ class Actual:
     conditions: dict[tuple[str, str, str], list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     #: (tenant, version, suite) → the version's runs of the suite, oldest first (runs are append-only)
     evaluations: dict[tuple[str, str, str], list[RunRow]] = dataclasses.field(default_factory=dict)
+    #: tenant → the kill switch pulled on it (pause | quarantine), for tenants held
+    tenant_holds: dict[str, str] = dataclasses.field(default_factory=dict)
     _digests: dict[str, set[tuple[str, str, str]]] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def active_digests(self, kind: str) -> set[tuple[str, str, str]]:
@@ -257,6 +259,8 @@ def load(connection: sa.Connection) -> Actual:
         )
     actual.approvals = dict(approvals)
     actual.evaluations = _runs(connection)
+    h = tables.tenant_holds.c
+    actual.tenant_holds = {r.tenant: r.control for r in connection.execute(sa.select(h.tenant, h.control))}
     cr = tables.change_records.c
     latest = sa.select(cr.tenant, sa.func.max(cr.seq).label("seq")).group_by(cr.tenant).subquery()
     heads = sa.select(cr.tenant, cr.seq, cr.hash).join(latest, sa.and_(cr.tenant == latest.c.tenant, cr.seq == latest.c.seq))

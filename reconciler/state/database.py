@@ -92,7 +92,13 @@ def connect(url: str) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise errors.ConfigError(
+                    f"cannot create the directory {Path(database).parent} of the SQLite database: {exc.strerror or exc}"
+                    " (set --state-dir or ARM_STATE_DIR to a directory you can write, or ARM_DATABASE_URL)"
+                ) from exc
         engine = sa.create_engine(
             parsed,
             hide_parameters=True,  # a failed statement's error names no value: payloads may hold secrets

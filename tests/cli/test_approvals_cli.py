@@ -113,6 +113,9 @@ def test_an_approval_already_decided_is_a_conflict_and_a_used_one_can_be_listed(
         "--cost", "0.25", "--run", "run-7",
     )  # fmt: skip
     assert allowed.returncode == 0, allowed.stdout
+    # It used the approval: no advice to approve it again.
+    assert "armctl approvals approve" not in allowed.stdout
+    assert f"approval {approval_id} (decided; 'armctl approvals list --status all' shows it)" in allowed.stdout
     assert [a["id"] for a in armctl.json("approvals", "list", "--status", "used")] == [approval_id]
     assert [a["id"] for a in armctl.json("approvals", "list", "--status", "USED")] == [approval_id]
     assert armctl.json("approvals", "list", "--status", "approved") == []

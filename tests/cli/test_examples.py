@@ -30,7 +30,7 @@ def test_the_pull_request_plan_comment(git_repo: GitRepo, tmp_path: Path) -> Non
     ok = run_pr_plan(git_repo.path, tmp_path / "state", "HEAD~1", "HEAD", str(tmp_path / "plan.md"))
     assert ok.returncode == 0, ok.stderr
     comment = (tmp_path / "plan.md").read_text()
-    assert "**1 changes**" in comment and "| ~ | PolicyEnvelope | `revenue-ops-guardrails` | `POLICY_UPDATED` |" in comment
+    assert "**1 change**" in comment and "| ~ | PolicyEnvelope | `revenue-ops-guardrails` | `POLICY_UPDATED` |" in comment
     assert "#### Rego unit tests" in comment and "passed." in comment
 
     (git_repo.path / "fleet" / "broken.yaml").write_text(

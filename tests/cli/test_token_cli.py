@@ -58,7 +58,7 @@ def test_revoking_a_token_that_does_not_exist_exits_1(armctl: Armctl) -> None:
         "NotFound: no token is named 'nosuch' (see the --name it was created with)"
     )
     armctl.ok("token", "create", "--name", "rt", "--kind", "runtime", "--tenant", "acme")
-    assert armctl.ok("token", "revoke", "--name", "rt").stdout == "Revoked 1 token(s) named 'rt'.\n"
+    assert armctl.ok("token", "revoke", "--name", "rt").stdout == "Revoked 1 token named 'rt'.\n"
     (token,) = stored(armctl)
     assert token["revoked_at"] is not None
     again = armctl.ok("token", "revoke", "--name", "rt")

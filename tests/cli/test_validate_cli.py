@@ -46,7 +46,8 @@ def test_an_invalid_commit_exits_1_and_lists_every_problem(git_repo: GitRepo, tm
     result = armctl("validate", "--repo", str(git_repo.path), state=tmp_path / "s")
     assert result.returncode == 1
     assert "✗ 2 problems" in result.stdout
-    assert "fleet/deploy.yaml:1, document 0, field spec.environment: Environment 'qa' does not exist" in result.stdout
+    line = next(n for n, row in enumerate(BASE["fleet/deploy.yaml"].splitlines(), 1) if "environment: prod" in row)
+    assert f"fleet/deploy.yaml:{line}, document 0, field spec.environment: Environment 'qa' does not exist" in result.stdout
     assert "fleet/typo.yaml:4, document 0, field spce: unknown field 'spce'" in result.stdout
     as_json = json.loads(armctl("validate", "--repo", str(git_repo.path), "--format", "json", state=tmp_path / "s").stdout)
     assert as_json["valid"] is False

@@ -409,13 +409,16 @@ def test_a_stated_genome_hash_that_matches_is_accepted(git_repo: GitRepo) -> Non
     )
 
 
-def test_problems_carry_the_line_of_the_document(git_repo: GitRepo) -> None:
-    git_repo.commit({**BASE, DEPLOY: BASE[DEPLOY].replace("environment: prod", "environment: qa")})
+def test_a_reference_problem_carries_the_line_of_its_field(git_repo: GitRepo) -> None:
+    text = BASE[DEPLOY].replace("environment: prod", "environment: qa")
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "environment: qa" in row)
+    assert line > 1  # not the document's first line
+    git_repo.commit({**BASE, DEPLOY: text})
     (problem,) = load(git_repo).problems
-    assert (problem.file, problem.document, problem.line) == (DEPLOY, 0, 1)
+    assert (problem.file, problem.document, problem.line) == (DEPLOY, 0, line)
     assert (
         str(problem)
-        == "fleet/deploy.yaml:1, document 0, field spec.environment: Environment 'qa' does not exist in tenant 'acme'"
+        == f"fleet/deploy.yaml:{line}, document 0, field spec.environment: Environment 'qa' does not exist in tenant 'acme'"
     )
 
 

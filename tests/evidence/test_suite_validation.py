@@ -106,15 +106,15 @@ def test_references_to_templates_and_environments_must_exist(git_repo: GitRepo) 
         suite("  category: safety\n  metrics: [{name: m, threshold: 1}]\n  appliesTo: {templates: [support-agent, sales-agent]}\n"
               "  requiredFor: {environments: [qa]}\n"),
     )  # fmt: skip
-    assert found == [
+    assert found == [  # at the lines of the fields (the document starts at line 13)
         (
             "fleet/suites.yaml",
             1,
-            13,
+            19,
             "spec.appliesTo.templates[1]",
             "AgentTemplate 'sales-agent' does not exist in tenant 'acme'",
         ),
-        ("fleet/suites.yaml", 1, 13, "spec.requiredFor.environments[0]", "Environment 'qa' does not exist in tenant 'acme'"),
+        ("fleet/suites.yaml", 1, 20, "spec.requiredFor.environments[0]", "Environment 'qa' does not exist in tenant 'acme'"),
     ]
 
 

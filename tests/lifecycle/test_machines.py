@@ -41,6 +41,7 @@ INSTANCE_LEGAL = {
     ("ACTIVE", "DRAINING"): DESIGN,
     ("ACTIVE", "QUARANTINED"): DESIGN,
     ("PAUSED", "ACTIVE"): DESIGN,  # resume
+    ("PAUSED", "PROVISIONING"): DOCSTRING,  # resume of an instance paused before it ever ran
     ("PAUSED", "QUARANTINED"): DOCSTRING,  # a held instance escalated to quarantine
     ("PAUSED", "DRAINING"): DOCSTRING,  # a held instance drained
     ("PAUSED", "RETIRED"): DESIGN,

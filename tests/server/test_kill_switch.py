@@ -48,14 +48,15 @@ def test_the_kill_switch_holds_instances_created_after_it_and_resume_releases_on
     assert pulled.status_code == 200
     assert [(i["instance"], i["after"]) for i in pulled.json()["instances"]] == [("acme:app-dev-g1-1", "PAUSED")]
 
-    # Git adds a replica while the switch is pulled: the new instance is denied like the rest.
+    # Git adds a replica while the switch is pulled: the new instance is created held by it, so
+    # its row and its decisions tell one truth, and a heartbeat does not activate it.
     git_repo.commit({"fleet/acme.yaml": tenant_fleet("acme").replace("replicas: 2", "replicas: 3")}, author=scenario.AUTHOR)
     running.Reconciler(engine, repository.Repository(git_repo.path), "fleet").apply("main")
-    assert _states(engine)["acme:app-dev-g1-2"] == ("PROVISIONING", None)
+    assert _states(engine)["acme:app-dev-g1-2"] == ("PAUSED", "tenant-pause")
     beat = client.post("/v1/events", json={"type": "HEARTBEAT", "instance": "acme:app-dev-g1-2"}, headers=auth(made["runtime"]))
     assert beat.status_code == 200
     listed = {i["id"]: i for i in client.get("/v1/instances", headers=auth(made["runtime"])).json()}
-    assert (listed["acme:app-dev-g1-2"]["state"], listed["acme:app-dev-g1-2"]["tenant_hold"]) == ("ACTIVE", "pause")
+    assert (listed["acme:app-dev-g1-2"]["state"], listed["acme:app-dev-g1-2"]["tenant_hold"]) == ("PAUSED", "pause")
     late = _ask(client, made["runtime"], "acme:app-dev-g1-2")
     assert late["decision"] == "DENY" and late["reasons"] == ["instance acme:app-dev-g1-2 is PAUSED"]
     assert _ask(client, made["globex"], "globex:app-dev-g1-0")["decision"] == "ALLOW"  # another tenant
@@ -65,7 +66,8 @@ def test_the_kill_switch_holds_instances_created_after_it_and_resume_releases_on
     )
     assert released.status_code == 200
     assert [(i["instance"], i["before"], i["after"]) for i in released.json()["instances"]] == [
-        ("acme:app-dev-g1-1", "PAUSED", "ACTIVE")
+        ("acme:app-dev-g1-1", "PAUSED", "PROVISIONING"),  # never heard from: it waits for its first heartbeat
+        ("acme:app-dev-g1-2", "PAUSED", "ACTIVE"),  # its runtime has reported: it started
     ]
     assert _states(engine)["acme:app-dev-g1-0"] == ("PAUSED", "pause")  # held on its own: stays held
     assert {i["tenant_hold"] for i in client.get("/v1/instances", headers=auth(made["runtime"])).json()} == {None}

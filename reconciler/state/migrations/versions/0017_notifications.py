@@ -1,7 +1,7 @@
 """notifications: NotificationChannel manifests and the notification outbox
 
 Revision ID: 0017
-Revises: 0011
+Revises: 0016
 Create Date: 2026-12-07 07:00:00
 """
 
