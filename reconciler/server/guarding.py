@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import html
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -74,9 +75,22 @@ class Caps:
             del self._inflight[key]
 
 
-async def reply(send: Callable[[Any], Awaitable[None]], status: int, body: dict[str, Any], close: bool = False) -> None:
-    data = orjson.dumps(body)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+async def reply(
+    send: Callable[[Any], Awaitable[None]], status: int, body: dict[str, Any], close: bool = False, page: bool = False
+) -> None:
+    """Answer a refusal: the one JSON error shape, or (``page``: a console path, asked by a browser)
+    the same message as a minimal HTML page under the console's strictest policy."""
+    if page:
+        message = html.escape(str(body.get("message", "")))
+        data = (
+            f"<!doctype html><html lang=en><meta charset=utf-8><title>Refused ({status})</title>"
+            f"<h1>Request refused ({status})</h1><p>{message}</p><p><a href=/ui/>Back to the console</a></p></html>"
+        ).encode()
+        headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-security-policy", b"default-src 'none'")]
+    else:
+        data = orjson.dumps(body)
+        headers = [(b"content-type", b"application/json")]
+    headers.append((b"content-length", str(len(data)).encode()))
     if status == 429:
         headers.append((b"retry-after", b"1"))
     if close:
@@ -143,7 +157,7 @@ class Guard:
             if token:
                 self.caps.leave(token, "requests")
             self.count(path, refused.status)
-            await reply(send, refused.status, refused.body, refused.close)
+            await reply(send, refused.status, refused.body, refused.close, page=path == "/ui" or path.startswith("/ui/"))
             return
         try:
             await self.app(scope, _replay(raw, receive), send)

@@ -51,7 +51,8 @@ def test_an_operator_approves_pauses_resumes_audits_and_simulates_in_a_browser(c
         page.get_by_label("Reason (required, kept in the audit trail)").fill("refunds look normal again")
         page.get_by_role("button", name="Review…").click()
         page.get_by_role("button", name="Confirm: resume").click()
-        assert "PAUSED → ACTIVE" in page.get_by_role("status").inner_text()
+        # It never sent a heartbeat: resumed, it goes back to waiting for its first one.
+        assert "PAUSED → PROVISIONING" in page.get_by_role("status").inner_text()
 
         # Both are in the audit trail, with who did them and why; the chain verifies.
         nav.get_by_role("link", name="Audit").click()
