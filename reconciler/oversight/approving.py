@@ -1,10 +1,11 @@
 """Approvals: what gates and tool calls ask for, and operators approving or denying it.
 
-Two kinds of subjects wait for approvals: a gated lifecycle step of the GitOps reconcile (its
-requests are planned and written with the rest of an apply, by ``reconcile.applying``) and a
+Three kinds of subjects wait for approvals: a gated lifecycle step of the GitOps reconcile (its
+requests are planned and written with the rest of an apply, by ``reconcile.applying``), a
 runtime's tool call that its policy answered NEEDS_APPROVAL (requested here, by
-:func:`request_call`, in the decision's transaction; used once by :func:`use_granted_call`). Both
-are decided, listed, expired and escalated here.
+:func:`request_call`, in the decision's transaction; used once by :func:`use_granted_call`) and a
+commit whose policy widens a governed tenant's decisions (:func:`request_policy_change`, by
+``reconcile.governing``). All are decided, listed, expired and escalated here.
 
 A decision is refused unless the operator is declared in the applied commit, is active, holds one
 of the approval's roles, and the approval is still pending; an operator decides once. Each
@@ -42,7 +43,9 @@ from reconciler.oversight import access
 from reconciler.state import fleetstate, locking, tables
 
 __all__ = [
+    "POLICY_CHANGE",
     "STATUSES",
+    "WIDENING",
     "Decision",
     "Swept",
     "check_status",
@@ -51,7 +54,9 @@ __all__ = [
     "lock_call",
     "pending_call",
     "pending_count",
+    "policy_change",
     "request_call",
+    "request_policy_change",
     "requested_call",
     "roles_of",
     "sweep",
@@ -62,6 +67,11 @@ __all__ = [
 #: Every status an approval can have: PENDING until decided (or EXPIRED); a tool call's approval
 #: becomes USED by the one call it allows.
 STATUSES = ("PENDING", "APPROVED", "DENIED", "EXPIRED", "USED")
+#: The subject and transition of a policy change's approval (``reconcile.governing``).
+POLICY_CHANGE = "PolicyChange"
+WIDENING = "widening"
+#: Policy-change approvals are kept open this long (a week): a change waits for people, not a timer.
+POLICY_CHANGE_TTL = dt.timedelta(days=7)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +123,26 @@ def pending_call(connection: sa.Connection, tenant: str, instance: str, key: str
     return None if row is None else int(row.id)
 
 
+def _request(
+    connection: sa.Connection,
+    tenant: str,
+    row: dict[str, Any],
+    after: dict[str, Any],
+    now: dt.datetime,
+    sha: str | None = None,
+) -> int:
+    """Write a PENDING approval (``row``: its subject, transition, rules and expiry) and its
+    ``APPROVAL_REQUESTED`` record (``after``: what the approver is shown), in one transaction."""
+    a = tables.approvals
+    values = {"tenant": tenant, "status": "PENDING", "decisions": [], "requested_sha": sha, "created_at": now, **row}
+    approval_id = int(connection.execute(a.insert().returning(a.c.id), values).scalar_one())
+    record = chain.Record(
+        tenant=tenant, type="APPROVAL_REQUESTED", object_kind="Approval", object_name=str(approval_id), after=after, sha=sha
+    )
+    chain.append(connection, [record], now)
+    return approval_id
+
+
 def request_call(
     connection: sa.Connection,
     tenant: str,
@@ -127,47 +157,68 @@ def request_call(
     roles = rules.get("approverRoles") or access.approver_roles(connection, tenant)
     ttl = rules.get("ttlSeconds") or 3600
     escalate, escalate_to = rules.get("escalateAfterSeconds"), rules.get("escalateTo")
-    a = tables.approvals
-    approval_id = int(
-        connection.execute(
-            a.insert().returning(a.c.id),
-            {
-                "tenant": tenant,
-                "subject_kind": "ToolCall",
-                "subject_name": call["instance"],
-                "transition": key,
-                "required": rules.get("requiredApprovals") or 1,
-                "approver_roles": roles,
-                "status": "PENDING",
-                "decisions": [],
-                "reason": "; ".join(reasons),
-                "requested_sha": None,
-                "created_at": now,
-                "expires_at": now + dt.timedelta(seconds=ttl),
-                "escalate_at": now + dt.timedelta(seconds=escalate) if escalate and escalate_to else None,
-                "escalate_to": escalate_to if escalate and escalate_to else None,
-            },
-        ).scalar_one()
+    row = {
+        "subject_kind": "ToolCall",
+        "subject_name": call["instance"],
+        "transition": key,
+        "required": rules.get("requiredApprovals") or 1,
+        "approver_roles": roles,
+        "reason": "; ".join(reasons),
+        "expires_at": now + dt.timedelta(seconds=ttl),
+        "escalate_at": now + dt.timedelta(seconds=escalate) if escalate and escalate_to else None,
+        "escalate_to": escalate_to if escalate and escalate_to else None,
+    }
+    after = {
+        "subject": {"kind": "ToolCall", "instance": call["instance"], "tool": call["tool"]},
+        "request": call,
+        "reasons": reasons,
+        "roles": roles,
+    }
+    return _request(connection, tenant, row, after, now)
+
+
+def policy_change(connection: sa.Connection, tenant: str, sha: str) -> Any:
+    """The newest approval of the policy change at commit ``sha`` for ``tenant`` (id, status), or None."""
+    a = tables.approvals.c
+    query = sa.select(a.id, a.status).where(
+        a.tenant == tenant, a.subject_kind == POLICY_CHANGE, a.subject_name == sha, a.transition == WIDENING
     )
-    chain.append(
-        connection,
-        [
-            chain.Record(
-                tenant=tenant,
-                type="APPROVAL_REQUESTED",
-                object_kind="Approval",
-                object_name=str(approval_id),
-                after={
-                    "subject": {"kind": "ToolCall", "instance": call["instance"], "tool": call["tool"]},
-                    "request": call,
-                    "reasons": reasons,
-                    "roles": roles,
-                },
-            )
-        ],
-        now,
-    )
-    return approval_id
+    return connection.execute(query.order_by(a.id.desc()).limit(1)).first()
+
+
+def request_policy_change(
+    connection: sa.Connection,
+    tenant: str,
+    sha: str,
+    revision: str,
+    rule: dict[str, Any],
+    flips: list[dict[str, Any]],
+    summary: str,
+    now: dt.datetime,
+) -> int:
+    """Request approval of a commit whose policy widens ``tenant``'s decisions (``flips``, as the
+    impact lists them), under the tenant's ``spec.policyChanges.widening`` ``rule``; writes
+    ``APPROVAL_REQUESTED`` naming the flips. Kept open a week: a change waits for people."""
+    roles = list(rule.get("approverRoles") or [])
+    required = rule.get("requiredApprovals") or 1
+    row = {
+        "subject_kind": POLICY_CHANGE,
+        "subject_name": sha,
+        "transition": WIDENING,
+        "required": required,
+        "approver_roles": roles,
+        "reason": f"the policy change of {revision} widens decisions: {summary}",
+        "expires_at": now + POLICY_CHANGE_TTL,
+    }
+    after = {
+        "subject": {"kind": POLICY_CHANGE, "name": sha},
+        "transition": WIDENING,
+        "revision": revision,
+        "flips": [{k: f[k] for k in ("tool", "from", "to", "scope", "count")} for f in flips],
+        "required": required,
+        "roles": roles,
+    }
+    return _request(connection, tenant, row, after, now, sha=sha)
 
 
 def visible(connection: sa.Connection, approval_id: int, tenant: str, instances: Collection[str] | None) -> bool:

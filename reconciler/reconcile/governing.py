@@ -15,24 +15,21 @@ which approval. A narrowing change finds no widening flip and applies at once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
-from reconciler.audit import chain
 from reconciler.desired import snapshot as snapshot_
+from reconciler.oversight import approving
 from reconciler.policy import impact
 from reconciler.reconcile import actions, impacting
 from reconciler.state import actual as actual_
-from reconciler.state import fleetstate, tables
+from reconciler.state import fleetstate
 
 __all__ = ["SUBJECT", "TRANSITION", "check", "widening"]
 
-SUBJECT = "PolicyChange"
-TRANSITION = "widening"
-#: Policy-change approvals are kept open this long (a week): a change waits for people, not a timer.
-_TTL = dt.timedelta(days=7)
+SUBJECT = approving.POLICY_CHANGE
+TRANSITION = approving.WIDENING
 _SHOWN = 5
 
 
@@ -88,7 +85,7 @@ def check(
         rule = head_rules.get(tenant)
         if not rule:
             continue
-        row = _approval(connection, tenant, snap.commit.sha)
+        row = approving.policy_change(connection, tenant, snap.commit.sha)
         if row is not None and row.status == "APPROVED":
             continue
         summary = "; ".join(
@@ -96,7 +93,9 @@ def check(
             for f in flips[:_SHOWN]
         ) + (f"; and {len(flips) - _SHOWN} more" if len(flips) > _SHOWN else "")
         if row is None:
-            approval_id = _request(connection, tenant, snap, rule, flips, summary, now)
+            approval_id = approving.request_policy_change(
+                connection, tenant, snap.commit.sha, snap.revision, dict(rule), flips, summary, now
+            )
             status, requested = "PENDING", True
         else:
             approval_id, status = row.id, row.status
@@ -114,66 +113,3 @@ def check(
             )
         )
     return waiting, requested
-
-
-def _approval(connection: sa.Connection, tenant: str, sha: str) -> Any:
-    a = tables.approvals.c
-    query = sa.select(a.id, a.status).where(
-        a.tenant == tenant, a.subject_kind == SUBJECT, a.subject_name == sha, a.transition == TRANSITION
-    )
-    return connection.execute(query.order_by(a.id.desc()).limit(1)).first()
-
-
-def _request(
-    connection: sa.Connection,
-    tenant: str,
-    snap: snapshot_.Snapshot,
-    rule: Mapping[str, Any],
-    flips: list[dict[str, Any]],
-    summary: str,
-    now: dt.datetime,
-) -> int:
-    a = tables.approvals
-    roles = list(rule.get("approverRoles") or [])
-    approval_id = int(
-        connection.execute(
-            a.insert().returning(a.c.id),
-            {
-                "tenant": tenant,
-                "subject_kind": SUBJECT,
-                "subject_name": snap.commit.sha,
-                "transition": TRANSITION,
-                "required": rule.get("requiredApprovals") or 1,
-                "approver_roles": roles,
-                "status": "PENDING",
-                "decisions": [],
-                "reason": f"the policy change of {snap.revision} widens decisions: {summary}",
-                "requested_sha": snap.commit.sha,
-                "created_at": now,
-                "expires_at": now + _TTL,
-            },
-        ).scalar_one()
-    )
-    shown = [{k: f[k] for k in ("tool", "from", "to", "scope", "count")} for f in flips]
-    chain.append(
-        connection,
-        [
-            chain.Record(
-                tenant=tenant,
-                type="APPROVAL_REQUESTED",
-                object_kind="Approval",
-                object_name=str(approval_id),
-                after={
-                    "subject": {"kind": SUBJECT, "name": snap.commit.sha},
-                    "transition": TRANSITION,
-                    "revision": snap.revision,
-                    "flips": shown,
-                    "required": rule.get("requiredApprovals") or 1,
-                    "roles": roles,
-                },
-                sha=snap.commit.sha,
-            )
-        ],
-        now,
-    )
-    return approval_id
