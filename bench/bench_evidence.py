@@ -26,6 +26,7 @@ measured in the same run; the best of ``--runs`` is reported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -110,9 +111,11 @@ def _build(records: int, events: int) -> tuple[Path, keys.Signer]:
             cursor.executemany(
                 "INSERT INTO op_events (tenant, at, type, instance, payload, call_key) VALUES (?, ?, 'DECISION', ?, ?, ?)", batch
             )
-    with engine.connect() as connection:  # everything into the database file before it is renamed
-        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()
+    # Everything into the database file before it is renamed, outside any transaction (the store's
+    # connections begin one at once).
+    with contextlib.closing(sqlite3.connect(partial)) as raw:
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     partial.rename(db_path)
     print(f"built {db_path.name}: {records} records, {events} events in {time.perf_counter() - started:.1f} s", flush=True)
     return db_path, signer
