@@ -240,10 +240,15 @@ class _Loader:
 
     def _reread(self, files: list[tuple[str, str]]) -> dict[tuple[str, int], bytes]:
         blobs = self.repo.read_blobs(blob for _, blob in files)
+        jobs = [(path, blobs[blob]) for path, blob in files]
+        if self.workers > 1 and len(jobs) >= _PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods():
+            with multiprocessing.get_context("fork").Pool(self.workers) as pool:
+                documents_ = list(pool.imap(_raw_pair, jobs, chunksize=16))
+        else:
+            documents_ = [_raw_pair(job) for job in jobs]
         raw: dict[tuple[str, int], bytes] = {}
-        for path, blob in files:
-            parsed = _parse_job(path, blobs[blob])[0]
-            raw.update({(path, i): data for i, data in parsed.raw.items()})
+        for (path, _), found in zip(jobs, documents_, strict=True):
+            raw.update({(path, i): data for i, data in found.items()})
         return raw
 
     def _read_rego(self, rego_files: list[repository.TreeEntry]) -> dict[str, str]:
@@ -437,6 +442,11 @@ class _Loader:
 
 def _parse_pair(job: tuple[str, bytes]) -> tuple[documents.ParsedFile, caching.Encoded]:
     return _parse_job(*job)
+
+
+def _raw_pair(job: tuple[str, bytes]) -> dict[int, bytes]:
+    """A file's documents as JSON, by index (what :meth:`snapshot.Snapshot.data` reads again)."""
+    return dict(_parse_job(*job)[0].raw)
 
 
 def _parse_job(path: str, content: bytes) -> tuple[documents.ParsedFile, caching.Encoded]:

@@ -86,6 +86,15 @@ class Context:
 
 def plan_objects(ctx: Context, kind: str) -> None:
     desired, actual = ctx.desired, ctx.actual
+    # The documents of what will be created or updated, read in one batch when they are not in
+    # memory (a snapshot from the parse cache): not one `git cat-file` per file.
+    desired.prefetch(
+        [
+            obj
+            for obj in desired.of_kind(kind)
+            if (row := actual.objects.get(obj.key)) is None or row.digest != obj.doc.digest or row.status != "ACTIVE"
+        ]
+    )
     for obj in desired.of_kind(kind):
         row = actual.objects.get(obj.key)
         if row is None:
