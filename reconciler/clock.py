@@ -8,7 +8,20 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-__all__ = ["Clock", "FrozenClock", "SystemClock"]
+from reconciler import errors
+
+__all__ = ["Clock", "FrozenClock", "SystemClock", "parse_time"]
+
+
+def parse_time(value: str, where: str | None = None) -> dt.datetime:
+    """A time a user wrote (ISO 8601; without a zone: UTC). A ``ConfigError`` naming ``where``
+    (an option, a field) for anything else."""
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        prefix = f"{where}: " if where else ""
+        raise errors.ConfigError(f"{prefix}{value!r} is not an ISO 8601 time (e.g. 2026-11-22T10:00:00Z)") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 class Clock:

@@ -9,14 +9,13 @@ public key (``evidence.unpacking``): no database, no settings.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reconciler import __version__, clock, errors
+from reconciler import __version__, clock
 from reconciler import settings as settings_
 from reconciler.audit import chain, integrity
 from reconciler.cli import keying, output, planview
@@ -122,16 +121,6 @@ def _finding(found: integrity.Finding) -> dict[str, Any]:
     return {**found.__dict__, "instances": list(found.instances)}
 
 
-def _time(value: str | None, option: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise errors.ConfigError(f"{option}: {value!r} is not an ISO 8601 time (e.g. 2026-11-22T10:00:00Z)") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 @audit.command()
 @click.option("--tenant", required=True, help="The tenant whose evidence is exported.")
 @click.option("--since", default=None, help="ISO 8601 time: from then (default: the beginning).")
@@ -145,7 +134,8 @@ def export(settings: settings_.Settings, tenant: str, since: str | None, until: 
     of every file's SHA-256, signed. 'armctl audit verify-pack' checks it offline."""
     from reconciler.cli import reconciling
 
-    start, end = _time(since, "--since"), _time(until, "--until")
+    start = clock.parse_time(since, "--since") if since else None
+    end = clock.parse_time(until, "--until") if until else None
     db = running.open_database(settings.database)
     now = clock.SystemClock().now()
     with database.reading(db) as connection:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sys
@@ -12,6 +11,7 @@ from typing import Any
 
 import click
 
+from reconciler import clock as clock_
 from reconciler import errors
 from reconciler import settings as settings_
 from reconciler.cli import keying, output, planview
@@ -286,16 +286,6 @@ def retention_policy(settings: settings_.Settings) -> retention.Policy:
     )  # fmt: skip
 
 
-def _time(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise errors.ConfigError(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-22T10:00:00Z)") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 @click.command()
 @click.option("--sha", default=None, help="Only records of this commit (a prefix is enough).")
 @click.option("--kind", default=None, help="Only this object kind (AgentVersion, Deployment, Instance, ...).")
@@ -322,8 +312,8 @@ def history(settings: settings_.Settings, sha: str | None, kind: str | None, nam
             name=name,
             type_=type_,
             tenant=tenant,
-            since=_time(since),
-            until=_time(until),
+            since=clock_.parse_time(since) if since else None,
+            until=clock_.parse_time(until) if until else None,
             limit=limit,
         )
     if fmt == "json":

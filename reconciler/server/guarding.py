@@ -116,13 +116,11 @@ class Guard:
         lookup: Callable[[str | None], Awaitable[access.Principal | str]],
         caps: Caps,
         count: Callable[[str, int], None],
-        body_seconds: float | None = None,
     ) -> None:
         self.app = app
         self.lookup = lookup
         self.caps = caps
         self.count = count
-        self.body_seconds = BODY_SECONDS if body_seconds is None else body_seconds
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -169,7 +167,7 @@ class Guard:
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(self.body_seconds):
+            async with asyncio.timeout(BODY_SECONDS):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -185,7 +183,7 @@ class Guard:
                         return b"".join(chunks)
         except TimeoutError:
             raise _Refused(
-                408, bodies.error("Timeout", f"the request body did not arrive within {self.body_seconds:g} s"), close=True
+                408, bodies.error("Timeout", f"the request body did not arrive within {BODY_SECONDS:g} s"), close=True
             ) from None
 
 

@@ -40,6 +40,7 @@ class _Timed(Server):
 @pytest.fixture
 def timed(api: Api, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, dict[str, str]]]:
     _, engine, made = api
+    # The body timeout (a setting, 30 s) shortened so the test waits half a second for it.
     monkeypatch.setattr(guarding, "BODY_SECONDS", 0.5)
     with _Timed(server_app.create_app(engine), 0.5) as base:
         yield base, made

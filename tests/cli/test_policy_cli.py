@@ -65,7 +65,8 @@ def test_a_test_that_only_opa_fails_is_caught_by_running_it_there(tmp_path: Path
 
 
 def test_without_opas_engine_installed_the_cli_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Stands in for a machine without the wheel: the module cannot be imported there.
+    # Stands in for a machine without the wheel, where the module cannot be imported: the only
+    # patch here, since this machine (and CI) has the engine installed and cannot lack it.
     monkeypatch.setattr(goopa, "_MODULE", [None])
     result = armctl("policy", "test", "--engine", "opa", "--format", "json")
     assert result.returncode == 1

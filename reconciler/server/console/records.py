@@ -12,11 +12,11 @@ arguments as recorded (redacted), filtered by instance, tool and result.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 
 import fastapi
 from fastapi import responses
 
+from reconciler import clock as clock_
 from reconciler import errors
 from reconciler.audit import chain
 from reconciler.evidence import checkpoints
@@ -31,16 +31,6 @@ __all__ = ["router"]
 router = fastapi.APIRouter(include_in_schema=False)
 
 RESULTS = ("ALLOW", "NEEDS_APPROVAL", "DENY")
-
-
-def _time(raw: str | None, field: str) -> dt.datetime | None:
-    if not raw:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise errors.ConfigError(f"field {field!r}: {raw!r} is not a time (e.g. 2026-11-22T10:00)") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _before(raw: str | None) -> int | None:
@@ -76,7 +66,8 @@ def audit(
     with database.reading(services.of(request).db) as connection:
         rows = reporting.history(
             connection, tenant=you.tenant, type_=type or None, kind=kind or None, name=name or None, sha=sha or None,
-            since=_time(since, "since"), until=_time(until, "until"), limit=web.PAGE_SIZE + 1, before_id=_before(before),
+            since=clock_.parse_time(since, "field 'since'") if since else None,
+            until=clock_.parse_time(until, "field 'until'") if until else None, limit=web.PAGE_SIZE + 1, before_id=_before(before),
         )  # fmt: skip
         latest = checkpoints.latest(connection, you.tenant)
         head = checkpoints.chain_end(connection, you.tenant)
