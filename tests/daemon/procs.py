@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 
+from reconciler.state import locking
 from tests.conftest import GitRepo
+from tests.server.serving import tenant_fleet
 
 SECRET = "webhook-s3cret"
 
@@ -127,3 +129,39 @@ class Daemon:
                 self.proc.wait()
                 raise AssertionError(f"daemon did not stop within {timeout} s of signal {sig}:\n{self.log}") from None
         return self.proc.returncode
+
+
+class AlwaysLeads(locking.Leadership):
+    """Leads without a lock: for tests that run one daemon in process (locks: test_run.py, test_leading.py)."""
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    @property
+    def leading(self) -> bool:
+        return True
+
+
+FLEET = {"fleet/acme.yaml": tenant_fleet("acme")}
+
+
+def env(database_url: str, home: Path) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "ARM_DATABASE_URL": database_url, "ARM_STATE_DIR": str(home)}
+
+
+def runtime_token(database_url: str, home: Path) -> str:
+    result = armctl(env(database_url, home), "token", "create", "--name", "rt", "--kind", "runtime", "--tenant", "acme")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def policy_revision(d: Daemon, token: str) -> str:
+    body = {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": {}}
+    response = httpx.post(d.url + "/v1/decisions", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert response.status_code == 200, response.text
+    return str(response.json()["policyRevision"])

@@ -15,7 +15,7 @@ from reconciler.desired import repository
 from reconciler.reconcile import running
 from reconciler.state import database
 from tests.conftest import GitRepo
-from tests.daemon.test_jobs import _Always
+from tests.daemon import procs
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -27,7 +27,7 @@ def test_a_failed_reconcile_logs_every_problem_on_one_line(
     database.migrate(db)
     settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
     reconciler = running.Reconciler(db, repository.Repository(git_repo.path), "fleet")
-    d = scheduling.Daemon(settings, db, reconciler, deciding.Decider(db), leadership=_Always())
+    d = scheduling.Daemon(settings, db, reconciler, deciding.Decider(db), leadership=procs.AlwaysLeads())
     try:
         with caplog.at_level(logging.ERROR, logger="reconciler.daemon.scheduling"):
             d.poll()

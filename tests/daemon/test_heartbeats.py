@@ -18,7 +18,7 @@ from reconciler.desired import repository
 from reconciler.reconcile import running
 from reconciler.state import database, tables
 from tests.conftest import GitRepo
-from tests.daemon.test_jobs import _Always
+from tests.daemon import procs
 from tests.reconcile import scenario
 from tests.reconcile.scenario import deployment
 
@@ -50,7 +50,9 @@ def test_each_environment_has_its_own_heartbeat_timeout_and_immediate_ones_need_
     clock = clock_.FrozenClock(NOW)
     settings = settings_.Settings(state_dir=tmp_path / "state", ref="main", heartbeat_timeout_seconds=60)
     reconciler = running.Reconciler(db, repository.Repository(git_repo.path), "fleet", clock=clock)
-    d = scheduling.Daemon(settings, db, reconciler, deciding.Decider(db, clock=clock), leadership=_Always(), clock=clock)
+    d = scheduling.Daemon(
+        settings, db, reconciler, deciding.Decider(db, clock=clock), leadership=procs.AlwaysLeads(), clock=clock
+    )
     try:
         d.poll()
         with db.begin() as connection:

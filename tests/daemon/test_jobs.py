@@ -25,25 +25,12 @@ from reconciler.decisions import deciding, events
 from reconciler.desired import repository
 from reconciler.evidence import keys
 from reconciler.reconcile import reporting, running
-from reconciler.state import database, locking, opevents, tables
+from reconciler.state import database, opevents, tables
 from tests.conftest import GitRepo
+from tests.daemon import procs
 from tests.server.serving import tenant_fleet
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
-
-
-class _Always(locking.Leadership):
-    """Leads without a lock: these tests run one daemon in process (locks: test_run.py)."""
-
-    def acquire(self) -> bool:
-        return True
-
-    def release(self) -> None:
-        pass
-
-    @property
-    def leading(self) -> bool:
-        return True
 
 
 @pytest.fixture
@@ -55,7 +42,7 @@ def daemon(git_repo: GitRepo, db_url: str, tmp_path: Path) -> Iterator[tuple[sch
     settings = settings_.Settings(state_dir=tmp_path / "state", ref="main", webhook_secret="s3cret", heartbeat_timeout_seconds=60)
     reconciler = running.Reconciler(db, repository.Repository(git_repo.path), "fleet", clock=clock)
     decider = deciding.Decider(db, clock=clock)
-    d = scheduling.Daemon(settings, db, reconciler, decider, leadership=_Always(), clock=clock)
+    d = scheduling.Daemon(settings, db, reconciler, decider, leadership=procs.AlwaysLeads(), clock=clock)
     try:
         yield d, git_repo, clock
     finally:
@@ -90,7 +77,7 @@ def test_a_first_commit_that_fails_leaves_the_daemon_unready_and_says_why(git_re
     database.migrate(db)
     settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
     reconciler = running.Reconciler(db, repository.Repository(git_repo.path), "fleet")
-    d = scheduling.Daemon(settings, db, reconciler, deciding.Decider(db), leadership=_Always())
+    d = scheduling.Daemon(settings, db, reconciler, deciding.Decider(db), leadership=procs.AlwaysLeads())
     try:
         d.poll()
         ready, reason = d.readiness()
@@ -219,7 +206,7 @@ def test_the_git_poll_applies_a_canarys_first_step_and_only_the_canary_job_takes
 
     fleet = test_canary.start(git_repo, db_url)  # app-staging at 1.0.0, a commit moving it to 2.0.0
     settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
-    d = scheduling.Daemon(settings, fleet.db, fleet.rec, deciding.Decider(fleet.db), leadership=_Always())
+    d = scheduling.Daemon(settings, fleet.db, fleet.rec, deciding.Decider(fleet.db), leadership=procs.AlwaysLeads())
     try:
         d.poll()
         assert fleet.live_by_version() == {"app@1.0.0": 2, "app@2.0.0": 1}
@@ -248,7 +235,7 @@ def test_an_unhealthy_canary_rolls_back_even_while_the_head_is_an_invalid_commit
 
     fleet = test_canary.start(git_repo, db_url, auto_rollback=True)
     settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
-    d = scheduling.Daemon(settings, fleet.db, fleet.rec, deciding.Decider(fleet.db), leadership=_Always())
+    d = scheduling.Daemon(settings, fleet.db, fleet.rec, deciding.Decider(fleet.db), leadership=procs.AlwaysLeads())
     try:
         d.poll()  # the canary's first step
         fleet.heartbeat("acme:app-staging-g2-0")
@@ -279,7 +266,9 @@ def test_a_stop_gives_up_on_a_fetch_that_never_answers_after_its_grace(git_repo:
     db = database.connect(db_url)
     database.migrate(db)
     settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
-    d = scheduling.Daemon(settings, db, running.Reconciler(db, repo, "fleet"), deciding.Decider(db), leadership=_Always())
+    d = scheduling.Daemon(
+        settings, db, running.Reconciler(db, repo, "fleet"), deciding.Decider(db), leadership=procs.AlwaysLeads()
+    )
     d.start()
     deadline = time.monotonic() + 30
     while not held:  # the first poll is fetching: the host took its connection

@@ -21,17 +21,6 @@ import httpx
 import pytest
 
 from tests.daemon import procs
-from tests.daemon.test_run import FLEET, _env, _policy_revision, _token
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[procs.Daemon]]:
-    started: list[procs.Daemon] = []
-    try:
-        yield started
-    finally:
-        for d in started:
-            d.stop(signal.SIGKILL)
 
 
 @pytest.fixture
@@ -47,22 +36,22 @@ def silent_host() -> Iterator[str]:
 def test_the_daemon_serves_its_applied_commit_while_the_remote_is_down_or_hangs(
     db_url: str, tmp_path: Path, daemons: list[procs.Daemon], silent_host: str
 ) -> None:
-    admin = _env(db_url, tmp_path / "admin")
+    admin = procs.env(db_url, tmp_path / "admin")
     assert procs.armctl(admin, "init").returncode == 0
     remote = procs.Remote(tmp_path / "git")
-    sha = remote.push(FLEET, message="fleet")
+    sha = remote.push(procs.FLEET, message="fleet")
     first = procs.Daemon(tmp_path / "d", db_url, remote.url).start()
     daemons.append(first)
     first.wait_ready()
     assert first.stop(signal.SIGINT) == 0  # Ctrl-C: a clean stop, not "Aborted." and 1
-    token = _token(db_url, tmp_path / "admin")
+    token = procs.runtime_token(db_url, tmp_path / "admin")
 
     # The remote is gone; the mirror in the state directory and the applied commit are not.
     shutil.rmtree(remote.bare)
     down = procs.Daemon(tmp_path / "d", db_url, remote.url).start()
     daemons.append(down)
     down.wait_ready()
-    assert _policy_revision(down, token) == sha
+    assert procs.policy_revision(down, token) == sha
     down.wait_until(lambda: "cannot fetch" in down.log, 10, "the failed fetch in the log")
     status = httpx.get(down.url + "/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
     last = status["daemon"]["lastReconcile"]
@@ -77,14 +66,14 @@ def test_the_daemon_serves_its_applied_commit_while_the_remote_is_down_or_hangs(
     daemons.append(hanging)
     hanging.wait_ready()
     assert hanging.get("/readyz").json()["appliedSha"] == sha
-    assert _policy_revision(hanging, token) == sha
+    assert procs.policy_revision(hanging, token) == sha
     assert hanging.stop(signal.SIGTERM) == 0
     assert "Traceback" not in first.log + down.log + hanging.log
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_armctl_serve_says_where_it_listens_and_exits_0_on_sigterm_and_sigint(db_url: str, tmp_path: Path) -> None:
-    env = _env(db_url, tmp_path / "admin")
+    env = procs.env(db_url, tmp_path / "admin")
     assert procs.armctl(env, "init").returncode == 0
     for sig in (signal.SIGTERM, signal.SIGINT):
         port = procs.free_port()
@@ -124,16 +113,17 @@ def test_with_the_remote_gone_the_daemon_applies_what_its_mirror_holds(db_url: s
     from reconciler.desired import repository
     from reconciler.reconcile import running
     from reconciler.state import database
-    from tests.daemon.test_jobs import _Always
     from tests.server.serving import tenant_fleet
 
     remote = procs.Remote(tmp_path / "git")
-    first = remote.push(FLEET, message="fleet")
+    first = remote.push(procs.FLEET, message="fleet")
     db = database.connect(db_url)
     database.migrate(db)
     settings = settings_.Settings(state_dir=tmp_path / "state", ref="main")
     mirror = repository.Repository(remote.url, cache_dir=settings.cache_dir, clone=False)
-    d = scheduling.Daemon(settings, db, running.Reconciler(db, mirror, "fleet"), deciding.Decider(db), leadership=_Always())
+    d = scheduling.Daemon(
+        settings, db, running.Reconciler(db, mirror, "fleet"), deciding.Decider(db), leadership=procs.AlwaysLeads()
+    )
     try:
         d.poll()  # clones, then applies
         assert d.applied_sha == first

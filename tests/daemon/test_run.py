@@ -8,7 +8,6 @@ when the leader is killed.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,50 +16,19 @@ import pytest
 from tests.daemon import procs
 from tests.server.serving import tenant_fleet
 
-FLEET = {"fleet/acme.yaml": tenant_fleet("acme")}
-
-
-def _env(database_url: str, home: Path) -> dict[str, str]:
-    import os
-
-    return {**os.environ, "ARM_DATABASE_URL": database_url, "ARM_STATE_DIR": str(home)}
-
 
 @pytest.fixture
 def remote(tmp_path: Path) -> procs.Remote:
     remote = procs.Remote(tmp_path / "git")
-    remote.push(FLEET, message="fleet")
+    remote.push(procs.FLEET, message="fleet")
     return remote
 
 
 @pytest.fixture
 def migrated(db_url: str, tmp_path: Path) -> str:
-    result = procs.armctl(_env(db_url, tmp_path / "admin"), "init")
+    result = procs.armctl(procs.env(db_url, tmp_path / "admin"), "init")
     assert result.returncode == 0, result.stderr
     return db_url
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[procs.Daemon]]:
-    started: list[procs.Daemon] = []
-    try:
-        yield started
-    finally:
-        for d in started:
-            d.stop(signal.SIGKILL)
-
-
-def _token(database_url: str, home: Path) -> str:
-    result = procs.armctl(_env(database_url, home), "token", "create", "--name", "rt", "--kind", "runtime", "--tenant", "acme")
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def _policy_revision(d: procs.Daemon, token: str) -> str:
-    body = {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup", "args": {}}
-    response = httpx.post(d.url + "/v1/decisions", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=5)
-    assert response.status_code == 200, response.text
-    return str(response.json()["policyRevision"])
 
 
 def test_the_daemon_follows_pushes_by_poll_and_exits_0_on_sigterm(
@@ -74,8 +42,8 @@ def test_the_daemon_follows_pushes_by_poll_and_exits_0_on_sigterm(
     # Served within the wait's deadline, by the poll alone. How soon (the interval plus ~0.5 s on a
     # quiet host) is a figure bench/bench_daemon.py prints: a busy host would make a bound flaky.
     d.wait_until(lambda: d.served_sha() == sha, 10, "the pushed commit to be served")
-    token = _token(migrated, tmp_path / "admin")
-    assert _policy_revision(d, token) == sha
+    token = procs.runtime_token(migrated, tmp_path / "admin")
+    assert procs.policy_revision(d, token) == sha
     assert d.metric("arm_leader") == 1
     assert d.stop(signal.SIGTERM) == 0
     assert "Traceback" not in d.log
@@ -114,16 +82,16 @@ def test_a_bad_commit_keeps_the_last_good_one_served_and_shows_in_status_and_met
     d.wait_until(lambda: d.metric("arm_reconcile_failing") == 1, 5, "the failure in metrics")
     assert d.get("/readyz").status_code == 200
     assert d.served_sha() == good
-    operator = procs.armctl(_env(migrated, tmp_path / "admin"), "status", "--format", "json")
+    operator = procs.armctl(procs.env(migrated, tmp_path / "admin"), "status", "--format", "json")
     assert operator.returncode == 0, operator.stderr
     assert f"main@sha1:{bad}" in operator.stdout  # the failed revision is named in the conditions
-    token = _token(migrated, tmp_path / "admin")
+    token = procs.runtime_token(migrated, tmp_path / "admin")
     status = httpx.get(d.url + "/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
     last = status["daemon"]["lastReconcile"]
     assert last["outcome"] == "FAILED"
     assert "broken.yaml" in last["error"]
     assert "spec.typo" in last["error"]
-    assert _policy_revision(d, token) == good
+    assert procs.policy_revision(d, token) == good
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -154,18 +122,18 @@ def test_two_replicas_on_postgresql_one_leads_both_serve_and_the_other_takes_ove
     daemons.append(second)
     second.wait_ready()
     assert (first.metric("arm_leader"), second.metric("arm_leader")) == (1, 0)
-    token = _token(migrated, tmp_path / "admin")
+    token = procs.runtime_token(migrated, tmp_path / "admin")
 
     sha = remote.push({"fleet/extra.yaml": tenant_fleet("globex")}, message="add globex")
     for d in (first, second):
-        d.wait_until(lambda d=d: _policy_revision(d, token) == sha, poll + 2, "both replicas to serve the push")
+        d.wait_until(lambda d=d: procs.policy_revision(d, token) == sha, poll + 2, "both replicas to serve the push")
 
     first.stop(signal.SIGKILL)
     newer = remote.push({"fleet/extra.yaml": None}, message="drop globex")
     # The follower takes the lock on its next poll (within one interval) and applies.
     second.wait_until(lambda: second.served_sha() == newer, 2 * poll + 5, "the follower to take over and apply")
     assert second.metric("arm_leader") == 1
-    assert _policy_revision(second, token) == newer
+    assert procs.policy_revision(second, token) == newer
     assert "leading: holding the advisory lock" in second.log
 
 
@@ -182,10 +150,10 @@ def test_a_webhook_sent_to_a_follower_wakes_the_leader(
     assert follower.metric("arm_leader") == 0
     sha = remote.push({"fleet/extra.yaml": tenant_fleet("globex")}, message="add globex")
     assert follower.webhook({"ref": "refs/heads/main", "after": sha}).json()["refresh"] is True
-    token = _token(migrated, tmp_path / "admin")
+    token = procs.runtime_token(migrated, tmp_path / "admin")
     for d in (leader, follower):
         # Both serve it far sooner than the next poll (600 s): the webhook's notification woke the leader.
-        d.wait_until(lambda d=d: _policy_revision(d, token) == sha, 10, "the push to be served")
+        d.wait_until(lambda d=d: procs.policy_revision(d, token) == sha, 10, "the push to be served")
 
 
 def test_sigterm_during_the_first_reconcile_lets_it_finish_and_exits_0(

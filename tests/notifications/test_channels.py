@@ -14,7 +14,7 @@ from reconciler.reconcile import running
 from reconciler.state import database, tables
 from tests import armctl
 from tests.conftest import GitRepo
-from tests.notifications.test_notifications import FLEET
+from tests.notifications.fleetdata import FLEET
 
 BASE = "apiVersion: arm/v1\nkind: NotificationChannel\nmetadata: {name: hook}\nspec:\n"
 
