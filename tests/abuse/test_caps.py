@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from reconciler.server import guarding
 from tests.server.serving import auth
-from tests.server.test_protocol import Wire
+from tests.server.wire import Wire
 
 Api = tuple[httpx.Client, sa.Engine, dict[str, str]]
 

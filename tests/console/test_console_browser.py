@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.console.conftest import Console
-from tests.server.test_approvals import SECRET, request_approval
+from tests.server.serving import SECRET, request_approval
 
 
 def test_an_operator_approves_pauses_resumes_audits_and_simulates_in_a_browser(console: Console, browser: Any) -> None:

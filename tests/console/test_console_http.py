@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from reconciler.oversight import access
 from reconciler.state import tables
 from tests.console.conftest import Console
-from tests.server.serving import NOW, auth
-from tests.server.test_approvals import SECRET, request_approval
+from tests.server.serving import NOW, SECRET, auth, request_approval
 
 
 def sign_in(console: Console, token: str) -> httpx.Client:

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import uvicorn
 
 from reconciler.server import protocol
@@ -112,3 +113,21 @@ class Server:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+SECRET = "sk-live0123456789abcdefXYZ"
+
+
+REFUND = {
+    "instance": "acme:app-dev-g1-0",
+    "tool": "payments.refund",
+    "args": {"invoice": "INV-1042", "amount": 5, "api_key": SECRET},
+    "costEstimate": 0.25,
+    "runId": "run-7",
+}
+
+
+def request_approval(client: httpx.Client, token: str, ask: dict[str, Any] = REFUND) -> int:
+    answer = client.post("/v1/decisions", json=ask, headers=auth(token)).json()
+    assert answer["decision"] == "NEEDS_APPROVAL", answer
+    return int(answer["approvalId"])

@@ -12,24 +12,9 @@ import sqlalchemy as sa
 
 from reconciler.oversight import access
 from reconciler.state import tables
-from tests.server.serving import NOW, auth
+from tests.server.serving import NOW, REFUND, SECRET, auth, request_approval
 
 Api = tuple[httpx.Client, sa.Engine, dict[str, str]]
-
-SECRET = "sk-live0123456789abcdefXYZ"
-REFUND = {
-    "instance": "acme:app-dev-g1-0",
-    "tool": "payments.refund",
-    "args": {"invoice": "INV-1042", "amount": 5, "api_key": SECRET},
-    "costEstimate": 0.25,
-    "runId": "run-7",
-}
-
-
-def request_approval(client: httpx.Client, token: str, ask: dict[str, Any] = REFUND) -> int:
-    answer = client.post("/v1/decisions", json=ask, headers=auth(token)).json()
-    assert answer["decision"] == "NEEDS_APPROVAL", answer
-    return int(answer["approvalId"])
 
 
 def decide(client: httpx.Client, token: str, approval_id: int, body: dict[str, Any]) -> httpx.Response:

@@ -10,10 +10,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -23,6 +21,7 @@ from reconciler.server import app as server_app
 from reconciler.server import decisions, protocol
 from reconciler.state import tables
 from tests.server.serving import TRANSPORTS, Server
+from tests.server.wire import Wire
 
 Api = tuple[httpx.Client, sa.Engine, dict[str, str]]
 
@@ -33,50 +32,6 @@ def decision_request(token: str, n: int, *, version: str = "1.1", target: str = 
         f"POST {target} HTTP/{version}\r\nHost: arm\r\nAuthorization: Bearer {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
     ).encode() + body
-
-
-class Wire:
-    """One raw HTTP connection to the server under test."""
-
-    def __init__(self, base: str) -> None:
-        url = urlsplit(base)
-        self.sock = socket.create_connection((url.hostname, url.port), timeout=10)
-        self.buffer = b""
-
-    def __enter__(self) -> Wire:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def response(self) -> tuple[int, dict[str, str], bytes]:
-        """The next response: status, headers (lower-case names), body."""
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
-        length = int(headers.get("content-length", "0"))
-        while len(self.buffer) < length:
-            self._fill()
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return int(status_line.split()[1]), headers, body
-
-    def closed(self) -> bool:
-        """Whether the server closed the connection (nothing more to read)."""
-        try:
-            return self.sock.recv(1) == b""
-        except ConnectionResetError:
-            return True
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"the server closed the connection; unread: {self.buffer!r}")
-        self.buffer += chunk
 
 
 def stored_decisions(engine: sa.Engine) -> int:
