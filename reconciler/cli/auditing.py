@@ -106,8 +106,9 @@ def verify(settings: settings_.Settings, fmt: str) -> None:
     if ok:
         anchored = sum(v.checkpoints for v in tally.values())
         click.echo(
-            click.style("✓ ", fg="green") + f"{records} change records chain correctly; every stored genome matches its hash; "
-            f"every evaluation run matches its record; {anchored} signed checkpoints verify and anchor their records"
+            click.style("✓ ", fg="green") + f"{output.plural(records, 'change record')} chain correctly; every stored genome "
+            f"matches its hash; every evaluation run matches its record; {output.plural(anchored, 'signed checkpoint')} "
+            f"{'verifies and anchors its' if anchored == 1 else 'verify and anchor their'} records"
         )
     for gap in unanchored:
         click.echo(
