@@ -265,6 +265,9 @@ class _Writer:
     # ---------------------------------------------------------------- manifest objects
 
     def objects(self) -> None:
+        # The documents of every object written, read in one batch when the snapshot came from
+        # the parse cache (which keeps no document text): not one `git cat-file` and parse per file.
+        self.desired.prefetch([a.data["object"] for op in ("create", "update") for a in self.by_op[op]])
         inserts: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for action in self.by_op["create"]:
             obj: snapshot_.Object = action.data["object"]
