@@ -52,6 +52,7 @@ class ParseCache:
         self.hits = 0
         self.misses = 0
         self._added = False
+        self._carried_from: int | None = None  # the generation's size when a load first carried it on
         if directory is not None:
             self._read()
 
@@ -100,8 +101,21 @@ class ParseCache:
         self._current_encoded[key] = encoded if encoded is not None else encode(value)
         self._added = True
 
-    def start_generation(self) -> None:
-        """Begin a load in a long-lived process: the last load's entries become older ones."""
+    def start_generation(self, *, carry: bool = False) -> None:
+        """Begin a load: the last load's entries become older ones.
+
+        A load that builds on an earlier snapshot of this process (``carry``) takes the entries
+        of the files its commit did not touch from that snapshot without asking the cache for
+        them: it adds to the generation under way instead, so what is saved still holds every
+        entry the fleet needs (a pull-request plan loads the base, then the head on top of it).
+        A generation that has doubled since its first load starts over all the same, so a
+        long-lived process's cache stays the size of a fleet."""
+        if carry and self._current:
+            if self._carried_from is None:
+                self._carried_from = len(self._current)
+            if len(self._current) <= 2 * self._carried_from:
+                return
+        self._carried_from = None
         if self._current:
             self._stored_before = self._stored_last
             self._stored_last = self._current_encoded

@@ -180,7 +180,8 @@ class ParsedFile:
     #: (kind, name) of documents that failed their schema: references to them are not reported
     #: again as dangling, the document's own problems already say what is wrong.
     invalid: tuple[tuple[str, str], ...] = ()
-    #: document index → the document's data as JSON (not cached: rebuilt by parsing again)
+    #: document index → the document's data as JSON (not in the summaries the cache keeps: a
+    #: load that needs it again reads the cache's documents entry, or parses the file again)
     raw: dict[int, bytes] = dataclasses.field(default_factory=dict, compare=False)
 
     def cacheable(self) -> ParsedFile:

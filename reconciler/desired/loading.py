@@ -80,7 +80,7 @@ def load(
     if entries is None:
         entries = repo.list_tree(commit.sha, root)
     cache = cache if cache is not None else caching.ParseCache()
-    cache.start_generation()
+    cache.start_generation(carry=reuse is not None)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # allocating many small objects is 3-5x slower with the GC rescanning them (measured)
     try:
@@ -238,18 +238,32 @@ class _Loader:
                 return list(pool.imap(_parse_pair, jobs, chunksize=16))
         return [_parse_job(p, content) for p, content in jobs]
 
-    def _reread(self, files: list[tuple[str, str]]) -> dict[tuple[str, int], bytes]:
-        blobs = self.repo.read_blobs(blob for _, blob in files)
-        jobs = [(path, blobs[blob]) for path, blob in files]
+    def _reread(self, files: list[tuple[str, str]]) -> dict[tuple[str, int], snapshot.Document]:
+        """The documents of (file, blob) pairs whose summaries came from the cache: from the
+        cache's own entry of them when an earlier process needed them too (a pull-request plan
+        applies every document of the base), else parsed again, on every core when many."""
+        found: dict[tuple[str, int], snapshot.Document] = {}
+        missing: list[tuple[str, str]] = []
+        for path, blob in files:
+            hit = self.cache.get(_documents_key(path, blob))
+            if hit is None:
+                missing.append((path, blob))
+            else:
+                found.update({(path, i): document for i, document in hit.items()})
+        if not missing:
+            return found
+        blobs = self.repo.read_blobs(blob for _, blob in missing)
+        jobs = [(path, blobs[blob]) for path, blob in missing]
         if self.workers > 1 and len(jobs) >= _PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods():
             with multiprocessing.get_context("fork").Pool(self.workers) as pool:
-                documents_ = list(pool.imap(_raw_pair, jobs, chunksize=16))
+                parsed = list(pool.imap(_documents_pair, jobs, chunksize=16))
         else:
-            documents_ = [_raw_pair(job) for job in jobs]
-        raw: dict[tuple[str, int], bytes] = {}
-        for (path, _), found in zip(jobs, documents_, strict=True):
-            raw.update({(path, i): data for i, data in found.items()})
-        return raw
+            parsed = [_documents_pair(job) for job in jobs]
+        for (path, blob), documents_ in zip(missing, parsed, strict=True):
+            self.cache.put(_documents_key(path, blob), documents_)
+            found.update({(path, i): document for i, document in documents_.items()})
+        self.cache.save()
+        return found
 
     def _read_rego(self, rego_files: list[repository.TreeEntry]) -> dict[str, str]:
         blobs = self.repo.read_blobs(e.sha for e in rego_files)
@@ -444,9 +458,12 @@ def _parse_pair(job: tuple[str, bytes]) -> tuple[documents.ParsedFile, caching.E
     return _parse_job(*job)
 
 
-def _raw_pair(job: tuple[str, bytes]) -> dict[int, bytes]:
-    """A file's documents as JSON, by index (what :meth:`snapshot.Snapshot.data` reads again)."""
-    return dict(_parse_job(*job)[0].raw)
+def _documents_pair(job: tuple[str, bytes]) -> dict[int, snapshot.Document]:
+    """A file's documents by index: each as JSON, and a version's genome template (what
+    :meth:`snapshot.Snapshot.data` and :meth:`snapshot.Snapshot.genome_text` read again)."""
+    parsed = _parse_job(*job)[0]
+    templates = {d.number: d.genome_template for d in parsed.documents}
+    return {i: snapshot.Document(data, templates.get(i)) for i, data in parsed.raw.items()}
 
 
 def _parse_job(path: str, content: bytes) -> tuple[documents.ParsedFile, caching.Encoded]:
@@ -459,6 +476,10 @@ def _parse_job(path: str, content: bytes) -> tuple[documents.ParsedFile, caching
 
 def _file_key(entry: repository.TreeEntry) -> str:
     return f"y:{entry.path}:{entry.sha}"
+
+
+def _documents_key(path: str, blob: str) -> str:
+    return f"d:{path}:{blob}"
 
 
 def _inside(path: str, root: str) -> bool:

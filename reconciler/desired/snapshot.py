@@ -4,7 +4,8 @@ A :class:`Snapshot` is what ``loading`` produces from a commit and what the plan
 the database. Objects are keyed ``(kind, tenant, name)``; each carries its document summary
 (``documents.Document``: digest and references) and where it was declared (file, document, line).
 Full pydantic models are built only on demand (:meth:`Snapshot.manifest`), from data kept in
-memory when the file was just parsed, or by reading its blob again when it came from the cache.
+memory when the file was just parsed; when it came from the cache, from the cache's entry of its
+documents (kept once a load needed them) or by reading its blob again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import orjson
 from reconciler import errors
 from reconciler.desired import documents, genome, kinds, repository
 
-__all__ = ["Key", "Object", "Origin", "Snapshot"]
+__all__ = ["Document", "Key", "Object", "Origin", "Snapshot"]
 
 Key = tuple[str, str, str]  # (kind, tenant, name)
 
@@ -36,6 +37,13 @@ class Origin(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
+
+
+class Document(NamedTuple):
+    """A document read again: its data as JSON, and a version's genome template (else None)."""
+
+    data: bytes
+    template: tuple[str, ...] | None = None
 
 
 class Object(NamedTuple):
@@ -67,7 +75,11 @@ class Snapshot:
     #: (file, document index) → JSON bytes of the document, for what was parsed in this load
     raw: dict[tuple[str, int], bytes] = dataclasses.field(default_factory=dict, repr=False)
     #: reads (file, blob) pairs again when a document is needed that came from the cache
-    reread: Callable[[list[tuple[str, str]]], dict[tuple[str, int], bytes]] | None = dataclasses.field(default=None, repr=False)
+    reread: Callable[[list[tuple[str, str]]], dict[tuple[str, int], Document]] | None = dataclasses.field(
+        default=None, repr=False
+    )
+    #: (file, document index) → a version's genome template, for the documents read again
+    templates: dict[tuple[str, int], tuple[str, ...]] = dataclasses.field(default_factory=dict, repr=False)
     #: (tenant, version) → canonical genome text, for the genomes hashed in this load
     genome_texts: dict[tuple[str, str], bytes] = dataclasses.field(default_factory=dict, repr=False)
     _models: dict[Key, Any] = dataclasses.field(default_factory=dict, repr=False)
@@ -113,6 +125,7 @@ class Snapshot:
     def release_data(self) -> None:
         """Drop document data and models (kept: objects, hashes, tree) once the snapshot is applied."""
         self.raw = {}
+        self.templates = {}
         self._data.clear()
         self._models.clear()
         self.genome_texts = {}
@@ -134,7 +147,7 @@ class Snapshot:
         if missing:
             if self.reread is None:
                 raise errors.ArmError("the snapshot cannot read its files again")
-            self.raw.update(self.reread(sorted(missing)))
+            self._take(self.reread(sorted(missing)))
         for obj in wanted:
             data = self.raw[(obj.origin.file, obj.origin.document)]
             self._models[obj.key] = _models().KINDS[obj.kind].model_validate_json(data)
@@ -144,7 +157,7 @@ class Snapshot:
         calling :meth:`data` on many of them)."""
         missing = sorted({(o.origin.file, o.origin.blob) for o in objects if (o.origin.file, o.origin.document) not in self.raw})
         if missing and self.reread is not None:
-            self.raw.update(self.reread(missing))
+            self._take(self.reread(missing))
 
     def data(self, obj: Object) -> dict[str, Any]:
         """The document of ``obj`` as plain data (as written, defaults not filled in)."""
@@ -152,27 +165,45 @@ class Snapshot:
         if key not in self.raw:
             if self.reread is None:
                 raise errors.ArmError("the snapshot cannot read its files again")
-            self.raw.update(self.reread([(obj.origin.file, obj.origin.blob)]))
+            self._take(self.reread([(obj.origin.file, obj.origin.blob)]))
         data = self._data.get(key)
         if data is None:
             data = self._data[key] = orjson.loads(self.raw[key])
         return data
 
+    def _take(self, found: dict[tuple[str, int], Document]) -> None:
+        for key, document in found.items():
+            self.raw[key] = document.data
+            if document.template is not None:
+                self.templates[key] = document.template
+
     def genome_text(self, obj: Object) -> bytes:
         """The canonical genome of a version as JSON text (what its hash is computed over)."""
-        text = self.genome_texts.get((obj.tenant, obj.name))
+        text = self._known_genome(obj)
         if text is None:
             text = genome.canonical_json(self.genome_document(obj))
         return text
 
     def genome_document(self, obj: Object) -> dict[str, Any]:
         """The canonical genome of a version, prompts replaced by their content hashes."""
-        text = self.genome_texts.get((obj.tenant, obj.name))
+        text = self._known_genome(obj)
         if text is not None:
             return orjson.loads(text)  # type: ignore[no-any-return]
         spec = self.manifest(obj).spec
         hashes = self.prompt_hashes.get((obj.tenant, obj.name), [])
         return genome.genome_document(spec.genome, {p.file: h for p, h in zip(spec.genome.prompts, hashes, strict=True)})
+
+    def _known_genome(self, obj: Object) -> bytes | None:
+        """A version's genome text without building its model: hashed in this load, or filled
+        in from the genome template of its document read again."""
+        name = (obj.tenant, obj.name)
+        text = self.genome_texts.get(name)
+        if text is None:
+            template = self.templates.get((obj.origin.file, obj.origin.document))
+            hashes = self.prompt_hashes.get(name)
+            if template is not None and hashes is not None and len(hashes) == len(template) - 1:
+                text = genome.fill_template(template, hashes)
+        return text
 
 
 def _models() -> Any:

@@ -127,6 +127,42 @@ def test_the_cache_persists_between_processes(tmp_path: Path, git_repo: GitRepo)
     assert fresh.misses == 0 and fresh.hits > 0
 
 
+def test_a_load_on_top_of_another_keeps_every_entry_for_the_next_process(tmp_path: Path, git_repo: GitRepo) -> None:
+    # A pull-request plan loads the base, then the head on top of it (the files the head did not
+    # touch taken from the base's snapshot, not asked of the cache): what it saves must still
+    # hold the whole base, or the next plan parses the fleet again.
+    git_repo.commit(BASE)
+    git_repo.commit({"fleet/tenant.yaml": BASE["fleet/tenant.yaml"].replace("{name: acme}", "{name: acme, labels: {a: b}}")})
+    repo = repository.Repository(git_repo.path)
+    cache = caching.ParseCache(tmp_path / "cache")
+    base = loading.load(repo, "main~1", "fleet", cache=cache)
+    again = loading.load(repo, "main~1", "fleet", cache=cache, previous=base)
+    loading.load(repo, "main", "fleet", cache=cache, previous=again)
+    for ref in ("main~1", "main"):
+        fresh = caching.ParseCache(tmp_path / "cache")
+        assert loading.load(repo, ref, "fleet", cache=fresh).ok
+        assert fresh.misses == 0, ref
+
+
+def test_documents_read_again_come_from_the_cache_in_the_next_process(tmp_path: Path, git_repo: GitRepo) -> None:
+    git_repo.commit(BASE)
+    repo = repository.Repository(git_repo.path)
+    parsed = loading.load(repo, "main", "fleet", cache=caching.ParseCache(tmp_path / "cache"))
+    expected = {key: parsed.data(obj) for key, obj in parsed.objects.items()}
+    genomes = {key: parsed.genome_text(obj) for key, obj in parsed.objects.items() if obj.kind == "AgentVersion"}
+    for _ in range(2):  # the first reads every document again (and keeps them), the second finds them
+        cache = caching.ParseCache(tmp_path / "cache")
+        snap = loading.load(repo, "main", "fleet", cache=cache)
+        assert snap.raw == {} and snap.genome_texts == {}  # summaries only: nothing was parsed
+        cache.hits = cache.misses = 0
+        snap.prefetch(list(snap.objects.values()))
+        assert {key: snap.data(obj) for key, obj in snap.objects.items()} == expected
+        assert {key: snap.genome_text(obj) for key, obj in snap.objects.items() if obj.kind == "AgentVersion"} == genomes
+        assert snap._models == {}  # the genome came from the document's template, not from a model
+    files = len({obj.origin.file for obj in snap.objects.values()})
+    assert (cache.hits, cache.misses) == (files, 0)
+
+
 def test_a_corrupt_cache_file_is_ignored(tmp_path: Path, git_repo: GitRepo) -> None:
     git_repo.commit(BASE)
     (tmp_path / "cache").mkdir()
