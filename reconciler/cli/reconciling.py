@@ -128,7 +128,7 @@ def plan(
         if not no_impact:
             with database.reading(reconciler.db) as connection:
                 base_side = impacting.side_of_database(connection)
-            impact_report = impact.probe(base_side, head_side).as_dict()
+            impact_report = impact.probe(base_side, head_side, workers=os.cpu_count() or 1).as_dict()
     else:
         with tempfile.TemporaryDirectory(prefix="arm-plan-") as scratch:
             db = database.connect(f"sqlite:///{Path(scratch) / 'scratch.db'}")
@@ -155,7 +155,7 @@ def plan(
                 assert outcome.desired is not None
                 head_side = impacting.side_of_snapshot(outcome.desired)
                 if not no_impact:
-                    impact_report = impact.probe(base_side, head_side).as_dict()
+                    impact_report = impact.probe(base_side, head_side, workers=os.cpu_count() or 1).as_dict()
             finally:
                 db.dispose()
         tests = testing.run_tests(library.modules_for(outcome.rego))

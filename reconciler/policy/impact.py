@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
+import multiprocessing
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -281,16 +283,21 @@ class Impact:
 
 
 class _Cached:
-    """One side's decisions on probes, each distinct input evaluated once."""
+    """One side's decisions on probes, each distinct input evaluated once.
+
+    Probing asks for decisions in steps: :meth:`key` names a probe's input (and queues it when it
+    is new), :func:`_run` evaluates what both sides queued (on several cores when there is much),
+    then :meth:`decision` reads the answer by key."""
 
     def __init__(self, side: Side, per_version: bool, by_env_name: bool) -> None:
         self.side = side
         self.per_version = per_version
         self.by_env_name = by_env_name
         self.cache: dict[tuple[Any, ...], str] = {}
+        self.queued: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # key → what decide() is asked
         self.evaluated = 0
 
-    def decision(
+    def key(
         self,
         tenant: str,
         version: str,
@@ -299,9 +306,9 @@ class _Cached:
         tool: str,
         raises: int,
         declared: tuple[bytes, dict[str, Any]] | None = None,
-    ) -> str:
-        """The side's decision on a probe: a call raised ``raises`` levels by its arguments, or
-        with ``declared`` arguments (their canonical text, and them) assessed as a call's."""
+    ) -> tuple[Any, ...]:
+        """The key of a probe: a call raised ``raises`` levels by its arguments, or with
+        ``declared`` arguments (their canonical text, and them) assessed as a call's."""
         side = self.side
         envelope = side.envelopes[(tenant, version)]
         key = (
@@ -313,21 +320,79 @@ class _Cached:
             tool,
             raises if declared is None else declared[0],
         )
-        found = self.cache.get(key)
-        if found is None:
-            self.evaluated += 1
+        if key not in self.cache and key not in self.queued:
             name = version if self.per_version else "probe"
             args = declared[1] if declared is not None else {}
             findings = risk.assess("GREEN", args).findings if declared is not None else _RAISES[raises]
-            outcome = decide(
-                side, tenant, version, f"{name}/probe", "ACTIVE", environment, production, tool, args, 0.0, findings,
-                template=None if self.per_version else "probe",
-            )  # fmt: skip
-            found = self.cache[key] = outcome.decision
-        return found
+            template = None if self.per_version else "probe"
+            self.queued[key] = (tenant, version, f"{name}/probe", environment, production, tool, args, findings, template)
+        return key
+
+    def decision(self, key: tuple[Any, ...]) -> str:
+        return self.cache[key]
 
 
-def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = None) -> Impact:
+def _run(sides: list[_Cached], workers: int) -> None:
+    """Evaluate what each side has queued, in ``workers`` forked processes when there is much."""
+    queued = [list(c.queued.items()) for c in sides]
+    specs = [[spec for _, spec in q] for q in queued]
+    if workers <= 1 or sum(map(len, specs)) < _PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        decided = [[_evaluate(c.side, spec) for spec in s] for c, s in zip(sides, specs, strict=True)]
+    else:
+        decided = _evaluate_forked([c.side for c in sides], specs, workers)
+    for cached, q, decisions in zip(sides, queued, decided, strict=True):
+        cached.queued = {}
+        cached.evaluated += len(q)
+        for (key, _), decision in zip(q, decisions, strict=True):
+            cached.cache[key] = decision
+
+
+#: Fewer queued probes than this are evaluated in the calling process (a pool costs ~30 ms).
+_PARALLEL_FROM = 4000
+_CHUNK = 500
+
+#: What forked evaluators read: set just before the pool forks (copied into each child).
+_forked: list[tuple[Side, list[tuple[Any, ...]]]] = []
+_inherited: list[Any] = []
+
+
+def _evaluate_forked(sides: list[Side], specs: list[list[tuple[Any, ...]]], workers: int) -> list[list[str]]:
+    _forked[:] = list(zip(sides, specs, strict=True))
+    chunks = [(i, start) for i, s in enumerate(specs) for start in range(0, len(s), _CHUNK)]
+    decided: list[list[str]] = [[] for _ in sides]
+    gc.freeze()  # the children's collector leaves the parent's objects (and their pages) alone
+    try:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_forget_engines) as pool:
+            for (i, _), decisions in zip(chunks, pool.imap(_evaluate_chunk, chunks), strict=True):
+                decided[i].extend(decisions)
+    finally:
+        gc.unfreeze()
+        _forked.clear()
+    return decided
+
+
+def _forget_engines() -> None:
+    # An engine belongs to the thread that made it: each child makes its own on first use. The
+    # parent's copy is kept, not dropped, in the child (dropping it there is the engine's call).
+    for side, _ in _forked:
+        _inherited.append(side._engine)
+        side._engine = None
+
+
+def _evaluate_chunk(chunk: tuple[int, int]) -> list[str]:
+    side, specs = _forked[chunk[0]]
+    return [_evaluate(side, spec) for spec in specs[chunk[1] : chunk[1] + _CHUNK]]
+
+
+def _evaluate(side: Side, spec: tuple[Any, ...]) -> str:
+    tenant, version, instance_id, environment, production, tool, args, findings, template = spec
+    outcome = decide(
+        side, tenant, version, instance_id, "ACTIVE", environment, production, tool, args, 0.0, findings, template=template
+    )
+    return outcome.decision
+
+
+def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = None, *, workers: int = 1) -> Impact:
     """The decisions that differ between ``base`` and ``head`` over every version deployed or
     deployable on both sides (or ``versions``), every tool of either catalog and every risk level
     its calls can reach, in every environment the version runs in (not deployed: production and
@@ -335,7 +400,9 @@ def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = N
 
     Versions whose probes would be the same inputs (the same envelopes on each side, the same
     environments and scope, and no fleet rule that reads the caller) are probed once, as a group;
-    a version whose envelope, catalog and policy are the same on both sides is not probed."""
+    a version whose envelope, catalog and policy are the same on both sides is not probed. The
+    distinct inputs are evaluated in ``workers`` forked processes when there are many (pass more
+    than 1 only from a process that runs no other threads)."""
     per_version = base.reads_caller or head.reads_caller
     by_env = base.reads_environment_name or head.reads_environment_name
     same_policy = base.modules == head.modules
@@ -373,8 +440,18 @@ def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = N
         scope = f"{tenant}/{project}" if project else f"{tenant}/{template}"
         group = (tenant, version if per_version else None, template if per_version else None, b_key, h_key, where, scope)
         groups.setdefault(group, []).append(version)
+    pairs: list[_Pair] = []
     for (tenant, _, _, b_key, h_key, where, scope), members in groups.items():
-        _probe_group(base, head, left, right, impact, tenant, members, list(where), scope, same_policy and b_key == h_key)
+        _probe_group(base, head, left, right, impact, pairs, tenant, members, list(where), scope, same_policy and b_key == h_key)
+    _run([left, right], workers)
+    for (tenant, members, scope), tool, example, b, h in pairs:
+        before, after = left.decision(b), right.decision(h)
+        if before != after:
+            for member in members:
+                flips.add(
+                    tool, before, after, scope, tenant, member,
+                    {**example, "version": member} if member == example["version"] else example,
+                )  # fmt: skip
     impact.evaluated = left.evaluated + right.evaluated
     for tenant in sorted(flips.widening_tenants()):
         rule = head.widening_rules.get(tenant)
@@ -383,31 +460,31 @@ def probe(base: Side, head: Side, versions: Iterable[tuple[str, str]] | None = N
     return impact
 
 
+#: A probe to compare once both sides are evaluated: (tenant, the group's versions, scope), the
+#: tool, an example of the call, and the probe's key on each side.
+_Pair = tuple[tuple[str, list[str], str], str, dict[str, Any], tuple[Any, ...], tuple[Any, ...]]
+
+
 def _probe_group(
     base: Side,
     head: Side,
     left: _Cached,
     right: _Cached,
     impact: Impact,
+    pairs: list[_Pair],
     tenant: str,
     members: list[str],
     where: list[tuple[str | None, bool]],
     scope: str,
     same_envelope: bool,
 ) -> None:
-    """Probe one version of a group and count what flips for each of its versions; with
-    ``same_envelope`` (and the same policy) only the tools whose catalog entries differ."""
+    """Queue the probes of one version of a group (what flips counts for each of its versions);
+    with ``same_envelope`` (and the same policy) only the tools whose catalog entries differ."""
     version = members[0]
     b_env, h_env = base.envelopes[(tenant, version)], head.envelopes[(tenant, version)]
     b_tools, h_tools = base.tools.get(tenant, {}), head.tools.get(tenant, {})
     n = len(members)
-
-    def flipped(tool: str, before: str, after: str, example: dict[str, Any]) -> None:
-        for member in members:
-            impact.flips.add(
-                tool, before, after, scope, tenant, member, {**example, "version": member} if member == version else example
-            )
-
+    group = (tenant, members, scope)
     for tool in sorted(set(b_tools) | set(h_tools)):
         b_entry, h_entry = b_tools.get(tool), h_tools.get(tool)
         declared = _declared(b_entry, h_entry)
@@ -423,19 +500,26 @@ def _probe_group(
                 continue
             seen.add(levels)
             for environment, production in where:
-                before = left.decision(tenant, version, environment, production, tool, raises)
-                after = right.decision(tenant, version, environment, production, tool, raises)
-                if before != after:
-                    flipped(tool, before, after, {"version": version, "environment": environment or _NOT_DEPLOYED,
-                                                  "risk": risk.LEVELS[levels[1]]})  # fmt: skip
+                example: dict[str, Any] = {
+                    "version": version, "environment": environment or _NOT_DEPLOYED, "risk": risk.LEVELS[levels[1]],
+                }  # fmt: skip
+                pairs.append(
+                    (
+                        group, tool, example,
+                        left.key(tenant, version, environment, production, tool, raises),
+                        right.key(tenant, version, environment, production, tool, raises),
+                    )
+                )  # fmt: skip
         for args in declared:
             for environment, production in where:
-                before = left.decision(tenant, version, environment, production, tool, 0, args)
-                after = right.decision(tenant, version, environment, production, tool, 0, args)
-                if before != after:
-                    flipped(
-                        tool, before, after, {"version": version, "environment": environment or _NOT_DEPLOYED, "args": args[1]}
+                example = {"version": version, "environment": environment or _NOT_DEPLOYED, "args": args[1]}
+                pairs.append(
+                    (
+                        group, tool, example,
+                        left.key(tenant, version, environment, production, tool, 0, args),
+                        right.key(tenant, version, environment, production, tool, 0, args),
                     )
+                )  # fmt: skip
 
 
 def _declared(*entries: Mapping[str, Any] | None) -> list[tuple[bytes, dict[str, Any]]]:

@@ -161,3 +161,34 @@ def test_argument_probes_a_catalog_declares_catch_a_fleet_rule_that_reads_argume
     assert [(f["tool"], f["from"], f["to"], f["count"], f["example"]["args"]) for f in report["flips"]] == [
         ("pay.refund", "ALLOW", "DENY", 3, {"amount": 300})
     ]
+
+
+def test_probing_on_every_core_finds_what_one_process_finds(monkeypatch: Any) -> None:
+    # Enough distinct inputs for the forked evaluators: a rule that reads which version asks
+    # makes every version's probes its own (40 versions × 20 tools × their risk levels × 2).
+    tools = {f"tool.{i}": {"name": f"tool.{i}", "risk": ("GREEN", "YELLOW")[i % 2]} for i in range(20)}
+    versions = tuple(f"bot@{i}" for i in range(40))
+    rule = {
+        "fleet/policies/t.rego": "package arm.ext.t\n\nimport rego.v1\n\n"
+        'deny contains "odd tools of late versions" if {\n'
+        '\tinput.instance.version in {"bot@3", "bot@17", "bot@39"}\n'
+        '\tendswith(input.tool.name, "1")\n}\n'
+    }
+    base, head = side(tools=tools, versions=versions), side(tools=tools, rego=rule, versions=versions)
+    forked = []
+    spy = impact._evaluate_forked
+    monkeypatch.setattr(impact, "_evaluate_forked", lambda *a: forked.append(a) or spy(*a))
+    alone = impact.probe(base, head, workers=1).as_dict()
+    assert forked == []
+    on_two = impact.probe(side(tools=tools, versions=versions), side(tools=tools, rego=rule, versions=versions), workers=2)
+    assert len(forked) == 1 and on_two.evaluated >= impact._PARALLEL_FROM
+    assert on_two.as_dict() == alone
+    # tool.1 and tool.11 are YELLOW: their calls reach YELLOW (ALLOW) and RED (NEEDS_APPROVAL),
+    # each asked as dev and as prod (the three versions are not deployed).
+    late = ["bot@17", "bot@3", "bot@39"]
+    assert sorted((f["tool"], f["from"], f["to"], f["count"], f["versions"]) for f in alone["flips"]) == [
+        ("tool.1", "ALLOW", "DENY", 6, late),
+        ("tool.1", "NEEDS_APPROVAL", "DENY", 6, late),
+        ("tool.11", "ALLOW", "DENY", 6, late),
+        ("tool.11", "NEEDS_APPROVAL", "DENY", 6, late),
+    ]
