@@ -34,12 +34,15 @@ def make_reconciler(
     workers: int | None = None,
     sign: bool = False,
     fetch: bool = True,
+    keep_documents: bool = False,
 ) -> running.Reconciler:
     """A reconciler over the configured (or given) repository; ``workers`` parse processes for a
     cold load (default: one per core; a threaded process such as the daemon must pass 1); with
     ``sign``, its applies write signed chain checkpoints (the key made on first use). Without
     ``fetch`` a remote is neither cloned nor fetched here: the daemon's first poll does it, so it
-    serves from its mirror while the remote is down."""
+    serves from its mirror while the remote is down. With ``keep_documents`` its parse cache
+    keeps every document it parses (for a command that applies a whole commit to a scratch
+    database, so the next run reads none of them again)."""
     db = db or running.open_database(settings.database)
     source = repository.Repository(repo or settings.repo, cache_dir=settings.cache_dir, clone=fetch)
     if fetch:
@@ -48,7 +51,7 @@ def make_reconciler(
         db,
         source,
         path or settings.path,
-        cache=caching.ParseCache(settings.cache_dir),
+        cache=caching.ParseCache(settings.cache_dir, keep_documents=keep_documents),
         limits=validating.limits_from(settings),
         workers=workers or os.cpu_count() or 1,
         signer=keying.signer(settings) if sign else None,
@@ -140,7 +143,7 @@ def plan(
                             recording.import_runs(connection, runs, str(evidence))
                         if state_doc is not None:
                             statefiles.import_before(connection, state_doc, str(state_file))
-                reconciler = make_reconciler(settings, repo, path, db)
+                reconciler = make_reconciler(settings, repo, path, db, keep_documents=True)
                 try:
                     reconciler.apply(base)
                 except errors.ArmError:

@@ -42,8 +42,11 @@ def _decode(encoded: Encoded) -> Any:
 
 
 class ParseCache:
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, keep_documents: bool = False) -> None:
         self.directory = directory
+        #: keep the documents of freshly parsed files too, not only when a load reads them again:
+        #: for a process that will need every document (a pull-request plan applies the base)
+        self.keep_documents = keep_documents
         self._current: dict[str, Any] = {}  # decoded entries the load under way used
         self._current_encoded: dict[str, Encoded] = {}
         self._last: dict[str, Any] = {}  # decoded entries of the previous load (long-lived process)

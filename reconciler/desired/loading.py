@@ -202,6 +202,8 @@ class _Loader:
                 results[entry.path] = parsed
                 for index, data in parsed.raw.items():
                     self.raw[(entry.path, index)] = data
+                if self.cache.keep_documents:
+                    self.cache.put(_documents_key(entry.path, entry.sha), _documents_of(parsed))
         out = []
         for entry in manifests:
             parsed = results[entry.path]
@@ -459,9 +461,12 @@ def _parse_pair(job: tuple[str, bytes]) -> tuple[documents.ParsedFile, caching.E
 
 
 def _documents_pair(job: tuple[str, bytes]) -> dict[int, snapshot.Document]:
+    return _documents_of(_parse_job(*job)[0])
+
+
+def _documents_of(parsed: documents.ParsedFile) -> dict[int, snapshot.Document]:
     """A file's documents by index: each as JSON, and a version's genome template (what
     :meth:`snapshot.Snapshot.data` and :meth:`snapshot.Snapshot.genome_text` read again)."""
-    parsed = _parse_job(*job)[0]
     templates = {d.number: d.genome_template for d in parsed.documents}
     return {i: snapshot.Document(data, templates.get(i)) for i, data in parsed.raw.items()}
 

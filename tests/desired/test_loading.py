@@ -163,6 +163,18 @@ def test_documents_read_again_come_from_the_cache_in_the_next_process(tmp_path: 
     assert (cache.hits, cache.misses) == (files, 0)
 
 
+def test_a_cache_that_keeps_documents_has_them_from_the_first_parse(tmp_path: Path, git_repo: GitRepo) -> None:
+    git_repo.commit(BASE)
+    repo = repository.Repository(git_repo.path)
+    parsed = loading.load(repo, "main", "fleet", cache=caching.ParseCache(tmp_path / "cache", keep_documents=True))
+    cache = caching.ParseCache(tmp_path / "cache")
+    snap = loading.load(repo, "main", "fleet", cache=cache)
+    cache.hits = cache.misses = 0
+    snap.prefetch(list(snap.objects.values()))
+    assert cache.misses == 0 and cache.hits == len({obj.origin.file for obj in snap.objects.values()})
+    assert {k: snap.data(o) for k, o in snap.objects.items()} == {k: parsed.data(o) for k, o in parsed.objects.items()}
+
+
 def test_a_corrupt_cache_file_is_ignored(tmp_path: Path, git_repo: GitRepo) -> None:
     git_repo.commit(BASE)
     (tmp_path / "cache").mkdir()
