@@ -16,7 +16,7 @@ process's peak RSS, and the impact's figures (versions, probes, inputs evaluated
 parse cache is warm after the first plan (as a CI cache of the state directory keeps it).
 Target: ≤ 15 s for a PR plan with impact. A figure printer, not a test.
 
-    python bench/bench_impact.py [--runs 1]
+    python bench/bench_impact.py [--runs 1] [--before TREE]
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fleetgen
 import yaml
 
-WORK = Path(__file__).resolve().parent / ".work"
+_HERE = Path(__file__).resolve().parent
+WORK = _HERE / ".work"
 TARGET_SECONDS = 15.0
 
 REGO = """package arm.ext.bench
@@ -86,6 +87,12 @@ def pull_requests(repo: Path, base: str) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--before",
+        metavar="TREE",
+        help="also plan with this source tree's code (e.g. 'git archive' of the commit before a change), each PR "
+        "right before this tree's plan of it, with its own warm parse cache: before and after, same machine, same run",
+    )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="arm-impact-"))
     try:
@@ -93,30 +100,36 @@ def main() -> None:
         subprocess.run(["git", "clone", "-q", str(fleetgen.cached(WORK, 1000)), str(repo)], check=True)
         base = fleetgen._git(repo, "rev-parse", "HEAD")
         heads = pull_requests(repo, base)
-        state = scratch / "state"
-        _measured(state, repo, base, base, "--no-impact")  # warms the parse cache, as a CI cache would
+        builds = [("before", Path(args.before).resolve()), ("after", None)] if args.before else [("", None)]
+        for label, tree in builds:  # warms each build's parse cache, as a CI cache would
+            _measured(scratch / f"state{label}", repo, base, base, "--no-impact", tree=tree)
         print(
-            f"{'PR':10} {'with impact':>12} {'without':>9} {'impact adds':>12} {'peak RSS':>9}  versions  probes  evaluated  flips"
+            f"{'PR':18} {'with impact':>12} {'without':>9} {'impact adds':>12} {'peak RSS':>9}  versions  probes  evaluated  flips"
         )
         verdicts = []
         for name, head in heads.items():
-            with_impact, without, rss = [], [], []
-            report: dict[str, Any] = {}
-            for _ in range(args.runs):
-                seconds, _, report = _measured(state, repo, base, head)
-                with_impact.append(seconds)
-                rss.append(report.pop("_rss_mb"))
-                seconds, _, _ = _measured(state, repo, base, head, "--no-impact")
-                without.append(seconds)
-            impact = report["impact"]
-            w, wo = statistics.median(with_impact), statistics.median(without)
-            print(
-                f"{name:10} {w:11.2f}s {wo:8.2f}s {w - wo:11.2f}s {max(rss):7.0f}MB  {impact['versions']:8}  "
-                f"{impact['probes']:6}  {impact['evaluated']:9}  "
-                + "; ".join(f"{f['from']}→{f['to']} {f['tool']} ×{f['count']}" for f in impact["flips"][:3])
-            )
-            verdicts.append((name, w))
-        print("\nThe impact alone, in process (both sides from their validated commits, then the probes):")
+            for label, tree in builds:
+                with_impact, without, rss = [], [], []
+                report: dict[str, Any] = {}
+                state = scratch / f"state{label}"
+                for _ in range(args.runs):
+                    seconds, _, report = _measured(state, repo, base, head, tree=tree)
+                    with_impact.append(seconds)
+                    rss.append(report.pop("_rss_mb"))
+                    seconds, _, _ = _measured(state, repo, base, head, "--no-impact", tree=tree)
+                    without.append(seconds)
+                impact = report["impact"]
+                w, wo = statistics.median(with_impact), statistics.median(without)
+                title = f"{name} ({label})" if label else name
+                print(
+                    f"{title:18} {w:11.2f}s {wo:8.2f}s {w - wo:11.2f}s {max(rss):7.0f}MB  {impact['versions']:8}  "
+                    f"{impact['probes']:6}  {impact['evaluated']:9}  "
+                    + "; ".join(f"{f['from']}→{f['to']} {f['tool']} ×{f['count']}" for f in impact["flips"][:3])
+                )
+                if tree is None:
+                    verdicts.append((name, w))
+        print("\nThe impact alone, in process (both sides from their validated commits, then the probes, in one process and as")
+        print("armctl plan asks them, on every core):")
         for name, head in heads.items():
             print(f"  {name:10} {_in_process(repo, base, head)}")
         print()
@@ -140,6 +153,11 @@ def _in_process(repo: Path, base: str, head: str) -> str:
     started = time.perf_counter()
     report = impact.probe(*sides).as_dict()
     probed = time.perf_counter() - started
+    # As armctl plan probes: the distinct inputs evaluated on every core.
+    sides = impacting.side_of_snapshot(base_snap), impacting.side_of_snapshot(head_snap)
+    started = time.perf_counter()
+    assert impact.probe(*sides, workers=os.cpu_count() or 1).as_dict() == report
+    on_every_core = time.perf_counter() - started
     # The floor, in the same run: one decision through the endpoint's path, asked again and again.
     side = sides[1]
     tenant, version = next(iter(sorted(side.deployable())))
@@ -149,22 +167,28 @@ def _in_process(repo: Path, base: str, head: str) -> str:
         impact.decide(side, tenant, version, "floor", "ACTIVE", "dev", False, tool, {}, 0.0, (None, None, None, None))
     floor = 2000 / (time.perf_counter() - started)
     return (
-        f"sides {built:.2f} s, probes {probed:.2f} s ({report['evaluated']:,} inputs evaluated of {report['probes']:,} probes, "
-        f"{report['evaluated'] / probed:,.0f}/s, floor {floor:,.0f}/s; {len(report['flips'])} flip groups, "
+        f"sides {built:.2f} s, probes {probed:.2f} s in one process, {on_every_core:.2f} s on {os.cpu_count()} cores "
+        f"({report['evaluated']:,} inputs evaluated of {report['probes']:,} probes, "
+        f"{report['evaluated'] / probed:,.0f}/s in one, floor {floor:,.0f}/s; {len(report['flips'])} flip groups, "
         f"{report['widening'] + report['narrowing']:,} flips)"
     )
 
 
-def _measured(state: Path, repo: Path, base: str, head: str, *extra: str) -> tuple[float, float, dict[str, Any]]:
+def _measured(
+    state: Path, repo: Path, base: str, head: str, *extra: str, tree: Path | None = None
+) -> tuple[float, float, dict[str, Any]]:
     env = {
         **os.environ,
         "ARM_STATE_DIR": str(state),
         "ARM_REPO": str(repo),
         "ARM_DATABASE_URL": f"sqlite:///{state / 'unused.db'}",
     }
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     argv = [sys.executable, "-m", "reconciler", "plan", "--base", base, "--head", head, "--format", "json", *extra]
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # cwd: `python -m` puts it first on the path, ahead of PYTHONPATH
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tree or _HERE.parent)
     out = proc.stdout.read() if proc.stdout else b""
     err = proc.stderr.read() if proc.stderr else b""
     _, status, usage = os.wait4(proc.pid, 0)
