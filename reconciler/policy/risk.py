@@ -37,10 +37,18 @@ Pure.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import functools
+import os
+import pickle
 import re
-from collections.abc import Iterable, Mapping
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -64,6 +72,186 @@ _BULK_COUNT = 1000  # a limit/count this high is (a page size of 100 is not)
 _SAMPLE = 16  # items of a long list read for targets, verbs and wildcards
 _MAX_VALUES = 1000  # values assess reads before it calls the arguments bulk and stops
 _MIN_KNOWN = 6  # a redacted argument this long or longer is also taken out of text that quotes it
+
+# ---------------------------------------------------------------- long text
+
+#: From this many characters on, text is matched in a process of its own. ``re`` holds the GIL
+#: for a whole search (~5-60 ns a character here, by pattern), so one caller's 900 KB argument
+#: held every other thread of a server — the event loop answering other tenants included — for
+#: up to ~60 ms per pattern; waiting for another process lets go of it. Shorter text is matched
+#: here: a search of it holds the GIL for a few milliseconds at most.
+_LONG = 65_536
+
+
+class _Pattern:
+    """A compiled pattern: ``re`` in this process for short text, the same pattern in the
+    matcher process (:func:`_far`) for long text, with the same answers."""
+
+    __slots__ = ("flags", "pattern", "short")
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self.pattern = pattern
+        self.flags = flags
+        self.short = re.compile(pattern, flags)
+
+    def search(self, text: str) -> Any:
+        return self.short.search(text) if len(text) < _LONG else _far(self, "search", text)
+
+    def match(self, text: str) -> Any:
+        return self.short.match(text) if len(text) < _LONG else _far(self, "match", text)
+
+    def fullmatch(self, text: str) -> Any:
+        return self.short.fullmatch(text) if len(text) < _LONG else _far(self, "fullmatch", text)
+
+    def finditer(self, text: str) -> Iterator[Any]:
+        return self.short.finditer(text) if len(text) < _LONG else iter(_far(self, "finditer", text))
+
+    def sub(self, replacement: str, text: str) -> str:
+        return self.short.sub(replacement, text) if len(text) < _LONG else _far(self, "sub", text, replacement)  # type: ignore[no-any-return]
+
+
+class _Found:
+    """A match made in the matcher process, as much of ``re.Match`` as this module reads."""
+
+    __slots__ = ("_names", "_spans", "_texts")
+
+    def __init__(self, match: re.Match[str]) -> None:
+        count = (match.re.groups or 0) + 1
+        self._spans = [match.span(i) for i in range(count)]
+        self._texts = [match.group(i) for i in range(count)]
+        self._names = dict(match.re.groupindex)
+
+    def _index(self, group: int | str) -> int:
+        return self._names[group] if isinstance(group, str) else group
+
+    def span(self, group: int | str = 0) -> tuple[int, int]:
+        return self._spans[self._index(group)]
+
+    def start(self, group: int | str = 0) -> int:
+        return self._spans[self._index(group)][0]
+
+    def end(self, group: int | str = 0) -> int:
+        return self._spans[self._index(group)][1]
+
+    def group(self, group: int | str = 0) -> str | None:
+        return self._texts[self._index(group)]
+
+    def groups(self) -> tuple[str | None, ...]:
+        return tuple(self._texts[1:])
+
+
+def _match_here(pattern: str, flags: int, method: str, text: str, replacement: str | None) -> Any:
+    """What the matcher process runs (and what this process runs when it has none)."""
+    compiled = re.compile(pattern, flags)
+    if method == "sub":
+        return compiled.sub(replacement or "", text)
+    if method == "finditer":
+        return [_Found(m) for m in compiled.finditer(text)]
+    found = getattr(compiled, method)(text)
+    return None if found is None else _Found(found)
+
+
+class _Matcher:
+    """The matcher process: ``python -c`` running :func:`_serve` (fresh, not forked from a process
+    that may run threads), one request at a time over its stdin and stdout, each a length and a
+    pickle. It ends when its stdin closes: when this process exits or dies."""
+
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", f"import sys; sys.path.insert(0, {package_root!r}); "
+             "from reconciler.policy import risk; risk._serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def ask(self, request: tuple[Any, ...]) -> Any:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        _write_frame(self.process.stdin, request)
+        return _read_frame(self.process.stdout)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _write_frame(stream: Any, value: Any) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(len(data).to_bytes(8, "big") + data)
+    stream.flush()
+
+
+def _read_frame(stream: Any) -> Any:
+    head = stream.read(8)
+    if len(head) != 8:
+        raise EOFError("the matcher process is gone")
+    size = int.from_bytes(head, "big")
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError("the matcher process is gone")
+    return pickle.loads(data)  # our own child's answer
+
+
+def _serve() -> None:
+    """The matcher process's loop."""
+    inbox, outbox = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            request = _read_frame(inbox)
+        except EOFError:
+            return
+        _write_frame(outbox, _match_here(*request))
+
+
+_matcher: _Matcher | None = None
+_matcher_lock = threading.Lock()
+_forgotten: list[_Matcher] = []
+
+
+def _stop_matcher() -> None:
+    global _matcher
+    with _matcher_lock:
+        matcher, _matcher = _matcher, None
+    if matcher is not None:
+        matcher.close()
+
+
+def _forget_matcher() -> None:
+    # In a forked child: the matcher serves the parent, and its pipes are the parent's.
+    global _matcher, _matcher_lock
+    if _matcher is not None:
+        _forgotten.append(_matcher)
+    _matcher, _matcher_lock = None, threading.Lock()
+
+
+atexit.register(_stop_matcher)
+os.register_at_fork(after_in_child=_forget_matcher)
+
+
+def _far(pattern: _Pattern, method: str, text: str, replacement: str | None = None) -> Any:
+    """``method`` of ``pattern`` on long ``text``, in the matcher process (started on first use).
+    Waiting for it lets go of the GIL. Should the process fail, a new one is started once;
+    failing that, the text is matched here, where the answer is the same."""
+    global _matcher
+    request = (pattern.pattern, pattern.flags, method, text, replacement)
+    with _matcher_lock:
+        for _ in range(2):
+            try:
+                if _matcher is None:
+                    _matcher = _Matcher()
+                return _matcher.ask(request)
+            except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+                if _matcher is not None:
+                    with contextlib.suppress(OSError):
+                        _matcher.process.kill()
+                    _matcher = None
+    return _match_here(*request)
+
 
 # ---------------------------------------------------------------- key names, by word
 
@@ -96,8 +284,8 @@ _SIZE_QUALIFIERS = _vocabulary("batch page chunk bulk")  # batch_size is a count
 # Key classes, as bits.
 _SECRET, _NUMBER_SECRET, _ENV, _HOST, _OP, _SQL, _FLAG, _ALL, _COUNT = (1 << i for i in range(9))
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")  # where camelCase splits
-_NOT_WORD = re.compile(r"[^a-z0-9]+")
+_CAMEL = _Pattern(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")  # where camelCase splits
+_NOT_WORD = _Pattern(r"[^a-z0-9]+")
 
 
 _CACHED_LENGTH = 64  # longer names and values are read each time: the caches hold short text only
@@ -157,7 +345,7 @@ _cached_class = functools.lru_cache(maxsize=8192)(_classify)
 
 # ---------------------------------------------------------------- values
 
-_SECRET_VALUE = re.compile(
+_SECRET_VALUE = _Pattern(
     r"sk-[A-Za-z0-9_-]{16,}"  # OpenAI/Anthropic-style keys
     r"|[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
     r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key ids
@@ -175,7 +363,7 @@ _SECRET_VALUE = re.compile(
 )
 # Text every match of _SECRET_VALUE holds: one search for these literals runs at C speed (~4 ns a
 # character) where the pattern above costs ~50, so only text holding one of them is searched.
-_SECRET_MARKER = re.compile(
+_SECRET_MARKER = _Pattern(
     "|".join(
         map(
             re.escape,
@@ -186,10 +374,10 @@ _SECRET_MARKER = re.compile(
         )
     )
 )
-_PROD_ENV = re.compile(r"(?<![a-z0-9])(?<!non[-_.])(?<!pre[-_.])(?:prod|production|prd|live)(?![a-z])", re.I)
-_PROD_HOST = re.compile(r"(?<![a-z0-9])(?<!non[-_.])(?<!pre[-_.])(?:prod|production|prd)(?![a-z])", re.I)
-_URL_HOST = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@\s]*@)?([^/?#\s]*)")
-_SQL_DESTRUCTIVE = re.compile(
+_PROD_ENV = _Pattern(r"(?<![a-z0-9])(?<!non[-_.])(?<!pre[-_.])(?:prod|production|prd|live)(?![a-z])", re.I)
+_PROD_HOST = _Pattern(r"(?<![a-z0-9])(?<!non[-_.])(?<!pre[-_.])(?:prod|production|prd)(?![a-z])", re.I)
+_URL_HOST = _Pattern(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@\s]*@)?([^/?#\s]*)")
+_SQL_DESTRUCTIVE = _Pattern(
     r"(?:^|;)\s*(?P<sql>delete\s+from\s+[\w.\"`\[\]]+\s*(?:;|$|where\b|returning\b|using\b)"
     r"|drop\s+(?:table|database|schema|index|view|user|role|column)\b"
     r"|truncate\s+(?:table\b|[\w.\"`\[\]]+\s*(?:;|$|cascade\b|restart\b))"
@@ -199,8 +387,8 @@ _SQL_DESTRUCTIVE = re.compile(
 )
 # A wildcard in an identifier-like value (``users/*``, ``prod-*``, ``*.log``, ``*``): not markdown
 # emphasis (``**bold**``) nor arithmetic (``2*3``); a value with spaces is prose.
-_WILDCARD = re.compile(r"(?:^|[/.:_-]|(?<=[A-Za-z0-9]))\*(?:$|[/.:_-])")
-_SPACE = re.compile(r"\s")
+_WILDCARD = _Pattern(r"(?:^|[/.:_-]|(?<=[A-Za-z0-9]))\*(?:$|[/.:_-])")
+_SPACE = _Pattern(r"\s")
 _TRUE = frozenset(("true", "yes"))
 _SCALARS = frozenset((str, int, float, bool, type(None)))  # JSON's leaves, told apart by type at once
 _NUMBERS = frozenset((int, float))
@@ -214,7 +402,7 @@ def _is_mapping(value: Any) -> bool:
 #: A payment card number: 13 to 19 digits from the card networks' ranges (3: Amex, Diners,
 #: JCB; 4: Visa; 5: Mastercard; 6: Discover, UnionPay), bare or in groups of four split by spaces
 #: or dashes. No Luhn check: a mistyped number is still someone's card, and a test number too.
-_CARD = re.compile(r"(?<![0-9])(?:[3-6][0-9]{12,18}|[3-6][0-9]{3}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,7})(?![0-9])")
+_CARD = _Pattern(r"(?<![0-9])(?:[3-6][0-9]{12,18}|[3-6][0-9]{3}([ -])[0-9]{4}\1[0-9]{4}\1[0-9]{1,7})(?![0-9])")
 
 
 def _looks_secret(text: str) -> bool:

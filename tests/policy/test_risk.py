@@ -267,3 +267,141 @@ def test_a_secret_under_an_indexed_key_is_redacted() -> None:
     # Assessing read "password[0]" as "password" (RED) while redacting did not: stored in the clear.
     assert risk.assess("GREEN", {"password[0]": SECRET}).level == "RED"
     assert risk.redact({"password[0]": SECRET, "n": 1}) == {"password[0]": risk.REDACTED, "n": 1}
+
+
+# ---------------------------------------------------------------- long text
+
+
+def _patterns() -> dict[str, Any]:
+    return {name: value for name, value in vars(risk).items() if isinstance(value, risk._Pattern)}
+
+
+def _matches(pattern: Any, text: str) -> tuple[Any, ...]:
+    def seen(m: Any) -> Any:
+        return None if m is None else (m.span(), m.groups())
+
+    return (
+        seen(pattern.search(text)),
+        seen(pattern.match(text)),
+        seen(pattern.fullmatch(text)),
+        [seen(m) for m in pattern.finditer(text)],
+        pattern.sub("|", text),
+    )
+
+
+# Text that reaches every branch of the patterns: keys and tokens, URLs with credentials, card
+# numbers bare and grouped, production names, SQL, wildcards, camelCase, and the edges between.
+_PIECES = [
+    OPENAI, GITHUB, "rk_live_abcdefghijklmnop1234", "AKIAABCDEFGHIJKLMNOP", "AIza" + "x" * 35, "glpat-abcdefghijklmnopqrstu",
+    "xoxb-1234567890-abc", "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", "eyJhbGciOiJI.eyJzdWIiOiIx.c2lnbmF0dXJlMTIz",
+    "Bearer abcdefghijklmnopqrstuvwx==", "https://user:pa55@db.prod.example", "postgres://u:p@h/db", "Password=hunter2;",
+    "?api_key=abc&x=1", "&sig=zz#f", "4929123456781234", "4929 1234 5678 9012", "4929-1234-5678-901", "34343434343434343434",
+    "prod", "non-prod", "pre.prod", "production", "prd", "live", "delete from users;", "DROP TABLE t", "truncate table x",
+    "update t set a=1", "alter table t drop c", "users/*", "*.log", "2*3", "**bold**", "camelCaseWord", "HTTPServer",
+    " ", "\n", "\t", "=", "&", "?", "://", "@", ":", "-", "_", ".", "/", "0", "9", "a", "Z", "\u00e9", "\u2028",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_matcher_process_finds_what_this_process_finds(seed: int) -> None:
+    # Long text is matched in a process of its own: every pattern must find there exactly what
+    # it finds here (spans, groups, every match, substitutions).
+    import random
+
+    rng = random.Random(seed)
+    text = "".join(rng.choice(_PIECES) for _ in range(rng.randrange(1, 400)))
+
+    class Far:
+        def __init__(self, pattern: Any) -> None:
+            self.pattern = pattern
+
+        def __getattr__(self, method: str) -> Any:
+            if method == "sub":
+                return lambda replacement, text: risk._far(self.pattern, "sub", text, replacement)
+            return lambda text: risk._far(self.pattern, method, text)
+
+    for name, pattern in _patterns().items():
+        assert _matches(Far(pattern), text) == _matches(pattern.short, text), name
+
+
+def test_secrets_deep_in_long_text_are_found_and_redacted() -> None:
+    filler = "y=" * 300_000  # every line of it looks like the start of a secret to the prefilter
+    for hidden in (OPENAI, "4929 1234 5678 9012", "postgres://admin:s3cretpw@db/x"):
+        text = filler + hidden + filler
+        assert risk.assess("GREEN", {"note": text}).level == "RED", hidden
+        redacted, taken = risk.redact_args({"note": text})
+        assert redacted == {"note": risk.REDACTED} and taken == {text}
+        assert hidden.split("@")[0].split(":")[-1] not in risk.redact_text(text)
+
+
+def test_long_text_is_scanned_without_holding_other_threads() -> None:
+    # A server answers other callers while one caller's long arguments are scanned: the scan must
+    # let go of the GIL. A thread running alongside is stopped for a whole `re` search of the text
+    # (one C call: the longest pause it sees is at least that long, however idle the host), and
+    # for little at a time while the scan runs (best of three: a busy host can pause it too).
+    import threading
+    import time
+
+    text = "y=" * 450_000
+
+    def longest_pause(work: Any) -> float:
+        stop = threading.Event()
+        pause = [0.0]
+
+        def run() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                now = time.perf_counter()
+                pause[0] = max(pause[0], now - last)
+                last = now
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.01)
+        pause[0] = 0.0
+        try:
+            work()
+        finally:
+            stop.set()
+            thread.join()
+        return pause[0]
+
+    risk.redact_args({"note": "warm the matcher process up: " + "x" * risk._LONG})
+    held = longest_pause(lambda: risk._SECRET_VALUE.short.search(text))
+    scanned = min(longest_pause(lambda: risk.redact_args({"note": text})) for _ in range(3))
+    assert scanned < held / 3, (held, scanned)
+
+
+def test_the_matcher_process_ends_with_the_process_it_serves() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "from reconciler.policy import risk\n"
+        "print(risk.assess('GREEN', {'note': 'y' * risk._LONG}).level, flush=True)\n"
+        "import time; time.sleep(120)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "GREEN"
+        found = subprocess.run(["pgrep", "-P", str(child.pid)], capture_output=True, text=True, check=False).stdout.split()
+        matchers = [pid for pid in found if "risk._serve" in _cmdline(pid)]
+        assert matchers, found
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    deadline = time.monotonic() + 30
+    while any(_cmdline(pid) for pid in matchers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_cmdline(pid) for pid in matchers)
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
