@@ -37,6 +37,7 @@ Pure.
 
 from __future__ import annotations
 
+import array
 import atexit
 import contextlib
 import dataclasses
@@ -47,6 +48,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -95,79 +97,102 @@ class _Pattern:
         self.short = re.compile(pattern, flags)
 
     def search(self, text: str) -> Any:
-        return self.short.search(text) if len(text) < _LONG else _far(self, "search", text)
+        return self.short.search(text) if len(text) < _LONG else self._found(text, _far(self, "search", text))
 
     def match(self, text: str) -> Any:
-        return self.short.match(text) if len(text) < _LONG else _far(self, "match", text)
+        return self.short.match(text) if len(text) < _LONG else self._found(text, _far(self, "match", text))
 
     def fullmatch(self, text: str) -> Any:
-        return self.short.fullmatch(text) if len(text) < _LONG else _far(self, "fullmatch", text)
+        return self.short.fullmatch(text) if len(text) < _LONG else self._found(text, _far(self, "fullmatch", text))
 
     def finditer(self, text: str) -> Iterator[Any]:
-        return self.short.finditer(text) if len(text) < _LONG else iter(_far(self, "finditer", text))
+        if len(text) < _LONG:
+            return self.short.finditer(text)
+        spans, step = _far(self, "finditer", text), 2 * (self.short.groups + 1)
+        return (_Found(text, spans, offset, self.short) for offset in range(0, len(spans), step))
 
     def sub(self, replacement: str, text: str) -> str:
         return self.short.sub(replacement, text) if len(text) < _LONG else _far(self, "sub", text, replacement)  # type: ignore[no-any-return]
 
+    def _found(self, text: str, spans: array.array[int] | None) -> _Found | None:
+        return None if spans is None else _Found(text, spans, 0, self.short)
+
 
 class _Found:
-    """A match made in the matcher process, as much of ``re.Match`` as this module reads."""
+    """A match made in the matcher process, as much of ``re.Match`` as this module reads: the
+    matcher sends back only the spans of the match and its groups, as integers (a text dense
+    with matches must not cost a large answer), and the groups are cut from the text here."""
 
-    __slots__ = ("_names", "_spans", "_texts")
+    __slots__ = ("_count", "_names", "_offset", "_spans", "_text")
 
-    def __init__(self, match: re.Match[str]) -> None:
-        count = (match.re.groups or 0) + 1
-        self._spans = [match.span(i) for i in range(count)]
-        self._texts = [match.group(i) for i in range(count)]
-        self._names = dict(match.re.groupindex)
-
-    def _index(self, group: int | str) -> int:
-        return self._names[group] if isinstance(group, str) else group
+    def __init__(self, text: str, spans: array.array[int], offset: int, pattern: re.Pattern[str]) -> None:
+        self._text, self._spans, self._offset = text, spans, offset
+        self._count, self._names = pattern.groups + 1, pattern.groupindex
 
     def span(self, group: int | str = 0) -> tuple[int, int]:
-        return self._spans[self._index(group)]
+        i = self._offset + 2 * (self._names[group] if isinstance(group, str) else group)
+        return self._spans[i], self._spans[i + 1]
 
     def start(self, group: int | str = 0) -> int:
-        return self._spans[self._index(group)][0]
+        return self.span(group)[0]
 
     def end(self, group: int | str = 0) -> int:
-        return self._spans[self._index(group)][1]
+        return self.span(group)[1]
 
     def group(self, group: int | str = 0) -> str | None:
-        return self._texts[self._index(group)]
+        start, end = self.span(group)
+        return None if start < 0 else self._text[start:end]
 
     def groups(self) -> tuple[str | None, ...]:
-        return tuple(self._texts[1:])
+        return tuple(self.group(i) for i in range(1, self._count))
 
 
 def _match_here(pattern: str, flags: int, method: str, text: str, replacement: str | None) -> Any:
-    """What the matcher process runs (and what this process runs when it has none)."""
+    """What the matcher process runs (and this process, when it has none): a substitution's
+    text, or the spans of each match and its groups as one array of integers (-1 for a group
+    that did not take part)."""
     compiled = re.compile(pattern, flags)
     if method == "sub":
         return compiled.sub(replacement or "", text)
+    count = compiled.groups + 1
     if method == "finditer":
-        return [_Found(m) for m in compiled.finditer(text)]
+        spans = array.array("q")
+        for found in compiled.finditer(text):
+            for i in range(count):
+                spans.extend(found.span(i))
+        return spans
     found = getattr(compiled, method)(text)
-    return None if found is None else _Found(found)
+    if found is None:
+        return None
+    return array.array("q", [n for i in range(count) for n in found.span(i)])
 
 
 class _Matcher:
-    """The matcher process: ``python -c`` running :func:`_serve` (fresh, not forked from a process
-    that may run threads), one request at a time over its stdin and stdout, each a length and a
-    pickle. It ends when its stdin closes: when this process exits or dies."""
+    """The matcher process: ``python -I -c`` running :func:`_serve` (fresh, not forked from a
+    process that may run threads; isolated, so nothing in the working directory or the
+    environment is imported), one request at a time over its stdin and stdout, each a length and
+    a pickle. It ends when its stdin closes: when this process exits or dies."""
 
     def __init__(self) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         self.process = subprocess.Popen(
-            [sys.executable, "-c", f"import sys; sys.path.insert(0, {package_root!r}); "
+            [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {package_root!r}); "
              "from reconciler.policy import risk; risk._serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
     def ask(self, request: tuple[Any, ...]) -> Any:
+        """The answer to ``request``; a matcher that does not answer within
+        :data:`_MATCHER_SECONDS` (stopped, say) is killed, which ends the wait with an error."""
         assert self.process.stdin is not None and self.process.stdout is not None
-        _write_frame(self.process.stdin, request)
-        return _read_frame(self.process.stdout)
+        watchdog = threading.Timer(_MATCHER_SECONDS, self.process.kill)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            _write_frame(self.process.stdin, request)
+            return _read_frame(self.process.stdout)
+        finally:
+            watchdog.cancel()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -234,13 +259,16 @@ os.register_at_fork(after_in_child=_forget_matcher)
 
 
 def _far(pattern: _Pattern, method: str, text: str, replacement: str | None = None) -> Any:
-    """``method`` of ``pattern`` on long ``text``, in the matcher process (started on first use).
-    Waiting for it lets go of the GIL. Should the process fail, a new one is started once;
-    failing that, the text is matched here, where the answer is the same."""
-    global _matcher
+    """``method`` of ``pattern`` on long ``text``, in the matcher process (started on first use),
+    as :func:`_match_here` answers. Waiting for it lets go of the GIL. Should the process fail, a
+    new one is started once; failing that, text is matched here (the same answer) for a minute
+    before the matcher is tried again."""
+    global _matcher, _matcher_down_until
     request = (pattern.pattern, pattern.flags, method, text, replacement)
     with _matcher_lock:
         for _ in range(2):
+            if time.monotonic() < _matcher_down_until:
+                break
             try:
                 if _matcher is None:
                     _matcher = _Matcher()
@@ -249,8 +277,18 @@ def _far(pattern: _Pattern, method: str, text: str, replacement: str | None = No
                 if _matcher is not None:
                     with contextlib.suppress(OSError):
                         _matcher.process.kill()
+                    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                        _matcher.process.wait(timeout=5)
                     _matcher = None
+        else:
+            _matcher_down_until = time.monotonic() + _MATCHER_RETRY_SECONDS
     return _match_here(*request)
+
+
+_MATCHER_RETRY_SECONDS = 60.0
+#: A match of a megabyte takes well under a second; a matcher this late is stuck.
+_MATCHER_SECONDS = 10.0
+_matcher_down_until = 0.0
 
 
 # ---------------------------------------------------------------- key names, by word
@@ -587,7 +625,12 @@ def _scan_mapping(found: _Findings, value: Mapping[Any, Any], path: str) -> None
         if found.budget < 0:
             return
         name = name if type(name) is str else str(name)
-        _scan(found, item, f"{path}.{name}" if path else name, _key_class(name))
+        bits = _key_class(name)
+        if _looks_secret(name):  # a key can be a secret too: {"sk-live-...": true}, named redacted
+            name = REDACTED
+            if found.secret is None:
+                found.secret = f"{path}.{name}" if path else name
+        _scan(found, item, f"{path}.{name}" if path else name, bits)
 
 
 def _scan_list(found: _Findings, items: list[Any] | tuple[Any, ...], path: str, bits: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -303,25 +304,17 @@ _PIECES = [
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_the_matcher_process_finds_what_this_process_finds(seed: int) -> None:
+def test_the_matcher_process_finds_what_this_process_finds(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # Long text is matched in a process of its own: every pattern must find there exactly what
-    # it finds here (spans, groups, every match, substitutions).
+    # it finds here (spans, groups, every match, substitutions). Any text is "long" here.
     import random
 
     rng = random.Random(seed)
     text = "".join(rng.choice(_PIECES) for _ in range(rng.randrange(1, 400)))
-
-    class Far:
-        def __init__(self, pattern: Any) -> None:
-            self.pattern = pattern
-
-        def __getattr__(self, method: str) -> Any:
-            if method == "sub":
-                return lambda replacement, text: risk._far(self.pattern, "sub", text, replacement)
-            return lambda text: risk._far(self.pattern, method, text)
-
+    here = {name: _matches(pattern.short, text) for name, pattern in _patterns().items()}
+    monkeypatch.setattr(risk, "_LONG", 0)
     for name, pattern in _patterns().items():
-        assert _matches(Far(pattern), text) == _matches(pattern.short, text), name
+        assert _matches(pattern, text) == here[name], name
 
 
 def test_secrets_deep_in_long_text_are_found_and_redacted() -> None:
@@ -370,6 +363,27 @@ def test_long_text_is_scanned_without_holding_other_threads() -> None:
     held = longest_pause(lambda: risk._SECRET_VALUE.short.search(text))
     scanned = min(longest_pause(lambda: risk.redact_args({"note": text})) for _ in range(3))
     assert scanned < held / 3, (held, scanned)
+    # Text dense with matches (54,000 card numbers): the answer is spans, not match objects.
+    cards = "4111111111111111 " * 54_000
+    redacted = min(longest_pause(lambda: risk.redact_text(cards)) for _ in range(3))
+    assert redacted < held / 3, (held, redacted)
+    assert risk.redact_text(cards) == f"{risk.REDACTED} " * 54_000
+
+
+def test_the_matcher_process_imports_nothing_from_the_working_directory(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "pickle.py").write_text("open('IMPORTED', 'w').write('yes')\nfrom _pickle import *\n")
+    (tmp_path / "types.py").write_text("open('IMPORTED', 'w').write('yes')\n")
+    code = (
+        "import os; from reconciler.policy import risk\n"
+        f"os.chdir({str(tmp_path)!r})\n"
+        "print(risk.assess('GREEN', {'note': 'y' * risk._LONG + ' sk-' + 'a' * 30}).level, risk._matcher is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.split() == ["RED", "True"]
+    assert not (tmp_path / "IMPORTED").exists()
 
 
 def test_the_matcher_process_ends_with_the_process_it_serves() -> None:
@@ -405,3 +419,40 @@ def _cmdline(pid: str) -> str:
             return f.read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_a_stopped_matcher_is_killed_and_the_text_matched_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    text = "y" * risk._LONG + " sk-" + "a" * 30
+    assert risk.assess("GREEN", {"note": text}).level == "RED"
+    matcher = risk._matcher
+    assert matcher is not None
+    monkeypatch.setattr(risk, "_MATCHER_SECONDS", 0.5)
+    os.kill(matcher.process.pid, signal.SIGSTOP)
+    try:
+        assert risk.assess("GREEN", {"note": text}).level == "RED"  # after the watchdog, and again
+        assert matcher.process.wait(timeout=10) == -signal.SIGKILL
+        assert risk._matcher is not matcher
+    finally:
+        if matcher.process.poll() is None:
+            os.kill(matcher.process.pid, signal.SIGKILL)
+    monkeypatch.setattr(risk, "_matcher_down_until", 0.0)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {OPENAI: "x"},
+        {"outer": {OPENAI: "x"}},
+        {"y" * 70_000 + OPENAI: "x"},
+        {"note": "fine", "4929 1234 5678 9012": 1},
+    ],
+    ids=["key", "nested key", "long key", "card number as a key"],
+)
+def test_a_secret_as_a_key_raises_the_risk_like_a_secret_value(args: dict[str, Any]) -> None:
+    assessed = risk.assess("GREEN", args)
+    assert assessed.level == "RED"
+    assert len(assessed.reasons) == 1 and "[REDACTED] holds a secret-like value" in assessed.reasons[0]
+    assert OPENAI not in str(assessed.reasons) and "4929" not in str(assessed.reasons)
