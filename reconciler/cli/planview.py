@@ -118,9 +118,15 @@ def _action_json(action: actions.Action) -> dict[str, Any]:
     return body
 
 
-def print_plan(plan: actions.Plan) -> None:
+#: A plan that changes no object but flips decisions (a Rego change, say): it still changes things.
+NO_OBJECT_CHANGES = "No object changes, but decisions change: see the decision impact."
+
+
+def print_plan(plan: actions.Plan, *, decisions_change: bool = False) -> None:
     click.echo(f"Plan for {click.style(plan.revision, bold=True)} (commit by {plan.author})")
-    if not plan.actions:
+    if not plan.actions and decisions_change:
+        click.echo(click.style(NO_OBJECT_CHANGES, fg="yellow"))
+    elif not plan.actions:
         click.echo(click.style("No changes.", fg="green") + " The database matches the commit.")
     groups: dict[str, list[actions.Action]] = defaultdict(list)
     for action in plan.actions:
@@ -154,9 +160,12 @@ def plan_markdown(
     impact: dict[str, Any] | None = None,
     replay: dict[str, Any] | None = None,
     real_state: bool = False,
+    decisions_change: bool = False,
 ) -> str:
     lines = [f"### ARM plan for `{plan.revision}`" + (f" against `{base}`" if base else ""), ""]
-    if not plan.actions:
+    if not plan.actions and decisions_change:
+        lines.append(f"**{NO_OBJECT_CHANGES}**")
+    elif not plan.actions:
         lines.append("**No changes.** The database matches the commit.")
     else:
         lines += [

@@ -108,7 +108,8 @@ def plan(
     evidence: str | None, state_file: str | None, replay_file: str | None, no_impact: bool, fmt: str,
 ) -> None:  # fmt: skip
     """Show what applying a commit would change, and which tool-call decisions it flips. Exit 0:
-    no changes, 2: changes, 1: error (or, with --base, a failing Rego unit test)."""
+    no changes, 2: changes (objects, or decisions the impact or a replay flips), 1: error (or,
+    with --base, a failing Rego unit test)."""
     if head is not None and base is None:
         raise errors.ConfigError("--head needs --base: without it the plan is against the configured database")
     if evidence is not None and base is None:
@@ -168,7 +169,9 @@ def plan(
     if base is not None and state_doc is None:
         planview.hide_scratch_approvals(outcome.plan)
     failed = [t for t in tests or () if t.outcome != "PASS"]
-    code = 1 if failed else 2 if outcome.plan.actions else 0
+    # A commit that flips decisions changes what agents may do, whether or not an object changes.
+    decisions_change = bool(impact_report and impact_report["changed"]) or bool(replay_report and replay_report["changed"])
+    code = 1 if failed else 2 if outcome.plan.actions or decisions_change else 0
     if fmt == "json":
         report = planview.plan_json(outcome.plan, code)
         if tests is not None:
@@ -184,12 +187,12 @@ def plan(
         click.echo(
             planview.plan_markdown(
                 outcome.plan, base=base, tests=tests, evidence=runs is not None, impact=impact_report, replay=replay_report,
-                real_state=state_doc is not None,
+                real_state=state_doc is not None, decisions_change=decisions_change,
             ),
             nl=False,
         )  # fmt: skip
     else:
-        planview.print_plan(outcome.plan)
+        planview.print_plan(outcome.plan, decisions_change=decisions_change)
         if impact_report is not None:
             planview.print_impact(impact_report)
             planview.print_governed(impact_report)

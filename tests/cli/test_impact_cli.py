@@ -153,3 +153,22 @@ def test_a_widening_policy_change_waits_for_its_approval_and_a_narrowing_one_doe
     assert armctl.json("apply")["outcome"] == "APPLIED"
     assert decide(armctl, "kb.search-articles")["decision"] == "ALLOW"
     assert narrowing != widening
+
+
+def test_a_policy_change_that_changes_no_object_still_changes_the_plan(tmp_path: Path, db_url: str, sample_repo: GitRepo) -> None:
+    # Only a fleet Rego rule changes: nothing to create or update, but decisions flip, and a CI
+    # job that gates on exit 2 must see it.
+    armctl = applied_sample(tmp_path, db_url, sample_repo)
+    rule = 'package arm.ext.extra\n\nimport rego.v1\n\ndeny contains "no articles" if input.tool.name == "kb.get-article"\n'
+    sample_repo.commit({"fleet/policies/extra.rego": rule}, "deny kb.get-article")
+    for args in (("--base", "HEAD~1", "--head", "HEAD"), ()):
+        planned = armctl("plan", *args, "--format", "json")
+        assert planned.returncode == 2, planned.stderr
+        report = planned.json()
+        assert (report["changes"], report["exitCode"], report["impact"]["changed"]) == (0, 2, True)
+        text = armctl("plan", *args)
+        assert text.returncode == 2 and "No object changes, but decisions change" in text.stdout
+        assert "No changes." not in text.stdout
+    comment = armctl("plan", "--base", "HEAD~1", "--head", "HEAD", "--format", "markdown")
+    assert comment.returncode == 2 and "**No object changes, but decisions change" in comment.stdout
+    assert armctl("plan", "--base", "HEAD~1", "--head", "HEAD", "--no-impact").returncode == 0
