@@ -29,6 +29,7 @@ import multiprocessing
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from concurrent import futures
 from typing import Any
 
 import orjson
@@ -357,14 +358,22 @@ _inherited: list[Any] = []
 
 
 def _evaluate_forked(sides: list[Side], specs: list[list[tuple[Any, ...]]], workers: int) -> list[list[str]]:
+    """Each side's decisions on its specs, evaluated by ``workers`` forked processes; should one
+    die (the OOM killer, say) the rest is evaluated here rather than waited for."""
     _forked[:] = list(zip(sides, specs, strict=True))
     chunks = [(i, start) for i, s in enumerate(specs) for start in range(0, len(s), _CHUNK)]
     decided: list[list[str]] = [[] for _ in sides]
+    done = 0
     gc.freeze()  # the children's collector leaves the parent's objects (and their pages) alone
     try:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_forget_engines) as pool:
-            for (i, _), decisions in zip(chunks, pool.imap(_evaluate_chunk, chunks), strict=True):
+        context = multiprocessing.get_context("fork")
+        with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_forget_engines) as pool:
+            for (i, _), decisions in zip(chunks, pool.map(_evaluate_chunk, chunks), strict=False):
                 decided[i].extend(decisions)
+                done += 1
+    except futures.BrokenExecutor:
+        for i, start in chunks[done:]:
+            decided[i].extend(_evaluate(sides[i], spec) for spec in specs[i][start : start + _CHUNK])
     finally:
         gc.unfreeze()
         _forked.clear()

@@ -192,3 +192,29 @@ def test_probing_on_every_core_finds_what_one_process_finds(monkeypatch: Any) ->
         ("tool.11", "ALLOW", "DENY", 6, late),
         ("tool.11", "NEEDS_APPROVAL", "DENY", 6, late),
     ]
+
+
+def test_probing_finishes_when_an_evaluating_process_dies(monkeypatch: Any) -> None:
+    # The OOM killer, say: the chunks the dead process did not answer are evaluated in the
+    # parent, and the impact is the same, not waited for for ever.
+    tools = {f"tool.{i}": {"name": f"tool.{i}", "risk": "GREEN"} for i in range(20)}
+    versions = tuple(f"bot@{i}" for i in range(40))
+    rule = {
+        "fleet/policies/t.rego": 'package arm.ext.t\n\nimport rego.v1\n\ndeny contains "x" if input.instance.version == "bot@7"\n'
+    }
+    alone = impact.probe(side(tools=tools, versions=versions), side(tools=tools, rego=rule, versions=versions)).as_dict()
+    monkeypatch.setattr(impact, "_evaluate_chunk", _dies_on_the_second_chunk)
+    on_two = impact.probe(side(tools=tools, versions=versions), side(tools=tools, rego=rule, versions=versions), workers=2)
+    assert on_two.as_dict() == alone and alone["changed"]
+
+
+_evaluate_chunk = impact._evaluate_chunk
+
+
+def _dies_on_the_second_chunk(chunk: tuple[int, int]) -> list[str]:
+    import os
+    import signal
+
+    if chunk == (0, impact._CHUNK):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _evaluate_chunk(chunk)
