@@ -7,13 +7,19 @@ of the same commit, or of a commit that changed three files, parses nothing it p
 
 Entries are kept encoded (a pickle per entry, strings as they are) until they are used, so
 loading the file is one large read and writing it re-encodes only what is new. On disk the
-cache keeps two generations — what the last two loads used — so it stays the size of a fleet and
-alternating between a base and a head commit (a pull-request plan) stays warm. It is a pickle in
-a directory the user owns, holding parse results only, never credentials.
+cache keeps two generations — what the last two loads used, counting a load built on the one
+before it (a head on top of its base) as part of that one's generation, until the generation
+doubles — so it stays within a few times the size of a fleet and alternating between a base and
+a head commit (a pull-request plan) stays warm. It is a pickle in
+a directory the user owns, holding parse results only, never credentials; it is read by an
+unpickler that admits the parse results' own classes and nothing else, so a cache file from
+elsewhere (a CI cache another job wrote) cannot run code. It can still say what it likes about
+the files it names: restore a cache only from jobs you trust as you trust their checkout.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -38,7 +44,43 @@ def encode(value: Any) -> Encoded:
 def _decode(encoded: Encoded) -> Any:
     if isinstance(encoded, str):
         return encoded
-    return pickle.loads(encoded)  # our own cache, in the user's own directory
+    return _Unpickler(io.BytesIO(encoded)).load()
+
+
+def _tuple_new(owner: Any, name: str) -> Any:
+    # What a named tuple's pickle asks ``getattr`` for; nothing else may be reached through it.
+    if owner is tuple and name == "__new__":
+        return tuple.__new__
+    raise pickle.UnpicklingError(f"the parse cache may not ask for {name!r}")
+
+
+#: Everything a cache entry may name: the parse results' own classes and a few builtins. A cache
+#: restored from somewhere else (a CI cache another job wrote) cannot run code when it is read:
+#: an entry naming anything else is refused (and parsed again).
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("builtins", "tuple"): tuple,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "set"): set,
+    ("builtins", "getattr"): _tuple_new,
+}
+_CLASSES = frozenset(
+    {
+        ("reconciler.desired.documents", "Document"),
+        ("reconciler.desired.documents", "ParsedFile"),
+        ("reconciler.desired.snapshot", "Document"),
+        ("reconciler.errors", "Problem"),
+    }
+)
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _ALLOWED.get((module, name))
+        if allowed is not None:
+            return allowed
+        if (module, name) in _CLASSES:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"the parse cache may not hold {module}.{name}")
 
 
 class ParseCache:
@@ -55,6 +97,7 @@ class ParseCache:
         self.hits = 0
         self.misses = 0
         self._added = False
+        self._unwritable = False  # said once: a directory this process cannot write to stays so
         self._carried_from: int | None = None  # the generation's size when a load first carried it on
         if directory is not None:
             self._read()
@@ -68,7 +111,7 @@ class ParseCache:
         assert path is not None
         try:
             with path.open("rb") as f:
-                stored = pickle.load(f)
+                stored = _Unpickler(f).load()
         except FileNotFoundError:
             return
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError) as exc:
@@ -107,9 +150,9 @@ class ParseCache:
     def start_generation(self, *, carry: bool = False) -> None:
         """Begin a load: the last load's entries become older ones.
 
-        A load that builds on an earlier snapshot of this process (``carry``) takes the entries
-        of the files its commit did not touch from that snapshot without asking the cache for
-        them: it adds to the generation under way instead, so what is saved still holds every
+        A load that builds on an earlier snapshot of this process (``carry``) takes most of what
+        the files its commit did not touch declared from that snapshot (their genome and prompt
+        hashes, say) without asking the cache: it adds to the generation under way instead, so what is saved still holds every
         entry the fleet needs (a pull-request plan loads the base, then the head on top of it).
         A generation that has doubled since its first load starts over all the same, so a
         long-lived process's cache stays the size of a fleet."""
@@ -132,7 +175,7 @@ class ParseCache:
         A load that only hit the cache found everything on disk already, so nothing is written.
         """
         path = self._file
-        if path is None or not self._added:
+        if path is None or not self._added or self._unwritable:
             return
         previous = self._stored_last if self._current_encoded is not self._stored_last else self._stored_before
         try:
@@ -140,6 +183,7 @@ class ParseCache:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".parsed-", suffix=".tmp")
         except OSError as exc:  # the cache only saves time: a state directory that cannot be written loses nothing
             log.warning("cannot write parse cache %s: %s", path, exc)
+            self._unwritable = True
             return
         try:
             with os.fdopen(fd, "wb") as f:

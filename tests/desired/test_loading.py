@@ -175,6 +175,35 @@ def test_a_cache_that_keeps_documents_has_them_from_the_first_parse(tmp_path: Pa
     assert {k: snap.data(o) for k, o in snap.objects.items()} == {k: parsed.data(o) for k, o in parsed.objects.items()}
 
 
+class _Planted:
+    """What a poisoned cache file would hold: an object whose unpickling runs a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_planted_cache_runs_no_code_and_is_parsed_again(tmp_path: Path, git_repo: GitRepo) -> None:
+    import pickle
+
+    git_repo.commit(BASE)
+    expected = load(git_repo, cache=caching.ParseCache(tmp_path / "cache"))
+    path = tmp_path / "cache" / f"parsed-v{caching.FORMAT}.pickle"
+    stored = pickle.loads(path.read_bytes())
+    # A whole file that runs code, and one whose entries do.
+    entries = {key: pickle.dumps(_Planted(tmp_path / "ran-entry")) for key in stored["last"]}
+    for planted in (pickle.dumps(_Planted(tmp_path / "ran-file")), pickle.dumps({**stored, "last": entries})):
+        path.write_bytes(planted)
+        cache = caching.ParseCache(tmp_path / "cache")
+        snap = load(git_repo, cache=cache)
+        assert snap.problems == [] and snap.genome_hashes == expected.genome_hashes  # type: ignore[attr-defined]
+        assert not (tmp_path / "ran-file").exists() and not (tmp_path / "ran-entry").exists()
+
+
 def test_a_corrupt_cache_file_is_ignored(tmp_path: Path, git_repo: GitRepo) -> None:
     git_repo.commit(BASE)
     (tmp_path / "cache").mkdir()
@@ -506,3 +535,18 @@ def test_every_problem_of_a_commit_is_reported_at_once(git_repo: GitRepo) -> Non
         },
     )
     assert {f for f, *_ in found} == {DEPLOY, "fleet/broken.yaml", PEOPLE}
+
+
+def test_a_cache_directory_that_cannot_be_written_is_said_once(
+    tmp_path: Path, git_repo: GitRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    git_repo.commit(BASE)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    repo = repository.Repository(git_repo.path)
+    cache = caching.ParseCache(blocked / "cache")
+    assert loading.load(repo, "main", "fleet", cache=cache).ok
+    git_repo.commit({"fleet/more.yaml": "apiVersion: arm/v1\nkind: Project\nmetadata: {name: other}\n"})
+    assert loading.load(repo, "main", "fleet", cache=cache).ok  # a new file: something to save again
+    warnings = [r.getMessage() for r in caplog.records if "cannot write parse cache" in r.getMessage()]
+    assert len(warnings) == 1 and "Not a directory" in warnings[0]
