@@ -17,9 +17,14 @@ import gc
 import logging
 import multiprocessing
 import posixpath
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any, TypeVar
 
 from reconciler import errors
 from reconciler.desired import caching, checking, documents, genome, kinds, repository, snapshot, yamlloading
+
+_T = TypeVar("_T")
 
 __all__ = ["Limits", "load"]
 
@@ -234,10 +239,7 @@ class _Loader:
         blobs = self.repo.read_blobs(e.sha for e in entries)
         jobs = [(e.path, blobs[e.sha]) for e in entries]
         if self.workers > 1 and len(jobs) >= _PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods():
-            # Small chunks, consumed as they arrive: the parent unpickles results while the
-            # workers are still parsing instead of all at the end.
-            with multiprocessing.get_context("fork").Pool(self.workers) as pool:
-                return list(pool.imap(_parse_pair, jobs, chunksize=16))
+            return _forked_map(_parse_pair, jobs, self.workers)
         return [_parse_job(p, content) for p, content in jobs]
 
     def _reread(self, files: list[tuple[str, str]]) -> dict[tuple[str, int], snapshot.Document]:
@@ -257,8 +259,7 @@ class _Loader:
         blobs = self.repo.read_blobs(blob for _, blob in missing)
         jobs = [(path, blobs[blob]) for path, blob in missing]
         if self.workers > 1 and len(jobs) >= _PARALLEL_FROM and "fork" in multiprocessing.get_all_start_methods():
-            with multiprocessing.get_context("fork").Pool(self.workers) as pool:
-                parsed = list(pool.imap(_documents_pair, jobs, chunksize=16))
+            parsed = _forked_map(_documents_pair, jobs, self.workers)
         else:
             parsed = [_documents_pair(job) for job in jobs]
         for (path, blob), documents_ in zip(missing, parsed, strict=True):
@@ -454,6 +455,20 @@ class _Loader:
             hashes[sha] = genome.content_hash(data)
             self.cache.put(f"p:{sha}", hashes[sha])
         return hashes
+
+
+def _forked_map(work: Callable[[Any], _T], jobs: list[Any], workers: int) -> list[_T]:
+    """``work`` over ``jobs``, in order, in ``workers`` forked processes; should one die (the OOM
+    killer, say), what it left is done here rather than waited for. Small chunks, consumed as
+    they arrive: the parent unpickles results while the workers are still parsing."""
+    out: list[_T] = []
+    try:
+        with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            for result in pool.map(work, jobs, chunksize=16):
+                out.append(result)
+    except futures.BrokenExecutor:
+        out.extend(work(job) for job in jobs[len(out) :])
+    return out
 
 
 def _parse_pair(job: tuple[str, bytes]) -> tuple[documents.ParsedFile, caching.Encoded]:
