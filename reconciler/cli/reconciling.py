@@ -145,6 +145,7 @@ def plan(
                         if state_doc is not None:
                             statefiles.import_before(connection, state_doc, str(state_file))
                 reconciler = make_reconciler(settings, repo, path, db, keep_documents=True)
+                reconciler.repo.resolve(base)  # a base that does not exist is that, not a failed apply
                 try:
                     reconciler.apply(base)
                 except errors.ArmError:

@@ -154,6 +154,8 @@ def _why(raw: bytes, exc: orjson.JSONDecodeError) -> str:
     message = str(exc)
     if "depth limit" in message:
         return f"JSON decode error: nested deeper than {MAX_DEPTH} levels"
+    if "not valid UTF-8" in message:  # orjson says "surrogates not allowed" for any bad byte
+        return "JSON decode error: the body is not valid UTF-8"
     if "surrogate" in message:
         return f"JSON decode error: {message} (a lone UTF-16 surrogate is no text)"
     try:

@@ -59,8 +59,12 @@ def test_hostile_json_gets_a_4xx_naming_the_problem_on_every_route(api: Api) -> 
         ("/v1/approvals/1/decision", operator, '{"decision": NaN, "justification": "x"}', "NaN"),
         ("/v1/approvals/1/decision", operator, _nested(1000), "nested"),
     ]
-    for path, headers, body, says in cases:
-        answer = client.post(path, content=body.encode(), headers=headers)
+    raw = [  # bytes that are not UTF-8 at all, and a surrogate encoded as UTF-8 would encode it
+        ("/v1/decisions", runtime, ASK('{"s": "\xff\xfe"}').encode("latin-1"), "not valid UTF-8"),
+        ("/v1/events", runtime, b'{"type": "TOOL_RESULT", "instance": "x", "s": "\xed\xa0\x80"}', "not valid UTF-8"),
+    ]
+    for path, headers, body, says in [(p, h, b.encode(), s) for p, h, b, s in cases] + raw:
+        answer = client.post(path, content=body, headers=headers)
         assert 400 <= answer.status_code < 500, (path, says, answer.status_code, answer.text[:300])
         assert says in answer.text, (path, says, answer.text[:300])
         assert len(answer.content) < 2000  # the input is not echoed back

@@ -216,6 +216,10 @@ def test_a_pull_request_plan_needs_no_production_database(armctl: Armctl, git_re
     lone = armctl("plan", "--head", "HEAD")
     assert lone.returncode == 1 and "--head needs --base" in lone.stderr
 
+    missing = armctl("plan", "--base", "no-such-ref", "--head", "HEAD")
+    assert missing.returncode == 1 and "ref 'no-such-ref' not found" in missing.stderr
+    assert "does not apply" not in missing.stderr  # it does not exist: nothing failed to apply
+
 
 def test_status_conditions_after_a_failed_reconcile(armctl: Armctl, git_repo: GitRepo) -> None:
     armctl("init")
