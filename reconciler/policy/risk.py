@@ -247,10 +247,18 @@ def _stop_matcher() -> None:
 
 
 def _forget_matcher() -> None:
-    # In a forked child: the matcher serves the parent, and its pipes are the parent's.
+    """In a forked child: the matcher serves the parent. Its pipes are the parent's: the child's
+    copies are pointed at /dev/null, so the matcher still sees its stdin close when the parent
+    ends, even while a child (a pool worker, say) lives on."""
     global _matcher, _matcher_lock
     if _matcher is not None:
-        _forgotten.append(_matcher)
+        _forgotten.append(_matcher)  # kept: never used, never collected (closing would flush)
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_RDWR)
+            for stream in (_matcher.process.stdin, _matcher.process.stdout):
+                if stream is not None:
+                    os.dup2(null, stream.fileno())
+            os.close(null)
     _matcher, _matcher_lock = None, threading.Lock()
 
 
@@ -392,7 +400,9 @@ _SECRET_VALUE = _Pattern(
     r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab tokens
     r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack tokens
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[\s\S]*)"
-    r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"  # JWTs
+    # JWTs, from where a token starts: searched from every "eyJ" of a long run of token
+    # characters, the run was read to its end each time (quadratic in its length)
+    r"|(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{10,}+\.[A-Za-z0-9_-]{10,}+\.[A-Za-z0-9_-]{10,}"
     r"|(?:[Bb]earer|BEARER)\s+[A-Za-z0-9._~+/-]{20,}=*"
     r"|(?P<url>://[^\s/:@]+:)[^\s/@]+@"  # scheme://user:password@host
     # password=… in a connection or query string; "password: …" in prose is not taken for one.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -456,3 +457,65 @@ def test_a_secret_as_a_key_raises_the_risk_like_a_secret_value(args: dict[str, A
     assert assessed.level == "RED"
     assert len(assessed.reasons) == 1 and "[REDACTED] holds a secret-like value" in assessed.reasons[0]
     assert OPENAI not in str(assessed.reasons) and "4929" not in str(assessed.reasons)
+
+
+# Runs that make a pattern try long stretches again and again if it can: each starts a secret, a
+# card, a URL, a production name, a statement or a wildcard, and then does not finish it.
+_RUNS = [
+    "eyJ", "eyJabc.", "sk-", "sk_live_", "ghp_", "github_pat_", "glpat-", "xoxb-", "AKIA", "AIza",
+    "-----BEGIN ", "-----BEGIN RSA PRIVATE KEY-----", "Bearer ", "://a:", "://", "password=", "?token=", "&",
+    "4111", "4111 ", "4111-", "prod", "non-prod", "delete from ", "; drop ", "update a set ", "alter table ", "*", "a*",
+    "camelCase", "aB", "=", "y=",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("run", _RUNS)
+def test_every_pattern_takes_time_in_proportion_to_the_text(run: str) -> None:
+    # Eight times the text may take about eight times as long, not sixty-four (a search that
+    # goes back over what it read): one argument must not hold a thread for seconds.
+    import functools
+
+    from tests.timing import fastest
+
+    for name, pattern in _patterns().items():
+        # _URL_HOST is only ever matched at the start of a value (risk._production); the rest are searched.
+        use = pattern.short.match if name == "_URL_HOST" else (lambda text, p=pattern: list(p.short.finditer(text)))
+        _, short = fastest(functools.partial(use, run * 500))
+        _, long = fastest(functools.partial(use, run * 4000))
+        assert long < 24 * short + 0.002, (name, run, short, long)
+
+
+def test_the_matcher_ends_with_its_parent_even_when_a_forked_child_lives_on() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import os, time\n"
+        "from reconciler.policy import risk\n"
+        "print(risk.assess('GREEN', {'note': 'y' * risk._LONG}).level, flush=True)\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(120); os._exit(0)\n"  # a pool worker that outlives its parent
+        "time.sleep(120)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "GREEN"
+        found = subprocess.run(["pgrep", "-P", str(child.pid)], capture_output=True, text=True, check=False).stdout.split()
+        matchers = [pid for pid in found if "risk._serve" in _cmdline(pid)]
+        others = [pid for pid in found if pid not in matchers]
+        assert matchers and others, found
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    try:
+        deadline = time.monotonic() + 30
+        while any(_cmdline(pid) for pid in matchers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_cmdline(pid) for pid in matchers)
+    finally:
+        for pid in others:
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
