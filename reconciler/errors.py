@@ -116,6 +116,14 @@ class Problem:
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Through a function, not the class: the parse cache's unpickler admits no class.
+        return (_new_problem, (self.file, self.document, self.line, self.field, self.message))
+
+
+def _new_problem(file: str, document: int | None, line: int | None, field: str | None, message: str) -> Problem:
+    return Problem(file, document, line, field, message)
+
 
 class ValidationFailed(ArmError):
     """A commit is invalid; ``problems`` lists every reason, sorted by file and position."""

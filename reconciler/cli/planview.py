@@ -119,7 +119,7 @@ def _action_json(action: actions.Action) -> dict[str, Any]:
 
 
 #: A plan that changes no object but flips decisions (a Rego change, say): it still changes things.
-NO_OBJECT_CHANGES = "No object changes, but decisions change: see the decision impact."
+NO_OBJECT_CHANGES = "No object changes, but decisions change (below)."
 
 
 def print_plan(plan: actions.Plan, *, decisions_change: bool = False) -> None:

@@ -32,7 +32,7 @@ __all__ = ["FORMAT", "ParseCache"]
 log = logging.getLogger(__name__)
 
 #: Bump when parsing or the models change what a cached entry means.
-FORMAT = 11
+FORMAT = 12
 
 Encoded = bytes | str
 
@@ -47,40 +47,48 @@ def _decode(encoded: Encoded) -> Any:
     return _Unpickler(io.BytesIO(encoded)).load()
 
 
-def _tuple_new(owner: Any, name: str) -> Any:
-    # What a named tuple's pickle asks ``getattr`` for; nothing else may be reached through it.
-    if owner is tuple and name == "__new__":
-        return tuple.__new__
-    raise pickle.UnpicklingError(f"the parse cache may not ask for {name!r}")
-
-
-#: Everything a cache entry may name: the parse results' own classes and a few builtins. A cache
-#: restored from somewhere else (a CI cache another job wrote) cannot run code when it is read:
-#: an entry naming anything else is refused (and parsed again).
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("builtins", "tuple"): tuple,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "set"): set,
-    ("builtins", "getattr"): _tuple_new,
-}
-_CLASSES = frozenset(
+#: Everything a cache entry may name: the functions that rebuild parse results (each class
+#: pickles through one: ``documents.Document.__reduce__``, say). No class and no builtin, so a
+#: cache restored from somewhere else (a CI cache another job wrote) can neither run code nor
+#: change a class when it is read: an entry naming anything else is refused and parsed again.
+_ALLOWED = frozenset(
     {
-        ("reconciler.desired.documents", "Document"),
-        ("reconciler.desired.documents", "ParsedFile"),
-        ("reconciler.desired.snapshot", "Document"),
-        ("reconciler.errors", "Problem"),
+        ("reconciler.desired.documents", "_new_document"),
+        ("reconciler.desired.documents", "_new_parsed_file"),
+        ("reconciler.desired.snapshot", "_new_document"),
+        ("reconciler.errors", "_new_problem"),
     }
 )
 
 
+class _Only:
+    """A rebuilding function as the unpickler hands it out: it can be called, not changed."""
+
+    __slots__ = ("_make",)
+    _make: Any
+
+    def __init__(self, make: Any) -> None:
+        object.__setattr__(self, "_make", make)
+
+    def __call__(self, *args: Any) -> Any:
+        return self._make(*args)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise pickle.UnpicklingError("the parse cache may not change what it is read with")
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("the parse cache may not change what it is read with")
+
+
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        allowed = _ALLOWED.get((module, name))
-        if allowed is not None:
-            return allowed
-        if (module, name) in _CLASSES:
-            return super().find_class(module, name)
+        if (module, name) in _ALLOWED:
+            return _Only(super().find_class(module, name))
         raise pickle.UnpicklingError(f"the parse cache may not hold {module}.{name}")
+
+
+def _generation(stored: Any) -> bool:
+    return isinstance(stored, dict) and all(type(k) is str and type(v) in (bytes, str) for k, v in stored.items())
 
 
 class ParseCache:
@@ -117,9 +125,13 @@ class ParseCache:
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError) as exc:
             log.warning("ignoring unreadable parse cache %s: %s", path, exc)
             return
-        if isinstance(stored, dict) and stored.get("format") == FORMAT:
-            self._stored_last = stored.get("last", {})
-            self._stored_before = stored.get("before", {})
+        if not (isinstance(stored, dict) and stored.get("format") == FORMAT):
+            return
+        last, before = stored.get("last", {}), stored.get("before", {})
+        if not (_generation(last) and _generation(before)):
+            log.warning("ignoring unreadable parse cache %s: not laid out as this version writes it", path)
+            return
+        self._stored_last, self._stored_before = last, before
 
     def get(self, key: str) -> Any | None:
         value = self._current.get(key)

@@ -58,9 +58,14 @@ class Document(NamedTuple):
     facts: Any = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Unpickle through the C tuple constructor, not the generated Python __new__: a warm
-        # load unpickles one Document per manifest document.
-        return (tuple.__new__, (Document, tuple(self)))
+        # Through a function, not the class: the parse cache's unpickler admits no class (see
+        # caching._Unpickler). The function uses the C tuple constructor, not the generated
+        # Python __new__: a warm load unpickles one Document per manifest document.
+        return (_new_document, (tuple(self),))
+
+
+def _new_document(fields: tuple[Any, ...]) -> Document:
+    return tuple.__new__(Document, fields)
 
 
 def digest_of(data: Any) -> str:
@@ -184,7 +189,19 @@ class ParsedFile:
     #: load that needs it again reads the cache's documents entry, or parses the file again)
     raw: dict[int, bytes] = dataclasses.field(default_factory=dict, compare=False)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_new_parsed_file, (self.documents, self.problems, self.invalid, self.raw))
+
     def cacheable(self) -> ParsedFile:
         """What the parse cache keeps: summaries without data or genome templates (size)."""
         docs = tuple(d._replace(genome_template=None) if d.genome_template else d for d in self.documents)
         return ParsedFile(docs, self.problems, self.invalid)
+
+
+def _new_parsed_file(
+    documents: tuple[Document, ...],
+    problems: tuple[errors.Problem, ...],
+    invalid: tuple[tuple[str, str], ...],
+    raw: dict[int, bytes],
+) -> ParsedFile:
+    return ParsedFile(documents, problems, invalid, raw)

@@ -45,6 +45,14 @@ class Document(NamedTuple):
     data: bytes
     template: tuple[str, ...] | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Through a function, not the class: the parse cache's unpickler admits no class.
+        return (_new_document, (self.data, self.template))
+
+
+def _new_document(data: bytes, template: tuple[str, ...] | None) -> Document:
+    return Document(data, template)
+
 
 class Object(NamedTuple):
     kind: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -204,10 +205,33 @@ def test_a_planted_cache_runs_no_code_and_is_parsed_again(tmp_path: Path, git_re
         assert not (tmp_path / "ran-file").exists() and not (tmp_path / "ran-entry").exists()
 
 
-def test_a_corrupt_cache_file_is_ignored(tmp_path: Path, git_repo: GitRepo) -> None:
+@pytest.mark.parametrize(
+    "module, name",
+    [("reconciler.desired.documents", "Document"), ("reconciler.desired.documents", "_new_document"), ("builtins", "tuple")],
+)
+def test_a_cache_entry_cannot_change_a_class_or_function(module: str, name: str) -> None:
+    # GLOBAL then BUILD with slot state: setattr on whatever GLOBAL pushed, for the whole process.
+    planted = b"\x80\x04c" + f"{module}\n{name}\n".encode() + b"N}\x8c\x04kind\x8c\x04Evil\x73\x86b."
+    with pytest.raises(pickle.UnpicklingError):
+        caching._decode(planted)
+    from reconciler.desired import documents
+
+    assert documents.Document(0, 1, "Role", "r", None, "d").kind == "Role"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"garbage",
+        pickle.dumps({"format": caching.FORMAT, "last": ["k"]}),
+        pickle.dumps({"format": caching.FORMAT, "before": {"k": 1}}),
+    ],
+    ids=["not a pickle", "a list for a generation", "an entry that is not encoded"],
+)
+def test_a_corrupt_cache_file_is_ignored(tmp_path: Path, git_repo: GitRepo, stored: bytes) -> None:
     git_repo.commit(BASE)
     (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / f"parsed-v{caching.FORMAT}.pickle").write_bytes(b"garbage")
+    (tmp_path / "cache" / f"parsed-v{caching.FORMAT}.pickle").write_bytes(stored)
     assert load(git_repo, cache=caching.ParseCache(tmp_path / "cache")).problems == []
 
 
