@@ -171,6 +171,8 @@ def cases(port: int, tokens: dict[str, str], quick: bool) -> list[tuple[str, Cal
     # "=" everywhere: every stretch of it may start a secret (password=..., ?token=...), so each
     # secret pattern is tried at every character
     equals = (ask % json.dumps({"blob": "y=" * 450_000})).encode()
+    # a secret at the end of 900 KiB: RED, so the call needs approval, which commits on its own
+    secret = (ask % json.dumps({"blob": "y" * 900_000 + " sk-" + "a" * 30})).encode()
     # 50,000 card numbers: a match every 17 characters, each to be redacted
     cards = (ask % json.dumps({"blob": "4111111111111111 " * 50_000})).encode()
 
@@ -218,6 +220,7 @@ def cases(port: int, tokens: dict[str, str], quick: bool) -> list[tuple[str, Cal
         ("/v1/decisions 900 KiB string in args", lambda: post(port, "/v1/decisions", blob, acme, json_)),
         ('/v1/decisions 900 KiB of "y=" in args', lambda: post(port, "/v1/decisions", equals, acme, json_)),
         ("/v1/decisions 50,000 card numbers in args", lambda: post(port, "/v1/decisions", cards, acme, json_)),
+        ("/v1/decisions 900 KiB and a secret: needs approval", lambda: post(port, "/v1/decisions", secret, acme, json_)),
         ("/v1/decisions nested 1,000 deep", lambda: post(port, "/v1/decisions", ("[" * 1000 + "]" * 1000).encode(), acme, json_)),
         ("/v1/decisions args nested 60 deep", lambda: post(port, "/v1/decisions", (ask % ('{"a": ' + "[" * 58 + "]" * 58 + "}")).encode(), acme, json_)),
         ("/v1/data nested 1,000 deep", lambda: post(port, "/v1/data/arm", ('{"input": ' + "[" * 1000 + "]" * 1000 + "}").encode(), acme, json_)),

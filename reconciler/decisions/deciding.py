@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -312,9 +312,10 @@ class Decider:
                 if tenant is None:
                     tenant = caller_tenant
             outcome = self._evaluate(request, context, version)
+            taken = _taken(request)
             if outcome.decision == "NEEDS_APPROVAL" or (outcome.decision == "ALLOW" and context.approval_granted):
-                return self._decide_locked(request, key, context, tenant, version, revision, now, outcome)
-            pending = self._pending(request, key, tenant, version, revision, now, outcome, None, context)
+                return self._decide_locked(request, key, context, tenant, version, revision, now, outcome, taken)
+            pending = self._pending(request, key, tenant, version, revision, now, outcome, None, context, taken=taken)
             if self._writer is not None:
                 pending.release, handed = (lambda: self._inflight.leave(ident)), True
                 decision_id = self._writer.wait(pending)
@@ -426,14 +427,17 @@ class Decider:
         revision: str | None,
         now: dt.datetime,
         outcome: inputs.Outcome,
+        taken: _Taken,
     ) -> Decision:
         # Approvals are granted and used one at a time: these decisions commit on their own,
         # re-checking the approval under a lock so one approval allows one call.
         started = time.perf_counter()
         with database.transaction(self.db) as connection:
-            approval_id, outcome = self._approval_step(connection, request, tenant, key, outcome, context, version, now)
+            approval_id, outcome = self._approval_step(connection, request, tenant, key, outcome, context, version, now, taken)
             granted = context.approval_granted and outcome.decision == "ALLOW" and approval_id is not None
-            pending = self._pending(request, key, tenant, version, revision, now, outcome, approval_id, context, granted)
+            pending = self._pending(
+                request, key, tenant, version, revision, now, outcome, approval_id, context, granted, taken=taken
+            )
             (decision_id,) = recording.store(connection, [pending], now)
         self.write_seconds.observe(time.perf_counter() - started)
         self.ledger.add_decisions([decision_id], [(pending.tenant, pending.instance, key, now.timestamp())])
@@ -472,10 +476,13 @@ class Decider:
         approval_id: int | None,
         context: inputs.Context,
         granted: bool = False,
+        *,
+        taken: _Taken | None = None,
     ) -> recording.Pending:
         # The answer (Decision.of) keeps the reasons as the policy wrote them: it goes back to
         # the caller, whose arguments they quote.
-        args, secrets, reasons = _redacted(request, outcome.reasons)
+        taken = taken if taken is not None else _taken(request)
+        args, secrets, reasons = _redacted(request, outcome.reasons, taken)
         assessed = outcome.risk.as_dict()
         assessed["reasons"] = [risk.redact_text(reason, secrets) for reason in assessed["reasons"]]
         payload = {
@@ -486,7 +493,7 @@ class Decider:
             "reasons": reasons,
             "risk": assessed,
             "callKey": key,
-            "runId": risk.redact_text(request.run_id) if request.run_id else request.run_id,
+            "runId": taken.run_id,
             "costEstimate": request.cost_estimate,
             "approvalId": approval_id,
             "policyRevision": revision,
@@ -621,6 +628,7 @@ class Decider:
         context: inputs.Context,
         version: str | None,
         now: dt.datetime,
+        taken: _Taken,
     ) -> tuple[int | None, inputs.Outcome]:
         """Use a granted approval once, or find or request the approval a decision needs."""
         if tenant is None:
@@ -638,9 +646,8 @@ class Decider:
         if pending is not None:
             return pending, outcome
         # What the approver is shown: the call (arguments redacted) and why it needs approval.
-        args, _, reasons = _redacted(request, outcome.reasons)
-        run = risk.redact_text(request.run_id) if request.run_id else request.run_id
-        call = approving.requested_call(request.instance, request.tool, args, request.cost_estimate, run)
+        args, _, reasons = _redacted(request, outcome.reasons, taken)
+        call = approving.requested_call(request.instance, request.tool, args, request.cost_estimate, taken.run_id)
         rules = context.envelope.get("approvals") or {}
         return approving.request_call(connection, tenant, key, call, reasons, rules, now), outcome
 
@@ -781,10 +788,27 @@ def _version_context(
     )
 
 
-def _redacted(request: Request, reasons: list[str]) -> tuple[dict[str, Any], frozenset[str], list[str]]:
+class _Taken(NamedTuple):
+    """A call's arguments redacted, the values taken out, and its run id redacted: what the
+    stored records keep of it, worked out once per call (long arguments take a while) and
+    before any write transaction begins, so none holds the store's write lock meanwhile."""
+
+    args: dict[str, Any]
+    secrets: frozenset[str]
+    run_id: str | None
+
+
+def _taken(request: Request) -> _Taken:
+    args, secrets = risk.redact_args(request.args)
+    return _Taken(args, secrets, risk.redact_text(request.run_id) if request.run_id else request.run_id)
+
+
+def _redacted(
+    request: Request, reasons: list[str], taken: _Taken | None = None
+) -> tuple[dict[str, Any], frozenset[str], list[str]]:
     """What is stored of a call: its arguments redacted, the values taken out, and ``reasons``
     without them (a policy's reason may quote an argument; change records are append-only)."""
-    args, secrets = risk.redact_args(request.args)
+    args, secrets, _ = taken if taken is not None else _taken(request)
     return args, secrets, [risk.redact_text(reason, secrets) for reason in reasons]
 
 
