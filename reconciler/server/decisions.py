@@ -272,23 +272,38 @@ class DecisionRoute:
         return await answered
 
     def _parsed(self, raw: bytes, who: access.Principal, reply: Reply) -> None:
-        """Parse ``raw`` (the caller is authenticated by now), then decide within its token's cap."""
-        request, invalid = _parse(raw)
-        if invalid is not None or request is None:
-            reply(422, _invalid(invalid or [bodies.problem("missing", ["body"], "Field required")]))
-            return
-        name = who.name
-        if not self.caps.enter(name, "decisions", guarding.PER_TOKEN_DECISIONS):
-            message = f"token {name!r} has {guarding.PER_TOKEN_DECISIONS} decisions in flight: retry"
+        """Parse ``raw`` (the caller is authenticated by now), then decide within its token's caps:
+        decisions in flight, and of those, decisions with a large body (each is scanned, stored
+        and synced at length: a token's flood of them would hold every other decision's commit)."""
+        name, caps = who.name, self.caps
+        large = len(raw) > LARGE_BODY
+        if large and not caps.enter(name, "large decisions", guarding.PER_TOKEN_LARGE_DECISIONS):
+            message = (
+                f"token {name!r} has {guarding.PER_TOKEN_LARGE_DECISIONS} decisions with bodies over "
+                f"{LARGE_BODY} bytes in flight: retry"
+            )
             reply(429, orjson.dumps(bodies.error("TooManyRequests", message)))
             return
-        caps = self.caps
+
+        def left(status: int, body: bytes) -> None:
+            if large:
+                caps.leave(name, "large decisions")
+            reply(status, body)
+
+        request, invalid = _parse(raw)
+        if invalid is not None or request is None:
+            left(422, _invalid(invalid or [bodies.problem("missing", ["body"], "Field required")]))
+            return
+        if not caps.enter(name, "decisions", guarding.PER_TOKEN_DECISIONS):
+            message = f"token {name!r} has {guarding.PER_TOKEN_DECISIONS} decisions in flight: retry"
+            left(429, orjson.dumps(bodies.error("TooManyRequests", message)))
+            return
 
         def capped(status: int, body: bytes) -> None:
             caps.leave(name, "decisions")
-            reply(status, body)
+            left(status, body)
 
-        self._decide(request, who, capped, large=len(raw) > LARGE_BODY)
+        self._decide(request, who, capped, large=large)
 
     def _decide(self, request: deciding.Request, who: access.Principal, reply: Reply, large: bool = False) -> None:
         try:

@@ -33,13 +33,16 @@ import orjson
 from reconciler.oversight import access
 from reconciler.server import bodies
 
-__all__ = ["BODY_SECONDS", "PER_TOKEN", "PER_TOKEN_DECISIONS", "Caps", "Guard", "reply"]
+__all__ = ["BODY_SECONDS", "PER_TOKEN", "PER_TOKEN_DECISIONS", "PER_TOKEN_LARGE_DECISIONS", "Caps", "Guard", "reply"]
 
 #: Requests one token may have in flight on the routes this gate guards.
 PER_TOKEN = 8
 
 #: Decisions one token may have in flight (a runtime's many agents share a token).
 PER_TOKEN_DECISIONS = 256
+
+#: Of those, decisions whose body is large (over ``server.decisions.LARGE_BODY``) at once.
+PER_TOKEN_LARGE_DECISIONS = 2
 
 #: How long a request's body may take to arrive once its headers have.
 BODY_SECONDS = 30.0

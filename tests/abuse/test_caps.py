@@ -11,8 +11,15 @@ import time
 import httpx
 import sqlalchemy as sa
 
-from reconciler.server import guarding
-from tests.server.serving import auth
+from reconciler.desired import repository
+from reconciler.oversight import access
+from reconciler.reconcile import running
+from reconciler.server import app as server_app
+from reconciler.server import decisions, guarding
+from reconciler.state import database
+from tests.conftest import GitRepo
+from tests.reconcile import scenario
+from tests.server.serving import NOW, Server, auth, tenant_fleet
 from tests.server.wire import Wire
 
 Api = tuple[httpx.Client, sa.Engine, dict[str, str]]
@@ -77,3 +84,40 @@ def test_the_cap_counts_per_token_and_kind() -> None:
     assert caps.enter("b", "requests", 2) and caps.enter("a", "decisions", 2)
     caps.leave("a", "requests")
     assert caps.enter("a", "requests", 2)
+
+
+def test_a_token_has_at_most_two_large_decisions_in_flight(git_repo: GitRepo, db_url: str) -> None:
+    # Large bodies are scanned, stored and synced at length: a token's flood of them held every
+    # other decision's commit. Past two in flight the next is refused before it is parsed;
+    # small decisions of the same token, and large ones of another, are decided meanwhile.
+    git_repo.commit(
+        {"fleet/acme.yaml": tenant_fleet("acme"), "fleet/globex.yaml": tenant_fleet("globex")}, author=scenario.AUTHOR
+    )
+    engine = database.connect(db_url)
+    try:
+        database.migrate(engine)
+        application = server_app.create_app(engine)
+        caps = application.state.services.caps
+        with Server(application, "protocol") as base, httpx.Client(base_url=base, timeout=10) as client:
+            running.Reconciler(engine, repository.Repository(git_repo.path), "fleet").apply("main")
+            with engine.begin() as connection:
+                rt = access.create(connection, "rt", "runtime", "acme", NOW)
+                gx = access.create(connection, "gx", "runtime", "globex", NOW)
+            small = {"instance": "acme:app-dev-g1-0", "tool": "crm.lookup"}
+            large = small | {"args": {"note": "x" * (decisions.LARGE_BODY + 1)}}
+            assert all(caps.enter("rt", "large decisions", guarding.PER_TOKEN_LARGE_DECISIONS) for _ in range(2))
+            refused = client.post("/v1/decisions", json=large, headers=auth(rt))
+            assert refused.status_code == 429 and "decisions with bodies over" in refused.json()["message"]
+            assert client.post("/v1/decisions", json=small, headers=auth(rt)).json()["decision"] == "ALLOW"
+            other = large | {"instance": "globex:app-dev-g1-0"}
+            assert client.post("/v1/decisions", json=other, headers=auth(gx)).json()["decision"] == "ALLOW"
+            caps.leave("rt", "large decisions")
+            assert client.post("/v1/decisions", json=large, headers=auth(rt)).json()["decision"] == "ALLOW"
+            # Refused, answered or invalid, each large decision gave its place back.
+            assert (
+                client.post("/v1/decisions", content=b'{"args": "' + b"x" * 20_000 + b'"}', headers=auth(rt)).status_code == 422
+            )
+            assert caps.enter("rt", "large decisions", guarding.PER_TOKEN_LARGE_DECISIONS)
+            assert not caps.enter("rt", "large decisions", guarding.PER_TOKEN_LARGE_DECISIONS)
+    finally:
+        engine.dispose()
