@@ -39,7 +39,13 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.command()
 @click.option("--instance", required=True, help="The instance making the call.")
 @click.option("--tool", required=True, help="The tool it wants to call.")
-@click.option("--args", "args_json", default="{}", show_default=True, help="The call's arguments as a JSON object.")
+@click.option(
+    "--args",
+    "args_json",
+    default="{}",
+    show_default=True,
+    help="The call's arguments as a JSON object; @FILE reads them from a file and - from standard input.",
+)
 @click.option(
     "--cost",
     type=click.FloatRange(min=0, max=policy_deciding.MAX_COST),
@@ -55,15 +61,19 @@ def decide(
     settings: settings_.Settings, instance: str, tool: str, args_json: str, cost: float, run_id: str | None, fmt: str
 ) -> None:
     """Ask whether INSTANCE may call TOOL now. Exit 0 ALLOW, 2 NEEDS_APPROVAL, 3 DENY, 1 error."""
+    where = "--args"
+    if args_json == "-" or args_json.startswith("@"):
+        where = "--args (standard input)" if args_json == "-" else f"--args {args_json}"
+        args_json = _read_args(args_json, where)
     try:
         args = json.loads(args_json)
     except json.JSONDecodeError as exc:
-        raise errors.ConfigError(f"--args is not JSON: {exc}") from exc
+        raise errors.ConfigError(f"{where} is not JSON: {exc}") from exc
     if not isinstance(args, dict):
-        raise errors.ConfigError("--args must be a JSON object")
+        raise errors.ConfigError(f"{where} must be a JSON object")
     found = policy_deciding.number_problem(args, "args")
     if found is not None:
-        raise errors.ConfigError(f"--args: {found[1]}")
+        raise errors.ConfigError(f"{where}: {found[1]}")
     decider = deciding.Decider(running.open_database(settings.database), engine=policy_engine(settings))
     decision = decider.decide(deciding.Request(instance, tool, args, cost, run_id))
     if fmt == "json":
@@ -82,3 +92,25 @@ def decide(
         elif decision.approval_id is not None:  # the call was allowed by (or denied against) an approval already decided
             click.echo(f"  approval {decision.approval_id} (decided; 'armctl approvals list --status all' shows it)")
     sys.exit(EXIT_CODES[decision.decision])
+
+
+#: As much as the decision endpoint reads of a body (``server.decisions``: 1 MiB).
+_MAX_ARGS_BYTES = 1024 * 1024
+
+
+def _read_args(source: str, where: str) -> str:
+    """Arguments from ``@FILE`` or ``-`` (standard input): longer ones than a command line holds."""
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read(_MAX_ARGS_BYTES + 1)
+        else:
+            with open(source[1:], "rb") as f:
+                data = f.read(_MAX_ARGS_BYTES + 1)
+    except OSError as exc:
+        raise errors.ConfigError(f"{where}: cannot read it: {exc.strerror or exc}") from exc
+    if len(data) > _MAX_ARGS_BYTES:
+        raise errors.ConfigError(f"{where}: more than {_MAX_ARGS_BYTES} bytes, as the decision endpoint refuses")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise errors.ConfigError(f"{where} is not UTF-8 (byte {exc.start})") from exc

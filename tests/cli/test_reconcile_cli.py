@@ -184,6 +184,31 @@ def test_decide_answers_with_exit_codes(armctl: Armctl) -> None:
     assert json.loads(armctl("decide", "--instance", "ghost", "--tool", "x", "--format", "json").stdout)["decisionId"] == 3
 
 
+def test_decide_reads_long_arguments_from_a_file_or_standard_input(armctl: Armctl, tmp_path: Path) -> None:
+    # A command line holds ~128 KiB; a runtime's call can hold up to the endpoint's 1 MiB.
+    from tests import armctl as armctl_
+
+    armctl("init")
+    assert armctl("apply").returncode == 0
+    long = {"note": "y" * 300_000 + " sk-" + "a" * 30}
+    (tmp_path / "args.json").write_text(json.dumps(long))
+    ask = ("decide", "--instance", "acme:app-dev-g1-0", "--tool", "crm.lookup", "--format", "json")
+    from_file = armctl(*ask, "--args", f"@{tmp_path / 'args.json'}")
+    from_stdin = armctl_.invoke([*ask, "--args", "-"], armctl.env, stdin=json.dumps(long))
+    for answer in (from_file, from_stdin):
+        assert answer.returncode in (0, 2, 3) and "Traceback" not in answer.stderr, answer.stderr
+        assert answer.json()["risk"]["level"] == "RED"  # the secret at the end was read
+        assert answer.json()["risk"]["reasons"] == ["argument note holds a secret-like value: RED"]
+    (tmp_path / "big.json").write_text(json.dumps({"note": "y" * (1024 * 1024)}))
+    for source, says in [
+        (f"@{tmp_path / 'missing.json'}", "cannot read it: No such file or directory"),
+        (f"@{tmp_path / 'big.json'}", "more than 1048576 bytes"),
+    ]:
+        refused = armctl(*ask, "--args", source)  # --format json: the error too, as a JSON object
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.json()["error"] == "ConfigError" and says in refused.json()["message"]
+
+
 FAILING_TEST = """\
 package arm.ext.team_test
 
