@@ -51,6 +51,7 @@ def test_writers_of_one_process_queue_on_a_lock_that_gives_up_like_sqlite(
     engine = database.connect(f"sqlite:///{tmp_path / 'arm.db'}")
     try:
         database.migrate(engine)
+        # The busy timeout (30 s) shortened so the test waits 50 ms for it: a timeout, not a stand-in.
         monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 50)
         held, release = threading.Event(), threading.Event()
 

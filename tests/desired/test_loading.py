@@ -576,29 +576,17 @@ def test_a_cache_directory_that_cannot_be_written_is_said_once(
     assert len(warnings) == 1 and "Not a directory" in warnings[0]
 
 
-def test_a_parse_worker_that_dies_leaves_its_files_to_the_parent(
-    tmp_path: Path, git_repo: GitRepo, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The OOM killer, say: the load finishes in the parent, with what a load in one process finds.
-    git_repo.commit(BASE)
+def test_a_parse_worker_that_dies_leaves_its_files_to_the_parent(git_repo: GitRepo) -> None:
+    # The OOM killer, say: the load finishes in the parent, with what a load in one process
+    # finds. Enough files (past loading._PARALLEL_FROM) that workers parse them.
+    from tests.oomkiller import killing_first_worker
+
+    projects = {
+        f"fleet/projects/p{i:04}.yaml": f"apiVersion: arm/v1\nkind: Project\nmetadata: {{name: p{i}}}\n" for i in range(1500)
+    }
+    git_repo.commit({**BASE, **projects})
     repo = repository.Repository(git_repo.path)
     alone = loading.load(repo, "main", "fleet", cache=caching.ParseCache())
-    monkeypatch.setattr(loading, "_PARALLEL_FROM", 1)
-    monkeypatch.setattr(loading, "_parse_pair", _dies_on_the_deployments)
-    forked = loading.load(repo, "main", "fleet", cache=caching.ParseCache(), workers=2)
-    assert forked.ok and forked.objects == alone.objects and forked.genome_hashes == alone.genome_hashes
-
-
-_parse_pair = loading._parse_pair
-
-
-def _dies_on_the_deployments(job: tuple[str, bytes]) -> object:
-    import os
-    import signal
-
-    if job[0] == "fleet/deploy.yaml" and os.getpid() != _PARENT:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return _parse_pair(job)
-
-
-_PARENT = __import__("os").getpid()
+    with killing_first_worker() as killed:
+        forked = loading.load(repo, "main", "fleet", cache=caching.ParseCache(), workers=2)
+    assert killed and forked.ok and forked.objects == alone.objects and forked.genome_hashes == alone.genome_hashes
