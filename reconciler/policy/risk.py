@@ -328,7 +328,9 @@ _COUNT_WORDS = _vocabulary("limit count batch max top rows records results")
 _SIZE_QUALIFIERS = _vocabulary("batch page chunk bulk")  # batch_size is a count; size is not
 
 # Key classes, as bits.
-_SECRET, _NUMBER_SECRET, _ENV, _HOST, _OP, _SQL, _FLAG, _ALL, _COUNT = (1 << i for i in range(9))
+_SECRET, _NUMBER_SECRET, _ENV, _HOST, _OP, _SQL, _FLAG, _ALL, _COUNT, _SECRET_NAME = (1 << i for i in range(10))
+# _SECRET_NAME: the name itself looks like a secret ({"sk-live-...": true}); the others say
+# what the name says of its value.
 
 _CAMEL = _Pattern(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")  # where camelCase splits
 _NOT_WORD = _Pattern(r"[^a-z0-9]+")
@@ -363,9 +365,10 @@ def _key_class(key: str) -> int:
 
 
 def _classify(key: str) -> int:
+    named = _SECRET_NAME if _looks_secret(key) else 0
     words = _words(_leaf_key(key))
     if not words:
-        return 0
+        return named
     last, before = words[-1], (words[-2] if len(words) > 1 else "")
     bits = 0
     if words == ("pass",) or (before not in _NOT_SECRET_QUALIFIERS and last in _SECRET_WORDS):
@@ -383,7 +386,7 @@ def _classify(key: str) -> int:
     bits |= _ALL if last == "all" else 0
     if last in _COUNT_WORDS or (last == "size" and before in _SIZE_QUALIFIERS) or (last, before) == ("page", "per"):
         bits |= _COUNT
-    return bits
+    return bits | named
 
 
 _cached_class = functools.lru_cache(maxsize=8192)(_classify)
@@ -636,7 +639,7 @@ def _scan_mapping(found: _Findings, value: Mapping[Any, Any], path: str) -> None
             return
         name = name if type(name) is str else str(name)
         bits = _key_class(name)
-        if _looks_secret(name):  # a key can be a secret too: {"sk-live-...": true}, named redacted
+        if bits & _SECRET_NAME:  # named redacted in what the findings say
             name = REDACTED
             if found.secret is None:
                 found.secret = f"{path}.{name}" if path else name
@@ -738,8 +741,9 @@ def _redact(value: Any, bits: int, taken: list[str]) -> Any:
         redacted = {}
         for k, v in value.items():
             name = k if type(k) is str else str(k)
-            child = _redact(v, _key_class(name), taken)
-            if _looks_secret(name):  # a key can be a secret too: {"sk-live-...": true}
+            bits = _key_class(name)
+            child = _redact(v, bits, taken)
+            if bits & _SECRET_NAME:  # a key can be a secret too: {"sk-live-...": true}
                 taken.append(name)
                 name = REDACTED
                 while name in redacted or name in value:
